@@ -1,0 +1,160 @@
+"""The relay layer's one request type in and one result type out, and its errors.
+
+Nothing here knows about Discord or SQLite. Errors carry a translation ``key`` and ``params``
+so the bot can say them in the user's language; ``str()`` is the English form for logs/CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Dialect = Literal["gemini", "openai-images", "openai-chat"]
+AuthStyle = Literal["query", "bearer", "x-goog-api-key"]
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Where and how to reach one relay. ``api_key`` never appears in repr or messages."""
+
+    base_url: str
+    dialect: Dialect = "gemini"
+    auth: AuthStyle = "query"
+    api_key: str = field(default="", repr=False)
+    name: str = "default"
+    # Our catalogue id -> the relay's model name, e.g. {"gemini-3-pro-image-preview": "nano-banana-pro"}.
+    model_aliases: dict[str, str] = field(default_factory=dict)
+    # Operator relays are trusted (loopback allowed); server-admin relays pass the URL guard.
+    trusted: bool = True
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An input picture, identified by its bytes (the mime type is sniffed, never taken from a name)."""
+
+    data: bytes = field(repr=False)
+    mime_type: str
+
+    def __repr__(self) -> str:
+        return f"InputImage({self.mime_type}, {len(self.data)} bytes)"
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    model: str = "gemini-2.5-flash-image"
+    images: list[InputImage] = field(default_factory=list)
+    aspect_ratio: str | None = None
+    size: str | None = None  # any case: "2k", "2K", "512px"; normalised by the catalogue
+    # Previous turns for Gemini-native multi-turn, as Gemini `contents` entries exactly as
+    # received (camelCase, thoughtSignature kept). Dialects without history use
+    # `images` (latest picture) + prompt instead.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    grounding: bool = False
+    thinking: str | None = None  # "minimal" | "high" where the model supports it
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class GroundingSource:
+    title: str
+    uri: str
+
+
+@dataclass
+class GenerationResult:
+    image: bytes = field(repr=False)
+    mime_type: str
+    width: int
+    height: int
+    model: str
+    text: str = ""  # the model's non-thought text
+    usage: Usage = field(default_factory=Usage)
+    sources: list[GroundingSource] = field(default_factory=list)
+    # The model's `content` as received (Gemini dialect), to send back next turn; None otherwise.
+    model_turn: dict[str, Any] | None = None
+    # The user turn that was sent, so a conversation store can record the exchange.
+    user_turn: dict[str, Any] | None = None
+    elapsed_s: float = 0.0
+    relay_name: str = ""
+
+
+class RelayError(Exception):
+    """Base of all relay-layer errors. ``key``/``params`` feed the translation layer."""
+
+    key = "error.relay"
+    exit_code = 4
+
+    def __init__(self, message: str, *, key: str | None = None, **params: Any) -> None:
+        super().__init__(message)
+        if key:
+            self.key = key
+        self.params = params
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidRequest(RelayError):
+    """Refused before anything was sent (CLI exit 2)."""
+
+    key = "error.invalid"
+    exit_code = 2
+
+
+class NoImage(RelayError):
+    """The relay answered, but without an image: blocked, refused, text only (CLI exit 3).
+
+    ``reason`` is a machine code (``blocked``, ``safety``, ``no_image``, ``text_only``,
+    ``recitation``…); ``model_text`` is the model's own words, if any.
+    """
+
+    key = "error.no_image"
+    exit_code = 3
+
+    def __init__(self, message: str, *, reason: str, model_text: str = "", detail: str = "", key: str | None = None) -> None:
+        super().__init__(message, key=key, reason=reason, model_text=model_text, detail=detail)
+        self.reason = reason
+        self.model_text = model_text
+        self.detail = detail
+
+
+class RelayFailed(RelayError):
+    """The relay failed after retries (CLI exit 4). ``status`` is the HTTP status or None."""
+
+    key = "error.relay_failed"
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        relay_message: str = "",
+        retryable: bool = False,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, key=key, status=status, relay_message=relay_message)
+        self.status = status
+        self.relay_message = relay_message
+        # True when another relay might succeed (429/5xx/network/timeout): drives failover.
+        self.retryable = retryable
+
+
+class RelayTimeout(RelayFailed):
+    key = "error.timeout"
