@@ -1,0 +1,236 @@
+"""Content-addressed image storage: each picture is kept once, named by its SHA-256.
+
+Files live at ``<root>/<sha[:2]>/<sha>`` (two-level fan-out keeps directories small); the
+``images`` table holds mime type, size, dimensions, ``last_used`` and a ``pruned`` flag.
+
+- ``put`` writes a temp file in the target folder, fsyncs it and renames it into place, so a
+  crash never leaves a half-written image under its final name. Storing the same bytes again
+  writes nothing and only bumps ``last_used``.
+- ``get`` bumps ``last_used`` too: an image that conversations keep sending back stays alive;
+  retention counts from the last *use*, not from creation.
+- ``prune`` removes files unused for the retention period and keeps their rows (``pruned=1``),
+  so a later edit on such a turn can say "expired" instead of "unknown".
+
+File I/O, hashing and the Pillow header read run in a worker thread (they release the GIL),
+never on the event loop. One asyncio lock orders ``put`` and ``prune`` in this process, so a
+prune can never delete a file that a concurrent ``put`` just revived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+_DAY = 86400.0
+
+
+class ImagePruned(Exception):
+    """The image is known but its file is gone (retention ran out, or it was lost).
+
+    ``key``/``params`` feed the translation layer like relay errors do.
+    """
+
+    key = "conversations.image_pruned"
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(f"image {sha256} was pruned")
+        self.sha256 = sha256
+        self.params: dict[str, object] = {}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    mime_type: str
+    byte_size: int
+    width: int | None
+    height: int | None
+    created_at: float
+    last_used: float
+    pruned: bool
+
+
+def _dimensions(data: bytes) -> tuple[int | None, int | None]:
+    """Width/height from the header only; an undecodable blob is still stored, just unmeasured."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.width), int(img.height)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None, None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file sits in the same folder, so the rename stays on one filesystem (atomic).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _file_matches(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _read_verified(path: Path, sha256: str) -> bytes | None:
+    """The file's bytes if they still hash to their name; None when missing or damaged."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    return data
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class ImageStore:
+    """Images stored once by SHA-256 under ``root``, indexed in the ``images`` table."""
+
+    def __init__(self, db: aiosqlite.Connection, root: Path | str) -> None:
+        self.db = db
+        self.root = Path(root)
+        self._lock = asyncio.Lock()
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    async def put(self, data: bytes, mime: str) -> str:
+        """Store ``data`` (if not already stored) and return its SHA-256 hex digest.
+
+        ``mime`` is recorded the first time the bytes are seen. A row whose file was pruned,
+        lost or damaged gets its file back.
+        """
+        if not data:
+            raise ValueError("refusing to store an empty image")
+        sha = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        path = self.path_for(sha)
+        now = time.time()
+        async with self._lock:
+            info = await self.info(sha)
+            if info is not None and not info.pruned and await asyncio.to_thread(_file_matches, path, len(data)):
+                await self.db.execute("UPDATE images SET last_used = ? WHERE sha256 = ?", (now, sha))
+                return sha
+            await asyncio.to_thread(_write_atomic, path, data)
+            if info is None:
+                width, height = await asyncio.to_thread(_dimensions, data)
+                await self.db.execute(
+                    "INSERT INTO images (sha256, mime_type, byte_size, width, height, created_at, last_used, pruned)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+                    " ON CONFLICT (sha256) DO UPDATE SET last_used = excluded.last_used, pruned = 0",
+                    (sha, mime, len(data), width, height, now, now),
+                )
+            else:
+                await self.db.execute(
+                    "UPDATE images SET last_used = ?, pruned = 0 WHERE sha256 = ?", (now, sha)
+                )
+        return sha
+
+    async def info(self, sha256: str) -> ImageInfo | None:
+        async with self.db.execute(
+            "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned"
+            " FROM images WHERE sha256 = ?",
+            (sha256,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return ImageInfo(row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7]))
+
+    async def infos(self, shas: list[str]) -> dict[str, ImageInfo]:
+        """Rows for many hashes in one query (unknown hashes are simply absent)."""
+        unique = list(dict.fromkeys(shas))
+        out: dict[str, ImageInfo] = {}
+        # Chunked: SQLite caps bound parameters (999 on old builds).
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self.db.execute(
+                "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned"
+                f" FROM images WHERE sha256 IN ({marks})",
+                chunk,
+            ) as cur:
+                for row in await cur.fetchall():
+                    out[row[0]] = ImageInfo(
+                        row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7])
+                    )
+        return out
+
+    async def get(self, sha256: str, *, touch: bool = True) -> tuple[bytes, str]:
+        """``(bytes, mime)``; ``KeyError`` when never stored, ``ImagePruned`` when the file is gone.
+
+        ``touch=False`` skips the ``last_used`` bump, for callers that bump many at once.
+        """
+        info = await self.info(sha256)
+        if info is None:
+            raise KeyError(sha256)
+        if info.pruned:
+            raise ImagePruned(sha256)
+        data = await asyncio.to_thread(_read_verified, self.path_for(sha256), sha256)
+        if data is None:
+            # Lost or damaged outside our control: record it, so the answer stays "expired"
+            # and the next put of these bytes restores the file.
+            log.warning("image %s is missing or damaged on disk; marking it pruned", sha256)
+            await self.db.execute("UPDATE images SET pruned = 1 WHERE sha256 = ?", (sha256,))
+            raise ImagePruned(sha256)
+        if touch:
+            await self.touch([sha256])
+        return data, info.mime_type
+
+    async def touch(self, shas: list[str], now: float | None = None) -> None:
+        """Mark images as used now (restarts their retention period)."""
+        when = time.time() if now is None else now
+        unique = list(dict.fromkeys(shas))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            await self.db.execute(
+                f"UPDATE images SET last_used = ? WHERE pruned = 0 AND sha256 IN ({marks})", [when, *chunk]
+            )
+
+    async def prune(self, older_than_days: float, now: float | None = None) -> int:
+        """Delete files not used for ``older_than_days``; mark their rows pruned. Returns the count."""
+        if older_than_days < 0:
+            raise ValueError("older_than_days must not be negative")
+        cutoff = (time.time() if now is None else now) - older_than_days * _DAY
+        async with self._lock:
+            async with self.db.execute(
+                "UPDATE images SET pruned = 1 WHERE pruned = 0 AND last_used < ? RETURNING sha256", (cutoff,)
+            ) as cur:
+                shas = [row[0] for row in await cur.fetchall()]
+            await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in shas])
+        if shas:
+            log.info("pruned %d image(s) unused for %.1f days", len(shas), older_than_days)
+        return len(shas)

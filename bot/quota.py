@@ -1,0 +1,373 @@
+"""The credit ledger: reserve when a job is created, commit on delivery, refund otherwise.
+
+Decisions (and why):
+
+- **Reserve at job creation, not when it starts running.** An over-limit request is refused at
+  once, before it waits in the queue, and nothing is sent to a relay. A queued job holds its
+  credits, so a burst of queued jobs cannot all pass the check and overspend later; cancelling
+  a queued job refunds it. (The issue text says "when a job starts": for the user the job starts
+  when they press Enter, and this is the only point where "nothing sent" can hold.)
+- **One ledger row per job** (``quota_ledger.job_id`` is unique): ``reserved`` ->
+  ``committed`` | ``refunded``, each step only from ``reserved``, so settling is idempotent and
+  a credit can never be both committed and refunded.
+- **Atomic across tasks, connections and processes.** The check ("used + cost <= limit") and
+  the insert run in one ``BEGIN IMMEDIATE`` transaction: SQLite lets one writer hold it at a
+  time, so two reservations cannot both read the same "used". Tasks sharing one aiosqlite
+  connection also take a per-connection lock (:func:`transaction`), because a connection has
+  only one transaction at a time.
+- **What counts as used:** reserved + committed credits, by reservation time. A job reserved at
+  23:59 UTC and delivered at 00:01 counts toward the day it was requested.
+- **Reset times:** daily limits reset at 00:00 UTC; the monthly limit at 00:00 UTC on the first
+  of the month. UTC because a server's members live in many time zones and a limit must have one
+  clock; Discord shows ``<t:…>`` timestamps in each reader's local time anyway.
+- **Limits:** per user per day (within a server), per server per day, per server per month.
+  ``None`` means no limit. A member with several bonus roles gets the *largest* bonus (admins
+  who want stacking set the higher role's bonus to the sum). Exempt roles lift the per-user
+  limit only: their use still counts toward, and is bounded by, the server's budget, because
+  that budget is what protects whoever pays the relay.
+- When several limits would be broken, the one that resets last is reported: waiting for the
+  daily reset does not help when the month is used up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import sqlite3
+import time
+import weakref
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+
+import aiosqlite
+
+Clock = Callable[[], float]
+
+_locks: "weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), one at a time per connection.
+
+    IMMEDIATE takes SQLite's write lock at BEGIN, so read-then-write logic inside cannot be
+    invalidated by another connection or process; they wait (``busy_timeout``) instead.
+    """
+    lock = _locks.get(db)
+    if lock is None:
+        lock = _locks[db] = asyncio.Lock()
+    async with lock:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            # aiosqlite runs queued statements in order on its thread even if this await is
+            # cancelled, so the rollback lands before any later BEGIN on this connection.
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass  # SQLite already rolled back (some errors do that themselves)
+            raise
+        else:
+            await db.execute("COMMIT")
+
+
+# --- time windows -------------------------------------------------------------------------
+
+
+def day_start(ts: float) -> float:
+    d = datetime.fromtimestamp(ts, timezone.utc)
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()
+
+
+def next_day(ts: float) -> float:
+    return day_start(ts) + 86400.0
+
+
+def month_start(ts: float) -> float:
+    d = datetime.fromtimestamp(ts, timezone.utc)
+    return datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp()
+
+
+def next_month(ts: float) -> float:
+    d = datetime.fromtimestamp(ts, timezone.utc)
+    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuotaRules:
+    """A server's credit limits. ``None`` = unlimited."""
+
+    user_daily: int | None = 20
+    guild_daily: int | None = None
+    guild_monthly: int | None = None
+    role_extra: Mapping[int, int] = field(default_factory=dict)  # role id -> extra daily credits
+    exempt_roles: frozenset[int] = frozenset()
+
+    def exempt(self, role_ids: Iterable[int]) -> bool:
+        return bool(self.exempt_roles.intersection(role_ids))
+
+    def user_limit(self, role_ids: Iterable[int] = ()) -> int | None:
+        """The member's daily limit: base + their largest role bonus; None if unlimited/exempt."""
+        roles = set(role_ids)
+        if self.user_daily is None or self.exempt(roles):
+            return None
+        bonus = max((extra for role, extra in self.role_extra.items() if role in roles), default=0)
+        return self.user_daily + max(0, bonus)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_daily": self.user_daily,
+            "guild_daily": self.guild_daily,
+            "guild_monthly": self.guild_monthly,
+            "role_extra": {str(k): v for k, v in self.role_extra.items()},
+            "exempt_roles": sorted(self.exempt_roles),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuotaRules":
+        def limit(name: str, default: int | None) -> int | None:
+            value = data.get(name, default)
+            if value is None:
+                return None
+            return max(0, int(value))
+
+        return cls(
+            user_daily=limit("user_daily", cls.user_daily),
+            guild_daily=limit("guild_daily", None),
+            guild_monthly=limit("guild_monthly", None),
+            role_extra={int(k): max(0, int(v)) for k, v in dict(data.get("role_extra") or {}).items()},
+            exempt_roles=frozenset(int(r) for r in data.get("exempt_roles") or ()),
+        )
+
+
+class QuotaExceeded(Exception):
+    """A reservation would break a limit. ``scope``: ``user_day`` | ``guild_day`` | ``guild_month``.
+
+    ``key``/``params`` feed the translation layer (``resets_at`` is unix seconds, for a Discord
+    ``<t:…>`` timestamp).
+    """
+
+    def __init__(self, scope: str, *, limit: int, used: int, resets_at: float, credits: int) -> None:
+        super().__init__(
+            f"quota {scope} exceeded: {used} of {limit} credits used, this needs {credits}; resets at "
+            + datetime.fromtimestamp(resets_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        )
+        self.scope = scope
+        self.limit = limit
+        self.used = used
+        self.resets_at = resets_at
+        self.credits = credits
+        self.key = f"quota.exceeded.{scope}"
+        self.params = {
+            "limit": limit,
+            "used": used,
+            "left": max(0, limit - used),
+            "credits": credits,
+            "resets_at": int(resets_at),
+        }
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecentJob:
+    id: int
+    status: str
+    kind: str
+    model: str
+    size: str | None
+    cost: int
+    created_at: float
+    error_code: str | None
+
+
+@dataclass(frozen=True)
+class Allowance:
+    scope: str
+    limit: int
+    used: int
+    resets_at: float
+
+    @property
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """What ``/quota`` shows a member."""
+
+    exempt: bool
+    allowances: list[Allowance]  # the limits that apply, tightest first
+    held: int  # credits reserved by this member's queued/running jobs
+    recent: list[RecentJob]
+
+    @property
+    def credits_left(self) -> int | None:
+        """What the member can still spend now (the tightest limit); None = unlimited."""
+        return min((a.left for a in self.allowances), default=None)
+
+    @property
+    def resets_at(self) -> float | None:
+        """When the tightest limit resets."""
+        if not self.allowances:
+            return None
+        return self.allowances[0].resets_at
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+
+class Quota:
+    def __init__(self, db: aiosqlite.Connection, *, clock: Clock = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def _sum(self, db: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> int:
+        sql = f"SELECT COALESCE(SUM(credits), 0) FROM quota_ledger WHERE state != 'refunded' AND {where}"
+        async with db.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return int(row[0])
+
+    async def _allowances(
+        self,
+        db: aiosqlite.Connection,
+        guild_id: int | None,
+        user_id: int,
+        rules: QuotaRules,
+        role_ids: Iterable[int],
+        now: float,
+    ) -> list[Allowance]:
+        found: list[Allowance] = []
+        today, month = day_start(now), month_start(now)
+        user_limit = rules.user_limit(role_ids)
+        if user_limit is not None:
+            used = await self._sum(db, "guild_id IS ? AND user_id = ? AND created_at >= ?", (guild_id, user_id, today))
+            found.append(Allowance("user_day", user_limit, used, next_day(now)))
+        if rules.guild_daily is not None:
+            used = await self._sum(db, "guild_id IS ? AND created_at >= ?", (guild_id, today))
+            found.append(Allowance("guild_day", rules.guild_daily, used, next_day(now)))
+        if rules.guild_monthly is not None:
+            used = await self._sum(db, "guild_id IS ? AND created_at >= ?", (guild_id, month))
+            found.append(Allowance("guild_month", rules.guild_monthly, used, next_month(now)))
+        return found
+
+    async def check_in(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        credits: int,
+        rules: QuotaRules,
+        role_ids: Iterable[int] = (),
+        now: float,
+    ) -> None:
+        """Raise :class:`QuotaExceeded` if ``credits`` more would break a limit.
+
+        Call inside :func:`transaction` and follow with :meth:`hold_in` in the same one.
+        It only reads, so a refusal needs no rollback.
+        """
+        broken = [
+            a for a in await self._allowances(db, guild_id, user_id, rules, list(role_ids), now) if a.used + credits > a.limit
+        ]
+        if broken:
+            worst = max(broken, key=lambda a: a.resets_at)
+            raise QuotaExceeded(worst.scope, limit=worst.limit, used=worst.used, resets_at=worst.resets_at, credits=credits)
+
+    async def hold_in(
+        self, db: aiosqlite.Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float
+    ) -> None:
+        """Write the reservation row (inside the transaction that ran :meth:`check_in`)."""
+        await db.execute(
+            "INSERT INTO quota_ledger (job_id, guild_id, user_id, credits, state, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 'reserved', ?, ?)",
+            (job_id, guild_id, user_id, credits, now, now),
+        )
+
+    async def reserve(
+        self,
+        job_id: int,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        credits: int,
+        rules: QuotaRules,
+        role_ids: Iterable[int] = (),
+    ) -> None:
+        """Check and reserve in one transaction, for a job row that already exists."""
+        async with transaction(self.db) as db:
+            now = self.clock()
+            await self.check_in(db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=now)
+            await self.hold_in(db, job_id=job_id, guild_id=guild_id, user_id=user_id, credits=credits, now=now)
+
+    async def settle_in(self, db: aiosqlite.Connection, job_id: int, state: str, now: float) -> bool:
+        """``reserved`` -> ``committed``/``refunded``; False if not reserved (already settled)."""
+        if state not in ("committed", "refunded"):
+            raise ValueError(state)
+        cur = await db.execute(
+            "UPDATE quota_ledger SET state = ?, updated_at = ? WHERE job_id = ? AND state = 'reserved'",
+            (state, now, job_id),
+        )
+        return cur.rowcount > 0
+
+    async def commit(self, job_id: int) -> bool:
+        async with transaction(self.db) as db:
+            return await self.settle_in(db, job_id, "committed", self.clock())
+
+    async def refund(self, job_id: int) -> bool:
+        async with transaction(self.db) as db:
+            return await self.settle_in(db, job_id, "refunded", self.clock())
+
+    async def status(
+        self,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        rules: QuotaRules,
+        role_ids: Iterable[int] = (),
+        recent: int = 5,
+    ) -> QuotaStatus:
+        roles = list(role_ids)
+        now = self.clock()
+        allowances = await self._allowances(self.db, guild_id, user_id, rules, roles, now)
+        allowances.sort(key=lambda a: (a.left, -a.resets_at))
+        async with self.db.execute(
+            "SELECT COALESCE(SUM(credits), 0) FROM quota_ledger WHERE guild_id IS ? AND user_id = ? AND state = 'reserved'",
+            (guild_id, user_id),
+        ) as cur:
+            held = int((await cur.fetchone())[0])
+        async with self.db.execute(
+            "SELECT id, status, kind, model, size, cost, created_at, error_code FROM jobs"
+            " WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            (guild_id, user_id, recent),
+        ) as cur:
+            rows = await cur.fetchall()
+        return QuotaStatus(
+            exempt=rules.exempt(roles),
+            allowances=allowances,
+            held=held,
+            recent=[RecentJob(*tuple(r)) for r in rows],
+        )
+
+    async def totals(self, guild_id: int | None = None) -> dict[str, int]:
+        """Credits by ledger state (all guilds when ``guild_id`` is None): for audits and tests."""
+        sql = "SELECT state, COALESCE(SUM(credits), 0) FROM quota_ledger"
+        params: tuple[Any, ...] = ()
+        if guild_id is not None:
+            sql += " WHERE guild_id = ?"
+            params = (guild_id,)
+        sql += " GROUP BY state"
+        out = {"reserved": 0, "committed": 0, "refunded": 0}
+        async with self.db.execute(sql, params) as cur:
+            for state, credits in await cur.fetchall():
+                out[state] = int(credits)
+        return out

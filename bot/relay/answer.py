@@ -1,0 +1,197 @@
+"""What the three dialect parsers share: the parsed answer, no-image reasons, error envelopes.
+
+A parser turns a decoded JSON answer into :class:`Parsed` (an image or a URL to fetch, plus
+text, usage, sources) or raises :class:`NoImage` (the relay answered without a picture),
+:class:`AnswerError` (the body is an error envelope) or :class:`BrokenAnswer` (the body is
+not what any relay sends: worth another attempt).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .redact import redact
+from .stream import Blob
+from .types import GroundingSource, NoImage, Usage
+
+
+class BrokenAnswer(Exception):
+    """The answer is malformed (bad JSON shape, undecodable image): retried like a broken body."""
+
+
+@dataclass
+class ErrorInfo:
+    message: str = ""
+    status_text: str = ""  # Google's "INVALID_ARGUMENT", OpenAI's error type
+    reason: str = ""  # Google's details[].reason, e.g. API_KEY_INVALID; OpenAI's error code
+    code: int | None = None  # a numeric code inside the envelope
+
+
+class AnswerError(Exception):
+    """A 2xx answer whose body is an error envelope."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+@dataclass
+class Parsed:
+    image: bytes | None = None
+    mime_type: str | None = None
+    image_url: str | None = None  # a hosted picture to download at once
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+    sources: list[GroundingSource] = field(default_factory=list)
+    model_turn: dict[str, Any] | None = None
+    finish_reason: str = ""
+
+
+def get(obj: Any, camel: str, default: Any = None) -> Any:
+    """``obj[camel]`` or its snake_case twin: relays answer in either casing."""
+    if not isinstance(obj, dict):
+        return default
+    if camel in obj:
+        return obj[camel]
+    snake = re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
+    return obj.get(snake, default)
+
+
+# --- no-image answers -------------------------------------------------------------------
+
+SAFETY_REASONS = {
+    "SAFETY",
+    "IMAGE_SAFETY",
+    "PROHIBITED_CONTENT",
+    "IMAGE_PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "CONTENT_FILTER",
+}
+RECITATION_REASONS = {"RECITATION", "IMAGE_RECITATION"}
+
+_REASON_TEXT = {
+    "blocked": "the prompt was blocked",
+    "safety": "the picture was withheld by the safety filter",
+    "recitation": "the picture was withheld because it resembled protected content",
+    "no_image": "the model made no picture",
+    "text_only": "the model answered with text only",
+}
+
+
+def no_image(reason: str, detail: str = "", model_text: str = "") -> NoImage:
+    detail = redact(detail or "")
+    model_text = redact(model_text or "").strip()
+    message = _REASON_TEXT.get(reason, "the model made no picture")
+    if detail:
+        message += f" ({detail})"
+    if model_text:
+        message += f"; the model said: {model_text}"
+    return NoImage(message, reason=reason, model_text=model_text, detail=detail, key=f"error.no_image.{reason}")
+
+
+def finish_to_reason(finish: str | None, has_text: bool) -> str:
+    value = (finish or "").upper()
+    if value in SAFETY_REASONS:
+        return "safety"
+    if value in RECITATION_REASONS:
+        return "recitation"
+    if value in ("", "STOP", "FINISH_REASON_UNSPECIFIED", "END_TURN", "LENGTH") and has_text:
+        return "text_only"
+    return "no_image"
+
+
+# --- error envelopes ----------------------------------------------------------------------
+
+_POLICY_WORDS = (
+    "content_policy",
+    "content policy",
+    "safety",
+    "moderation",
+    "content_filter",
+    "prohibited",
+    "policy_violation",
+    "image_generation_user_error",
+    "blocked",
+)
+
+
+def error_info(body: Any) -> ErrorInfo | None:
+    """The error inside a decoded body: ``{"error":{...}}``, a list-wrapped one, a bare
+    ``{"message":...}``/``{"detail":...}``; None when the body carries no error."""
+    if isinstance(body, list):
+        for item in body:
+            found = error_info(item)
+            if found:
+                return found
+        return None
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error")
+    if isinstance(err, str):
+        return ErrorInfo(message=err, status_text=str(body.get("type") or ""), reason=str(body.get("code") or ""))
+    if isinstance(err, dict):
+        info = ErrorInfo(
+            message=_text(err.get("message") or err.get("msg") or err.get("detail") or ""),
+            status_text=_text(err.get("status") or err.get("type") or ""),
+        )
+        code = err.get("code")
+        if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+            info.code = int(code)
+        elif isinstance(code, str):
+            info.reason = code
+        for detail in err.get("details") or []:
+            if isinstance(detail, dict) and detail.get("reason"):
+                info.reason = str(detail["reason"])
+                break
+        if not info.message:
+            info.message = _text(err)
+        return info
+    if "candidates" in body or "choices" in body or "data" in body:
+        return None
+    for name in ("message", "detail", "msg", "error_msg", "errorMessage"):
+        if isinstance(body.get(name), (str, dict, list)) and body.get(name):
+            return ErrorInfo(message=_text(body[name]), status_text=str(body.get("type") or body.get("status") or ""))
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Blob):
+        return "(binary data)"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "; ".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        inner = value.get("msg") or value.get("message")
+        return _text(inner) if inner else str(value)
+    return str(value)
+
+
+def is_policy_refusal(info: ErrorInfo) -> bool:
+    """An error that is really a refusal of the content (OpenAI Images answers those with 400)."""
+    haystack = " ".join((info.message, info.status_text, info.reason)).lower()
+    return any(word in haystack for word in _POLICY_WORDS)
+
+
+def text_of_html(body: str) -> str:
+    """A one-line gist of an HTML error page (its title or first heading)."""
+    for pattern in (r"<title[^>]*>(.*?)</title>", r"<h1[^>]*>(.*?)</h1>"):
+        match = re.search(pattern, body, re.IGNORECASE | re.DOTALL)
+        if match:
+            return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", match.group(1))).strip()
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).strip()[:200]
+
+
+# Markdown or bare links to hosted pictures, as some relays put in text answers.
+HOSTED_IMAGE = re.compile(r"!\[[^\]]*\]\((https?://[^)\s]+)\)")
+
+
+def hosted_images(text: str) -> list[str]:
+    return HOSTED_IMAGE.findall(text)
+
+
+def strip_hosted_images(text: str) -> str:
+    return HOSTED_IMAGE.sub("", text).strip()

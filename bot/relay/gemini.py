@@ -1,0 +1,296 @@
+"""Gemini-native dialect: ``POST {base}/v1beta/models/{model}:generateContent``.
+
+Requests are always camelCase: relays re-serialise what they receive, and a snake_case
+``thought_signature`` or ``generation_config`` can be dropped silently on the way. Answers are
+read in either casing.
+
+Wire decisions:
+- ``imageSize`` is sent as ``1K``/``2K``/``4K`` and, for 3.1 Flash's smallest size, ``512``:
+  the value Google's API documents ("1K default, also 2K, 4K and 512 (0.5K)") and the one
+  field-notes §1 records. Seed 001 writes ``512px``; a relay that only takes that spelling
+  answers 400, so the client resends once with ``512px`` when a 512 request is refused with a
+  message about the size (see ``client.py``).
+- ``responseModalities`` is ``["TEXT", "IMAGE"]``: the model's words are part of the result
+  (they explain refusals), and it is the API's default anyway.
+- ``thinkingConfig`` is sent only when a thinking level was asked for (3.1 Flash), with
+  ``includeThoughts: false``: thought parts are never delivered, and leaving them out of the
+  answer saves up to two draft pictures of transfer.
+- Grounding is ``tools: [{"googleSearch": {}}]``, the form every relay passes through.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from .answer import (
+    AnswerError,
+    BrokenAnswer,
+    Parsed,
+    error_info,
+    finish_to_reason,
+    get,
+    hosted_images,
+    no_image,
+    strip_hosted_images,
+)
+from .stream import Blob, DecodeError, b64_bytes, data_urls, plain_text
+from .types import GenerationRequest, GroundingSource, InputImage, Usage
+
+
+def camel(key: str) -> str:
+    if "_" not in key:
+        return key
+    head, *rest = key.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def materialize(value: Any) -> Any:
+    """A JSON-serialisable copy of a value that may hold :class:`Blob` objects."""
+    if isinstance(value, Blob):
+        return value.prefix + base64.b64encode(value.data).decode("ascii") + value.suffix
+    if isinstance(value, dict):
+        return {k: materialize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [materialize(v) for v in value]
+    return value
+
+
+def camelize(value: Any) -> Any:
+    """Keys to camelCase, recursively; values (thoughtSignature, base64 data) untouched."""
+    if isinstance(value, Blob):
+        return materialize(value)
+    if isinstance(value, dict):
+        return {camel(k) if isinstance(k, str) else k: camelize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camelize(v) for v in value]
+    return value
+
+
+def path(model: str) -> str:
+    return f"/models/{model}:generateContent"
+
+
+def user_turn(prompt: str, images: list[InputImage]) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": prompt}]
+    for image in images:
+        parts.append({"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}})
+    return {"role": "user", "parts": parts}
+
+
+def build(request: GenerationRequest, images: list[InputImage], size_wire: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request body and the user turn it ends with (for the conversation record)."""
+    turn = user_turn(request.prompt, images)
+    contents = [camelize(entry) for entry in request.history] + [turn]
+    generation: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+    image_config: dict[str, Any] = {}
+    if request.aspect_ratio:
+        image_config["aspectRatio"] = request.aspect_ratio
+    if size_wire:
+        image_config["imageSize"] = size_wire
+    if image_config:
+        generation["imageConfig"] = image_config
+    if request.thinking:
+        generation["thinkingConfig"] = {"thinkingLevel": request.thinking.upper(), "includeThoughts": False}
+    body: dict[str, Any] = {"contents": contents, "generationConfig": generation}
+    if request.grounding:
+        body["tools"] = [{"googleSearch": {}}]
+    return body, turn
+
+
+def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
+    """A streamed answer (JSON array or SSE events of partial responses) as one response."""
+    merged: dict[str, Any] = {}
+    parts: list[dict[str, Any]] = []
+    candidate: dict[str, Any] = {}
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        if "error" in chunk:
+            return chunk
+        for key in ("promptFeedback", "prompt_feedback"):
+            if key in chunk and "promptFeedback" not in merged:
+                merged["promptFeedback"] = chunk[key]
+        usage = get(chunk, "usageMetadata")
+        if usage:
+            merged["usageMetadata"] = usage
+        for cand in (get(chunk, "candidates") or [])[:1]:
+            if not isinstance(cand, dict):
+                continue
+            content = get(cand, "content") or {}
+            for part in get(content, "parts") or []:
+                if not isinstance(part, dict):
+                    continue
+                prev = parts[-1] if parts else None
+                # Streaming splits one text part into many: join them back.
+                if (
+                    prev is not None
+                    and isinstance(part.get("text"), str)
+                    and isinstance(prev.get("text"), str)
+                    and bool(part.get("thought")) == bool(prev.get("thought"))
+                    and not get(part, "thoughtSignature")
+                ):
+                    prev["text"] += part["text"]
+                    continue
+                parts.append(dict(part))
+            for key in ("finishReason", "groundingMetadata", "finishMessage"):
+                value = get(cand, key)
+                if value:
+                    candidate[key] = value
+            if get(content, "role"):
+                candidate["role"] = get(content, "role")
+    if parts or candidate:
+        role = candidate.pop("role", "model")
+        merged["candidates"] = [{"content": {"role": role, "parts": parts}, **candidate}]
+    return merged
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    meta = get(data, "usageMetadata")
+    if not isinstance(meta, dict):
+        return Usage()
+
+    def num(name: str) -> int | None:
+        value = get(meta, name)
+        return int(value) if isinstance(value, (int, float)) else None
+
+    return Usage(
+        prompt_tokens=num("promptTokenCount"),
+        output_tokens=num("candidatesTokenCount"),
+        total_tokens=num("totalTokenCount"),
+        raw=camelize(meta),
+    )
+
+
+def _sources(candidate: dict[str, Any]) -> list[GroundingSource]:
+    meta = get(candidate, "groundingMetadata")
+    out: list[GroundingSource] = []
+    seen: set[str] = set()
+    for chunk in get(meta, "groundingChunks") or []:
+        if not isinstance(chunk, dict):
+            continue
+        # web results, image-search results (uri = the page holding the picture), retrievals
+        for kind in ("web", "image", "retrievedContext"):
+            item = get(chunk, kind)
+            if not isinstance(item, dict):
+                continue
+            uri = get(item, "uri") or get(item, "sourceUri") or ""
+            if not isinstance(uri, str) or not uri or uri in seen:
+                continue
+            seen.add(uri)
+            title = get(item, "title") or get(item, "domain") or uri
+            out.append(GroundingSource(title=str(title), uri=uri))
+    return out
+
+
+def parse(data: Any) -> Parsed:
+    if isinstance(data, list):
+        info = error_info(data)
+        if info:
+            raise AnswerError(info)
+        data = merge_chunks(data)
+    if not isinstance(data, dict):
+        raise BrokenAnswer("the answer is not a JSON object")
+    if "error" in data:
+        raise AnswerError(error_info(data) or error_info({"error": str(data["error"])}))  # type: ignore[arg-type]
+    usage = _usage(data)
+    feedback = get(data, "promptFeedback")
+    candidates = get(data, "candidates") or []
+    if not isinstance(candidates, list) or not candidates:
+        block = get(feedback, "blockReason")
+        if block:
+            raise no_image("blocked", str(block), str(get(feedback, "blockReasonMessage") or ""))
+        if "candidates" not in data and "promptFeedback" not in data and "prompt_feedback" not in data:
+            info = error_info(data)
+            if info:
+                raise AnswerError(info)
+            raise BrokenAnswer("the answer has no candidates")
+        raise no_image("no_image", "no candidates")
+
+    candidate = candidates[0] if isinstance(candidates[0], dict) else {}
+    content = get(candidate, "content") or {}
+    parts = get(content, "parts") or []
+    finish = str(get(candidate, "finishReason") or "")
+
+    image: tuple[bytes, str] | None = None
+    hosted: str | None = None
+    texts: list[str] = []
+    try:
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                continue
+            thought = part.get("thought") is True
+            inline = get(part, "inlineData")
+            if isinstance(inline, dict):
+                mime = str(get(inline, "mimeType") or "")
+                raw = inline.get("data")
+                if not thought and raw is not None and (mime.startswith("image/") or not mime):
+                    image, hosted = (b64_bytes(raw), mime), None
+                continue
+            file_data = get(part, "fileData")
+            if isinstance(file_data, dict):
+                uri = get(file_data, "fileUri")
+                mime = str(get(file_data, "mimeType") or "")
+                if not thought and isinstance(uri, str) and uri.startswith(("http://", "https://")) and (mime.startswith("image/") or not mime):
+                    hosted, image = uri, None
+                continue
+            text = part.get("text")
+            if text is None or thought:
+                continue
+            embedded = data_urls(text)
+            if embedded:
+                mime, raw_bytes = embedded[-1]
+                image, hosted = (raw_bytes, mime), None
+            words = plain_text(text)
+            links = hosted_images(words)
+            if links:
+                hosted, image = links[-1], None
+                words = strip_hosted_images(words)
+            if words:
+                texts.append(words)
+    except DecodeError as exc:
+        raise BrokenAnswer(str(exc)) from None
+
+    text = "\n".join(texts).strip()
+    turn = camelize(content) if isinstance(content, dict) else {"parts": []}
+    turn.setdefault("role", "model")
+    parsed = Parsed(
+        text=text,
+        usage=usage,
+        sources=_sources(candidate),
+        model_turn=turn,
+        finish_reason=finish,
+    )
+    if image is not None:
+        parsed.image, parsed.mime_type = image
+        return parsed
+    if hosted is not None:
+        parsed.image_url = hosted
+        return parsed
+    model_text = text or str(get(candidate, "finishMessage") or "")
+    raise no_image(finish_to_reason(finish, bool(text)), finish, model_text)
+
+
+def history_image(history: list[dict[str, Any]]) -> InputImage | None:
+    """The latest non-thought picture the model made in ``history`` (for dialects without
+    multi-turn: "latest image + new instruction")."""
+    for entry in reversed(history):
+        if not isinstance(entry, dict) or get(entry, "role") != "model":
+            continue
+        found: InputImage | None = None
+        for part in get(entry, "parts") or []:
+            if not isinstance(part, dict) or part.get("thought") is True:
+                continue
+            inline = get(part, "inlineData")
+            if isinstance(inline, dict) and inline.get("data") is not None:
+                try:
+                    found = InputImage(data=b64_bytes(inline["data"]), mime_type=str(get(inline, "mimeType") or "image/png"))
+                except DecodeError:
+                    continue
+            elif isinstance(part.get("text"), (str, Blob)):
+                embedded = data_urls(part["text"])
+                if embedded:
+                    found = InputImage(data=embedded[-1][1], mime_type=embedded[-1][0])
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,136 @@
+"""OpenAI Images dialect (seed 002): ``/v1/images/generations`` and ``/v1/images/edits``.
+
+Wire decisions:
+- Text only goes to ``generations`` as JSON; with input pictures to ``edits`` as
+  multipart/form-data. One picture is sent as the field ``image`` (what every server reads),
+  several as repeated ``image[]`` (what the official openai SDK sends for a list, and what
+  new-api-style relays read when ``image`` is absent). Mixing the two would make those relays
+  keep only the ``image`` field.
+- ``size``: for 2.5 Flash it carries the aspect ratio (``"16:9"``) and ``aspect_ratio`` is not
+  sent; for 3 Pro / 3.1 Flash it is the relay's lowercase ``1k``/``2k``/``4k`` (``512`` for
+  the smallest, unverified on any relay) with ``aspect_ratio`` beside it. A relay model
+  whose name carries the size (``nano-banana-pro-2k``) gets the ratio in ``size`` instead.
+- ``response_format`` is ``b64_json``; relays that answer with a ``url`` anyway are
+  downloaded at once (those URLs live only hours).
+- No multi-turn: the caller's history becomes "latest picture + new instruction".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .answer import AnswerError, BrokenAnswer, Parsed, error_info, no_image
+from .catalogue import MODELS
+from .stream import Blob, DecodeError, b64_bytes, data_urls
+from .types import GenerationRequest, InputImage, Usage
+
+GENERATIONS = "/images/generations"
+EDITS = "/images/edits"
+_SIZED_ALIAS = re.compile(r"-(?:0\.5|1|2|4)k$", re.IGNORECASE)
+
+
+def size_fields(model_id: str, relay_model: str, ratio: str | None, size: str | None) -> dict[str, str]:
+    spec = MODELS[model_id]
+    fields: dict[str, str] = {}
+    if not spec.sizes or _SIZED_ALIAS.search(relay_model):
+        if ratio:
+            fields["size"] = ratio
+        return fields
+    if size:
+        fields["size"] = size.lower()
+    if ratio:
+        fields["aspect_ratio"] = ratio
+    return fields
+
+
+def build_generation(request: GenerationRequest, relay_model: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": relay_model,
+        "prompt": request.prompt,
+        "n": 1,
+        "response_format": "b64_json",
+    }
+    body.update(size_fields(request.model, relay_model, request.aspect_ratio, request.size))
+    return body
+
+
+def build_edit(
+    request: GenerationRequest, relay_model: str, images: list[InputImage]
+) -> tuple[dict[str, str], list[tuple[str, tuple[str, bytes, str]]]]:
+    fields: dict[str, str] = {
+        "model": relay_model,
+        "prompt": request.prompt,
+        "n": "1",
+        "response_format": "b64_json",
+    }
+    fields.update(size_fields(request.model, relay_model, request.aspect_ratio, request.size))
+    name = "image" if len(images) == 1 else "image[]"
+    ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/heic": "heic", "image/heif": "heif"}
+    files = [
+        (name, (f"image-{i + 1}.{ext.get(img.mime_type, 'png')}", img.data, img.mime_type)) for i, img in enumerate(images)
+    ]
+    return fields, files
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    raw = data.get("usage")
+    if not isinstance(raw, dict):
+        return Usage()
+
+    def num(*names: str) -> int | None:
+        for name in names:
+            if isinstance(raw.get(name), (int, float)):
+                return int(raw[name])
+        return None
+
+    return Usage(
+        prompt_tokens=num("input_tokens", "prompt_tokens"),
+        output_tokens=num("output_tokens", "completion_tokens"),
+        total_tokens=num("total_tokens"),
+        raw=raw,
+    )
+
+
+def parse(data: Any) -> Parsed:
+    if not isinstance(data, dict):
+        info = error_info(data)
+        if info:
+            raise AnswerError(info)
+        raise BrokenAnswer("the answer is not a JSON object")
+    if data.get("error"):
+        raise AnswerError(error_info(data))  # type: ignore[arg-type]
+    items = data.get("data")
+    if items is None:
+        info = error_info(data)
+        if info:
+            raise AnswerError(info)
+        raise BrokenAnswer("the answer has no data field")
+    if not isinstance(items, list) or not items:
+        raise no_image("no_image", "empty data", str(data.get("message") or ""))
+    usage = _usage(data)
+    item = next((i for i in items if isinstance(i, dict) and (i.get("b64_json") or i.get("url"))), None)
+    if item is None:
+        raise no_image("no_image", "no picture in the answer", str(items[0].get("revised_prompt") or "") if isinstance(items[0], dict) else "")
+    text = str(item.get("revised_prompt") or "")
+    try:
+        b64 = item.get("b64_json")
+        if b64:
+            # Some relays put a whole data URL into b64_json.
+            embedded = data_urls(b64) if isinstance(b64, Blob) or (isinstance(b64, str) and b64.startswith("data:")) else []
+            if embedded:
+                mime, raw = embedded[-1]
+                return Parsed(image=raw, mime_type=mime, text=text, usage=usage)
+            return Parsed(image=b64_bytes(b64), mime_type=None, text=text, usage=usage)
+        url = item["url"]
+        if isinstance(url, (str, Blob)):
+            embedded = data_urls(url) if isinstance(url, Blob) or url.startswith("data:") else []
+            if embedded:
+                mime, raw = embedded[-1]
+                return Parsed(image=raw, mime_type=mime, text=text, usage=usage)
+            # Relative paths ("/files/abc") are resolved against the relay by the client.
+            if isinstance(url, str) and url.startswith(("http://", "https://", "/")):
+                return Parsed(image_url=url, text=text, usage=usage)
+        raise BrokenAnswer("the answer's url is not a web address")
+    except DecodeError as exc:
+        raise BrokenAnswer(str(exc)) from None

@@ -1,0 +1,129 @@
+"""Turning a job's stored request into a picture and a recorded turn — no Discord here.
+
+A job's ``request`` JSON (see :class:`JobRequest`) names input images by SHA-256 and the turn
+it continues from; the studio rehydrates them, asks the relay pool, and records the exchange
+in the conversation tree so the next edit can replay it (thought signatures included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .conversations import Conversations, Turn
+from .image_store import ImageStore
+from .relay.catalogue import validate
+from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest
+
+# Sent to the model, not shown to users: the model understands English instructions best.
+UPSCALE_PROMPT = (
+    "Recreate this exact image at a higher resolution. Keep the composition, subjects, colours, "
+    "text and style identical; only add fine detail and sharpness."
+)
+
+
+class GeneratesImages(Protocol):
+    async def generate(self, guild_id: int | None, request: GenerationRequest) -> tuple[GenerationResult, str]: ...
+
+
+@dataclass
+class JobRequest:
+    """What a job asks for, as stored in ``jobs.request``."""
+
+    prompt: str
+    model: str
+    aspect_ratio: str | None = None
+    size: str | None = None
+    grounding: bool = False
+    thinking: str | None = None
+    images: list[str] = field(default_factory=list)  # sha256 of new input images
+    parent_turn_id: int | None = None  # continue the conversation from this turn
+    conversation_id: int | None = None
+    post_channel_id: int | None = None  # where the result goes (channel or thread)
+    reply_to_message_id: int | None = None
+    upload_limit: int = 10 * 1024 * 1024
+    locale: str = "en"  # the requester's language (interaction replies)
+    guild_locale: str = "en"  # the server's language (channel posts)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "JobRequest":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Generated:
+    turn: Turn
+    result: GenerationResult
+    relay_name: str
+    conversation_id: int
+
+
+class Studio:
+    def __init__(self, pool: GeneratesImages, images: ImageStore, conversations: Conversations, *, history_budget: int = 15_000_000) -> None:
+        self.pool = pool
+        self.images = images
+        self.conversations = conversations
+        self.history_budget = history_budget
+
+    async def check(self, req: JobRequest, image_count: int | None = None) -> GenerationRequest:
+        """Validate options against the model before anything is queued or sent."""
+        placeholder = [InputImage(b"", "image/png")] * (len(req.images) if image_count is None else image_count)
+        return validate(
+            GenerationRequest(
+                prompt=req.prompt,
+                model=req.model,
+                images=placeholder,
+                aspect_ratio=req.aspect_ratio,
+                size=req.size,
+                grounding=req.grounding,
+                thinking=req.thinking,
+            )
+        )
+
+    async def generate(self, *, guild_id: int | None, channel_id: int, user_id: int, req: JobRequest, job_id: int | None = None) -> Generated:
+        inputs = [InputImage(*(await self.images.get(sha))) for sha in req.images]
+        history: list[dict[str, Any]] = []
+        parent: Turn | None = None
+        if req.parent_turn_id is not None:
+            parent = await self.conversations.get_turn(req.parent_turn_id)
+            if parent is None:
+                raise InvalidRequest("that picture is no longer known", key="conversation.unknown_turn")
+            # ImagePruned (translated) propagates: the user hears that turn's pictures expired.
+            history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget))
+            if not history:
+                # Nothing replayable (e.g. trimmed away): fall back to "latest image + instruction".
+                data, mime = await self.conversations.latest_image(parent.id)
+                inputs.insert(0, InputImage(data, mime))
+        request = GenerationRequest(
+            prompt=req.prompt,
+            model=req.model,
+            images=inputs,
+            aspect_ratio=req.aspect_ratio,
+            size=req.size,
+            history=history,
+            grounding=req.grounding,
+            thinking=req.thinking,
+        )
+        result, relay_name = await self.pool.generate(guild_id, request)
+
+        conversation_id = req.conversation_id or (parent.conversation_id if parent else None)
+        if conversation_id is None:
+            conversation_id = await self.conversations.create(guild_id, channel_id, user_id, result.model)
+        user_turn = result.user_turn or {"role": "user", "parts": [{"text": req.prompt}]}
+        turn = await self.conversations.add_turn(
+            conversation_id,
+            parent.id if parent else None,
+            user_turn,
+            result.model_turn,
+            result.image,
+            result.mime_type,
+            prompt=req.prompt,
+            settings={"model": result.model, "aspect_ratio": req.aspect_ratio, "size": req.size},
+            job_id=job_id,
+        )
+        return Generated(turn=turn, result=result, relay_name=relay_name, conversation_id=conversation_id)

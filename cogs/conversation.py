@@ -1,0 +1,136 @@
+"""Editing by talking: messages in a result's thread edit the latest picture; a Discord reply
+to an earlier picture branches from that picture; a reply to a result in the channel edits it
+and continues in its thread.
+
+Without the privileged Message Content intent Discord sends message text only when the
+message mentions the bot or replies to it, so those always work; plain thread messages need
+the intent (README says how to switch it on).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.i18n import normalize_locale, t
+from bot.studio import JobRequest
+from cogs import render
+from cogs.imagine import check_attachments, is_user_facing
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+    from cogs.imagine import Imagine
+
+log = logging.getLogger(__name__)
+
+
+class Conversation(commands.Cog):
+    def __init__(self, bot: "NanoBananaBot") -> None:
+        self.bot = bot
+
+    def _strip_mention(self, content: str) -> str:
+        me = self.bot.user
+        if me is None:
+            return content.strip()
+        return re.sub(rf"<@!?{me.id}>", "", content).strip()
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.guild is None or message.webhook_id:
+            return
+        svc = self.bot.services
+        conversations = svc.conversations
+        turn = None
+        if message.reference and message.reference.message_id:
+            turn = await conversations.turn_by_message(message.reference.message_id)
+        in_thread = isinstance(message.channel, discord.Thread)
+        if turn is None and in_thread:
+            turn = await conversations.latest_turn(message.channel.id)
+        if turn is None:
+            return
+        conversation = await conversations.get_conversation(turn.conversation_id)
+        if conversation is None:
+            return
+
+        text = self._strip_mention(message.content)
+        if text.startswith(tuple(p for p in (self.bot.command_prefix if isinstance(self.bot.command_prefix, str) else ()))):
+            return
+        if not text:
+            # Without the intent an unmentioned message arrives empty: nothing to act on.
+            return
+
+        defaults = await svc.defaults(message.guild.id)
+        locale = normalize_locale(message.guild.preferred_locale)
+        if message.author.id != conversation.owner_id and not defaults.thread_anyone:
+            await self._reply(message, t("conversation.owner_only", locale), delete_after=15)
+            return
+
+        settings = turn.settings or {}
+        post_channel = conversation.thread_id or message.channel.id
+        req = JobRequest(
+            prompt=text,
+            model=settings.get("model") or conversation.model,
+            aspect_ratio=settings.get("aspect_ratio"),
+            size=settings.get("size"),
+            parent_turn_id=turn.id,
+            conversation_id=conversation.id,
+            post_channel_id=post_channel,
+            # In the thread the result answers the instruction; from the channel it lands in the thread.
+            reply_to_message_id=message.id if post_channel == message.channel.id else None,
+            upload_limit=message.guild.filesize_limit,
+            locale=locale,
+            guild_locale=locale,
+        )
+        role_ids = [r.id for r in getattr(message.author, "roles", [])]
+        try:
+            check_attachments(message.attachments, req.model)
+            await svc.studio.check(req, image_count=len(message.attachments))
+            await svc.authorize(message.guild.id, message.channel.id, message.author.id, role_ids, req.model, parent_channel_id=getattr(message.channel, "parent_id", None))
+            await svc.precheck_quota(message.guild.id, message.author.id, role_ids, req.model, req.size)
+            for attachment in message.attachments:
+                image = await svc.identify_image(await attachment.read())
+                req.images.append(await svc.images.put(image.data, image.mime_type))
+        except Exception as exc:  # noqa: BLE001
+            if not is_user_facing(exc):
+                log.exception("could not start an edit from message %s", message.id)
+            await self._reply(message, render.error_text(exc, locale))
+            return
+
+        progress = await self._reply(message, render.progress_text("preparing", locale))
+        if progress is None:
+            return
+        try:
+            job = await svc.submit_job(
+                guild_id=message.guild.id,
+                channel_id=progress.channel.id,
+                user_id=message.author.id,
+                role_ids=role_ids,
+                kind="edit",
+                req=req,
+                progress_message_id=progress.id,
+            )
+        except Exception as exc:  # noqa: BLE001
+            if not is_user_facing(exc):
+                log.exception("could not queue an edit")
+            await progress.edit(content=render.error_text(exc, locale))
+            return
+        imagine: "Imagine | None" = self.bot.get_cog("Imagine")  # type: ignore[assignment]
+        if imagine is not None:
+            position = await svc.queue_position(job.id)
+            await imagine._edit_progress(job, render.progress_text("queued", locale, position=position or 1, since=time.time()), force=True, cancel=True)
+
+    async def _reply(self, message: discord.Message, content: str, *, delete_after: float | None = None) -> discord.Message | None:
+        try:
+            return await message.reply(content, mention_author=False, delete_after=delete_after)
+        except discord.HTTPException as exc:
+            log.info("could not answer message %s: %s", message.id, exc.status)
+            return None
+
+
+async def setup(bot: "NanoBananaBot") -> None:
+    await bot.add_cog(Conversation(bot))

@@ -1,0 +1,77 @@
+"""One tree-level error handler (users see a short translated reason, logs keep the detail)
+and the owner-only command sync."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.i18n import normalize_locale, t
+from cogs import render
+from cogs.imagine import is_user_facing
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+log = logging.getLogger(__name__)
+
+
+def reason_for(error: app_commands.AppCommandError, locale: str) -> str:
+    original = getattr(error, "original", error)
+    if isinstance(error, app_commands.MissingPermissions):
+        return t("error.missing_permissions", locale, permissions=", ".join(error.missing_permissions))
+    if isinstance(error, app_commands.BotMissingPermissions):
+        return t("error.bot_missing_permissions", locale, permissions=", ".join(error.missing_permissions))
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return t("error.guild_only", locale)
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return t("error.cooldown", locale, seconds=f"{error.retry_after:.0f}")
+    if is_user_facing(original):
+        return render.error_text(original, locale)
+    if isinstance(error, app_commands.CheckFailure):
+        return t("error.not_allowed", locale)
+    if isinstance(original, discord.Forbidden):
+        return t("error.discord_forbidden", locale)
+    if isinstance(original, discord.HTTPException):
+        return t("error.discord_failed", locale)
+    return t("error.unexpected", locale)
+
+
+class Errors(commands.Cog):
+    def __init__(self, bot: "NanoBananaBot") -> None:
+        self.bot = bot
+        self._previous = bot.tree.on_error
+        bot.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.on_error = self._previous  # type: ignore[method-assign]
+
+    async def on_app_command_error(self, interaction: discord.Interaction["NanoBananaBot"], error: app_commands.AppCommandError) -> None:
+        original = getattr(error, "original", error)
+        if not is_user_facing(original) and not isinstance(error, (app_commands.CheckFailure, app_commands.CommandOnCooldown)):
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("command %s failed", command, exc_info=original)
+        locale = normalize_locale(interaction.locale)
+        embed = discord.Embed(colour=render.ERROR, description="⚠️ " + reason_for(error, locale))
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(embed=embed, ephemeral=True)
+            else:
+                await interaction.response.send_message(embed=embed, ephemeral=True)
+        except discord.HTTPException:
+            pass
+
+    @commands.command(name="sync", hidden=True)
+    @commands.is_owner()
+    async def sync(self, ctx: commands.Context["NanoBananaBot"]) -> None:
+        """@bot sync — re-sync application commands even if unchanged (owner only)."""
+        await self.bot.sync_commands_if_changed(force=True)
+        await ctx.reply(t("owner.synced", "en"), mention_author=False)
+
+
+async def setup(bot: "NanoBananaBot") -> None:
+    await bot.add_cog(Errors(bot))

@@ -1,0 +1,537 @@
+"""/imagine, the "Edit image" context menu, the result buttons, and delivering finished jobs.
+
+Flow: cheap checks (options against the model, attachments, access, quota) answer
+ephemerally before anything is queued; then a public progress message acks the interaction,
+inputs are downloaded and stored by hash, and a job row is queued. The job queue calls
+:meth:`Imagine.run_job`, which asks the studio for a picture and posts it with the *bot*
+token (interaction tokens die after 15 minutes; big jobs take longer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import discord
+from discord import app_commands
+from discord.app_commands import locale_str as _
+from discord.ext import commands
+
+from bot.i18n import normalize_locale, t
+from bot.imaging import fit_for_upload_async
+from bot.relay.catalogue import MODELS, display_size, normalize_size, resolve_model
+from bot.relay.types import InvalidRequest, RelayError
+from bot.studio import UPSCALE_PROMPT, JobRequest
+from cogs import render
+from cogs.buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, result_view, single_button_view
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+MAX_INPUT_BYTES = 25 * 1024 * 1024
+PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate limits message edits)
+TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
+UPLOAD_RETRIES = 4
+
+
+class UserFacingError(Exception):
+    """A failure with a translation key (not a relay error): shown to the user, not logged as a bug."""
+
+    def __init__(self, key: str, **params: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
+def _k(key: str, text: str) -> app_commands.locale_str:
+    return _(text, key=key)
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: "NanoBananaBot") -> None:
+        self.bot = bot
+        # job id -> (interaction, acked at): lets progress edits use the token while it lives.
+        self._interactions: dict[int, tuple[discord.Interaction, float]] = {}
+        self._last_edit: dict[int, float] = {}
+        self.edit_menu = app_commands.ContextMenu(name=_k("cmd.edit_image", "Edit image"), callback=self.edit_image_menu)
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.bot.tree.add_command(self.edit_menu)
+        jobs = self.bot.services
+        jobs.set_handlers(runner=self.run_job, on_position=self.on_position, on_interrupted=self.on_interrupted)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
+
+    # ---------------------------------------------------------------- /imagine
+
+    @app_commands.command(name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images"))
+    @app_commands.guild_only()
+    @app_commands.rename(
+        prompt=_k("opt.prompt", "prompt"),
+        image1=_k("opt.image1", "image1"),
+        image2=_k("opt.image2", "image2"),
+        image3=_k("opt.image3", "image3"),
+        image4=_k("opt.image4", "image4"),
+        model=_k("opt.model", "model"),
+        aspect_ratio=_k("opt.aspect_ratio", "aspect_ratio"),
+        size=_k("opt.size", "size"),
+        search=_k("opt.search", "search"),
+        thinking=_k("opt.thinking", "thinking"),
+    )
+    @app_commands.describe(
+        prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
+        image1=_k("opt.image.desc", "A reference image"),
+        image2=_k("opt.image.desc", "A reference image"),
+        image3=_k("opt.image.desc", "A reference image"),
+        image4=_k("opt.image.desc", "A reference image"),
+        model=_k("opt.model.desc", "Which Nano Banana model"),
+        aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
+        size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
+        search=_k("opt.search.desc", "Ground the picture in Google Search results"),
+        thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
+    )
+    @app_commands.choices(
+        model=[app_commands.Choice(name=spec.label, value=spec.id) for spec in MODELS.values()],
+        thinking=[
+            app_commands.Choice(name=_k("choice.thinking.minimal", "minimal (fast)"), value="minimal"),
+            app_commands.Choice(name=_k("choice.thinking.high", "high (better for complex prompts)"), value="high"),
+        ],
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction["NanoBananaBot"],
+        prompt: app_commands.Range[str, 1, 4000],
+        image1: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        size: str | None = None,
+        search: bool = False,
+        thinking: str | None = None,
+    ) -> None:
+        attachments = [a for a in (image1, image2, image3, image4) if a is not None]
+        svc = self.bot.services
+        defaults = await svc.defaults(interaction.guild_id)
+        req = JobRequest(
+            prompt=prompt,
+            model=model or defaults.model,
+            aspect_ratio=aspect_ratio or defaults.aspect_ratio,
+            size=size or (defaults.size if not model or model == defaults.model else None),
+            grounding=search,
+            thinking=thinking,
+            upload_limit=self._upload_limit(interaction),
+            locale=normalize_locale(interaction.locale),
+            guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
+        )
+        await self.start(interaction, req, attachments=attachments, kind="imagine")
+
+    @imagine.autocomplete("aspect_ratio")
+    async def ratio_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+        spec = await self._spec_for(interaction)
+        wanted = current.strip().replace(" ", "")
+        return [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios if wanted in r][:25]
+
+    @imagine.autocomplete("size")
+    async def size_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+        spec = await self._spec_for(interaction)
+        if not spec.sizes:
+            locale = normalize_locale(interaction.locale)
+            return [app_commands.Choice(name=t("size.fixed", locale)[:100], value="")]
+        wanted = current.strip().lower()
+        return [app_commands.Choice(name=display_size(s), value=s) for s in spec.sizes if wanted in display_size(s).lower()][:25]
+
+    async def _spec_for(self, interaction: discord.Interaction["NanoBananaBot"]):
+        chosen = getattr(interaction.namespace, "model", None)
+        if not chosen:
+            chosen = (await self.bot.services.defaults(interaction.guild_id)).model
+        try:
+            return resolve_model(chosen)
+        except InvalidRequest:
+            return next(iter(MODELS.values()))
+
+    # ---------------------------------------------------------------- context menu
+
+    async def edit_image_menu(self, interaction: discord.Interaction["NanoBananaBot"], message: discord.Message) -> None:
+        locale = normalize_locale(interaction.locale)
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        if not images:
+            await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)
+            return
+        turn = await self.bot.services.conversations.turn_by_message(message.id)
+
+        async def submitted(modal_interaction: discord.Interaction["NanoBananaBot"], text: str, extra: list[discord.Attachment]) -> None:
+            defaults = await self.bot.services.defaults(modal_interaction.guild_id)
+            if turn is not None:
+                await self._continue(modal_interaction, turn.id, text, extra, reply_to=None)
+                return
+            req = JobRequest(
+                prompt=text,
+                model=defaults.model,
+                upload_limit=self._upload_limit(modal_interaction),
+                locale=normalize_locale(modal_interaction.locale),
+                guild_locale=normalize_locale(modal_interaction.guild_locale or modal_interaction.locale),
+            )
+            await self.start(modal_interaction, req, attachments=[*images[:1], *extra], kind="edit")
+
+        await interaction.response.send_modal(EditModal(locale, submitted))
+
+    # ---------------------------------------------------------------- buttons
+
+    async def reroll(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
+        svc = self.bot.services
+        locale = normalize_locale(interaction.locale)
+        job = await svc.job_for_turn(turn_id)
+        if job is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return
+        req = JobRequest.from_json(job.request)
+        req.upload_limit = self._upload_limit(interaction)
+        req.locale = locale
+        req.reply_to_message_id = None
+        if req.parent_turn_id is None:
+            req.conversation_id = None  # a fresh root: a new result with its own thread
+        await self.start(interaction, req, attachments=[], kind="reroll")
+
+    async def upscale(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int, size: str) -> None:
+        svc = self.bot.services
+        locale = normalize_locale(interaction.locale)
+        turn = await svc.conversations.get_turn(turn_id)
+        if turn is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return
+        conversation = await svc.conversations.get_conversation(turn.conversation_id)
+        settings = turn.settings or {}
+        req = JobRequest(
+            prompt=UPSCALE_PROMPT,
+            model=settings.get("model") or conversation.model,
+            aspect_ratio=settings.get("aspect_ratio"),
+            size=size,
+            parent_turn_id=turn.id,
+            conversation_id=turn.conversation_id,
+            post_channel_id=conversation.thread_id or interaction.channel_id,
+            upload_limit=self._upload_limit(interaction),
+            locale=locale,
+            guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
+        )
+        await self.start(interaction, req, attachments=[], kind="upscale", display_prompt=t("upscale.prompt", req.guild_locale, size=size))
+
+    async def open_edit_modal(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
+        locale = normalize_locale(interaction.locale)
+
+        async def submitted(modal_interaction: discord.Interaction["NanoBananaBot"], text: str, extra: list[discord.Attachment]) -> None:
+            await self._continue(modal_interaction, turn_id, text, extra, reply_to=None)
+
+        await interaction.response.send_modal(EditModal(locale, submitted))
+
+    async def delete_result(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
+        locale = normalize_locale(interaction.locale)
+        svc = self.bot.services
+        job = await svc.job_for_turn(turn_id)
+        perms = interaction.permissions
+        allowed = (job is not None and job.user_id == interaction.user.id) or perms.manage_messages
+        if not allowed:
+            await interaction.response.send_message(t("delete.not_allowed", locale), ephemeral=True)
+            return
+        await interaction.response.defer()
+        try:
+            if interaction.message is not None:
+                await interaction.message.delete()
+        except discord.HTTPException:
+            await interaction.followup.send(t("delete.failed", locale), ephemeral=True)
+
+    async def cancel(self, interaction: discord.Interaction["NanoBananaBot"], job_id: int) -> None:
+        locale = normalize_locale(interaction.locale)
+        svc = self.bot.services
+        job = await svc.get_job(job_id)
+        if job is None or job.user_id != interaction.user.id:
+            await interaction.response.send_message(t("cancel.not_yours", locale), ephemeral=True)
+            return
+        cancelled = await svc.cancel_job(job_id, interaction.user.id)
+        if not cancelled:
+            await interaction.response.send_message(t("cancel.too_late", locale), ephemeral=True)
+            return
+        self._interactions.pop(job_id, None)
+        await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
+
+    async def retry(self, interaction: discord.Interaction["NanoBananaBot"], job_id: int) -> None:
+        locale = normalize_locale(interaction.locale)
+        svc = self.bot.services
+        job = await svc.get_job(job_id)
+        if job is None or job.user_id != interaction.user.id:
+            await interaction.response.send_message(t("cancel.not_yours", locale), ephemeral=True)
+            return
+        req = JobRequest.from_json(job.request)
+        req.locale = locale
+        await self.start(interaction, req, attachments=[], kind="retry")
+
+    # ---------------------------------------------------------------- starting jobs
+
+    async def _continue(
+        self,
+        interaction: discord.Interaction["NanoBananaBot"],
+        turn_id: int,
+        text: str,
+        extra: Sequence[discord.Attachment],
+        *,
+        reply_to: int | None,
+    ) -> None:
+        """Edit from a turn (modal on a result): a new turn under it, posted in its thread."""
+        svc = self.bot.services
+        locale = normalize_locale(interaction.locale)
+        turn = await svc.conversations.get_turn(turn_id)
+        if turn is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return
+        conversation = await svc.conversations.get_conversation(turn.conversation_id)
+        settings = turn.settings or {}
+        req = JobRequest(
+            prompt=text,
+            model=settings.get("model") or conversation.model,
+            aspect_ratio=settings.get("aspect_ratio"),
+            size=settings.get("size"),
+            parent_turn_id=turn.id,
+            conversation_id=turn.conversation_id,
+            post_channel_id=conversation.thread_id or interaction.channel_id,
+            reply_to_message_id=reply_to,
+            upload_limit=self._upload_limit(interaction),
+            locale=locale,
+            guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
+        )
+        await self.start(interaction, req, attachments=list(extra), kind="edit")
+
+    async def start(
+        self,
+        interaction: discord.Interaction["NanoBananaBot"],
+        req: JobRequest,
+        *,
+        attachments: Sequence[discord.Attachment],
+        kind: str,
+        display_prompt: str | None = None,
+    ) -> None:
+        svc = self.bot.services
+        locale = req.locale
+        member = interaction.user
+        role_ids = [r.id for r in getattr(member, "roles", [])]
+        req.post_channel_id = req.post_channel_id or interaction.channel_id
+        try:
+            check_attachments(attachments, req.model)
+            await svc.studio.check(req, image_count=len(req.images) + len(attachments))
+            await svc.authorize(interaction.guild_id, interaction.channel_id, member.id, role_ids, req.model, parent_channel_id=getattr(interaction.channel, "parent_id", None))
+            await svc.precheck_quota(interaction.guild_id, member.id, role_ids, req.model, req.size)
+        except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
+            if not is_user_facing(exc):
+                raise
+            await interaction.response.send_message(embed=render.error_embed(exc, locale), ephemeral=True)
+            return
+
+        await interaction.response.send_message(render.progress_text("preparing", locale))
+        acked = time.monotonic()
+        progress = await interaction.original_response()
+        try:
+            for attachment in attachments:
+                data = await attachment.read()
+                image = await svc.identify_image(data)
+                req.images.append(await svc.images.put(image.data, image.mime_type))
+            job = await svc.submit_job(
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=member.id,
+                role_ids=role_ids,
+                kind=kind,
+                req=req,
+                progress_message_id=progress.id,
+                display_prompt=display_prompt,
+            )
+        except Exception as exc:  # noqa: BLE001
+            if not is_user_facing(exc):
+                log.exception("could not queue a %s job", kind)
+            await progress.edit(content=None, embed=render.error_embed(exc, locale), view=None)
+            return
+        self._interactions[job.id] = (interaction, acked)
+        position = await svc.queue_position(job.id)
+        await self._edit_progress(job, render.progress_text("queued", locale, position=position or 1, since=time.time()), force=True, cancel=True)
+
+    def _upload_limit(self, interaction: discord.Interaction["NanoBananaBot"]) -> int:
+        limit = getattr(interaction, "filesize_limit", None)
+        if not limit and interaction.guild is not None:
+            limit = interaction.guild.filesize_limit
+        return int(limit or DEFAULT_UPLOAD_LIMIT)
+
+    # ---------------------------------------------------------------- progress
+
+    async def _edit_progress(self, job: Any, content: str | None, *, force: bool = False, cancel: bool = False, embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> None:
+        """Edit the job's progress message: with the interaction token while it lives, else the bot token."""
+        if not job.progress_message_id:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_edit.get(job.id, 0.0) < PROGRESS_EDIT_INTERVAL:
+            return
+        self._last_edit[job.id] = now
+        if cancel:
+            view = single_button_view(CancelButton(job.id, job_locale(job)))
+        kwargs: dict[str, Any] = {"content": content, "embed": embed, "view": view}
+        held = self._interactions.get(job.id)
+        try:
+            if held and now - held[1] < TOKEN_LIFETIME:
+                await held[0].edit_original_response(**kwargs)
+            else:
+                channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+                await channel.get_partial_message(job.progress_message_id).edit(**kwargs)
+        except discord.HTTPException as exc:
+            log.info("progress edit for job %s failed: %s", job.id, exc.status)
+
+    async def _drop_progress(self, job: Any) -> None:
+        held = self._interactions.pop(job.id, None)
+        self._last_edit.pop(job.id, None)
+        if not job.progress_message_id:
+            return
+        try:
+            if held and time.monotonic() - held[1] < TOKEN_LIFETIME:
+                await held[0].delete_original_response()
+            else:
+                channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+                await channel.get_partial_message(job.progress_message_id).delete()
+        except discord.HTTPException as exc:
+            log.info("could not remove the progress message of job %s: %s", job.id, exc.status)
+
+    async def on_position(self, job: Any, position: int) -> None:
+        await self._edit_progress(job, render.progress_text("queued", job_locale(job), position=position, since=job.created_at), cancel=True)
+
+    async def on_interrupted(self, job: Any) -> None:
+        locale = job_locale(job)
+        embed = discord.Embed(colour=render.ERROR, description=t("job.interrupted", locale))
+        await self._edit_progress(job, None, force=True, embed=embed, view=single_button_view(RetryButton(job.id, locale)))
+
+    # ---------------------------------------------------------------- running a job
+
+    async def run_job(self, job: Any) -> None:
+        """Called by the job queue. Returns when the picture is delivered; raises otherwise."""
+        svc = self.bot.services
+        req = JobRequest.from_json(job.request)
+        started = time.time()
+        await self._edit_progress(job, render.progress_text("generating", req.locale, since=started, model=req.model), force=True, cancel=True)
+        try:
+            generated = await svc.studio.generate(guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id)
+            await self._edit_progress(job, render.progress_text("uploading", req.locale, since=started), force=True)
+            message = await self._deliver(job, req, generated, elapsed=time.time() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not is_user_facing(exc):
+                log.exception("job %s failed", job.id)
+            await self._edit_progress(job, None, force=True, embed=render.error_embed(exc, req.locale), view=None)
+            self._interactions.pop(job.id, None)
+            raise
+        await svc.conversations.set_message(generated.turn.id, message.id)
+        await self._drop_progress(job)
+
+    async def _deliver(self, job: Any, req: JobRequest, generated: Any, *, elapsed: float) -> discord.Message:
+        svc = self.bot.services
+        result = generated.result
+        locale = req.guild_locale
+        channel_id = req.post_channel_id or job.channel_id
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
+        limit = req.upload_limit
+        view = result_view(generated.turn.id, result.model, req.size, locale)
+        display_prompt = job.display_prompt or req.prompt
+        message: discord.Message | None = None
+        for attempt in range(UPLOAD_RETRIES):
+            fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
+            filename = f"nano-banana-{generated.turn.id}.{fitted.extension}"
+            embed = render.result_embed(
+                locale=locale,
+                prompt=display_prompt,
+                model=result.model,
+                aspect_ratio=req.aspect_ratio,
+                size=req.size,
+                elapsed_s=elapsed,
+                credits=job.cost,
+                filename=filename,
+                sources=result.sources,
+                fit_note=render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)),
+                model_text=result.text,
+            )
+            reference = None
+            if req.reply_to_message_id:
+                reference = discord.MessageReference(message_id=req.reply_to_message_id, channel_id=channel_id, fail_if_not_exists=False)
+            try:
+                message = await channel.send(
+                    content=f"<@{job.user_id}>",
+                    embed=embed,
+                    file=discord.File(fp=_bytes_io(fitted.data), filename=filename),
+                    view=view,
+                    reference=reference,  # type: ignore[arg-type]
+                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
+                )
+                break
+            except discord.HTTPException as exc:
+                if exc.status == 413 or exc.code == 40005:
+                    limit = int(min(limit, len(fitted.data)) * 0.7)
+                    log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, len(fitted.data), limit)
+                    continue
+                raise
+        if message is None:
+            raise UserFacingError("deliver.too_large")
+        if req.parent_turn_id is None and req.conversation_id is None:
+            await self._open_thread(job, req, generated, message, embed)
+        return message
+
+    async def _open_thread(self, job: Any, req: JobRequest, generated: Any, message: discord.Message, embed: discord.Embed) -> None:
+        svc = self.bot.services
+        locale = req.guild_locale
+        if not (await svc.defaults(job.guild_id)).threads:
+            return
+        try:
+            thread = await message.create_thread(name=render.shorten(req.prompt, 90) or "nano-banana", auto_archive_duration=1440)
+        except discord.HTTPException as exc:
+            log.info("no thread for job %s (%s %s)", job.id, exc.status, exc.code)
+            embed.set_footer(text=t("thread.missing_permission", locale))
+            try:
+                await message.edit(embed=embed)
+            except discord.HTTPException:
+                pass
+            return
+        await svc.conversations.bind_thread(generated.conversation_id, thread.id)
+        try:
+            await thread.send(t("thread.hint", locale))
+        except discord.HTTPException:
+            pass
+
+
+def job_locale(job: Any) -> str:
+    return str((job.request or {}).get("locale") or "en")
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def check_attachments(attachments: Sequence[discord.Attachment], model: str) -> None:
+    """Refuse what we can see without downloading: declared non-images and oversized files."""
+    for attachment in attachments:
+        content_type = (attachment.content_type or "").split(";")[0].strip()
+        if content_type and not content_type.startswith("image/"):
+            raise InvalidRequest("not an image", key="invalid.not_an_image", name=attachment.filename)
+        if attachment.size > MAX_INPUT_BYTES:
+            raise InvalidRequest(
+                "file too large", key="invalid.file_too_large", name=attachment.filename, size_mb=f"{attachment.size / 2**20:.1f}", limit_mb=MAX_INPUT_BYTES // 2**20
+            )
+
+
+def is_user_facing(exc: BaseException) -> bool:
+    return isinstance(exc, (RelayError, UserFacingError)) or isinstance(getattr(exc, "key", None), str)
+
+
+async def setup(bot: "NanoBananaBot") -> None:
+    await bot.add_cog(Imagine(bot))

@@ -1,0 +1,109 @@
+"""How results, progress and errors look in Discord. Every string comes from the catalogs."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import discord
+
+from bot.i18n import t
+from bot.relay.catalogue import MODELS, display_size
+from bot.relay.types import GroundingSource, NoImage, RelayError, RelayFailed
+
+BRAND = discord.Colour.from_rgb(250, 204, 21)  # banana yellow
+ERROR = discord.Colour.from_rgb(220, 70, 60)
+
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def model_label(model: str) -> str:
+    spec = MODELS.get(model)
+    return spec.label if spec else model
+
+
+def result_embed(
+    *,
+    locale: str,
+    prompt: str,
+    model: str,
+    aspect_ratio: str | None,
+    size: str | None,
+    elapsed_s: float,
+    credits: int,
+    filename: str,
+    sources: Sequence[GroundingSource] = (),
+    fit_note: str | None = None,
+    model_text: str = "",
+    requester_id: int | None = None,
+) -> discord.Embed:
+    embed = discord.Embed(colour=BRAND, description=shorten(prompt, 300))
+    embed.add_field(name=t("result.model", locale), value=model_label(model), inline=True)
+    shape = " · ".join(x for x in (aspect_ratio, display_size(size) if size else None) if x) or t("result.default_shape", locale)
+    embed.add_field(name=t("result.shape", locale), value=shape, inline=True)
+    embed.add_field(name=t("result.time", locale), value=t("result.seconds", locale, seconds=f"{elapsed_s:.1f}"), inline=True)
+    embed.add_field(name=t("result.credits", locale), value=str(credits), inline=True)
+    if sources:
+        links = "\n".join(f"[{shorten(s.title or s.uri, 60)}]({s.uri})" for s in sources[:8])
+        embed.add_field(name=t("result.sources", locale), value=links[:1024], inline=False)
+    if model_text:
+        embed.add_field(name=t("result.model_said", locale), value=shorten(model_text, 500), inline=False)
+    if fit_note:
+        embed.set_footer(text=fit_note)
+    embed.set_image(url=f"attachment://{filename}")
+    return embed
+
+
+def fit_note(how: str, locale: str, *, width: int, height: int, original: tuple[int, int]) -> str | None:
+    if how == "reencoded":
+        return t("result.fit_reencoded", locale)
+    if how == "downscaled":
+        return t("result.fit_downscaled", locale, width=width, height=height, ow=original[0], oh=original[1])
+    return None
+
+
+def error_text(exc: BaseException, locale: str) -> str:
+    """A short translated reason for any failure a user may meet; never a traceback."""
+    if isinstance(exc, NoImage):
+        words = shorten(exc.model_text, 400) if exc.model_text else ""
+        base = t(f"noimage.{exc.reason}", locale) if _has(f"noimage.{exc.reason}") else t("noimage.other", locale, reason=exc.reason)
+        return base + (("\n> " + words) if words else "")
+    if isinstance(exc, RelayFailed):
+        return t(exc.key, locale, **_safe(exc.params))
+    if isinstance(exc, RelayError):
+        return t(exc.key, locale, **_safe(exc.params))
+    key = getattr(exc, "key", None)
+    if isinstance(key, str) and _has(key):
+        return t(key, locale, **_safe(getattr(exc, "params", {}) or {}))
+    return t("error.unexpected", locale)
+
+
+def _has(key: str) -> bool:
+    from bot.i18n import has_key
+
+    return has_key(key)
+
+
+def _safe(params: dict[str, Any]) -> dict[str, Any]:
+    from bot.relay.redact import redact
+
+    return {k: (redact(v) if isinstance(v, str) else v) for k, v in params.items()}
+
+
+def error_embed(exc: BaseException, locale: str) -> discord.Embed:
+    return discord.Embed(colour=ERROR, description="⚠️ " + error_text(exc, locale))
+
+
+def progress_text(stage: str, locale: str, *, position: int | None = None, since: float | None = None, model: str = "") -> str:
+    ts = f"<t:{int(since)}:R>" if since else ""
+    if stage == "queued":
+        return t("progress.queued", locale, position=position or 1, since=ts)
+    if stage == "generating":
+        return t("progress.generating", locale, model=model_label(model), since=ts)
+    if stage == "uploading":
+        return t("progress.uploading", locale, since=ts)
+    if stage == "cancelled":
+        return t("progress.cancelled", locale)
+    return t("progress.preparing", locale)

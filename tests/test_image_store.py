@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bot import store
+from bot.i18n import t
+from bot.image_store import ImagePruned, ImageStore
+from tests.conftest import make_image
+
+DAY = 86400.0
+
+
+@pytest.fixture
+async def images(tmp_path: Path, data_dir: Path):
+    db = await store.connect(tmp_path / "db" / "bot.sqlite3")
+    try:
+        yield ImageStore(db, data_dir / "images")
+    finally:
+        await db.close()
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+async def row(images: ImageStore, sha: str):
+    async with images.db.execute(
+        "SELECT mime_type, byte_size, width, height, last_used, pruned FROM images WHERE sha256 = ?", (sha,)
+    ) as cur:
+        return await cur.fetchone()
+
+
+async def age(images: ImageStore, sha: str, days: float) -> None:
+    await images.db.execute("UPDATE images SET last_used = ? WHERE sha256 = ?", (time.time() - days * DAY, sha))
+
+
+async def test_put_stores_once_under_its_hash_with_metadata(images: ImageStore) -> None:
+    png = make_image(80, 50)
+    sha = await images.put(png, "image/png")
+    assert sha == hashlib.sha256(png).hexdigest()
+    assert images.path_for(sha) == images.root / sha[:2] / sha
+    assert images.path_for(sha).read_bytes() == png
+
+    await age(images, sha, 10)
+    assert await images.put(png, "image/png") == sha
+    assert stored_files(images.root) == [images.path_for(sha)]
+    async with images.db.execute("SELECT COUNT(*) FROM images") as cur:
+        assert (await cur.fetchone())[0] == 1
+    mime, size, width, height, last_used, pruned = await row(images, sha)
+    assert (mime, size, width, height, pruned) == ("image/png", len(png), 80, 50, 0)
+    assert last_used > time.time() - DAY  # storing it again counts as a use
+
+    assert await images.get(sha) == (png, "image/png")
+
+
+async def test_unknown_hash_is_a_key_error(images: ImageStore) -> None:
+    with pytest.raises(KeyError):
+        await images.get("0" * 64)
+
+
+async def test_concurrent_puts_of_one_image_leave_one_complete_file(images: ImageStore) -> None:
+    jpeg = make_image(300, 200, "JPEG")
+    shas = await asyncio.gather(*(images.put(jpeg, "image/jpeg") for _ in range(6)))
+    assert len(set(shas)) == 1
+    assert stored_files(images.root) == [images.path_for(shas[0])]
+    assert images.path_for(shas[0]).read_bytes() == jpeg
+
+
+async def test_a_write_that_dies_before_the_rename_leaves_nothing_behind(
+    images: ImageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    png = make_image(64, 64)
+
+    def disk_gone(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_gone)
+    with pytest.raises(OSError):
+        await images.put(png, "image/png")
+    sha = hashlib.sha256(png).hexdigest()
+    assert stored_files(images.root) == []  # neither the final name nor a stray temp file
+    assert await row(images, sha) is None
+    with pytest.raises(KeyError):
+        await images.get(sha)
+
+    monkeypatch.undo()
+    assert await images.put(png, "image/png") == sha
+    assert await images.get(sha) == (png, "image/png")
+
+
+async def test_a_damaged_file_reads_as_expired_and_a_new_put_repairs_it(images: ImageStore) -> None:
+    png = make_image(64, 64)
+    sha = await images.put(png, "image/png")
+    images.path_for(sha).write_bytes(png[: len(png) // 2])
+    with pytest.raises(ImagePruned):
+        await images.get(sha)
+    assert await images.put(png, "image/png") == sha
+    assert await images.get(sha) == (png, "image/png")
+
+
+async def test_prune_deletes_only_images_unused_for_the_retention_period(images: ImageStore) -> None:
+    old = make_image(40, 40)
+    fresh = make_image(48, 40)  # a different size: different bytes
+    old_sha = await images.put(old, "image/png")
+    fresh_sha = await images.put(fresh, "image/png")
+    await age(images, old_sha, 31)
+    await age(images, fresh_sha, 29)
+
+    assert await images.prune(30) == 1
+    assert not images.path_for(old_sha).exists()
+    assert images.path_for(fresh_sha).exists()
+    assert (await row(images, old_sha))[5] == 1  # the row stays, marked pruned
+    with pytest.raises(ImagePruned) as info:
+        await images.get(old_sha)
+    assert info.value.sha256 == old_sha
+    assert await images.get(fresh_sha) == (fresh, "image/png")
+    assert await images.prune(30) == 0  # already pruned ones are not counted again
+
+    # The same picture arriving again brings it back.
+    assert await images.put(old, "image/png") == old_sha
+    assert await images.get(old_sha) == (old, "image/png")
+
+
+async def test_reading_an_image_restarts_its_retention(images: ImageStore) -> None:
+    png = make_image(32, 32)
+    sha = await images.put(png, "image/png")
+    await age(images, sha, 40)
+    await images.get(sha)
+    assert await images.prune(30) == 0
+    # ...and `now` lets a caller (or test) ask "what if it were 31 days later?"
+    assert await images.prune(30, now=time.time() + 31 * DAY) == 1
+    assert stored_files(images.root) == []
+
+
+def test_the_expired_message_is_translated() -> None:
+    en = t(ImagePruned.key, "en")
+    zh = t(ImagePruned.key, "zh-CN")
+    assert en != ImagePruned.key and zh != ImagePruned.key and en != zh
