@@ -283,6 +283,19 @@ class Quota:
             worst = max(broken, key=lambda a: a.resets_at)
             raise QuotaExceeded(worst.scope, limit=worst.limit, used=worst.used, resets_at=worst.resets_at, credits=credits)
 
+    async def check(
+        self,
+        *,
+        guild_id: int | None,
+        user_id: int,
+        credits: int,
+        rules: QuotaRules,
+        role_ids: Iterable[int] = (),
+    ) -> None:
+        """An early, read-only answer (before downloading inputs, say). Not a promise: the
+        reservation at job creation checks again, atomically."""
+        await self.check_in(self.db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=self.clock())
+
     async def hold_in(
         self, db: aiosqlite.Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float
     ) -> None:

@@ -45,6 +45,9 @@ class JobRequest:
     upload_limit: int = 10 * 1024 * 1024
     locale: str = "en"  # the requester's language (interaction replies)
     guild_locale: str = "en"  # the server's language (channel posts)
+    # Known before the job row exists, so the runner can edit it even if it starts at once.
+    progress_message_id: int | None = None
+    display_prompt: str | None = None  # what the result shows instead of a model-facing prompt
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

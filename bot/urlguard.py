@@ -154,7 +154,15 @@ def _parse_ip(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text.split("%", 1)[0] if "%" in text else text)
     except ValueError:
-        return None
+        pass
+    if text.replace(".", "").replace("x", "").replace("X", "").isalnum() and not text.endswith("."):
+        # Legacy IPv4 spellings the C resolver accepts ("2130706433", "0x7f.1", "127.1"):
+        # read them the way the HTTP client's getaddrinfo will, whatever resolver we use.
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
 
 
 async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> None:

@@ -23,22 +23,22 @@ log = logging.getLogger(__name__)
 def reason_for(error: app_commands.AppCommandError, locale: str) -> str:
     original = getattr(error, "original", error)
     if isinstance(error, app_commands.MissingPermissions):
-        return t("error.missing_permissions", locale, permissions=", ".join(error.missing_permissions))
+        return t("cmd_error.missing_permissions", locale, permissions=", ".join(error.missing_permissions))
     if isinstance(error, app_commands.BotMissingPermissions):
-        return t("error.bot_missing_permissions", locale, permissions=", ".join(error.missing_permissions))
+        return t("cmd_error.bot_missing_permissions", locale, permissions=", ".join(error.missing_permissions))
     if isinstance(error, app_commands.NoPrivateMessage):
-        return t("error.guild_only", locale)
+        return t("cmd_error.guild_only", locale)
     if isinstance(error, app_commands.CommandOnCooldown):
-        return t("error.cooldown", locale, seconds=f"{error.retry_after:.0f}")
+        return t("cmd_error.cooldown", locale, seconds=f"{error.retry_after:.0f}")
     if is_user_facing(original):
         return render.error_text(original, locale)
     if isinstance(error, app_commands.CheckFailure):
-        return t("error.not_allowed", locale)
+        return t("cmd_error.not_allowed", locale)
     if isinstance(original, discord.Forbidden):
-        return t("error.discord_forbidden", locale)
+        return t("cmd_error.discord_forbidden", locale)
     if isinstance(original, discord.HTTPException):
-        return t("error.discord_failed", locale)
-    return t("error.unexpected", locale)
+        return t("cmd_error.discord_failed", locale)
+    return t("cmd_error.unexpected", locale)
 
 
 class Errors(commands.Cog):

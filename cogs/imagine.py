@@ -21,8 +21,10 @@ from discord.ext import commands
 
 from bot.i18n import normalize_locale, t
 from bot.imaging import fit_for_upload_async
-from bot.relay.catalogue import MODELS, display_size, normalize_size, resolve_model
+from bot.relay.catalogue import MODELS, display_size, resolve_model
+from bot.relay.images import MAX_INPUT_BYTES
 from bot.relay.types import InvalidRequest, RelayError
+from bot.services import progress_message_id
 from bot.studio import UPSCALE_PROMPT, JobRequest
 from cogs import render
 from cogs.buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, result_view, single_button_view
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-MAX_INPUT_BYTES = 25 * 1024 * 1024
 PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate limits message edits)
 TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
 UPLOAD_RETRIES = 4
@@ -370,7 +371,8 @@ class Imagine(commands.Cog):
 
     async def _edit_progress(self, job: Any, content: str | None, *, force: bool = False, cancel: bool = False, embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> None:
         """Edit the job's progress message: with the interaction token while it lives, else the bot token."""
-        if not job.progress_message_id:
+        message_id = progress_message_id(job)
+        if not message_id:
             return
         now = time.monotonic()
         if not force and now - self._last_edit.get(job.id, 0.0) < PROGRESS_EDIT_INTERVAL:
@@ -385,21 +387,22 @@ class Imagine(commands.Cog):
                 await held[0].edit_original_response(**kwargs)
             else:
                 channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-                await channel.get_partial_message(job.progress_message_id).edit(**kwargs)
+                await channel.get_partial_message(message_id).edit(**kwargs)
         except discord.HTTPException as exc:
             log.info("progress edit for job %s failed: %s", job.id, exc.status)
 
     async def _drop_progress(self, job: Any) -> None:
         held = self._interactions.pop(job.id, None)
         self._last_edit.pop(job.id, None)
-        if not job.progress_message_id:
+        message_id = progress_message_id(job)
+        if not message_id:
             return
         try:
             if held and time.monotonic() - held[1] < TOKEN_LIFETIME:
                 await held[0].delete_original_response()
             else:
                 channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-                await channel.get_partial_message(job.progress_message_id).delete()
+                await channel.get_partial_message(message_id).delete()
         except discord.HTTPException as exc:
             log.info("could not remove the progress message of job %s: %s", job.id, exc.status)
 
@@ -432,6 +435,7 @@ class Imagine(commands.Cog):
             self._interactions.pop(job.id, None)
             raise
         await svc.conversations.set_message(generated.turn.id, message.id)
+        await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
         await self._drop_progress(job)
 
     async def _deliver(self, job: Any, req: JobRequest, generated: Any, *, elapsed: float) -> discord.Message:
@@ -442,7 +446,7 @@ class Imagine(commands.Cog):
         channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
         limit = req.upload_limit
         view = result_view(generated.turn.id, result.model, req.size, locale)
-        display_prompt = job.display_prompt or req.prompt
+        display_prompt = req.display_prompt or req.prompt
         message: discord.Message | None = None
         for attempt in range(UPLOAD_RETRIES):
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
@@ -522,10 +526,10 @@ def check_attachments(attachments: Sequence[discord.Attachment], model: str) -> 
     for attachment in attachments:
         content_type = (attachment.content_type or "").split(";")[0].strip()
         if content_type and not content_type.startswith("image/"):
-            raise InvalidRequest("not an image", key="invalid.not_an_image", name=attachment.filename)
+            raise InvalidRequest("not an image", key="invalid.not_image", name=attachment.filename)
         if attachment.size > MAX_INPUT_BYTES:
             raise InvalidRequest(
-                "file too large", key="invalid.file_too_large", name=attachment.filename, size_mb=f"{attachment.size / 2**20:.1f}", limit_mb=MAX_INPUT_BYTES // 2**20
+                "file too large", key="invalid.image_too_large", name=attachment.filename, size_mb=round(attachment.size / 2**20, 1), limit_mb=MAX_INPUT_BYTES // 2**20
             )
 
 

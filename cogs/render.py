@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import discord
 
-from bot.i18n import t
+from bot.i18n import has_key, t
 from bot.relay.catalogue import MODELS, display_size
-from bot.relay.types import GroundingSource, NoImage, RelayError, RelayFailed
+from bot.relay.redact import redact
+from bot.relay.types import GroundingSource, NoImage
 
 BRAND = discord.Colour.from_rgb(250, 204, 21)  # banana yellow
 ERROR = discord.Colour.from_rgb(220, 70, 60)
@@ -65,31 +66,19 @@ def fit_note(how: str, locale: str, *, width: int, height: int, original: tuple[
 
 
 def error_text(exc: BaseException, locale: str) -> str:
-    """A short translated reason for any failure a user may meet; never a traceback."""
-    if isinstance(exc, NoImage):
-        words = shorten(exc.model_text, 400) if exc.model_text else ""
-        base = t(f"noimage.{exc.reason}", locale) if _has(f"noimage.{exc.reason}") else t("noimage.other", locale, reason=exc.reason)
-        return base + (("\n> " + words) if words else "")
-    if isinstance(exc, RelayFailed):
-        return t(exc.key, locale, **_safe(exc.params))
-    if isinstance(exc, RelayError):
-        return t(exc.key, locale, **_safe(exc.params))
+    """A short translated reason for any failure a user may meet; never a traceback.
+
+    Relay errors and our own refusals carry a catalog ``key`` and ``params``; a refusal by
+    the model also quotes the model's own words.
+    """
     key = getattr(exc, "key", None)
-    if isinstance(key, str) and _has(key):
-        return t(key, locale, **_safe(getattr(exc, "params", {}) or {}))
-    return t("error.unexpected", locale)
-
-
-def _has(key: str) -> bool:
-    from bot.i18n import has_key
-
-    return has_key(key)
-
-
-def _safe(params: dict[str, Any]) -> dict[str, Any]:
-    from bot.relay.redact import redact
-
-    return {k: (redact(v) if isinstance(v, str) else v) for k, v in params.items()}
+    if not (isinstance(key, str) and has_key(key)):
+        return t("cmd_error.unexpected", locale)
+    params = {k: (redact(v) if isinstance(v, str) else v) for k, v in (getattr(exc, "params", None) or {}).items()}
+    text = t(key, locale, **params)
+    if isinstance(exc, NoImage) and exc.model_text and exc.model_text not in text:
+        text += "\n> " + shorten(exc.model_text, 400).replace("\n", " ")
+    return text
 
 
 def error_embed(exc: BaseException, locale: str) -> discord.Embed:

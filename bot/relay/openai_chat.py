@@ -32,7 +32,7 @@ from .stream import Blob, DecodeError, b64_bytes, data_urls, plain_text
 from .types import GenerationRequest, InputImage, Usage
 
 PATH = "/chat/completions"
-_BARE_B64 = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
+_BARE_B64 = re.compile(r"[A-Za-z0-9+/]{100,}={0,2}")
 
 
 def build(request: GenerationRequest, relay_model: str, images: list[InputImage]) -> dict[str, Any]:

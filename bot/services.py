@@ -1,0 +1,223 @@
+"""Everything the bot shares, opened once in ``setup_hook``: the database, one httpx client,
+the relay pool, the stores and the job queue — plus the few questions cogs ask of them.
+
+No Discord imports: a test can open :class:`Services` on a temp dir and call it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable
+
+import aiosqlite
+import httpx
+
+from . import store
+from .conversations import Conversations
+from .guild_config import GuildConfigStore, GuildSettings, RelayStore, canonical_size
+from .image_store import ImageStore
+from .jobs import Job, JobQueue, NewJob
+from .quota import Quota
+from .relay.client import RelayClient
+from .relay.images import prepare
+from .relay.redact import register_secret
+from .relay.types import InputImage, RelayError
+from .relay_pool import RelayPool
+from .secrets import load_keyring
+from .settings import Settings
+from .studio import JobRequest, Studio
+from .urlguard import make_guard
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 6 * 3600
+
+
+class AccessDenied(RelayError):
+    """The server's access rules refuse this member, channel or model (translated)."""
+
+    key = "access.denied"
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Defaults:
+    model: str
+    aspect_ratio: str | None
+    size: str | None
+    threads: bool
+    thread_anyone: bool
+
+
+async def _not_ready(job: Job) -> None:
+    raise RuntimeError("no job runner registered")
+
+
+class Services:
+    def __init__(self, settings: Settings, db: aiosqlite.Connection, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.db = db
+        self.http = http
+        register_secret(settings.relay.api_key if settings.relay else None)
+        self.keyring = load_keyring(settings.secret_key, settings.data_dir)
+        self.relay_client = RelayClient(http, url_guard=make_guard(settings.allow_private_relays))
+        self.images = ImageStore(db, settings.images_dir)
+        self.conversations = Conversations(db, self.images)
+        self.guilds = GuildConfigStore(db)
+        self.relays = RelayStore(db, self.keyring, allow_private=settings.allow_private_relays)
+        self.pool = RelayPool(self.relay_client, self.relays, settings)
+        self.quota = Quota(db)
+        self.studio = Studio(self.pool, self.images, self.conversations)
+        self._runner: Callable[[Job], Awaitable[None]] = _not_ready
+        self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
+        self._prune_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> "Services":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = await store.connect(settings.db_path)
+        # Relay answers are streamed; the read timeout is per request (scaled by size).
+        http = httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_connections=64), follow_redirects=False)
+        return cls(settings, db, http)
+
+    def set_handlers(
+        self,
+        *,
+        runner: Callable[[Job], Awaitable[None]],
+        on_position: Callable[[Job, int], Awaitable[None]] | None = None,
+        on_interrupted: Callable[[Job], Awaitable[None]] | None = None,
+    ) -> None:
+        self._runner = runner
+        self.jobs.on_position = on_position
+        self.jobs.on_interrupted = on_interrupted
+
+    async def _run(self, job: Job) -> None:
+        await self._runner(job)
+
+    async def start(self) -> None:
+        await self.jobs.start()
+        self._prune_task = asyncio.create_task(self._prune_loop(), name="image-prune")
+
+    async def close(self) -> None:
+        if self._prune_task:
+            self._prune_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prune_task
+        await self.jobs.stop()
+        await self.http.aclose()
+        await self.db.close()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                removed = await self.images.prune(self.settings.retention_days)
+                if removed:
+                    log.info("pruned %d image(s) older than %d days", removed, self.settings.retention_days)
+            except Exception:
+                log.exception("image pruning failed")
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    # ---------------------------------------------------------------- questions cogs ask
+
+    async def guild(self, guild_id: int | None) -> GuildSettings:
+        return await self.guilds.get(guild_id)
+
+    async def defaults(self, guild_id: int | None) -> Defaults:
+        g = await self.guild(guild_id)
+        return Defaults(
+            model=g.default_model,
+            aspect_ratio=g.default_ratio,
+            size=g.default_size,
+            threads=g.threads,
+            thread_anyone=g.thread_mode == "anyone",
+        )
+
+    async def authorize(
+        self,
+        guild_id: int | None,
+        channel_id: int | None,
+        user_id: int,
+        role_ids: Iterable[int],
+        model: str,
+        *,
+        parent_channel_id: int | None = None,
+    ) -> None:
+        g = await self.guild(guild_id)
+        roles = list(role_ids)
+        if channel_id is not None and not g.channel_allowed(channel_id, parent_channel_id):
+            raise AccessDenied("not in this channel", key="access.channel")
+        if not g.member_allowed(roles):
+            raise AccessDenied("role not allowed", key="access.role")
+        if not g.model_allowed(model):
+            raise AccessDenied("model not allowed", key="access.model", model=model, allowed=", ".join(g.allowed_models))
+
+    async def precheck_quota(self, guild_id: int | None, user_id: int, role_ids: Iterable[int], model: str, size: str | None) -> None:
+        g = await self.guild(guild_id)
+        await self.quota.check(
+            guild_id=guild_id, user_id=user_id, credits=g.cost(model, canonical_size(model, size)), rules=g.quota, role_ids=list(role_ids)
+        )
+
+    async def identify_image(self, data: bytes, label: str = "") -> InputImage:
+        """Sniff, convert and vet an input picture off the event loop."""
+        return await asyncio.to_thread(prepare, data, label)
+
+    async def submit_job(
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int | None,
+        user_id: int,
+        role_ids: Iterable[int],
+        kind: str,
+        req: JobRequest,
+        progress_message_id: int | None,
+        display_prompt: str | None = None,
+    ) -> Job:
+        req = dataclasses.replace(req, progress_message_id=progress_message_id, display_prompt=display_prompt or req.display_prompt)
+        job = await self.jobs.submit(
+            NewJob(
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                request=req.to_json(),
+                model=req.model,
+                size=req.size,
+                kind=kind,
+                locale=req.locale,
+                conversation_id=req.conversation_id,
+                parent_turn_id=req.parent_turn_id,
+            ),
+            role_ids=list(role_ids),
+        )
+        if progress_message_id:
+            await self.jobs.update(job.id, progress_message_id=progress_message_id)
+        return job
+
+    async def queue_position(self, job_id: int) -> int | None:
+        return self.jobs.position(job_id)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        return await self.jobs.get(job_id)
+
+    async def cancel_job(self, job_id: int, user_id: int) -> bool:
+        return await self.jobs.cancel(job_id, by_user=user_id) == "cancelled"
+
+    async def job_for_turn(self, turn_id: int) -> Job | None:
+        turn = await self.conversations.get_turn(turn_id)
+        if turn is None or turn.job_id is None:
+            return None
+        return await self.jobs.get(turn.job_id)
+
+    async def record_result(self, job: Job, *, turn_id: int, message_id: int, relay_name: str, latency_ms: int) -> None:
+        job.relay_name = relay_name
+        job.latency_ms = latency_ms
+        job.result_message_id = message_id
+        await self.jobs.update(job.id, result_turn_id=turn_id, result_message_id=message_id, relay_name=relay_name, latency_ms=latency_ms)
+
+
+def progress_message_id(job: Any) -> int | None:
+    return job.progress_message_id or (job.request or {}).get("progress_message_id")
