@@ -58,11 +58,48 @@ async def ours(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]
     return fetch, client.aclose
 
 
-async def sdk(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
+async def decoder(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
+    """Only this project's StreamDecoder over an httpx stream: the decoder's own cost, without
+    the rest of RelayClient.generate (validation, retries, parsing the answer)."""
+    import httpx
+
+    from bot.relay.stream import StreamDecoder, b64_bytes
+
+    http = httpx.AsyncClient(timeout=600.0)
+    body = json.dumps(_gemini_body(size)).encode()
+
+    async def fetch() -> bytes:
+        dec = StreamDecoder()
+        url_ = f"{url}/v1beta/models/{MODEL}:generateContent"
+        async with http.stream("POST", url_, content=body, headers={"x-goog-api-key": API_KEY, "content-type": "application/json"}) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                dec.feed(chunk)
+        parts = dec.close()["candidates"][0]["content"]["parts"]
+        return [b64_bytes(p["inlineData"]["data"]) for p in parts if "inlineData" in p and not p.get("thought")][-1]
+
+    return fetch, http.aclose
+
+
+def _gemini_body(size: str) -> dict[str, Any]:
+    return {
+        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
+        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "1:1", "imageSize": size}},
+    }
+
+
+async def sdk(url: str, size: str, *, transport: str = "default") -> tuple[Fetch, Callable[[], Awaitable[None]]]:
     from google import genai
     from google.genai import types
 
-    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=url, timeout=600_000))
+    options = types.HttpOptions(base_url=url, timeout=600_000)
+    if transport == "httpx":
+        # The SDK uses aiohttp whenever it can import it (discord.py depends on it, so here it
+        # always can); handing it an httpx transport selects its httpx code path instead.
+        import httpx
+
+        options = types.HttpOptions(base_url=url, timeout=600_000, async_client_args={"transport": httpx.AsyncHTTPTransport()})
+    client = genai.Client(api_key=API_KEY, http_options=options)
     config = types.GenerateContentConfig(
         response_modalities=["IMAGE"],
         image_config=types.ImageConfig(aspect_ratio="1:1", image_size=size),
@@ -83,10 +120,7 @@ async def naive(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None
     import httpx
 
     http = httpx.AsyncClient(timeout=600.0)
-    body = {
-        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
-        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "1:1", "imageSize": size}},
-    }
+    body = _gemini_body(size)
 
     async def fetch() -> bytes:
         response = await http.post(f"{url}/v1beta/models/{MODEL}:generateContent", json=body, headers={"x-goog-api-key": API_KEY})
@@ -98,7 +132,11 @@ async def naive(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None
     return fetch, http.aclose
 
 
-CLIENTS = {"ours": ours, "sdk": sdk, "naive": naive}
+async def sdk_httpx(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
+    return await sdk(url, size, transport="httpx")
+
+
+CLIENTS = {"ours": ours, "decoder": decoder, "sdk": sdk, "sdk-httpx": sdk_httpx, "naive": naive}
 
 
 # -- the event-loop probe ----------------------------------------------------------------------

@@ -217,7 +217,7 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
         if not session_path.parent.is_dir():
             return _fail(args.json, 2, t("cli.session_dir_missing", locale, path=str(session_path)))
 
-    model = args.model or (session or {}).get("model") or env.get("NB_MODEL", "").strip() or DEFAULT_MODEL
+    model = args.model or (session or {}).get("model") or env.get("NB_MODEL", "").strip() or _default_model(relay.dialect)
 
     # --- input pictures ----------------------------------------------------------------------
     inputs: list[InputImage] = []
@@ -362,6 +362,12 @@ async def _generate(
 ) -> GenerationResult:
     async with RelayClient(max_attempts=attempts, backoff_base=backoff, max_backoff=max_backoff, timeout=timeout) as client:
         return await client.generate(relay, request)
+
+
+def _default_model(dialect: str) -> str:
+    """Nano Banana 2 where the relay docs offer it (Gemini format, seeds 001/003); the OpenAI
+    formats' docs (seeds 002/004) list only 2.5 Flash and 3 Pro, so those default to 3 Pro."""
+    return DEFAULT_MODEL if dialect == "gemini" else "gemini-3-pro-image-preview"
 
 
 def _error_text(exc: RelayError, locale: str) -> str:

@@ -334,9 +334,10 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(embed=render.error_embed(exc, locale), ephemeral=True)
             return
 
-        await interaction.response.send_message(render.progress_text("preparing", locale))
+        callback = await interaction.response.send_message(render.progress_text("preparing", locale))
         acked = time.monotonic()
-        progress = await interaction.original_response()
+        # The callback answer carries the message: no second round trip on a token that may expire.
+        progress = callback.resource if isinstance(callback.resource, discord.InteractionMessage) else await interaction.original_response()
         try:
             for attachment in attachments:
                 data = await attachment.read()
@@ -384,10 +385,16 @@ class Imagine(commands.Cog):
         held = self._interactions.get(job.id)
         try:
             if held and now - held[1] < TOKEN_LIFETIME:
-                await held[0].edit_original_response(**kwargs)
-            else:
-                channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-                await channel.get_partial_message(message_id).edit(**kwargs)
+                try:
+                    await held[0].edit_original_response(**kwargs)
+                    return
+                except discord.HTTPException as exc:
+                    if exc.status not in (401, 404):
+                        raise
+                    # The token died early (Discord's clock, not ours): the bot token still works.
+                    self._interactions.pop(job.id, None)
+            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            await channel.get_partial_message(message_id).edit(**kwargs)
         except discord.HTTPException as exc:
             log.info("progress edit for job %s failed: %s", job.id, exc.status)
 
@@ -399,10 +406,14 @@ class Imagine(commands.Cog):
             return
         try:
             if held and time.monotonic() - held[1] < TOKEN_LIFETIME:
-                await held[0].delete_original_response()
-            else:
-                channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-                await channel.get_partial_message(message_id).delete()
+                try:
+                    await held[0].delete_original_response()
+                    return
+                except discord.HTTPException as exc:
+                    if exc.status not in (401, 404):
+                        raise
+            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            await channel.get_partial_message(message_id).delete()
         except discord.HTTPException as exc:
             log.info("could not remove the progress message of job %s: %s", job.id, exc.status)
 
@@ -434,7 +445,6 @@ class Imagine(commands.Cog):
             await self._edit_progress(job, None, force=True, embed=render.error_embed(exc, req.locale), view=None)
             self._interactions.pop(job.id, None)
             raise
-        await svc.conversations.set_message(generated.turn.id, message.id)
         await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
         await self._drop_progress(job)
 
@@ -485,6 +495,8 @@ class Imagine(commands.Cog):
                 raise
         if message is None:
             raise UserFacingError("deliver.too_large")
+        # Known before the thread opens, so a quick reply to the picture already finds its turn.
+        await svc.conversations.set_message(generated.turn.id, message.id)
         if req.parent_turn_id is None and req.conversation_id is None:
             await self._open_thread(job, req, generated, message, embed)
         return message

@@ -135,3 +135,135 @@ async def test_zh_cn_invocation_answers_in_chinese(tmp_path: Path) -> None:
         # and the command itself is localized for zh-CN clients
         synced = {c["name"]: c for c in w.dd.synced_commands()}
         assert synced["imagine"]["name_localizations"]["zh-CN"] == "画图"
+
+
+def thread_id_of(call: Any) -> int:
+    return int(call.response["id"])
+
+
+async def start_picture(w: World, signature: str, **options: Any) -> tuple[dict[str, Any], int]:
+    """/imagine; returns the result message JSON and the id of the thread opened on it."""
+    w.relay.enqueue(Behaviour("image", signature=signature))
+    mark = w.dd.mark()
+    await w.imagine(prompt=options.pop("prompt", "a red fox in snow"), **options)
+    post = await w.result_post(since=mark)
+    thread_call = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
+    # The job is over once its progress message is removed.
+    await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)
+    return post.response, thread_id_of(thread_call)
+
+
+async def say_in_thread(w: World, bot: NanoBananaBot, thread_id: int, text: str, signature: str, *, reply_to: Any = None) -> Any:
+    w.relay.enqueue(Behaviour("image", signature=signature))
+    mark = w.dd.mark()
+    thread = w.dd.channels[thread_id]
+    # No Message Content intent: the bot reads text that mentions it (or replies that ping it).
+    await w.dd.post_message(thread, w.alice, f"<@{bot.user.id}> {text}", reply_to=reply_to)
+    return await w.result_post(channel=thread, since=mark)
+
+
+def model_signatures(contents: list[dict[str, Any]]) -> list[str]:
+    return [p["thoughtSignature"] for c in contents if c.get("role") == "model" for p in c["parts"] if "thoughtSignature" in p and "inlineData" in p]
+
+
+async def test_thread_message_edits_with_history_and_reply_branches(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        second = await say_in_thread(w, bot, thread_id, "make it night time", "sig-second")
+        sent = w.relay.requests[-1].json
+        assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]
+        assert model_signatures(sent["contents"]) == ["sig-root"]  # the earlier model turn, signature kept
+        assert sent["contents"][-1]["parts"][0]["text"] == "make it night time"
+
+        await say_in_thread(w, bot, thread_id, "add a moon", "sig-third")
+        latest_path = w.relay.requests[-1].json["contents"]
+        assert model_signatures(latest_path) == ["sig-root", "sig-second"]
+
+        # A reply to the *second* picture branches from it, not from the latest (third).
+        await say_in_thread(w, bot, thread_id, "make it snow instead", "sig-branch", reply_to=second.response)
+        branch_path = w.relay.requests[-1].json["contents"]
+        assert model_signatures(branch_path) == ["sig-root", "sig-second"]
+        assert branch_path[-1]["parts"][0]["text"] == "make it snow instead"
+        assert branch_path != latest_path
+
+
+async def test_reply_to_a_result_in_the_channel_continues_in_its_thread(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        w.relay.enqueue(Behaviour("image", signature="sig-reply"))
+        mark = w.dd.mark()
+        await w.dd.post_message(w.channel, w.alice, "turn the fox blue", reply_to=root)  # a reply pings the bot
+        post = await w.result_post(channel=w.dd.channels[thread_id], since=mark)
+        assert post.files
+        assert model_signatures(w.relay.requests[-1].json["contents"]) == ["sig-root"]
+
+
+async def test_buttons_work_on_a_new_bot_instance_over_the_same_database(tmp_path: Path) -> None:
+    with RelayDouble(api_key=API_KEY) as relay:
+        async with DiscordDouble() as dd:
+            w = World(dd, relay, tmp_path / "data")
+            first = new_bot(relay, w.data_dir)
+            async with dd.running(first):
+                root, _ = await start_picture(w, "sig-root")
+            assert first.is_closed()
+
+            second = new_bot(relay, w.data_dir)
+            async with dd.running(second):
+                reroll = next(c["custom_id"] for row in root["components"] for c in row["components"] if c["custom_id"].startswith("nb:reroll:"))
+                before = len(relay.requests)
+                mark = dd.mark()
+                await dd.interact(dd.component_interaction(root, reroll, user=w.alice))
+                post = await w.result_post(since=mark)
+                assert post.files and len(relay.requests) == before + 1
+                assert relay.requests[-1].json["contents"][0]["parts"][0]["text"] == "a red fox in snow"
+
+                delete = next(c["custom_id"] for row in post.response["components"] for c in row["components"] if c["custom_id"].startswith("nb:del:"))
+                mark = dd.mark()
+                # bob is neither the requester nor a moderator: refused, ephemerally
+                inter = await dd.interact(dd.component_interaction(post.response, delete, user=w.bob))
+                refusal = await dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+                assert refusal.json["data"]["flags"] & 64
+                await dd.interact(dd.component_interaction(post.response, delete, user=w.alice))
+                await dd.wait_for("DELETE", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}$", since=mark)
+
+
+async def test_result_after_the_interaction_token_expired_is_still_delivered(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("slow", delay=1.0))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a slow, detailed castle")
+        await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        w.dd.expire_interaction_tokens()  # as if 15 minutes had passed
+        post = await w.result_post(since=mark)
+        assert post.authorization == f"Bot {w.dd.token}"
+        assert post.files[0].data == w.relay.images_served[-1]
+        # the progress message is still cleaned up, through the bot token
+        progress_id = w.dd.original_message(inter)["id"]
+        await w.dd.wait_for("DELETE", rf"^/channels/{w.channel['id']}/messages/{progress_id}$", since=mark)
+
+
+async def test_a_413_is_retried_smaller_and_still_delivered(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("image", width=1024, height=1024))
+        w.dd.fail("POST", rf"^/channels/{w.channel['id']}/messages$", 413, {"message": "Request entity too large", "code": 40005})
+        mark = w.dd.mark()
+        await w.imagine(prompt="a detailed map")
+        post = await w.result_post(since=mark)
+        attempts = w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark)
+        refused = [c for c in attempts if c.status == 413]
+        assert refused and refused[0].files
+        assert len(post.files[0].data) < len(refused[0].files[0].data)
+        assert Image.open(io.BytesIO(post.files[0].data)).size == (1024, 1024) or "Scaled down" in json.dumps(post.json)
+
+
+async def test_missing_thread_permission_still_delivers_the_result_with_a_note(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.dd.set_overwrite(w.channel, "bot", deny=Perm.CREATE_PUBLIC_THREADS)
+        mark = w.dd.mark()
+        await w.imagine(prompt="a quiet lake")
+        post = await w.result_post(since=mark)
+        assert post.files
+        thread_call = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
+        assert thread_call.status == 403
+        edit = await w.dd.wait_for("PATCH", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}$", since=mark)
+        assert "Create Public Threads" in json.dumps(edit.json)

@@ -259,6 +259,16 @@ async def test_streamed_gemini_answers_are_merged(double, client) -> None:
     assert (await client.generate(cfg(double), GenerationRequest("x", model=PRO))).image == picture
 
 
+async def test_data_url_inside_inline_data_and_a_v1_base_url(double, client) -> None:
+    picture = png()
+    body = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": f"data:image/png;base64,{b64(picture)}"}}]}}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(body)))
+    relay = RelayConfig(double.url + "/v1", "gemini", "query", KEY)  # an OpenAI-style base pasted in
+    result = await client.generate(relay, GenerationRequest("x", model=PRO))
+    assert result.image == picture
+    assert double.requests[-1].path == f"/v1beta/models/{PRO}:generateContent"
+
+
 # --- Gemini: no picture ---------------------------------------------------------------------
 
 
@@ -414,6 +424,17 @@ async def test_openai_images_edit_with_several_pictures_uses_image_array(double,
     assert [(u.name, u.data) for u in double.requests[-1].uploads] == [("image[]", p) for p in pictures]
 
 
+async def test_openai_images_edit_falls_back_to_json_when_the_form_is_refused(double, client) -> None:
+    pictures = [png(20, 20, (i * 60, 0, 0)) for i in range(2)]
+    double.enqueue(Behaviour("error", status=400, body="openai", message="Invalid request: body must be JSON"))
+    result = await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=[InputImage(p, "image/png") for p in pictures]))
+    assert result.image == double.images_served[-1]
+    first, second = double.requests
+    assert first.uploads and second.json is not None
+    assert [decode_data_url(u) for u in second.json["image"]] == [("image/png", p) for p in pictures]
+    assert (second.json["model"], second.json["prompt"], second.json["response_format"]) == (PRO, "merge", "b64_json")
+
+
 async def test_openai_images_url_answer_is_downloaded_at_once(double, client) -> None:
     double.enqueue(Behaviour("image", url=True, **SMALL))
     result = await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("a fox", model=PRO))
@@ -486,6 +507,22 @@ async def test_chat_refusals(double, client, kind, reason) -> None:
     assert info.value.model_text  # the model's own words
 
 
+async def test_bare_hosted_picture_link_in_chat_text(double, client) -> None:
+    double.enqueue(Behaviour("image", url=True, **SMALL))
+    await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("x", model=PRO))
+    link = double.url + double.requests[-1].path
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"Your picture: {link}"}, "finish_reason": "stop"}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(answer)))
+    result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
+    assert (result.image, result.text) == (double.images_served[-1], "Your picture:")
+    # A link to a web page is only text.
+    answer["choices"][0]["message"]["content"] = "See https://example.org/about for why I can't."
+    double.enqueue(Behaviour("raw", body=json.dumps(answer)))
+    with pytest.raises(NoImage) as info:
+        await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
+    assert info.value.reason == "text_only"
+
+
 async def test_hosted_picture_links_are_downloaded(double, client) -> None:
     # Register a hosted file with the double, then answer with a markdown link to it.
     double.enqueue(Behaviour("image", url=True, **SMALL))
@@ -545,6 +582,16 @@ async def test_retry_after_is_honoured(double, caplog) -> None:
     async with RelayClient(backoff_base=0.01, max_backoff=30) as client:
         await client.generate(cfg(double), GenerationRequest("x", model=PRO))
     assert "retrying in 1.00 s" in caplog.text
+
+
+async def test_google_retry_delay_is_honoured_without_a_header(double, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.relay")
+    envelope = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED", "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.3s"}]}}
+    double.enqueue(Behaviour("raw", status=429, body=json.dumps(envelope)))
+    async with RelayClient(backoff_base=0.01, max_backoff=30) as client:
+        await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert "retrying in 0.30 s" in caplog.text
 
 
 async def test_retry_after_is_capped_by_max_backoff(double, client, caplog) -> None:

@@ -27,6 +27,7 @@ class ErrorInfo:
     status_text: str = ""  # Google's "INVALID_ARGUMENT", OpenAI's error type
     reason: str = ""  # Google's details[].reason, e.g. API_KEY_INVALID; OpenAI's error code
     code: int | None = None  # a numeric code inside the envelope
+    retry_delay: float | None = None  # Google's RetryInfo.retryDelay ("5s"), when there is no header
 
 
 class AnswerError(Exception):
@@ -143,9 +144,13 @@ def error_info(body: Any) -> ErrorInfo | None:
         elif isinstance(code, str):
             info.reason = code
         for detail in err.get("details") or []:
-            if isinstance(detail, dict) and detail.get("reason"):
+            if not isinstance(detail, dict):
+                continue
+            if detail.get("reason") and not info.reason:
                 info.reason = str(detail["reason"])
-                break
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and re.fullmatch(r"\d+(?:\.\d+)?s", delay.strip()):
+                info.retry_delay = float(delay.strip()[:-1])
         if not info.message:
             info.message = _text(err)
         return info
@@ -185,13 +190,18 @@ def text_of_html(body: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).strip()[:200]
 
 
-# Markdown or bare links to hosted pictures, as some relays put in text answers.
+# Links to hosted pictures, as some relays put in text answers: markdown images, or bare
+# addresses that end like a picture file (a bare link to a web page is just text).
 HOSTED_IMAGE = re.compile(r"!\[[^\]]*\]\((https?://[^)\s]+)\)")
+BARE_IMAGE_LINK = re.compile(r"(?<![(\w])(https?://[^\s)\]\"'<>]+?\.(?:png|jpe?g|webp)(?:\?[^\s)\]\"'<>]*)?)(?=[\s)\]\"'<>.,;]|$)", re.IGNORECASE)
 
 
 def hosted_images(text: str) -> list[str]:
-    return HOSTED_IMAGE.findall(text)
+    found = HOSTED_IMAGE.findall(text)
+    return found or BARE_IMAGE_LINK.findall(text)
 
 
 def strip_hosted_images(text: str) -> str:
-    return HOSTED_IMAGE.sub("", text).strip()
+    if HOSTED_IMAGE.search(text):
+        return HOSTED_IMAGE.sub("", text).strip()
+    return BARE_IMAGE_LINK.sub("", text).strip()

@@ -264,7 +264,19 @@ class RelayClient:
     ) -> Parsed:
         if prepared:
             fields, files = openai_images.build_edit(req, relay_model, prepared)
-            sent = _Sent("POST", self._endpoint(relay, openai_images.EDITS), data=fields, files=files)
+            url = self._endpoint(relay, openai_images.EDITS)
+            sent = _Sent("POST", url, data=fields, files=files)
+            failure: RelayFailed | None = None
+            try:
+                return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_images.parse))
+            except RelayFailed as exc:
+                if not (exc.status in (400, 415, 422) and _wants_json(exc.relay_message)):
+                    raise
+                failure = exc
+            # Some relays take edits only as JSON with data-URL pictures (field notes §1).
+            log.info("relay %s refused the multipart edit (%s); resending as JSON", relay.name, failure.relay_message)
+            body = openai_images.build_edit_json(req, relay_model, prepared)
+            sent = _Sent("POST", url, content=_dump(body), headers=_JSON)
         else:
             body = openai_images.build_generation(req, relay_model)
             sent = _Sent("POST", self._endpoint(relay, openai_images.GENERATIONS), content=_dump(body), headers=_JSON)
@@ -291,7 +303,11 @@ class RelayClient:
     def _endpoint(self, relay: RelayConfig, path: str) -> str:
         base = relay.base_url.strip().rstrip("/")
         if relay.dialect == "gemini":
-            if not re.search(r"/v1(?:alpha|beta)?\d*$", base):
+            # An operator may paste the OpenAI-style ".../v1" base; image generation lives
+            # under v1beta (v1 lacks the image options), so that one is swapped.
+            if base.endswith("/v1"):
+                base = base[: -len("/v1")]
+            if not re.search(r"/v1(?:alpha|beta)\d*$", base):
                 base += "/v1beta"
         elif not re.search(r"/v1$", base):
             base += "/v1"
@@ -524,7 +540,7 @@ class RelayClient:
                 key="error.relay_http" if status else "error.relay_answer",
             ),
             retry=retry,
-            retry_after=retry_after_seconds(headers) if headers is not None and retry else None,
+            retry_after=_retry_hint(headers, info) if retry else None,
         )
 
     async def _download(self, relay: RelayConfig, url: str, timeout: float) -> bytes:
@@ -618,6 +634,20 @@ _JSON = {"Content-Type": "application/json"}
 
 def _dump(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _retry_hint(headers: httpx.Headers | None, info: ErrorInfo) -> float | None:
+    """Retry-After (or retry-after-ms) when sent, else Google's RetryInfo.retryDelay."""
+    from_header = retry_after_seconds(headers) if headers is not None else None
+    return from_header if from_header is not None else info.retry_delay
+
+
+def _wants_json(message: str) -> bool:
+    lowered = message.lower()
+    return any(
+        word in lowered
+        for word in ("json", "content-type", "content type", "multipart", "form", "parse", "image is required", "missing image", "no image")
+    )
 
 
 def _mentions_size(message: str) -> bool:

@@ -225,7 +225,9 @@ def parse(data: Any) -> Parsed:
                 mime = str(get(inline, "mimeType") or "")
                 raw = inline.get("data")
                 if not thought and raw is not None and (mime.startswith("image/") or not mime):
-                    image, hosted = (b64_bytes(raw), mime), None
+                    # Some relays put a whole data URL where the bare base64 belongs.
+                    embedded = data_urls(raw) if isinstance(raw, str) and raw.startswith("data:") else []
+                    image, hosted = (embedded[-1][1], embedded[-1][0]) if embedded else (b64_bytes(raw), mime), None
                 continue
             file_data = get(part, "fileData")
             if isinstance(file_data, dict):

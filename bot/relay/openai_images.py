@@ -5,7 +5,9 @@ Wire decisions:
   multipart/form-data. One picture is sent as the field ``image`` (what every server reads),
   several as repeated ``image[]`` (what the official openai SDK sends for a list, and what
   new-api-style relays read when ``image`` is absent). Mixing the two would make those relays
-  keep only the ``image`` field.
+  keep only the ``image`` field. A relay that refuses the form with a message about the body
+  format (JSON, content type, missing image) gets the edit once more as JSON with data-URL
+  pictures in ``image`` - the other form field notes §1 records.
 - ``size``: for 2.5 Flash it carries the aspect ratio (``"16:9"``) and ``aspect_ratio`` is not
   sent; for 3 Pro / 3.1 Flash it is the relay's lowercase ``1k``/``2k``/``4k`` (``512`` for
   the smallest, unverified on any relay) with ``aspect_ratio`` beside it. A relay model
@@ -17,6 +19,7 @@ Wire decisions:
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -71,6 +74,15 @@ def build_edit(
         (name, (f"image-{i + 1}.{ext.get(img.mime_type, 'png')}", img.data, img.mime_type)) for i, img in enumerate(images)
     ]
     return fields, files
+
+
+def build_edit_json(request: GenerationRequest, relay_model: str, images: list[InputImage]) -> dict[str, Any]:
+    """The JSON form of an edit some relays take instead of multipart: ``image`` holds the
+    pictures as data URLs (one string for one picture, a list for several, like the form)."""
+    urls = [f"data:{img.mime_type};base64,{base64.b64encode(img.data).decode('ascii')}" for img in images]
+    body = build_generation(request, relay_model)
+    body["image"] = urls[0] if len(urls) == 1 else urls
+    return body
 
 
 def _usage(data: dict[str, Any]) -> Usage:
