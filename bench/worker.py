@@ -147,14 +147,18 @@ class Probe:
 
     def __init__(self) -> None:
         self.lateness: list[float] = []
+        # CPU time the loop's thread used during each late tick: tells a stall the loop caused
+        # (busy running callbacks) from one the OS caused (the process not scheduled).
+        self.busy: list[float] = []
         self._stop = False
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while not self._stop:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.001)
             self.lateness.append(time.perf_counter() - start - 0.001)
+            self.busy.append(time.thread_time() - cpu)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -166,9 +170,12 @@ class Probe:
 
     def stats(self) -> dict[str, float]:
         ordered = sorted(self.lateness) or [0.0]
+        busy = sorted(self.busy) or [0.0]
         return {
             "worst_stall_ms": ordered[-1] * 1000,
             "p99_stall_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1000,
+            "worst_busy_ms": busy[-1] * 1000,
+            "p99_busy_ms": busy[int(0.99 * (len(busy) - 1))] * 1000,
             "samples": len(ordered),
         }
 

@@ -6,7 +6,8 @@ the places a catalog key is written down:
 - the first argument of ``t(...)``/``has_key(...)`` and of helpers that forward their first
   parameter ``key`` to one (``_k`` in the cogs, ``UserFacingError``), found by reading the code;
 - ``key="..."`` keyword arguments anywhere (``InvalidRequest``, ``ConfigError``, ``locale_str``…);
-- ``key = "..."`` class attributes (error classes) and ``self.key = ...`` assignments;
+- ``key = "..."`` class attributes (error classes), ``self.key = ...`` assignments, and local
+  variables handed to ``t()`` (``key = f"usage.reason.{code}"; t(key, locale)``);
 - f-string keys with a fixed prefix (``f"error.no_image.{reason}"``), expanded with the finite
   set of suffixes the code can produce (``DYNAMIC_KEYS``).
 
@@ -40,7 +41,8 @@ KEY_SINKS = frozenset({"t", "has_key"})
 
 # f-string keys: the fixed prefix, and where the code spells out every suffix it can produce.
 # "calls": callables whose literal first argument is a suffix; "returns": functions whose literal
-# return values are suffixes. A new dynamic key must be registered here (a test says so).
+# return values (or first items of returned tuples) are suffixes; "extra": fixed suffixes set
+# outside Python. A new dynamic key must be registered here (a test says so).
 DYNAMIC_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     # bot/relay/answer.py: no_image(reason, ...) -> NoImage(key=f"error.no_image.{reason}")
     "error.no_image.": {"calls": ("no_image",), "returns": ("finish_to_reason",)},
@@ -504,8 +506,31 @@ def test_english_texts_have_no_chinese(catalogs: dict[str, dict[str, str]]) -> N
 # --- 4. Discord names, descriptions, choices -------------------------------------------------
 
 
+# Areas prefix their command keys ("admin.cmd.relay_add", "quota.cmd"), so the kind of text is
+# told by a segment of the key, not by its start.
+def _segments(key: str) -> list[str]:
+    return key.split(".")
+
+
 def _is_name_key(key: str) -> bool:
-    return key.startswith(("cmd.", "opt.")) and not key.endswith(".desc")
+    seg = _segments(key)
+    return bool({"cmd", "opt"} & set(seg)) and seg[-1] != "desc"
+
+
+def _is_description_key(key: str) -> bool:
+    seg = _segments(key)
+    return bool({"cmd", "opt"} & set(seg)) and seg[-1] == "desc"
+
+
+def _is_choice_key(key: str) -> bool:
+    return "choice" in _segments(key)
+
+
+def test_discord_text_kinds_are_recognised() -> None:
+    assert _is_name_key("cmd.imagine") and _is_name_key("admin.opt.user_daily") and _is_name_key("quota.cmd")
+    assert _is_description_key("opt.image.desc") and _is_description_key("admin.cmd.relay_add.desc")
+    assert _is_choice_key("choice.thinking.high") and _is_choice_key("admin.choice.auth.bearer")
+    assert not _is_name_key("cmd_error.cooldown") and not _is_name_key("admin.relay.field_key")
 
 
 def test_slash_command_and_option_names_are_valid_discord_names(scan: Scan, catalogs: dict[str, dict[str, str]]) -> None:
@@ -542,7 +567,7 @@ def test_descriptions_and_choice_names_fit_discord(catalogs: dict[str, dict[str,
         f"{loc} {key!r}: {len(text)} characters"
         for loc in LOCALES
         for key, text in catalogs[loc].items()
-        if (key.endswith(".desc") and key.startswith(("cmd.", "opt."))) or key.startswith("choice.")
+        if _is_description_key(key) or _is_choice_key(key)
         if not 1 <= len(text) <= 100
     ]
     assert not bad, "\n".join(bad)

@@ -143,7 +143,8 @@ def error_info(body: Any) -> ErrorInfo | None:
             info.code = int(code)
         elif isinstance(code, str):
             info.reason = code
-        for detail in err.get("details") or []:
+        details = err.get("details")
+        for detail in details if isinstance(details, list) else []:
             if not isinstance(detail, dict):
                 continue
             if detail.get("reason") and not info.reason:
@@ -154,6 +155,8 @@ def error_info(body: Any) -> ErrorInfo | None:
         if not info.message:
             info.message = _text(err)
         return info
+    if err not in (None, False, "", [], {}):
+        return ErrorInfo(message=_text(err))
     if "candidates" in body or "choices" in body or "data" in body:
         return None
     for name in ("message", "detail", "msg", "error_msg", "errorMessage"):

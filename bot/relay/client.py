@@ -678,7 +678,13 @@ def _checked(parse: Callable[[Any], Parsed]) -> Callable[[Any], Parsed]:
     broken and the attempt is repeated); its true mime type wins over the claimed one."""
 
     def run(value: Any) -> Parsed:
-        parsed = parse(value)
+        try:
+            parsed = parse(value)
+        except (RelayError, BrokenAnswer, AnswerError, DecodeError):
+            raise
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+            # A shape no relay should send (e.g. a list where an object belongs).
+            raise BrokenAnswer(f"unexpected answer shape ({exc.__class__.__name__}: {exc})") from None
         if parsed.image is not None:
             try:
                 info = images.identify(parsed.image)

@@ -48,7 +48,7 @@ def camel(key: str) -> str:
 def materialize(value: Any) -> Any:
     """A JSON-serialisable copy of a value that may hold :class:`Blob` objects."""
     if isinstance(value, Blob):
-        return value.prefix + base64.b64encode(value.data).decode("ascii") + value.suffix
+        return value.text()  # the exact string json.loads would have produced
     if isinstance(value, dict):
         return {k: materialize(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -114,11 +114,13 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
         usage = get(chunk, "usageMetadata")
         if usage:
             merged["usageMetadata"] = usage
-        for cand in (get(chunk, "candidates") or [])[:1]:
+        candidates = get(chunk, "candidates")
+        for cand in candidates[:1] if isinstance(candidates, list) else []:
             if not isinstance(cand, dict):
                 continue
             content = get(cand, "content") or {}
-            for part in get(content, "parts") or []:
+            parts_in = get(content, "parts")
+            for part in parts_in if isinstance(parts_in, list) else []:
                 if not isinstance(part, dict):
                     continue
                 prev = parts[-1] if parts else None
@@ -224,7 +226,7 @@ def parse(data: Any) -> Parsed:
             if isinstance(inline, dict):
                 mime = str(get(inline, "mimeType") or "")
                 raw = inline.get("data")
-                if not thought and raw is not None and (mime.startswith("image/") or not mime):
+                if not thought and isinstance(raw, (str, Blob)) and (mime.startswith("image/") or not mime):
                     # Some relays put a whole data URL where the bare base64 belongs.
                     embedded = data_urls(raw) if isinstance(raw, str) and raw.startswith("data:") else []
                     image, hosted = (embedded[-1][1], embedded[-1][0]) if embedded else (b64_bytes(raw), mime), None
@@ -284,7 +286,7 @@ def history_image(history: list[dict[str, Any]]) -> InputImage | None:
             if not isinstance(part, dict) or part.get("thought") is True:
                 continue
             inline = get(part, "inlineData")
-            if isinstance(inline, dict) and inline.get("data") is not None:
+            if isinstance(inline, dict) and isinstance(inline.get("data"), (str, Blob)):
                 try:
                     found = InputImage(data=b64_bytes(inline["data"]), mime_type=str(get(inline, "mimeType") or "image/png"))
                 except DecodeError:

@@ -61,10 +61,13 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
             return chunk
         if isinstance(chunk.get("usage"), dict):
             usage = chunk["usage"]
-        for choice in (chunk.get("choices") or [])[:1]:
+        choices = chunk.get("choices")
+        for choice in choices[:1] if isinstance(choices, list) else []:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") or choice.get("message") or {}
+            if not isinstance(delta, dict):
+                continue
             if isinstance(delta.get("content"), (str, Blob)):
                 text.append(delta["content"])
             elif isinstance(delta.get("content"), list):
@@ -118,7 +121,7 @@ def _image_from_part(part: Any) -> tuple[str, Any] | None:
         inner = part.get("image_url") if part.get("image_url") is not None else part.get("url")
         if isinstance(inner, dict):
             inner = inner.get("url")
-        if inner is None and part.get("b64_json") is not None:
+        if inner is None and isinstance(part.get("b64_json"), (str, Blob)):
             return ("data", (None, b64_bytes(part["b64_json"])))
         if inner is None and isinstance(part.get("data"), (str, Blob)):
             return ("data", (part.get("mime_type") or part.get("mimeType"), b64_bytes(part["data"])))
@@ -162,6 +165,8 @@ def parse(data: Any) -> Parsed:
         raise no_image("no_image", "no choices")
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or choice.get("delta") or {}
+    if not isinstance(message, dict):
+        raise BrokenAnswer("the answer's message is not an object")
     finish = str(choice.get("finish_reason") or "")
     content = message.get("content")
     found: list[tuple[str, Any]] = []
@@ -184,7 +189,8 @@ def parse(data: Any) -> Parsed:
                 item = _image_from_part(piece)
                 if item:
                     found.append(item)
-        for part in message.get("images") or []:
+        extra = message.get("images")
+        for part in extra if isinstance(extra, list) else []:
             item = _image_from_part(part)
             if item:
                 found.append(item)

@@ -121,7 +121,7 @@ def parse(data: Any) -> Parsed:
     if not isinstance(items, list) or not items:
         raise no_image("no_image", "empty data", str(data.get("message") or ""))
     usage = _usage(data)
-    item = next((i for i in items if isinstance(i, dict) and (i.get("b64_json") or i.get("url"))), None)
+    item = next((i for i in items if isinstance(i, dict) and isinstance(i.get("b64_json") or i.get("url"), (str, Blob))), None)
     if item is None:
         raise no_image("no_image", "no picture in the answer", str(items[0].get("revised_prompt") or "") if isinstance(items[0], dict) else "")
     text = str(item.get("revised_prompt") or "")

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
 import io
 import json
+import platform
 import re
 import secrets
 from typing import Any
@@ -109,12 +111,34 @@ class Blob:
 _DATA_URL_PREFIX = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,\Z")
 
 
+# glibc raises its mmap threshold to the size of any large block freed (up to 32 MiB), so after
+# the first decoded image is dropped, the next ones grow on the heap: every growth step copies
+# them and the heap fragments. With 8 concurrent 4K answers that measured 308 MB peak RSS
+# instead of 233 MB. A fixed threshold keeps big buffers in their own mappings, which grow in
+# place (mremap) and go back to the system when freed. Set once, process-wide, on first use.
+MMAP_THRESHOLD = 1 << 20
+_allocator_tuned = False
+
+
+def _tune_allocator() -> None:
+    global _allocator_tuned
+    _allocator_tuned = True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        ctypes.CDLL(None).mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 class _Run:
     """One base64 run being decoded: where its bytes go and whether it ended cleanly."""
 
     __slots__ = ("out", "data", "clean")
 
     def __init__(self) -> None:
+        if not _allocator_tuned:
+            _tune_allocator()
         self.out: io.BytesIO | None = io.BytesIO()
         self.data = b""
         # False when the run ended on a partial group (not valid base64 as it stands); the
