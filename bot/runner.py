@@ -53,6 +53,12 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    except discord.HTTPException as exc:
+        print(f"nano-banana-bot: Discord answered {exc.status} at start-up: {exc.text or exc}", file=sys.stderr)
+        return 4
+    except OSError as exc:  # aiohttp's connection errors are OSErrors: no route, DNS, refused
+        print(f"nano-banana-bot: cannot reach Discord at {settings.discord_api_base}: {exc}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         pass
     return 0

@@ -8,6 +8,7 @@ or not at all and never runs twice.
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
@@ -35,8 +36,6 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
 
 def _statements(sql: str) -> list[str]:
     """Split a script on ``;`` at statement ends (sqlite3.complete_statement knows quoting)."""
-    import sqlite3
-
     out: list[str] = []
     buf = ""
     for line in sql.splitlines(keepends=True):
@@ -85,7 +84,10 @@ async def connect(path: Path | str, *, migrations: Path = MIGRATIONS_DIR) -> aio
     db = await aiosqlite.connect(str(path), isolation_level=None)
     try:
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise MigrationError(f"cannot open the database {path}: {exc}") from exc
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute("PRAGMA busy_timeout=5000")
         await db.execute("PRAGMA synchronous=NORMAL")
