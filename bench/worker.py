@@ -74,7 +74,7 @@ async def decoder(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[No
         async with http.stream("POST", url_, content=body, headers={"x-goog-api-key": API_KEY, "content-type": "application/json"}) as response:
             response.raise_for_status()
             async for chunk in response.aiter_bytes():
-                dec.feed(chunk)
+                await dec.afeed(chunk)
         parts = dec.close()["candidates"][0]["content"]["parts"]
         return [b64_bytes(p["inlineData"]["data"]) for p in parts if "inlineData" in p and not p.get("thought")][-1]
 

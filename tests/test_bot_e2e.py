@@ -267,3 +267,100 @@ async def test_missing_thread_permission_still_delivers_the_result_with_a_note(t
         assert thread_call.status == 403
         edit = await w.dd.wait_for("PATCH", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}$", since=mark)
         assert "Create Public Threads" in json.dumps(edit.json)
+
+
+def modal_ids(modal: dict[str, Any]) -> dict[int, str]:
+    """Component type -> custom_id in a modal (4: text input, 19: file upload)."""
+    found: dict[int, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "custom_id" in node and "type" in node:
+                found.setdefault(int(node["type"]), node["custom_id"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(modal.get("components", []))
+    return found
+
+
+async def test_edit_button_opens_a_modal_whose_instructions_edit_that_picture_in_its_thread(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        edit_id = next(c["custom_id"] for row in root["components"] for c in row["components"] if c["custom_id"].startswith("nb:edit:"))
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.component_interaction(root, edit_id, user=w.alice))
+        opened = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert opened.json["type"] == 9  # a modal
+        modal = w.dd.last_modal()
+        ids = modal_ids(modal)
+        extra = w.dd.add_attachment(make_image(40, 40, "JPEG"), "hat.jpg", "image/jpeg")
+        w.relay.enqueue(Behaviour("image", signature="sig-edit"))
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "give the fox a hat", ids[19]: [extra]}, channel=w.channel, user=w.alice, modal=modal)
+        )
+        post = await w.result_post(channel=w.dd.channels[thread_id], since=mark)
+        assert post.files
+        sent = w.relay.requests[-1].json["contents"]
+        assert model_signatures(sent) == ["sig-root"]
+        last = sent[-1]["parts"]
+        assert last[0]["text"] == "give the fox a hat"
+        assert any(p.get("inlineData", {}).get("mimeType") == "image/jpeg" for p in last)  # the extra image went along
+
+
+async def test_edit_image_context_menu_starts_from_any_messages_picture(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        photo = make_image(96, 64)
+        att = w.dd.add_attachment(photo, "holiday.png", "image/png")
+        msg = await w.dd.post_message(w.channel, w.bob, "look at this", attachments=[att])
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.message_command_interaction("Edit image", msg, user=w.alice))
+        opened = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert opened.json["type"] == 9
+        modal = w.dd.last_modal()
+        ids = modal_ids(modal)
+        await w.dd.interact(w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "make it a watercolour", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal))
+        post = await w.result_post(since=mark)
+        assert post.files
+        parts = w.relay.requests[-1].json["contents"][-1]["parts"]
+        import base64
+
+        assert any(base64.b64decode(p["inlineData"]["data"]) == photo for p in parts if "inlineData" in p)
+
+
+async def test_an_edit_on_a_pruned_picture_says_its_images_expired(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        import time as _time
+
+        removed = await bot.services.images.prune(30, now=_time.time() + 31 * 86400)
+        assert removed >= 1
+        before = len(w.relay.requests)
+        mark = w.dd.mark()
+        thread = w.dd.channels[thread_id]
+        await w.dd.post_message(thread, w.alice, f"<@{bot.user.id}> make it blue")
+        call = await w.dd.wait_for("PATCH", rf"^/channels/{thread_id}/messages/\d+$", since=mark, predicate=lambda c: "too old" in json.dumps(c.json), timeout=10)
+        assert "/imagine" in json.dumps(call.json)
+        assert len(w.relay.requests) == before  # nothing was sent
+
+
+async def test_cancel_refunds_and_the_relay_answer_is_not_posted(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("slow", delay=3.0))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a very slow picture")
+        progress = await w.dd.wait_for(
+            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: "nb:cancel:" in json.dumps(c.json), timeout=10
+        )
+        cancel_id = next(c["custom_id"] for row in progress.json["components"] for c in row["components"])
+        message = w.dd.original_message(inter)
+        click = await w.dd.interact(w.dd.component_interaction(message, cancel_id, user=w.alice))
+        answered = await w.dd.wait_for("POST", rf"^/interactions/{click['id']}/", since=mark)
+        assert answered.json["type"] == 7 and "refunded" in answered.json["data"]["content"]
+        totals = await bot.services.quota.totals()
+        assert totals["reserved"] == 0 and totals["refunded"] >= 1
+        await asyncio.sleep(3.5)
+        assert not w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark)

@@ -881,3 +881,36 @@ def test_every_error_key_has_english_and_chinese_text() -> None:
         assert set(re.findall(r"{(\w+)}", en[key])) == set(re.findall(r"{(\w+)}", zh[key])), key
     assert "HTTP 503" in t("error.relay_http", "en", status=503, relay_message="busy")
     assert "503" in t("error.relay_http", "zh-CN", status=503, relay_message="busy")
+
+
+# --- odd answers never crash the parsers ----------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from bot.relay import gemini as _gemini, openai_chat as _chat, openai_images as _images  # noqa: E402
+from bot.relay.answer import AnswerError, BrokenAnswer  # noqa: E402
+from bot.relay.stream import DecodeError  # noqa: E402
+from bot.relay.types import RelayError  # noqa: E402
+
+_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+    st.sampled_from(["data:image/png;base64,AAAA", "https://x.example/y.png", "IMAGE_SAFETY", "STOP", "content_filter", "aGVsbG8="]),
+)
+_KEYS = st.sampled_from([
+    "candidates", "content", "parts", "inlineData", "inline_data", "data", "mimeType", "text", "thought", "finishReason",
+    "promptFeedback", "blockReason", "error", "choices", "message", "images", "image_url", "url", "b64_json", "usage",
+    "usageMetadata", "groundingMetadata", "groundingChunks", "web", "uri", "title", "delta", "finish_reason", "refusal",
+    "type", "code", "details", "retryDelay", "fileData", "fileUri",
+])
+_SHAPES = st.recursive(_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_SHAPES)
+def test_odd_answer_shapes_raise_only_relay_errors(answer: Any) -> None:
+    # Whatever a relay sends, the user sees a relay error (or a picture), never a crash.
+    for parse in (_gemini.parse, _chat.parse, _images.parse):
+        try:
+            parse(answer)
+        except (RelayError, BrokenAnswer, AnswerError, DecodeError):
+            pass

@@ -22,6 +22,7 @@ anything else comes back as the exact ``str`` ``json.loads`` would give.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ctypes
@@ -30,12 +31,17 @@ import json
 import platform
 import re
 import secrets
+import time
 from typing import Any
 
 # A string is considered for streaming once it reaches this many bytes...
 THRESHOLD = 64 * 1024
 # ...and only if it ends in at least this many bytes of base64 (a data URL's prefix is short).
 MIN_RUN = 32 * 1024
+
+# afeed() hands chunks to feed() in slices this big, and yields after a step this long.
+SLICE = 16 * 1024
+STEP_BUDGET = 0.0002
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # Inside a JSON string, one character of a base64 run: a plain alphabet byte or an escaped
@@ -186,6 +192,23 @@ class StreamDecoder:
                 pos = self._feed_str(chunk, pos)
             else:
                 pos = self._feed_b64(chunk, pos)
+
+    async def afeed(self, chunk: bytes) -> None:
+        """:meth:`feed` for use on an event loop: a large chunk is fed in slices, yielding to
+        the loop between them once this step has used :data:`STEP_BUDGET` seconds.
+
+        asyncio runs every ready callback before it looks at timers again, so with 16 answers
+        streaming in, one loop iteration decodes 16 chunks; slicing keeps that iteration short.
+        """
+        if len(chunk) <= SLICE:
+            self.feed(chunk)
+            return
+        started = time.perf_counter()
+        for start in range(0, len(chunk), SLICE):
+            self.feed(chunk[start : start + SLICE])
+            if time.perf_counter() - started > STEP_BUDGET and start + SLICE < len(chunk):
+                await asyncio.sleep(0)
+                started = time.perf_counter()
 
     def _feed_out(self, buf: bytes, pos: int) -> int:
         quote = buf.find(b'"', pos)
