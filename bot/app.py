@@ -23,7 +23,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-COGS = ("cogs.errors", "cogs.imagine", "cogs.conversation")
+COGS = ("cogs.errors", "cogs.imagine", "cogs.conversation", "cogs.admin", "cogs.members")
 
 
 class CatalogTranslator(app_commands.Translator):

@@ -45,7 +45,7 @@ from typing import Any, NoReturn
 from .i18n import normalize_locale, t
 from .relay import images as relay_images
 from .relay.catalogue import DEFAULT_MODEL, MODELS, display_size, resolve_model, timeout_for, validate
-from .relay.client import RelayClient, _json_size
+from .relay.client import RelayClient, approx_json_size
 from .relay.gemini import history_image
 from .relay.redact import RedactingFilter, redact, register_secret
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
@@ -123,13 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug here must still not print a traceback (or a key)
         _say(t("cli.internal_error", locale, error=redact(f"{exc.__class__.__name__}: {exc}")))
         return 1
-
-
-class _Job:
-    def __init__(self, args: argparse.Namespace, env: dict[str, str], locale: str) -> None:
-        self.args = args
-        self.env = env
-        self.locale = locale
 
 
 def _fail(job_json: bool, code: int, message: str, extra: dict[str, Any] | None = None) -> int:
@@ -416,7 +409,7 @@ def _trim(turns: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     Whole user+model pairs only: a history must start with a user turn, and a model turn
     must travel with its thought signatures exactly as received."""
     kept = list(turns)
-    while kept and _json_size(kept) > budget:
+    while kept and approx_json_size(kept) > budget:
         kept = kept[2:]
     while kept and kept[0].get("role") != "user":
         kept = kept[1:]

@@ -139,7 +139,9 @@ class Imagine(commands.Cog):
     async def ratio_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
         spec = await self._spec_for(interaction)
         wanted = current.strip().replace(" ", "")
-        return [app_commands.Choice(name=r, value=r) for r in spec.aspect_ratios if wanted in r][:25]
+        # What starts with the typed text first ("16" -> 16:9 before 9:16).
+        matches = sorted((r for r in spec.aspect_ratios if wanted in r), key=lambda r: not r.startswith(wanted))
+        return [app_commands.Choice(name=r, value=r) for r in matches][:25]
 
     @imagine.autocomplete("size")
     async def size_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:

@@ -364,3 +364,44 @@ async def test_cancel_refunds_and_the_relay_answer_is_not_posted(tmp_path: Path)
         assert totals["reserved"] == 0 and totals["refunded"] >= 1
         await asyncio.sleep(3.5)
         assert not w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark)
+
+
+async def test_autocomplete_offers_only_what_the_chosen_model_takes(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        async def choices(focused: str, **options: Any) -> list[str]:
+            mark = w.dd.mark()
+            inter = await w.dd.interact(w.dd.autocomplete_interaction("imagine", focused=focused, channel=w.channel, user=w.alice, options={"prompt": "x", **options}))
+            call = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+            assert call.json["type"] == 8
+            return [c["value"] for c in call.json["data"]["choices"]]
+
+        assert await choices("size", model="gemini-3-pro-image-preview") == ["1K", "2K", "4K"]
+        assert "512" in await choices("size", model="gemini-3.1-flash-image-preview")
+        assert await choices("size", model="gemini-2.5-flash-image") == [""]  # "fixed size" hint, nothing to pick
+        flash_ratios = await choices("aspect_ratio", model="gemini-3.1-flash-image-preview")
+        pro_ratios = await choices("aspect_ratio", model="gemini-3-pro-image-preview")
+        assert "8:1" in flash_ratios and "8:1" not in pro_ratios
+        assert await choices("aspect_ratio", model="gemini-3-pro-image-preview", aspect_ratio="16") == ["16:9", "9:16"]
+
+
+async def test_grounded_result_links_its_sources_and_upscale_asks_for_a_bigger_size(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("image", grounding=[{"uri": "https://weather.example/sf", "title": "SF forecast"}]))
+        mark = w.dd.mark()
+        await w.imagine(prompt="today's weather in San Francisco as a chart", model="gemini-3-pro-image-preview", search=True, size="1K")
+        post = await w.result_post(since=mark)
+        assert w.relay.requests[-1].json["tools"] == [{"googleSearch": {}}]
+        fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
+        assert "[SF forecast](https://weather.example/sf)" in fields["Sources"]
+        await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)
+
+        upscale = [c["custom_id"] for row in post.json["components"] for c in row["components"] if c["custom_id"].startswith("nb:up:")]
+        assert [u.rsplit(":", 1)[1] for u in upscale] == ["2K", "4K"]
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(post.response, upscale[-1], user=w.alice))
+        thread_id = int(w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$")[-1].response["id"])
+        up = await w.result_post(channel=w.dd.channels[thread_id], since=mark)
+        sent = w.relay.requests[-1].json
+        assert sent["generationConfig"]["imageConfig"]["imageSize"] == "4K"
+        assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]  # the picture itself is the input
+        assert "Upscale to 4K" in up.json["embeds"][0]["description"]

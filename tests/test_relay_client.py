@@ -14,16 +14,21 @@ import traceback
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from bot.i18n import catalog, t
+from bot.relay import gemini as _gemini, openai_chat as _chat, openai_images as _images
+from bot.relay.answer import AnswerError, BrokenAnswer
 from bot.relay.client import RelayClient, retry_after_seconds
+from bot.relay.stream import DecodeError
 from bot.relay.types import (
     GenerationRequest,
     InputImage,
     InvalidRequest,
     NoImage,
     RelayConfig,
+    RelayError,
     RelayFailed,
     RelayTimeout,
 )
@@ -147,6 +152,15 @@ async def test_512_refused_by_a_relay_is_resent_as_512px_once(double, client) ->
     assert result.image == double.images_served[-1]
 
 
+async def test_512_refused_with_a_generic_message_is_resent_too(double, client) -> None:
+    double.enqueue(Behaviour("error", status=400), Behaviour("error", status=400))
+    with pytest.raises(RelayFailed) as info:
+        await client.generate(cfg(double), GenerationRequest("an icon", model=FLASH31, size="512"))
+    assert info.value.status == 400
+    sizes = [r.json["generationConfig"]["imageConfig"]["imageSize"] for r in double.requests]
+    assert sizes == ["512", "512px"]  # once, not more
+
+
 async def test_other_400s_are_not_resent(double, client) -> None:
     double.enqueue(Behaviour("error", status=400, message="Request contains an invalid argument."))
     with pytest.raises(RelayFailed) as info:
@@ -190,6 +204,31 @@ async def test_gemini_answer_variants(double, client, options) -> None:
     assert result.mime_type == options.get("mime", "image/png")
     assert result.text == options.get("text", "")
     assert "base64" not in result.text
+
+
+BIG = {"huge": True, "width": 420, "height": 420}  # ~0.5 MB of noise: decoded as a Blob, not a str
+
+
+@pytest.mark.parametrize(("dialect", "options"), [
+    ("gemini", {}),
+    ("gemini", {"casing": "snake", "thoughts": 3}),
+    ("gemini", {"markdown": True, "text": "Here."}),
+    ("gemini", {"markdown": True, "escaped_slashes": True}),
+    ("openai-images", {}),
+    ("openai-chat", {"text": "Here."}),
+    ("openai-chat", {"chat_images_field": True}),
+])
+async def test_large_pictures_in_every_answer_position(double, client, dialect, options) -> None:
+    double.enqueue(Behaviour("image", **BIG, **options))
+    result = await client.generate(cfg(double, dialect, "bearer"), GenerationRequest("a fox", model=PRO))
+    assert result.image == double.images_served[-1]
+    assert result.text == options.get("text", "")
+    if dialect == "gemini":
+        # The model turn is plain JSON again, holding the very same picture.
+        stored = json.loads(json.dumps(result.model_turn))
+        last = stored["parts"][-1]
+        embedded = last["inlineData"]["data"] if "inlineData" in last else last["text"].split("base64,")[1].rstrip(")")
+        assert base64.b64decode(embedded) == result.image
 
 
 async def test_gemini_text_beside_the_picture_and_grounding_sources(double, client) -> None:
@@ -884,13 +923,6 @@ def test_every_error_key_has_english_and_chinese_text() -> None:
 
 
 # --- odd answers never crash the parsers ----------------------------------------------------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from bot.relay import gemini as _gemini, openai_chat as _chat, openai_images as _images  # noqa: E402
-from bot.relay.answer import AnswerError, BrokenAnswer  # noqa: E402
-from bot.relay.stream import DecodeError  # noqa: E402
-from bot.relay.types import RelayError  # noqa: E402
 
 _LEAF = st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(max_size=12),

@@ -173,6 +173,17 @@ def test_unicode_and_escapes_in_small_strings_survive() -> None:
         assert decode(body, size=3, **SMALL) == json.loads(body)
 
 
+async def test_afeed_gives_the_same_answer_as_feed() -> None:
+    image = noise_png(300, 200, seed=12)
+    body = gemini_body([image], thoughts=1).replace(b"/", b"\\/")
+    dec = StreamDecoder()
+    for start in range(0, len(body), 200_000):  # chunks larger than afeed's slices
+        await dec.afeed(body[start : start + 200_000])
+    parsed = dec.close()
+    assert final_images(parsed) == [image]
+    assert parsed == decode(body, size=65536)
+
+
 # -- strings that only look like base64 come back as the exact str ---------------------
 
 
@@ -255,6 +266,33 @@ def test_split_at_every_byte(escaped: bool) -> None:
     for cut in range(1, len(body)):
         assert decode(body, [cut], **SMALL) == whole, cut
     assert decode(body, size=1, **SMALL) == whole
+
+
+LOOKALIKES = [
+    "QUJD" * 12 + "QR==",
+    "QUJD" * 10 + "Q",
+    "A" * 50 + " b",
+    "QUJD" * 9 + "=",
+    "QUJD" * 9 + "QQ==QUJD",
+    "data:image/png;base64," + "QUJD" * 9 + "QQ",
+    "see data:image/png;base64," + "QUJD" * 9 + "QQ==) and data:image/gif;base64," + "QUJD" * 8 + "QUI= end",
+    "x/" * 30 + "QUJD" * 9,
+    "\\" * 5 + "/QUJD" * 9 + "\"\\u00e9" + "QUJD" * 9 + "\n",
+]
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_lookalikes_split_at_every_byte(escaped: bool) -> None:
+    body = json.dumps(LOOKALIKES).encode()
+    if escaped:
+        body = body.replace(b"/", b"\\/")
+    expected = json.loads(body)
+    whole = decode(body, **SMALL)
+    assert materialize(whole) == expected
+    assert any(isinstance(v, Blob) for v in whole) and any(isinstance(v, str) for v in whole)
+    for cut in range(1, len(body)):
+        assert decode(body, [cut], **SMALL) == whole, cut
+        assert decode(body, [cut, cut + 3, cut + 5], **SMALL) == whole, cut
 
 
 def test_every_truncation_is_a_decode_error() -> None:

@@ -46,7 +46,7 @@ import httpx
 
 from . import gemini, images, openai_chat, openai_images
 from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
-from .catalogue import MODELS, timeout_for, validate
+from .catalogue import timeout_for, validate
 from .redact import redact, register_secret
 from .stream import DecodeError, StreamDecoder
 from .types import (
@@ -121,14 +121,14 @@ def retry_after_seconds(headers: httpx.Headers | dict[str, str], now: float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _json_size(value: Any) -> int:
+def approx_json_size(value: Any) -> int:
     """About how many bytes ``value`` takes as JSON (without serialising 20 MB to find out)."""
     if isinstance(value, str):
         return len(value) + 2
     if isinstance(value, dict):
-        return 2 + sum(len(str(k)) + 4 + _json_size(v) for k, v in value.items())
+        return 2 + sum(len(str(k)) + 4 + approx_json_size(v) for k, v in value.items())
     if isinstance(value, list):
-        return 2 + sum(_json_size(v) + 1 for v in value)
+        return 2 + sum(approx_json_size(v) + 1 for v in value)
     return len(str(value)) + 1
 
 
@@ -250,7 +250,9 @@ class RelayClient:
         try:
             return await self._request(relay, sent, timeout=timeout, parse=_checked(gemini.parse)), turn
         except RelayFailed as exc:
-            if not (size_wire == "512" and exc.status == 400 and _mentions_size(exc.relay_message)):
+            # Any plain 400 (not a key problem): relays often answer Google's generic "Request
+            # contains an invalid argument." without naming the field. A 400 is not billed.
+            if not (size_wire == "512" and exc.status == 400 and exc.key != "error.auth"):
                 raise
             failure = exc
         # Google's spelling is "512"; seed 001's relay documents "512px". Resend once.
@@ -287,7 +289,7 @@ class RelayClient:
     def _prepare_inputs(self, req: GenerationRequest) -> list[InputImage]:
         labels = [f"input image {i + 1}" for i in range(len(req.images))]
         prepared = [images.prepare(img.data, label) for img, label in zip(req.images, labels)]
-        fixed = _json_size(req.history) + len(req.prompt.encode("utf-8")) + 2_000
+        fixed = approx_json_size(req.history) + len(req.prompt.encode("utf-8")) + 2_000
         if fixed > self.body_budget:
             raise InvalidRequest(
                 f"the conversation history is too large to send (about {fixed / 1e6:.0f} MB; "
@@ -648,11 +650,6 @@ def _wants_json(message: str) -> bool:
         word in lowered
         for word in ("json", "content-type", "content type", "multipart", "form", "parse", "image is required", "missing image", "no image")
     )
-
-
-def _mentions_size(message: str) -> bool:
-    lowered = message.lower()
-    return any(word in lowered for word in ("512", "image_size", "imagesize", "size"))
 
 
 def _broken(detail: str) -> RelayFailed:

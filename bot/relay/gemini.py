@@ -8,8 +8,9 @@ Wire decisions:
 - ``imageSize`` is sent as ``1K``/``2K``/``4K`` and, for 3.1 Flash's smallest size, ``512``:
   the value Google's API documents ("1K default, also 2K, 4K and 512 (0.5K)") and the one
   field-notes §1 records. Seed 001 writes ``512px``; a relay that only takes that spelling
-  answers 400, so the client resends once with ``512px`` when a 512 request is refused with a
-  message about the size (see ``client.py``).
+  answers 400, so the client resends once with ``512px`` when a 512 request gets a plain 400
+  (not a key error; see ``client.py``). A 400 costs nothing, and relays often answer Google's
+  generic "Request contains an invalid argument." without naming the field.
 - ``responseModalities`` is ``["TEXT", "IMAGE"]``: the model's words are part of the result
   (they explain refusals), and it is the API's default anyway.
 - ``thinkingConfig`` is sent only when a thinking level was asked for (3.1 Flash), with

@@ -3,6 +3,7 @@
 Interface:
 - ``StreamDecoder().feed(chunk)`` for each body chunk, then ``.close()`` -> the parsed JSON.
   Large JSON strings holding base64 may come back as :class:`Blob` instead of ``str``.
+  On an event loop prefer ``await decoder.afeed(chunk)``: same result, shorter loop steps.
 - ``b64_bytes(value)``: bytes of a base64 field, whether it is a ``str`` or a ``Blob``.
 - ``data_urls(value)``: the ``data:image/...;base64,`` images inside a text or ``Blob``.
 - ``plain_text(value)``: the text of a field with any data-URL images cut out.
@@ -291,13 +292,16 @@ class StreamDecoder:
             if region and b"=" not in region:  # padding means the run ends: careful path
                 text = self._pending + region if self._pending else region
                 whole = len(text) & ~3
+                rest = text[whole:]
                 try:
+                    if rest.translate(None, _ALPHABET):  # the 0-3 bytes kept for later: check them too
+                        raise binascii.Error
                     decoded = binascii.a2b_base64(memoryview(text)[:whole], strict_mode=True)
                 except binascii.Error:
                     pass  # not clean base64 after all: let the careful path find where it stops
                 else:
                     self._run.out.write(decoded)
-                    self._pending = text[whole:]
+                    self._pending = rest
                     return end
         return self._finish_run(buf, pos)
 

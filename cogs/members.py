@@ -1,0 +1,108 @@
+"""/quota for members: credits left, when they come back, and their recent pictures.
+
+Reset times are Discord timestamps (``<t:…:R>``), so each reader sees them in their own time
+zone and counting down, without the bot editing anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.app_commands import locale_str as _
+from discord.ext import commands
+
+from bot.guild_config import canonical_size
+from bot.i18n import normalize_locale, t
+from bot.quota import QuotaStatus
+from bot.relay.catalogue import display_size
+from cogs import render
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+STATUS_LABELS = {
+    "queued": "quota.status.queued",
+    "running": "quota.status.running",
+    "done": "quota.status.done",
+    "failed": "quota.status.failed",
+    "cancelled": "quota.status.cancelled",
+    "interrupted": "quota.status.interrupted",
+}
+RECENT_JOBS = 5
+
+
+def _k(key: str, text: str) -> app_commands.locale_str:
+    return _(text, key=key)
+
+
+def quota_lines(status: QuotaStatus, locale: str) -> list[str]:
+    """What is left and when it resets, tightest limit last-but-one, reset line last."""
+    lines: list[str] = []
+    by_scope = {a.scope: a for a in status.allowances}
+    mine = by_scope.get("user_day")
+    if mine is not None:
+        lines.append(t("quota.left", locale, left=mine.left, limit=mine.limit))
+    elif status.exempt:
+        lines.append(t("quota.exempt", locale))
+    else:
+        lines.append(t("quota.unlimited", locale))
+    day = by_scope.get("guild_day")
+    if day is not None:
+        lines.append(t("quota.server_day", locale, used=day.used, limit=day.limit))
+    month = by_scope.get("guild_month")
+    if month is not None:
+        lines.append(t("quota.server_month", locale, used=month.used, limit=month.limit))
+    if status.resets_at is not None:
+        lines.append(t("quota.resets", locale, resets_at=int(status.resets_at)))
+    if status.held:
+        lines.append(t("quota.held", locale, held=status.held))
+    return lines
+
+
+def recent_lines(status: QuotaStatus, locale: str) -> list[str]:
+    if not status.recent:
+        return [t("quota.recent_none", locale)]
+    out = []
+    for job in status.recent:
+        label = STATUS_LABELS.get(job.status)
+        out.append(
+            t(
+                "quota.recent_entry",
+                locale,
+                id=job.id,
+                status=t(label, locale) if label else job.status,
+                model=render.model_label(job.model),
+                size=display_size(job.size) if job.size else "",
+                cost=job.cost,
+                created=int(job.created_at),
+            )
+        )
+    return out
+
+
+class Members(commands.Cog):
+    def __init__(self, bot: "NanoBananaBot") -> None:
+        self.bot = bot
+
+    @app_commands.command(name=_k("quota.cmd", "quota"), description=_k("quota.cmd.desc", "Your credits left, when they reset, and your recent pictures"))
+    @app_commands.guild_only()
+    async def quota(self, interaction: discord.Interaction["NanoBananaBot"]) -> None:
+        svc = self.bot.services
+        locale = normalize_locale(interaction.locale)
+        g = await svc.guild(interaction.guild_id)
+        roles = [r.id for r in getattr(interaction.user, "roles", [])]
+        status = await svc.quota.status(guild_id=interaction.guild_id, user_id=interaction.user.id, rules=g.quota, role_ids=roles, recent=RECENT_JOBS)
+        embed = discord.Embed(colour=render.BRAND, title=t("quota.title", locale))
+        embed.description = "\n".join(quota_lines(status, locale))
+        size = canonical_size(g.default_model, g.default_size)
+        cost = g.cost(g.default_model, size)
+        shown = display_size(size) if size else "~1 MP"
+        embed.description += "\n" + t("quota.cost_hint", locale, model=render.model_label(g.default_model), size=shown, cost=cost)
+        embed.add_field(name=t("quota.recent_title", locale), value="\n".join(recent_lines(status, locale))[:1024], inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+
+async def setup(bot: "NanoBananaBot") -> None:
+    await bot.add_cog(Members(bot))
