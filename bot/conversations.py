@@ -53,6 +53,7 @@ from typing import Any, Iterator
 import aiosqlite
 
 from bot.image_store import ImagePruned, ImageStore
+from bot.store import write
 
 __all__ = ["Conversation", "Conversations", "History", "ImagePruned", "Turn"]
 
@@ -227,12 +228,12 @@ class Conversations:
     ) -> int:
         """A new conversation (optionally already bound to ``thread_id``); returns its id."""
         try:
-            async with self.db.execute(
+            (row,) = await write(
+                self.db,
                 "INSERT INTO conversations (guild_id, channel_id, thread_id, owner_id, model, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (guild_id, channel_id, thread_id, owner_id, model, time.time()),
-            ) as cur:
-                row = await cur.fetchone()
+            )
         except sqlite3.IntegrityError:
             raise ValueError(f"thread {thread_id} already belongs to a conversation") from None
         return int(row[0])
@@ -244,13 +245,10 @@ class Conversations:
         conversation does not exist. Re-binding the same pair is a no-op.
         """
         try:
-            async with self.db.execute(
-                "UPDATE conversations SET thread_id = ? WHERE id = ? RETURNING id", (thread_id, conversation_id)
-            ) as cur:
-                row = await cur.fetchone()
+            rows = await write(self.db, "UPDATE conversations SET thread_id = ? WHERE id = ? RETURNING id", (thread_id, conversation_id))
         except sqlite3.IntegrityError:
             raise ValueError(f"thread {thread_id} already belongs to another conversation") from None
-        if row is None:
+        if not rows:
             raise KeyError(conversation_id)
 
     async def get_conversation(self, conversation_id: int) -> Conversation | None:
@@ -321,7 +319,8 @@ class Conversations:
             model_parts = await self._dehydrate(copy.deepcopy(model_turn.get("parts") or []))
         user_parts = await self._dehydrate(user_parts_in)
         now = time.time()
-        async with self.db.execute(
+        (row,) = await write(
+            self.db,
             "INSERT INTO turns (conversation_id, parent_id, user_parts, model_parts, image_sha256, message_id,"
             " job_id, prompt, settings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
@@ -336,8 +335,7 @@ class Conversations:
                 _dumps(settings or {}),
                 now,
             ),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return Turn(
             id=int(row[0]),
             conversation_id=conversation_id,
@@ -354,11 +352,8 @@ class Conversations:
 
     async def set_message(self, turn_id: int, message_id: int) -> None:
         """Record the Discord message that shows this turn's picture (``KeyError`` if no such turn)."""
-        async with self.db.execute(
-            "UPDATE turns SET message_id = ? WHERE id = ? RETURNING id", (message_id, turn_id)
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise KeyError(turn_id)
+        if not await write(self.db, "UPDATE turns SET message_id = ? WHERE id = ? RETURNING id", (message_id, turn_id)):
+            raise KeyError(turn_id)
 
     async def get_turn(self, turn_id: int) -> Turn | None:
         async with self.db.execute(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,)) as cur:

@@ -308,7 +308,7 @@ class GuildSettings:
             if name in data:
                 try:
                     values[name] = convert(data[name])
-                except (TypeError, ValueError, KeyError):
+                except (TypeError, ValueError, KeyError, AttributeError, InvalidRequest):
                     log.warning("ignoring malformed guild setting %s", name)
 
         def optional_int(v: Any) -> int | None:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.store import write
+
 log = logging.getLogger(__name__)
 
 _DAY = 86400.0
@@ -141,21 +143,20 @@ class ImageStore:
         async with self._lock:
             info = await self.info(sha)
             if info is not None and not info.pruned and await asyncio.to_thread(_file_matches, path, len(data)):
-                await self.db.execute("UPDATE images SET last_used = ? WHERE sha256 = ?", (now, sha))
+                await write(self.db, "UPDATE images SET last_used = ? WHERE sha256 = ?", (now, sha))
                 return sha
             await asyncio.to_thread(_write_atomic, path, data)
             if info is None:
                 width, height = await asyncio.to_thread(_dimensions, data)
-                await self.db.execute(
+                await write(
+                    self.db,
                     "INSERT INTO images (sha256, mime_type, byte_size, width, height, created_at, last_used, pruned)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
                     " ON CONFLICT (sha256) DO UPDATE SET last_used = excluded.last_used, pruned = 0",
                     (sha, mime, len(data), width, height, now, now),
                 )
             else:
-                await self.db.execute(
-                    "UPDATE images SET last_used = ?, pruned = 0 WHERE sha256 = ?", (now, sha)
-                )
+                await write(self.db, "UPDATE images SET last_used = ?, pruned = 0 WHERE sha256 = ?", (now, sha))
         return sha
 
     async def info(self, sha256: str) -> ImageInfo | None:
@@ -203,7 +204,7 @@ class ImageStore:
             # Lost or damaged outside our control: record it, so the answer stays "expired"
             # and the next put of these bytes restores the file.
             log.warning("image %s is missing or damaged on disk; marking it pruned", sha256)
-            await self.db.execute("UPDATE images SET pruned = 1 WHERE sha256 = ?", (sha256,))
+            await write(self.db, "UPDATE images SET pruned = 1 WHERE sha256 = ?", (sha256,))
             raise ImagePruned(sha256)
         if touch:
             await self.touch([sha256])
@@ -216,9 +217,7 @@ class ImageStore:
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            await self.db.execute(
-                f"UPDATE images SET last_used = ? WHERE pruned = 0 AND sha256 IN ({marks})", [when, *chunk]
-            )
+            await write(self.db, f"UPDATE images SET last_used = ? WHERE pruned = 0 AND sha256 IN ({marks})", [when, *chunk])
 
     async def prune(self, older_than_days: float, now: float | None = None) -> int:
         """Delete files not used for ``older_than_days``; mark their rows pruned. Returns the count."""
@@ -226,10 +225,8 @@ class ImageStore:
             raise ValueError("older_than_days must not be negative")
         cutoff = (time.time() if now is None else now) - older_than_days * _DAY
         async with self._lock:
-            async with self.db.execute(
-                "UPDATE images SET pruned = 1 WHERE pruned = 0 AND last_used < ? RETURNING sha256", (cutoff,)
-            ) as cur:
-                shas = [row[0] for row in await cur.fetchall()]
+            rows = await write(self.db, "UPDATE images SET pruned = 1 WHERE pruned = 0 AND last_used < ? RETURNING sha256", (cutoff,))
+            shas = [row[0] for row in rows]
             await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in shas])
         if shas:
             log.info("pruned %d image(s) unused for %.1f days", len(shas), older_than_days)

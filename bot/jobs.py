@@ -206,6 +206,8 @@ class JobQueue:
             )
             async with db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY created_at, id") as cur:
                 queued = [Job.from_row(r) for r in await cur.fetchall()]
+        # The database is the truth: jobs submitted before start() are among these rows.
+        self._queued.clear()
         for job in queued:
             self._enqueue(job)
         if interrupted:
@@ -261,10 +263,10 @@ class JobQueue:
         size = canonical_size(new.model, new.size)
         credits = guild.cost(new.model, size) if cost is None else cost
         limits = guild.quota if rules is None else rules
-        now = self.clock()
-        await self.quota.check_in(self.db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=limits, role_ids=role_ids, now=now)
-        await asyncio.sleep(0)
         async with transaction(self.db) as db:
+            now = self.clock()
+            # Check first (reads only), so a refusal commits an empty transaction, no rollback.
+            await self.quota.check_in(db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=limits, role_ids=role_ids, now=now)
             cur = await db.execute(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, request, model, size, cost, locale,"
                 " conversation_id, parent_turn_id, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -43,36 +43,11 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 import aiosqlite
 
+from .store import transaction
+
+__all__ = ["Quota", "QuotaExceeded", "QuotaRules", "QuotaStatus", "transaction"]
+
 Clock = Callable[[], float]
-
-_locks: "weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock]" = weakref.WeakKeyDictionary()
-
-
-@asynccontextmanager
-async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), one at a time per connection.
-
-    IMMEDIATE takes SQLite's write lock at BEGIN, so read-then-write logic inside cannot be
-    invalidated by another connection or process; they wait (``busy_timeout``) instead.
-    """
-    lock = _locks.get(db)
-    if lock is None:
-        lock = _locks[db] = asyncio.Lock()
-    async with lock:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            # aiosqlite runs queued statements in order on its thread even if this await is
-            # cancelled, so the rollback lands before any later BEGIN on this connection.
-            try:
-                await db.execute("ROLLBACK")
-            except sqlite3.OperationalError:
-                pass  # SQLite already rolled back (some errors do that themselves)
-            raise
-        else:
-            await db.execute("COMMIT")
-
 
 # --- time windows -------------------------------------------------------------------------
 

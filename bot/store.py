@@ -7,9 +7,13 @@ or not at all and never runs twice.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
+import weakref
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, AsyncIterator, Iterable
 
 import aiosqlite
 
@@ -96,3 +100,41 @@ async def connect(path: Path | str, *, migrations: Path = MIGRATIONS_DIR) -> aio
         await db.close()
         raise
     return db
+
+
+# One lock per connection: every write on the shared connection goes through it, so a
+# statement of one task can never land inside (or be committed by) another task's transaction.
+_locks: "weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), one at a time per connection.
+
+    IMMEDIATE takes SQLite's write lock at BEGIN, so read-then-write logic inside cannot be
+    invalidated by another connection or process; they wait (``busy_timeout``) instead. A
+    COMMIT that fails is rolled back too: a connection must never be left inside a
+    transaction, or every later BEGIN on it fails.
+    """
+    lock = _locks.get(db)
+    if lock is None:
+        lock = _locks[db] = asyncio.Lock()
+    async with lock:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            await db.execute("COMMIT")
+        except BaseException:
+            # aiosqlite runs queued statements in order on its thread even if this await is
+            # cancelled, so the rollback lands before any later BEGIN on this connection.
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass  # SQLite already rolled back (some errors do that themselves)
+            raise
+
+
+async def write(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+    """Run one write statement in its own transaction; returns its rows (``RETURNING``) fully read."""
+    async with transaction(db) as tx:
+        return list(await tx.execute_fetchall(sql, tuple(params)))

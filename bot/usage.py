@@ -367,7 +367,8 @@ def _bars_panel(
         draw.text((x0 + 12, y0 + 40), t("usage.chart.none", loc), font=small, fill=MUTED)
         return
     top = max(max(a, b) for _, a, b in rows) or 1
-    label_w, area = 110, (x1 - 12) - (x0 + 12 + 110) - 56
+    label_w = 110
+    area = (x1 - 12) - (x0 + 12 + label_w) - (92 if two else 40)  # room for the value after the bar
     row_h = min(34, ((y1 - 8) - (y0 + 40)) // len(rows))
     for i, (label, a, b) in enumerate(rows):
         y = y0 + 40 + i * row_h

@@ -40,7 +40,7 @@ from discord import app_commands, ui
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.guild_config import ConfigError, GuildSettings, RelayInfo, canonical_size
+from bot.guild_config import MAX_RELAYS_PER_GUILD, ConfigError, GuildSettings, RelayInfo, canonical_size
 from bot.i18n import normalize_locale, t
 from bot.relay.catalogue import BASE_RATIOS, EXTREME_RATIOS, MODELS, display_size, resolve_model
 from bot.relay.redact import redact, register_secret
@@ -425,6 +425,11 @@ class Admin(
     @app_commands.describe(dialect=_k("admin.opt.format.desc", "The API the relay speaks"), auth=_k("admin.opt.auth.desc", "How the relay wants the API key"))
     @app_commands.choices(dialect=DIALECT_CHOICES, auth=AUTH_CHOICES)
     async def relay_add(self, interaction: discord.Interaction["NanoBananaBot"], dialect: str = "gemini", auth: str | None = None) -> None:
+        assert interaction.guild_id is not None
+        if len(await self.svc.relays.list(interaction.guild_id)) >= MAX_RELAYS_PER_GUILD:
+            # Say so now, not after the admin has typed a whole form.
+            await _refuse(interaction, ConfigError("too many relays", key="admin.relay.too_many", limit=MAX_RELAYS_PER_GUILD))
+            return
         # The operator's convention (bot/settings.py): Gemini relays take ?key=, the others Bearer.
         auth = auth or ("query" if dialect == "gemini" else "bearer")
         await interaction.response.send_modal(RelayForm(self, _locale(interaction), dialect=dialect, auth=auth, current=None))

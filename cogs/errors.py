@@ -65,6 +65,14 @@ class Errors(commands.Cog):
         except discord.HTTPException:
             pass
 
+    @commands.Cog.listener()
+    async def on_command_error(self, ctx: commands.Context["NanoBananaBot"], error: commands.CommandError) -> None:
+        # Mentioning the bot is how members talk to it in threads, so a "command" that does not
+        # exist is just a message for the conversation cog, not an error.
+        if isinstance(error, (commands.CommandNotFound, commands.NotOwner, commands.CheckFailure)):
+            return
+        log.error("prefix command %s failed", ctx.command, exc_info=error)
+
     @commands.command(name="sync", hidden=True)
     @commands.is_owner()
     async def sync(self, ctx: commands.Context["NanoBananaBot"]) -> None:
