@@ -58,6 +58,36 @@ class JobRequest:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def continue_from(
+    turn: Turn,
+    conversation_model: str,
+    prompt: str,
+    *,
+    post_channel_id: int | None,
+    upload_limit: int,
+    locale: str,
+    guild_locale: str,
+    conversation_thread_id: int | None = None,
+    reply_to_message_id: int | None = None,
+    size: str | None = None,
+) -> JobRequest:
+    """A request that edits ``turn``'s picture: same model and shape, posted in its thread."""
+    settings = turn.settings or {}
+    return JobRequest(
+        prompt=prompt,
+        model=settings.get("model") or conversation_model,
+        aspect_ratio=settings.get("aspect_ratio"),
+        size=size or settings.get("size"),
+        parent_turn_id=turn.id,
+        conversation_id=turn.conversation_id,
+        post_channel_id=conversation_thread_id or post_channel_id,
+        reply_to_message_id=reply_to_message_id,
+        upload_limit=upload_limit,
+        locale=locale,
+        guild_locale=guild_locale,
+    )
+
+
 @dataclass
 class Generated:
     turn: Turn

@@ -18,9 +18,9 @@ import discord
 from discord.ext import commands
 
 from bot.i18n import normalize_locale, t
-from bot.studio import JobRequest
+from bot.studio import continue_from
 from cogs import render
-from cogs.imagine import check_attachments, is_user_facing
+from cogs.imagine import is_user_facing, vet
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -70,15 +70,11 @@ class Conversation(commands.Cog):
             await self._reply(message, t("conversation.owner_only", locale), delete_after=15)
             return
 
-        settings = turn.settings or {}
         post_channel = conversation.thread_id or message.channel.id
-        req = JobRequest(
-            prompt=text,
-            model=settings.get("model") or conversation.model,
-            aspect_ratio=settings.get("aspect_ratio"),
-            size=settings.get("size"),
-            parent_turn_id=turn.id,
-            conversation_id=conversation.id,
+        req = continue_from(
+            turn,
+            conversation.model,
+            text,
             post_channel_id=post_channel,
             # In the thread the result answers the instruction; from the channel it lands in the thread.
             reply_to_message_id=message.id if post_channel == message.channel.id else None,
@@ -88,10 +84,7 @@ class Conversation(commands.Cog):
         )
         role_ids = [r.id for r in getattr(message.author, "roles", [])]
         try:
-            check_attachments(message.attachments, req.model)
-            await svc.studio.check(req, image_count=len(message.attachments))
-            await svc.authorize(message.guild.id, message.channel.id, message.author.id, role_ids, req.model, parent_channel_id=getattr(message.channel, "parent_id", None))
-            await svc.precheck_quota(message.guild.id, message.author.id, role_ids, req.model, req.size)
+            await vet(svc, req, message.attachments, guild_id=message.guild.id, channel=message.channel, channel_id=message.channel.id, user_id=message.author.id, role_ids=role_ids)
             for attachment in message.attachments:
                 image = await svc.identify_image(await attachment.read())
                 req.images.append(await svc.images.put(image.data, image.mime_type))

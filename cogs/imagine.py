@@ -25,7 +25,7 @@ from bot.relay.catalogue import MODELS, display_size, resolve_model
 from bot.relay.images import MAX_INPUT_BYTES
 from bot.relay.types import InvalidRequest, RelayError
 from bot.services import progress_message_id
-from bot.studio import UPSCALE_PROMPT, JobRequest
+from bot.studio import UPSCALE_PROMPT, JobRequest, continue_from
 from cogs import render
 from cogs.buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, result_view, single_button_view
 
@@ -212,15 +212,13 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
             return
         conversation = await svc.conversations.get_conversation(turn.conversation_id)
-        settings = turn.settings or {}
-        req = JobRequest(
-            prompt=UPSCALE_PROMPT,
-            model=settings.get("model") or conversation.model,
-            aspect_ratio=settings.get("aspect_ratio"),
+        req = continue_from(
+            turn,
+            conversation.model,
+            UPSCALE_PROMPT,
             size=size,
-            parent_turn_id=turn.id,
-            conversation_id=turn.conversation_id,
-            post_channel_id=conversation.thread_id or interaction.channel_id,
+            conversation_thread_id=conversation.thread_id,
+            post_channel_id=interaction.channel_id,
             upload_limit=self._upload_limit(interaction),
             locale=locale,
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
@@ -295,15 +293,12 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
             return
         conversation = await svc.conversations.get_conversation(turn.conversation_id)
-        settings = turn.settings or {}
-        req = JobRequest(
-            prompt=text,
-            model=settings.get("model") or conversation.model,
-            aspect_ratio=settings.get("aspect_ratio"),
-            size=settings.get("size"),
-            parent_turn_id=turn.id,
-            conversation_id=turn.conversation_id,
-            post_channel_id=conversation.thread_id or interaction.channel_id,
+        req = continue_from(
+            turn,
+            conversation.model,
+            text,
+            conversation_thread_id=conversation.thread_id,
+            post_channel_id=interaction.channel_id,
             reply_to_message_id=reply_to,
             upload_limit=self._upload_limit(interaction),
             locale=locale,
@@ -326,10 +321,7 @@ class Imagine(commands.Cog):
         role_ids = [r.id for r in getattr(member, "roles", [])]
         req.post_channel_id = req.post_channel_id or interaction.channel_id
         try:
-            check_attachments(attachments, req.model)
-            await svc.studio.check(req, image_count=len(req.images) + len(attachments))
-            await svc.authorize(interaction.guild_id, interaction.channel_id, member.id, role_ids, req.model, parent_channel_id=getattr(interaction.channel, "parent_id", None))
-            await svc.precheck_quota(interaction.guild_id, member.id, role_ids, req.model, req.size)
+            await vet(svc, req, attachments, guild_id=interaction.guild_id, channel=interaction.channel, channel_id=interaction.channel_id, user_id=member.id, role_ids=role_ids)
         except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
             if not is_user_facing(exc):
                 raise
@@ -545,6 +537,25 @@ def check_attachments(attachments: Sequence[discord.Attachment], model: str) -> 
             raise InvalidRequest(
                 "file too large", key="invalid.image_too_large", name=attachment.filename, size_mb=round(attachment.size / 2**20, 1), limit_mb=MAX_INPUT_BYTES // 2**20
             )
+
+
+async def vet(
+    svc: Any,
+    req: JobRequest,
+    attachments: Sequence[discord.Attachment],
+    *,
+    guild_id: int | None,
+    channel: Any,
+    channel_id: int | None,
+    user_id: int,
+    role_ids: list[int],
+) -> None:
+    """Every check that needs no download and sends nothing: options against the model,
+    attachments, access rules, quota. Raises a translated refusal."""
+    check_attachments(attachments, req.model)
+    await svc.studio.check(req, image_count=len(req.images) + len(attachments))
+    await svc.authorize(guild_id, channel_id, user_id, role_ids, req.model, parent_channel_id=getattr(channel, "parent_id", None))
+    await svc.precheck_quota(guild_id, user_id, role_ids, req.model, req.size)
 
 
 def is_user_facing(exc: BaseException) -> bool:
