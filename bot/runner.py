@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 
 from .settings import SettingsError, load_settings
@@ -37,6 +39,10 @@ def main(argv: list[str]) -> int:
 
     async def run() -> None:
         async with NanoBananaBot(settings) as bot:
+            # `docker stop` sends SIGTERM: close cleanly (jobs stop, database closes) as on Ctrl-C.
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))
             await bot.start(settings.discord_token)
 
     try:
