@@ -405,3 +405,35 @@ async def test_grounded_result_links_its_sources_and_upscale_asks_for_a_bigger_s
         assert sent["generationConfig"]["imageConfig"]["imageSize"] == "4K"
         assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]  # the picture itself is the input
         assert "Upscale to 4K" in up.json["embeds"][0]["description"]
+
+
+async def test_a_safety_block_is_explained_with_the_models_words_and_refunded(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("finish", reason="IMAGE_SAFETY", message="I can't draw that person."))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a famous person doing something odd")
+        call = await w.dd.wait_for(
+            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: "safety" in json.dumps((c.json or {}).get("embeds")), timeout=15
+        )
+        text = call.json["embeds"][0]["description"]
+        assert "safety filter" in text and "Traceback" not in text
+        assert call.json["components"] == []  # no Cancel left on a finished job
+        await asyncio.sleep(0.2)
+        totals = await bot.services.quota.totals()
+        assert totals["reserved"] == 0 and totals["committed"] == 0 and totals["refunded"] == 1
+        assert not w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark)
+
+
+async def test_a_relay_that_stays_down_is_reported_in_chinese_and_refunded(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.default = Behaviour("error", status=503, message="upstream overloaded")
+        mark = w.dd.mark()
+        await w.imagine(prompt="一座灯塔", locale="zh-CN")
+        call = await w.dd.wait_for(
+            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=60
+        )
+        text = call.json["embeds"][0]["description"]
+        assert "503" in text and any("\u4e00" <= ch <= "\u9fff" for ch in text), text
+        assert API_KEY not in json.dumps(call.json)
+        await asyncio.sleep(0.2)
+        assert (await bot.services.quota.totals())["refunded"] == 1
