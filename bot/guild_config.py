@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -218,7 +219,10 @@ class GuildSettings:
         return dataclasses.replace(self, costs=costs)
 
     def with_price(self, model: str, size: str | None, usd: float | None) -> "GuildSettings":
-        spec = resolve_model(model)
+        try:
+            spec = resolve_model(model)
+        except InvalidRequest:
+            raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
         canonical = canonical_size(spec.id, size)
         prices = dict(self.prices)
         if usd is None:
@@ -340,6 +344,7 @@ class GuildConfigStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self._cache: dict[int, GuildSettings] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
 
     async def get(self, guild_id: int | None) -> GuildSettings:
         if guild_id is None:
@@ -363,9 +368,11 @@ class GuildConfigStore:
         self._cache[guild_id] = settings
 
     async def update(self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]) -> GuildSettings:
-        """Apply ``change`` to the current settings and save; ConfigError leaves them as they were."""
-        new = change(await self.get(guild_id))
-        await self.save(guild_id, new)
+        """Apply ``change`` to the current settings and save; ConfigError leaves them as they were.
+        Two admins changing different settings at once both keep their change."""
+        async with self._locks.setdefault(guild_id, asyncio.Lock()):
+            new = change(await self.get(guild_id))
+            await self.save(guild_id, new)
         return new
 
 

@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
 import aiosqlite
@@ -424,6 +424,8 @@ class JobQueue:
                 return "too_late"
             self._cancel_requested.add(job_id)
             task.cancel()
+            if task is asyncio.current_task():
+                return "cancelled"  # the runner cancelling its own job: it unwinds after this
             # Wait for the task to record the cancellation, so the caller can report it as done.
             await asyncio.wait([task])
             return "cancelled" if job.status == "cancelled" else "too_late"

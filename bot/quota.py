@@ -31,15 +31,11 @@ Decisions (and why):
 
 from __future__ import annotations
 
-import asyncio
 import calendar
-import sqlite3
 import time
-import weakref
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import aiosqlite
 

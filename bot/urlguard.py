@@ -143,10 +143,16 @@ def is_public(ip: IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+RESOLVE_TIMEOUT_S = 10.0
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, looked up in the default executor (off the loop)."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise OSError(f"resolving {host} took longer than {RESOLVE_TIMEOUT_S:.0f} s") from None
     return [str(info[4][0]) for info in infos]
 
 
