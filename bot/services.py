@@ -21,7 +21,7 @@ from .conversations import Conversations
 from .guild_config import GuildConfigStore, GuildSettings, RelayStore, canonical_size
 from .image_store import ImageStore
 from .jobs import Job, JobQueue, NewJob
-from .quota import Quota
+from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.images import prepare
 from .relay.redact import register_secret
@@ -155,10 +155,31 @@ class Services:
         if not g.model_allowed(model):
             raise AccessDenied("model not allowed", key="access.model", model=model, allowed=", ".join(g.allowed_models))
 
+    async def quota_rules(self, guild_id: int | None, g: GuildSettings | None = None) -> QuotaRules:
+        """The server's rules, tightened by the operator's limits while it uses the shared relay."""
+        rules = (g or await self.guild(guild_id)).quota
+        s = self.settings
+        if (s.shared_user_daily, s.shared_guild_daily, s.shared_guild_monthly) == (None, None, None):
+            return rules
+        if not await self.pool.uses_default(guild_id):
+            return rules
+        return dataclasses.replace(
+            rules,
+            user_daily=_tighter(rules.user_daily, s.shared_user_daily),
+            guild_daily=_tighter(rules.guild_daily, s.shared_guild_daily),
+            guild_monthly=_tighter(rules.guild_monthly, s.shared_guild_monthly),
+            # The operator's per-member cap is the operator's: a server role cannot lift it.
+            exempt_roles=frozenset() if s.shared_user_daily is not None else rules.exempt_roles,
+        )
+
     async def precheck_quota(self, guild_id: int | None, user_id: int, role_ids: Iterable[int], model: str, size: str | None) -> None:
         g = await self.guild(guild_id)
         await self.quota.check(
-            guild_id=guild_id, user_id=user_id, credits=g.cost(model, canonical_size(model, size)), rules=g.quota, role_ids=list(role_ids)
+            guild_id=guild_id,
+            user_id=user_id,
+            credits=g.cost(model, canonical_size(model, size)),
+            rules=await self.quota_rules(guild_id, g),
+            role_ids=list(role_ids),
         )
 
     async def identify_image(self, data: bytes, label: str = "") -> InputImage:
@@ -192,6 +213,7 @@ class Services:
                 parent_turn_id=req.parent_turn_id,
             ),
             role_ids=list(role_ids),
+            rules=await self.quota_rules(guild_id),
         )
         if progress_message_id:
             await self.jobs.update(job.id, progress_message_id=progress_message_id)
@@ -217,6 +239,10 @@ class Services:
         job.latency_ms = latency_ms
         job.result_message_id = message_id
         await self.jobs.update(job.id, result_turn_id=turn_id, result_message_id=message_id, relay_name=relay_name, latency_ms=latency_ms)
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def progress_message_id(job: Any) -> int | None:

@@ -69,6 +69,10 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, -1, 0) if env.get(name, "").strip() else None
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -125,6 +129,10 @@ class Settings:
     max_concurrent_jobs: int = 4
     max_jobs_per_guild: int = 2
     max_jobs_per_user: int = 1
+    # Operator credit limits for servers that use the shared default relay (None: no extra limit).
+    shared_user_daily: int | None = None
+    shared_guild_daily: int | None = None
+    shared_guild_monthly: int | None = None
     log_level: str = "INFO"
     owner_ids: frozenset[int] = frozenset()
     message_content_intent: bool = False
@@ -169,6 +177,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         max_concurrent_jobs=_int(env, "NB_MAX_JOBS", 4, 1),
         max_jobs_per_guild=_int(env, "NB_MAX_JOBS_PER_GUILD", 2, 1),
         max_jobs_per_user=_int(env, "NB_MAX_JOBS_PER_USER", 1, 1),
+        shared_user_daily=_optional_int(env, "NB_SHARED_USER_DAILY"),
+        shared_guild_daily=_optional_int(env, "NB_SHARED_GUILD_DAILY"),
+        shared_guild_monthly=_optional_int(env, "NB_SHARED_GUILD_MONTHLY"),
         log_level=level,
         owner_ids=frozenset(owners),
         message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),

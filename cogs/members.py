@@ -93,7 +93,7 @@ class Members(commands.Cog):
         locale = normalize_locale(interaction.locale)
         g = await svc.guild(interaction.guild_id)
         roles = [r.id for r in getattr(interaction.user, "roles", [])]
-        status = await svc.quota.status(guild_id=interaction.guild_id, user_id=interaction.user.id, rules=g.quota, role_ids=roles, recent=RECENT_JOBS)
+        status = await svc.quota.status(guild_id=interaction.guild_id, user_id=interaction.user.id, rules=await svc.quota_rules(interaction.guild_id, g), role_ids=roles, recent=RECENT_JOBS)
         embed = discord.Embed(colour=render.BRAND, title=t("quota.title", locale))
         embed.description = "\n".join(quota_lines(status, locale))
         size = canonical_size(g.default_model, g.default_size)

@@ -437,3 +437,18 @@ async def test_a_relay_that_stays_down_is_reported_in_chinese_and_refunded(tmp_p
         assert API_KEY not in json.dumps(call.json)
         await asyncio.sleep(0.2)
         assert (await bot.services.quota.totals())["refunded"] == 1
+
+
+async def test_operator_limits_apply_to_servers_on_the_shared_relay(tmp_path: Path) -> None:
+    async with world(tmp_path, NB_SHARED_USER_DAILY="1") as (w, bot):
+        mark = w.dd.mark()
+        await w.imagine(prompt="first picture")
+        await w.result_post(since=mark)
+        await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)
+        mark = w.dd.mark()
+        before = len(w.relay.requests)
+        inter = await w.imagine(prompt="second picture")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64
+        assert "<t:" in json.dumps(ack.json["data"])  # when the credits come back
+        assert len(w.relay.requests) == before
