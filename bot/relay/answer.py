@@ -208,3 +208,23 @@ def strip_hosted_images(text: str) -> str:
     if HOSTED_IMAGE.search(text):
         return HOSTED_IMAGE.sub("", text).strip()
     return BARE_IMAGE_LINK.sub("", text).strip()
+
+
+def openai_usage(data: Any, *, images_api: bool = False) -> Usage:
+    """``usage`` of an OpenAI-style answer. The Images API counts ``input_tokens``/
+    ``output_tokens``, Chat ``prompt_tokens``/``completion_tokens``; relays mix them up, so
+    both are read, the endpoint's own names first."""
+    raw = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        return Usage()
+
+    def num(*names: str) -> int | None:
+        for name in names:
+            if isinstance(raw.get(name), (int, float)):
+                return int(raw[name])
+        return None
+
+    prompt, output = ("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")
+    if not images_api:
+        prompt, output = prompt[::-1], output[::-1]
+    return Usage(prompt_tokens=num(*prompt), output_tokens=num(*output), total_tokens=num("total_tokens"), raw=raw)

@@ -25,11 +25,12 @@ from .answer import (
     finish_to_reason,
     hosted_images,
     no_image,
+    openai_usage,
     strip_hosted_images,
 )
 from .images import sniff
 from .stream import Blob, DecodeError, b64_bytes, data_urls, plain_text
-from .types import GenerationRequest, InputImage, Usage
+from .types import GenerationRequest, InputImage
 
 PATH = "/chat/completions"
 _BARE_B64 = re.compile(r"[A-Za-z0-9+/]{100,}={0,2}")
@@ -92,25 +93,6 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
     if usage:
         out["usage"] = usage
     return out
-
-
-def _usage(data: dict[str, Any]) -> Usage:
-    raw = data.get("usage")
-    if not isinstance(raw, dict):
-        return Usage()
-
-    def num(*names: str) -> int | None:
-        for name in names:
-            if isinstance(raw.get(name), (int, float)):
-                return int(raw[name])
-        return None
-
-    return Usage(
-        prompt_tokens=num("prompt_tokens", "input_tokens"),
-        output_tokens=num("completion_tokens", "output_tokens"),
-        total_tokens=num("total_tokens"),
-        raw=raw,
-    )
 
 
 def _image_from_part(part: Any) -> tuple[str, Any] | None:
@@ -204,7 +186,7 @@ def parse(data: Any) -> Parsed:
         raise BrokenAnswer(str(exc)) from None
 
     text = "\n".join(texts).strip()
-    usage = _usage(data)
+    usage = openai_usage(data)
     if found:
         kind, value = found[-1]
         if kind == "url":

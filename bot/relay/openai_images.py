@@ -23,10 +23,10 @@ import base64
 import re
 from typing import Any
 
-from .answer import AnswerError, BrokenAnswer, Parsed, error_info, no_image
+from .answer import AnswerError, BrokenAnswer, Parsed, error_info, no_image, openai_usage
 from .catalogue import MODELS
 from .stream import Blob, DecodeError, b64_bytes, data_urls
-from .types import GenerationRequest, InputImage, Usage
+from .types import GenerationRequest, InputImage
 
 GENERATIONS = "/images/generations"
 EDITS = "/images/edits"
@@ -85,25 +85,6 @@ def build_edit_json(request: GenerationRequest, relay_model: str, images: list[I
     return body
 
 
-def _usage(data: dict[str, Any]) -> Usage:
-    raw = data.get("usage")
-    if not isinstance(raw, dict):
-        return Usage()
-
-    def num(*names: str) -> int | None:
-        for name in names:
-            if isinstance(raw.get(name), (int, float)):
-                return int(raw[name])
-        return None
-
-    return Usage(
-        prompt_tokens=num("input_tokens", "prompt_tokens"),
-        output_tokens=num("output_tokens", "completion_tokens"),
-        total_tokens=num("total_tokens"),
-        raw=raw,
-    )
-
-
 def parse(data: Any) -> Parsed:
     if not isinstance(data, dict):
         info = error_info(data)
@@ -120,7 +101,7 @@ def parse(data: Any) -> Parsed:
         raise BrokenAnswer("the answer has no data field")
     if not isinstance(items, list) or not items:
         raise no_image("no_image", "empty data", str(data.get("message") or ""))
-    usage = _usage(data)
+    usage = openai_usage(data, images_api=True)
     item = next((i for i in items if isinstance(i, dict) and isinstance(i.get("b64_json") or i.get("url"), (str, Blob))), None)
     if item is None:
         raise no_image("no_image", "no picture in the answer", str(items[0].get("revised_prompt") or "") if isinstance(items[0], dict) else "")
