@@ -428,6 +428,13 @@ class JobQueue:
                 return "cancelled"  # the runner cancelling its own job: it unwinds after this
             # Wait for the task to record the cancellation, so the caller can report it as done.
             await asyncio.wait([task])
+            if self._running.get(job_id, (None, None))[1] is task:
+                # Cancelled before its first step: the coroutine never ran, so neither did its
+                # handlers. Settle it here, or it would hold its slot and credits for ever.
+                self._running.pop(job_id, None)
+                self._cancel_requested.discard(job_id)
+                await self._finish(job, "cancelled", "refunded", error=("cancelled", ""))
+                self._changed()
             return "cancelled" if job.status == "cancelled" else "too_late"
         job = await self.get(job_id)
         if job is None:

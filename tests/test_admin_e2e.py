@@ -20,9 +20,9 @@ from PIL import Image
 
 from bot.app import NanoBananaBot
 from bot.quota import next_day
-from bot.settings import load_settings
 from cogs.admin import FIELD_ALIASES, FIELD_KEY, FIELD_NAME, FIELD_URL
 from tests.doubles.discord_double import Call, DiscordDouble, Perm
+from tests import e2e
 from tests.doubles.relay_double import Behaviour, RelayDouble
 
 OPERATOR_KEY = "operator-relay-key-123456"
@@ -34,24 +34,8 @@ REFUSAL = "Manage Server"
 EPHEMERAL = 64
 
 
-def settings_for(relay: RelayDouble, data_dir: Path, **extra: str):
-    env = {
-        "NB_ENV_FILE": "/dev/null",
-        "DISCORD_TOKEN": "test-bot-token",
-        "NB_DATA_DIR": str(data_dir),
-        "NB_RELAY_URL": relay.url,
-        "NB_RELAY_FORMAT": "gemini",
-        "NB_RELAY_AUTH": "x-goog-api-key",
-        "NB_API_KEY": OPERATOR_KEY,
-        **extra,
-    }
-    return load_settings(env)
-
-
 def new_bot(relay: RelayDouble, data_dir: Path, **extra: str) -> NanoBananaBot:
-    bot = NanoBananaBot(settings_for(relay, data_dir, **extra))
-    bot._connection.guild_ready_timeout = 0.05
-    return bot
+    return e2e.new_bot(relay, data_dir, OPERATOR_KEY, **extra)
 
 
 def text_of(call: Call) -> str:

@@ -15,33 +15,16 @@ import pytest
 from PIL import Image
 
 from bot.app import NanoBananaBot
-from bot.settings import load_settings
 from tests.conftest import make_image
 from tests.doubles.discord_double import DiscordDouble, Perm
+from tests import e2e
 from tests.doubles.relay_double import Behaviour, RelayDouble
 
 API_KEY = "relay-secret-key-123456"
 
 
-def settings_for(relay: RelayDouble, data_dir: Path, **extra: str):
-    env = {
-        "NB_ENV_FILE": "/dev/null",
-        "DISCORD_TOKEN": "test-bot-token",
-        "NB_DATA_DIR": str(data_dir),
-        "NB_RELAY_URL": relay.url,
-        "NB_RELAY_FORMAT": "gemini",
-        "NB_RELAY_AUTH": "x-goog-api-key",
-        "NB_API_KEY": API_KEY,
-        **extra,
-    }
-    return load_settings(env)
-
-
 def new_bot(relay: RelayDouble, data_dir: Path, **extra: str) -> NanoBananaBot:
-    bot = NanoBananaBot(settings_for(relay, data_dir, **extra))
-    # discord.py waits this long after the last GUILD_CREATE before "ready"; tests need not.
-    bot._connection.guild_ready_timeout = 0.05
-    return bot
+    return e2e.new_bot(relay, data_dir, API_KEY, **extra)
 
 
 class World:

@@ -254,6 +254,24 @@ async def test_cancel_queued_and_running_jobs_refunds(db: aiosqlite.Connection, 
     await queue.stop()
 
 
+async def test_cancel_in_the_instant_a_job_is_dispatched_still_refunds_and_frees_the_slot(db: aiosqlite.Connection, data_dir: Path) -> None:
+    """A click can land after dispatch created the job's task but before that task first ran:
+    its handlers never run then, so cancel() itself must settle the job."""
+    ran: list[int] = []
+
+    async def runner(job: Job) -> None:
+        ran.append(job.id)
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    job = await queue.submit(new(1), rules=PLENTY)  # not started: nothing dispatches by itself
+    await queue._dispatch()  # the task exists now, and has not run a single step
+    assert await queue.cancel(job.id, by_user=1) == "cancelled"
+    assert ran == [] and queue.running_count == 0
+    assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "cancelled"}
+    assert await ledger(db) == {job.id: "refunded"}
+    await queue.stop()
+
+
 async def test_a_moderator_may_cancel_anyones_job(db: aiosqlite.Connection, data_dir: Path) -> None:
     async def runner(job: Job) -> None:
         await asyncio.Event().wait()
