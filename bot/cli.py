@@ -46,7 +46,7 @@ from .i18n import normalize_locale, t
 from .relay import images as relay_images
 from .relay.catalogue import DEFAULT_MODEL, MODELS, display_size, resolve_model, timeout_for, validate
 from .relay.client import RelayClient, approx_json_size
-from .relay.gemini import history_image
+from .relay.gemini import history_image, materialize
 from .relay.redact import RedactingFilter, redact, register_secret
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
 from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, parse_relay
@@ -426,8 +426,9 @@ def _save_session(
 ) -> None:
     user_turn = result.user_turn or {"role": "user", "parts": []}
     if relay.dialect == "gemini" and result.model_turn is not None:
-        model_turn = result.model_turn
-        turns = history + [user_turn, model_turn]
+        # The model turn may hold Blobs (big pictures, decoded as they streamed in): JSON
+        # needs them back as the base64 strings the relay sent.
+        turns = materialize(history + [user_turn, result.model_turn])
     else:
         # Without multi-turn, only what the fallback needs: the latest exchange and picture.
         parts: list[dict[str, Any]] = []

@@ -13,6 +13,9 @@ Stored form
     replaced, at the same key position, by ``inlineData.sha256``. Every other key
     (``thoughtSignature``, ``thought``, ``text``…) and the part order are kept as they were.
     Replaying puts the base64 back at that position, so the JSON sent is the JSON received.
+    A model turn from the relay client may hold a :class:`~bot.relay.stream.Blob` where the
+    base64 string was (a big picture, decoded while it streamed in): its bytes are stored as
+    they are, with no base64 round trip. Older callers' base64 strings are decoded as before.
     The only rewrite: snake_case keys some relays answer with (``inline_data``, ``mime_type``,
     ``thought_signature``…) become camelCase, because relays re-serialize requests and can
     silently drop snake_case signatures (field notes §1).
@@ -53,6 +56,8 @@ from typing import Any, Iterator
 import aiosqlite
 
 from bot.image_store import ImagePruned, ImageStore
+from bot.relay.gemini import b64_text, materialize
+from bot.relay.stream import Blob
 from bot.store import write
 
 __all__ = ["Conversation", "Conversations", "History", "ImagePruned", "Turn"]
@@ -74,9 +79,14 @@ _CAMEL = {
     "function_response": "functionResponse",
 }
 _URLSAFE = str.maketrans("-_", "+/")
-# Base64 is en/decoded in a worker thread, in slices: binascii holds the GIL for a whole call,
+# Base64 is decoded in a worker thread, in slices: binascii holds the GIL for a whole call,
 # so one 20 MB call would stall the event loop; between ~1 MB slices the loop gets its turn.
-_B64_SLICE = 3 * 4 * 65536  # a multiple of 3 (encode) and of 4 (decode)
+_B64_SLICE = 4 * 3 * 65536  # a multiple of 4
+# Images at least this big are replayed as Blobs, not base64 strings. Measured with a 4K
+# picture (26.6 MB): building its 35 MB base64 string took ~20 ms in one C call (the final
+# join, page faults included) and stalled the loop 25 ms even from a worker thread. The
+# relay client writes a Blob into the request body slice by slice instead.
+BLOB_BYTES = 1 << 20
 
 
 def _decode_slices(s: str) -> bytes:
@@ -97,11 +107,14 @@ def _b64decode(text: str) -> bytes:
         raise ValueError(f"inlineData.data is not valid base64: {exc}") from None
 
 
-def _b64encode(data: bytes) -> str:
-    return "".join(
-        binascii.b2a_base64(data[i : i + _B64_SLICE], newline=False).decode("ascii")
-        for i in range(0, len(data), _B64_SLICE)
-    )
+def _has_blob(value: Any) -> bool:
+    if isinstance(value, Blob):
+        return True
+    if isinstance(value, dict):
+        return any(_has_blob(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_blob(v) for v in value)
+    return False
 
 
 def _b64len(n: int) -> int:
@@ -170,6 +183,7 @@ class History(list[dict[str, Any]]):
 
     ``dropped``: exchanges (pairs) left out from the start of the path; ``expired``: True
     when at least one of them was left out because its images were pruned (not for size).
+    Big images are :class:`~bot.relay.stream.Blob` objects, not strings (see ``history``).
     """
 
     dropped: int = 0
@@ -267,19 +281,29 @@ class Conversations:
 
     # -- turns ---------------------------------------------------------------------------
 
-    async def _dehydrate(self, parts: list[Any]) -> list[Any]:
-        """Parts with every inline image moved into the ImageStore (see module docstring)."""
+    async def _dehydrate(self, parts: list[Any], stored: tuple[bytes, str] | None = None) -> list[Any]:
+        """Parts with every inline image moved into the ImageStore (see module docstring).
+
+        ``stored``: (bytes, sha256) of an image just put, so the very same bytes object (a
+        Blob's data is the result's image) is not hashed again."""
         out: list[Any] = []
         for raw in parts:
             part = _camel(raw) if isinstance(raw, dict) else raw
             inline = part.get("inlineData") if isinstance(part, dict) else None
-            if isinstance(inline, dict) and isinstance(inline.get("data"), str):
-                data = await asyncio.to_thread(_b64decode, inline["data"])
+            value = inline.get("data") if isinstance(inline, dict) else None
+            if isinstance(value, Blob) and (value.prefix or value.next is not None or value.suffix):
+                value = await asyncio.to_thread(value.text)  # not bare base64: keep the old path
+            if isinstance(value, (str, Blob)):
+                assert isinstance(inline, dict)
+                # A Blob's bytes are the picture already; a string is decoded off the loop.
+                data = value.data if isinstance(value, Blob) else await asyncio.to_thread(_b64decode, value)
                 mime = inline.get("mimeType") or "application/octet-stream"
-                sha = await self.images.put(data, mime)
+                sha = stored[1] if stored is not None and data is stored[0] else await self.images.put(data, mime)
                 part = _with_key_replaced(
                     part, "inlineData", "inlineData", _with_key_replaced(inline, "data", "sha256", sha)
                 )
+            if _has_blob(part):  # e.g. a data-URL picture inside a text part: stored as its text
+                part = await asyncio.to_thread(materialize, part)
             out.append(part)
         return out
 
@@ -316,7 +340,7 @@ class Conversations:
         if model_turn is None:
             model_parts: list[Any] = [{"inlineData": {"mimeType": mime, "sha256": image_sha}}]
         else:
-            model_parts = await self._dehydrate(copy.deepcopy(model_turn.get("parts") or []))
+            model_parts = await self._dehydrate(copy.deepcopy(model_turn.get("parts") or []), (image, image_sha))
         user_parts = await self._dehydrate(user_parts_in)
         now = time.time()
         (row,) = await write(
@@ -400,7 +424,11 @@ class Conversations:
     async def history(
         self, turn_id: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, *, include_thoughts: bool = True
     ) -> History:
-        """The root→turn path as Gemini ``contents``, images back as base64, ready to send.
+        """The root→turn path as Gemini ``contents``, images back in place, ready to send.
+
+        Each image is back at its ``inlineData.data`` position: as its base64 string, or, from
+        :data:`BLOB_BYTES` up, as a :class:`~bot.relay.stream.Blob` holding its bytes (the relay
+        client writes it as that base64; ``bot.relay.gemini.materialize`` makes plain JSON).
 
         Signatures and part order are exactly as stored. The size counted is the JSON the
         contents serialize to; the new user message is not part of it, so pass a budget that
@@ -455,7 +483,7 @@ class Conversations:
         # Hydrate newest first: if a file vanished since the lookup (a concurrent prune), the
         # older part is left out like an expired pair; only the chosen turn's loss is fatal.
         hydrated: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
-        cache: dict[str, str] = {}
+        cache: dict[str, str | Blob] = {}
         for i in range(len(pairs) - 1, start - 1, -1):
             p = pairs[i]
             try:
@@ -477,7 +505,7 @@ class Conversations:
         out.expired = expired
         return out
 
-    async def _hydrate(self, parts: list[Any], cache: dict[str, str]) -> list[Any]:
+    async def _hydrate(self, parts: list[Any], cache: dict[str, str | Blob]) -> list[Any]:
         out: list[Any] = []
         for part in parts:
             inline = part.get("inlineData") if isinstance(part, dict) else None
@@ -488,7 +516,7 @@ class Conversations:
                         data, _mime = await self.images.get(sha, touch=False)
                     except KeyError:
                         raise ImagePruned(sha) from None
-                    cache[sha] = await asyncio.to_thread(_b64encode, data)
+                    cache[sha] = Blob(data) if len(data) >= BLOB_BYTES else b64_text(data)
                 part = _with_key_replaced(
                     part, "inlineData", "inlineData", _with_key_replaced(inline, "sha256", "data", cache[sha])
                 )

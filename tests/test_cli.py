@@ -390,15 +390,19 @@ def test_model_text_and_sources_are_shown(double, tmp_path) -> None:
 # --- sessions -------------------------------------------------------------------------------
 
 
-def test_gemini_session_continues_with_exact_turns(double, tmp_path) -> None:
+# A big picture reaches the CLI as a Blob (decoded while it streamed in): the session file must
+# still hold the base64 the relay sent.
+@pytest.mark.parametrize("picture", [SMALL, {"huge": True, "width": 420, "height": 420}], ids=["small", "big"])
+def test_gemini_session_continues_with_exact_turns(double, tmp_path, picture) -> None:
     session = tmp_path / "fox.json"
-    double.enqueue(Behaviour("image", thoughts=2, signature="U0lHLW9uZQ==", casing="snake", **SMALL))
+    double.enqueue(Behaviour("image", thoughts=2, signature="U0lHLW9uZQ==", casing="snake", **picture))
     first = cli("a red fox", "--model", PRO, "--session", str(session), "--json", cwd=tmp_path, relay=double)
     assert first.code == 0, first.err
     saved = json.loads(session.read_text())
     assert [t["role"] for t in saved["turns"]] == ["user", "model"]
     model_turn = saved["turns"][1]
     assert model_turn["parts"][-1]["thoughtSignature"] == "U0lHLW9uZQ=="
+    assert base64.b64decode(model_turn["parts"][-1]["inlineData"]["data"]) == double.images_served[-1]
 
     second = cli("now make it blue", "--session", str(session), "--json", cwd=tmp_path, relay=double)  # model from the session
     assert second.code == 0, second.err

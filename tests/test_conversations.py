@@ -1,17 +1,26 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from PIL import Image
+
 from bot import store
-from bot.conversations import Conversations, ImagePruned
+from bot.conversations import BLOB_BYTES, Conversations, ImagePruned
 from bot.image_store import ImageStore
+from bot.relay.client import RelayClient
+from bot.relay.gemini import materialize
+from bot.relay.stream import Blob
+from bot.relay.types import GenerationRequest, RelayConfig
 from tests.conftest import make_image
+from tests.doubles.relay_double import Behaviour, RelayDouble, gemini_answer_body
 
 DAY = 86400.0
 GUILD, CHANNEL, OWNER, THREAD = 111, 222, 333, 444
@@ -296,3 +305,56 @@ async def test_wrapped_or_url_safe_base64_from_a_relay_is_the_same_picture(env: 
     broken = {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": "not*base64!"}}]}
     with pytest.raises(ValueError):
         await env.add_turn(cid, None, user, broken, final, "image/png", prompt="x")
+
+
+def noisy_png(width: int, height: int) -> bytes:
+    """A picture PNG cannot shrink: its file is about as big as its pixels."""
+    pixels = random.Random(width * height).randbytes(width * height * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_a_big_answer_is_stored_from_its_bytes_and_replayed_byte_exact(env: Conversations) -> None:
+    picture = noisy_png(700, 700)
+    assert len(picture) >= BLOB_BYTES  # replayed as a Blob, not as a base64 string
+    answer = dict(thoughts=2, text="Here it is.", signature="U0lHLWJpZw==")
+    relay_content = json.loads(gemini_answer_body(picture, **answer))["candidates"][0]["content"]
+    with RelayDouble(api_key="k") as double:
+        relay = RelayConfig(double.url, "gemini", "query", "k")
+        async with RelayClient(max_attempts=1, timeout=20) as client:
+            double.enqueue(Behaviour("raw", body=gemini_answer_body(picture, casing="snake", **answer).decode()))
+            result = await client.generate(relay, GenerationRequest("a fox", model="gemini-3-pro-image-preview"))
+            assert isinstance(result.model_turn["parts"][-1]["inlineData"]["data"], Blob)
+
+            cid = await new_conversation(env)
+            turn = await env.add_turn(cid, None, result.user_turn, result.model_turn, result.image, result.mime_type, prompt="a fox")
+            assert turn.model_parts[-1] == {"inlineData": {"mimeType": "image/png", "sha256": turn.image_sha256}, "thoughtSignature": "U0lHLWJpZw=="}
+            assert await env.images.get(turn.image_sha256) == (picture, "image/png")
+
+            history = await env.history(turn.id)
+            assert isinstance(history[1]["parts"][-1]["inlineData"]["data"], Blob)
+            # The relay's parts as it sent them, in camelCase (turns are stored as role + parts).
+            assert history[1]["role"] == relay_content["role"]
+            assert dumps(materialize(history[1]["parts"])) == dumps(relay_content["parts"])
+
+            await client.generate(relay, GenerationRequest("bluer", model="gemini-3-pro-image-preview", history=list(history)))
+            seen = double.requests[-1]
+            assert dumps(seen.json["contents"][1]["parts"]) == dumps(relay_content["parts"])
+            assert b'"data":"' + b64(picture).encode() + b'"' in seen.body
+
+
+async def test_a_big_picture_inside_a_text_part_is_stored_as_that_text(env: Conversations) -> None:
+    # Some relays answer with a markdown data URL in a text part; it is kept as the text it is.
+    picture = noisy_png(300, 300)
+    body = gemini_answer_body(picture, markdown=True, text="Done.")
+    relay_content = json.loads(body)["candidates"][0]["content"]
+    with RelayDouble(api_key="k") as double:
+        async with RelayClient(max_attempts=1, timeout=20) as client:
+            double.enqueue(Behaviour("raw", body=body.decode()))
+            result = await client.generate(RelayConfig(double.url, "gemini", "query", "k"), GenerationRequest("a fox", model="gemini-3-pro-image-preview"))
+    assert result.image == picture
+    assert any(isinstance(p.get("text"), Blob) for p in result.model_turn["parts"])
+    turn = await env.add_turn(await new_conversation(env), None, result.user_turn, result.model_turn, result.image, result.mime_type, prompt="a fox")
+    history = await env.history(turn.id)
+    assert dumps(history[1]["parts"]) == dumps(relay_content["parts"])

@@ -20,8 +20,8 @@ from PIL import Image
 from bot.i18n import catalog, t
 from bot.relay import gemini as _gemini, openai_chat as _chat, openai_images as _images
 from bot.relay.answer import AnswerError, BrokenAnswer
-from bot.relay.client import RelayClient, retry_after_seconds
-from bot.relay.stream import DecodeError
+from bot.relay.client import RelayClient, _SSE, retry_after_seconds
+from bot.relay.stream import THRESHOLD, Blob, DecodeError
 from bot.relay.types import (
     GenerationRequest,
     InputImage,
@@ -33,7 +33,7 @@ from bot.relay.types import (
     RelayTimeout,
 )
 from tests.conftest import make_image
-from tests.doubles.relay_double import Behaviour, RelayDouble
+from tests.doubles.relay_double import Behaviour, RelayDouble, gemini_answer_body, huge_picture
 
 KEY = "sk-test-relay-key-0123456789abcdef"
 PRO = "gemini-3-pro-image-preview"
@@ -224,8 +224,8 @@ async def test_large_pictures_in_every_answer_position(double, client, dialect, 
     assert result.image == double.images_served[-1]
     assert result.text == options.get("text", "")
     if dialect == "gemini":
-        # The model turn is plain JSON again, holding the very same picture.
-        stored = json.loads(json.dumps(result.model_turn))
+        # Once materialized, the model turn is plain JSON holding the very same picture.
+        stored = json.loads(json.dumps(_gemini.materialize(result.model_turn)))
         last = stored["parts"][-1]
         embedded = last["inlineData"]["data"] if "inlineData" in last else last["text"].split("base64,")[1].rstrip(")")
         assert base64.b64decode(embedded) == result.image
@@ -372,6 +372,124 @@ async def test_model_turn_is_sent_back_exactly_in_camel_case(double, client) -> 
     assert contents[1] == turn  # parts in order, every signature untouched
     assert contents[2] == {"role": "user", "parts": [{"text": "make it blue"}]}
     assert second.user_turn == contents[2]
+
+
+def _big_picture() -> bytes:
+    picture = huge_picture(420, 420).data  # noise: ~0.5 MB as PNG
+    assert len(b64(picture)) > THRESHOLD  # so the decoder hands it over as a Blob
+    return picture
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("casing", ["camel", "snake", "mixed"])
+async def test_big_picture_model_turn_is_the_relays_json_and_goes_back_byte_exact(double, client, casing) -> None:
+    picture = _big_picture()
+    answer = dict(thoughts=2, text="Here is the fox.", signature="U0lHLWZpbmFs")
+    double.enqueue(Behaviour("raw", body=gemini_answer_body(picture, casing=casing, **answer).decode()))
+    first = await client.generate(cfg(double), GenerationRequest("a red fox", model=PRO))
+    assert first.image == picture
+    # The same answer as the relay writes it in camelCase: what the turn must be once materialized.
+    sent = json.loads(gemini_answer_body(picture, casing="camel", **answer))["candidates"][0]["content"]
+    turn = first.model_turn
+    assert turn is not None
+    final = turn["parts"][-1]["inlineData"]["data"]
+    assert isinstance(final, Blob) and final.data is first.image  # one copy of the picture, not two
+    assert _text(_gemini.materialize(turn)) == _text(sent)  # keys, key order, parts, signatures, base64
+
+    # Sent back as is (Blobs and all): the relay gets exactly what it sent.
+    await client.generate(cfg(double), GenerationRequest("make it blue", model=PRO, history=[first.user_turn, turn]))
+    seen = double.requests[-1]
+    assert _text(seen.json["contents"][1]) == _text(sent)
+    assert b'"data":"' + b64(picture).encode() + b'"' in seen.body
+    assert seen.json["contents"][2] == {"role": "user", "parts": [{"text": "make it blue"}]}
+
+
+async def test_big_history_strings_are_sent_exactly(double, client) -> None:
+    picture = _big_picture()
+    text = 'He said "hi"\\ \n\t\x01 ünïcødé ' * 40_000  # long and full of things JSON escapes
+    history = [
+        {"role": "user", "parts": [{"text": text}]},
+        {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "c2ln"}]},
+    ]
+    await client.generate(cfg(double), GenerationRequest("bluer", model=PRO, history=history))
+    seen = double.requests[-1]
+    assert seen.json["contents"][:2] == history
+    assert seen.body.startswith(json.dumps({"contents": history}, ensure_ascii=False, separators=(",", ":")).encode()[:-2])
+
+
+async def test_streamed_gemini_answer_with_a_big_picture(double, client) -> None:
+    picture = _big_picture()
+    final = {
+        "candidates": [{
+            "content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "aQ=="}]},
+            "finishReason": "STOP",
+        }],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1120, "totalTokenCount": 1123},
+    }
+    sse = (
+        ": keep-alive\r\n\r\n"
+        'event: message\r\ndata: {"candidates": [{"content": {"role": "model", "parts": [{"text": "Here ", "thoughtSignature": "dA=="}]}}]}\r\n\r\n'
+        'data:{"candidates": [{"content": {"role": "model", "parts": [{"text": "it is."}]}}]}\n\n'
+        # One event over several data lines (joined with "\n"), the picture on one of them.
+        + "".join(f"data: {line}\r\n" for line in json.dumps(final, indent=1).splitlines())
+        + "\r\ndata: [DONE]\r\n\r\n"
+    )
+    double.enqueue(Behaviour("raw", body=sse, content_type="text/event-stream"))
+    result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert result.image == picture
+    assert result.text == "Here it is."
+    assert result.usage.total_tokens == 1123
+    turn = _gemini.materialize(result.model_turn)
+    assert turn["parts"][-1] == {"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "aQ=="}
+
+
+def _sse_body() -> tuple[bytes, list[Any], list[int]]:
+    """An event stream exercising every framing rule, the events it carries, and the offsets
+    where framing happens (the interesting places to cut it)."""
+    picture = make_image(1, 1) + bytes(range(256)) * 200  # 51 KB: a Blob once base64 (68 KB)
+    big = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}}]}}]}
+    small = {"choices": [{"delta": {"content": "hi"}}]}
+    pieces = [
+        b": comment\n",
+        b"retry: 10\r\n",
+        b"data: " + json.dumps(small).encode() + b"\r\n\r\n",
+        b"event: chunk\n",
+        b"data:" + json.dumps(big).encode() + b"\r\r\n",  # "\r"s before the newline are dropped
+        b"\n",
+        b"data: [1,\n",
+        b"data:   2]\n",  # spaces after "data:" skipped; lines joined with "\n"
+        b"id: 7\n",
+        b"\r\n",
+        b"data:  [DONE] \r\n\r\n",
+        b"dat\n",  # not a field we read
+        b"data: " + json.dumps(small).encode(),  # the last event ends with the stream
+    ]
+    marks: list[int] = []
+    at = 0
+    for piece in pieces:
+        for i, byte in enumerate(piece):
+            if byte in b"\r\n:" or i < 8:
+                marks.append(at + i)
+        at += len(piece)
+    return b"".join(pieces), [small, big, [1, 2], small], marks
+
+
+_SSE_BODY, _SSE_EVENTS, _SSE_MARKS = _sse_body()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_SSE_MARKS), st.integers(0, len(_SSE_BODY))), max_size=12))
+async def test_event_stream_split_anywhere_gives_the_same_events(cuts) -> None:
+    edges = [0, *sorted(set(cuts)), len(_SSE_BODY)]
+    sse = _SSE()
+    for start, end in zip(edges, edges[1:]):
+        await sse.feed(_SSE_BODY[start:end])
+    events = sse.close()
+    assert isinstance(events[1]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"], Blob)
+    assert _gemini.materialize(events) == _SSE_EVENTS
 
 
 async def test_snake_case_history_from_a_caller_is_sent_camel_case(double, client) -> None:

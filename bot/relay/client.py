@@ -5,10 +5,14 @@ Order of work for :meth:`RelayClient.generate`:
 2. Inputs identified by their bytes, converted or refused (``images.prepare``), and shrunk
    until the body fits ``body_budget``. Dialects without multi-turn get "latest picture +
    new instruction" instead of the history.
-3. The dialect builds the request; the body is serialised once and reused by every attempt.
+3. The dialect builds the request; the body is serialised once, in a worker thread, and
+   reused by every attempt. History may hold :class:`~.stream.Blob` objects (a model turn
+   reused as is, a replayed conversation): they are written as the base64 they stand for,
+   slice by slice, and a big body is sent in pieces (see ``_Body``).
 4. Attempts, each bounded by the size's timeout, reading the answer as a stream into
-   ``StreamDecoder`` (never ``response.json()``: 4K answers are tens of MB, and issue 5 swaps
-   in an incremental decoder behind the same interface).
+   ``StreamDecoder`` with ``afeed`` (never ``response.json()``: 4K answers are tens of MB);
+   SSE answers feed each event's data into its own decoder as it arrives. Big base64 values
+   stay :class:`~.stream.Blob` objects, in ``model_turn`` too (see ``GenerationResult``).
 5. ``url`` answers are downloaded at once (through ``url_guard`` for untrusted relays).
 
 Retry policy (decided here, documented for the failover layer):
@@ -32,14 +36,16 @@ that is logged, and every message built here is redacted. Failures are raised ou
 from __future__ import annotations
 
 import asyncio
+import binascii
 import email.utils
 import json
 import logging
 import random
 import re
+import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -48,7 +54,7 @@ from . import gemini, images, openai_chat, openai_images
 from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
 from .catalogue import timeout_for, validate
 from .redact import redact, register_secret
-from .stream import DecodeError, StreamDecoder
+from .stream import Blob, DecodeError, StreamDecoder
 from .types import (
     RelayError,
     GenerationRequest,
@@ -90,7 +96,7 @@ class _Sent:
 
     method: str
     url: str
-    content: bytes | None = None
+    content: bytes | _Body | None = None
     data: dict[str, str] | None = None
     files: list[Any] | None = None
     headers: dict[str, str] | None = None
@@ -125,6 +131,8 @@ def approx_json_size(value: Any) -> int:
     """About how many bytes ``value`` takes as JSON (without serialising 20 MB to find out)."""
     if isinstance(value, str):
         return len(value) + 2
+    if isinstance(value, Blob):  # the base64 it stands for
+        return 2 + sum(len(link.prefix) + 4 * ((len(link.data) + 2) // 3) + len(link._suffix) for link in value.links())
     if isinstance(value, dict):
         return 2 + sum(len(str(k)) + 4 + approx_json_size(v) for k, v in value.items())
     if isinstance(value, list):
@@ -193,17 +201,17 @@ class RelayClient:
                     inputs = [latest]
             history = []
         req = replace(req, history=history, images=inputs)
-        prepared = await asyncio.to_thread(self._prepare_inputs, req)
+        # Off the loop: identifying/shrinking inputs and base64-encoding them hold the GIL.
+        prepared, user_turn = await asyncio.to_thread(self._prepare_inputs, req)
         timeout = self.timeout if self.timeout is not None else timeout_for(req.size)
 
-        user_turn = gemini.user_turn(req.prompt, prepared)
         if relay.dialect == "gemini":
-            parsed, user_turn = await self._generate_gemini(relay, req, relay_model, prepared, timeout)
+            parsed, user_turn = await self._generate_gemini(relay, req, relay_model, prepared, timeout, user_turn)
         elif relay.dialect == "openai-images":
             parsed = await self._generate_openai_images(relay, req, relay_model, prepared, timeout)
         elif relay.dialect == "openai-chat":
             body = openai_chat.build(req, relay_model, prepared)
-            sent = _Sent("POST", self._endpoint(relay, openai_chat.PATH), content=_dump(body), headers=_JSON)
+            sent = await _post_json(self._endpoint(relay, openai_chat.PATH), body)
             parsed = await self._request(relay, sent, timeout=timeout, parse=_checked(openai_chat.parse))
         else:  # pragma: no cover - RelayConfig.dialect is a Literal; settings validate it
             raise InvalidRequest(f"unknown relay format {relay.dialect!r}", key="invalid.dialect", value=relay.dialect)
@@ -240,12 +248,18 @@ class RelayClient:
     # --- dialects -----------------------------------------------------------------------
 
     async def _generate_gemini(
-        self, relay: RelayConfig, req: GenerationRequest, relay_model: str, prepared: list[InputImage], timeout: float
+        self,
+        relay: RelayConfig,
+        req: GenerationRequest,
+        relay_model: str,
+        prepared: list[InputImage],
+        timeout: float,
+        user_turn: dict[str, Any],
     ) -> tuple[Parsed, dict[str, Any]]:
         url = self._endpoint(relay, gemini.path(relay_model))
         size_wire = req.size
-        body, turn = gemini.build(req, prepared, size_wire)
-        sent = _Sent("POST", url, content=_dump(body), headers=_JSON)
+        body, turn = gemini.build(req, prepared, size_wire, turn=user_turn)
+        sent = await _post_json(url, body)
         failure: RelayFailed | None = None
         try:
             return await self._request(relay, sent, timeout=timeout, parse=_checked(gemini.parse)), turn
@@ -257,8 +271,8 @@ class RelayClient:
             failure = exc
         # Google's spelling is "512"; seed 001's relay documents "512px". Resend once.
         log.info("relay %s refused imageSize 512 (%s); resending as 512px", relay.name, failure.relay_message)
-        body, turn = gemini.build(req, prepared, "512px")
-        sent = _Sent("POST", url, content=_dump(body), headers=_JSON)
+        body, turn = gemini.build(req, prepared, "512px", turn=user_turn)
+        sent = await _post_json(url, body)
         return await self._request(relay, sent, timeout=timeout, parse=_checked(gemini.parse)), turn
 
     async def _generate_openai_images(
@@ -278,15 +292,16 @@ class RelayClient:
             # Some relays take edits only as JSON with data-URL pictures (field notes §1).
             log.info("relay %s refused the multipart edit (%s); resending as JSON", relay.name, failure.relay_message)
             body = openai_images.build_edit_json(req, relay_model, prepared)
-            sent = _Sent("POST", url, content=_dump(body), headers=_JSON)
+            sent = await _post_json(url, body)
         else:
             body = openai_images.build_generation(req, relay_model)
-            sent = _Sent("POST", self._endpoint(relay, openai_images.GENERATIONS), content=_dump(body), headers=_JSON)
+            sent = await _post_json(self._endpoint(relay, openai_images.GENERATIONS), body)
         return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_images.parse))
 
     # --- inputs -------------------------------------------------------------------------
 
-    def _prepare_inputs(self, req: GenerationRequest) -> list[InputImage]:
+    def _prepare_inputs(self, req: GenerationRequest) -> tuple[list[InputImage], dict[str, Any]]:
+        """The inputs, identified and fitted to the budget, and the user turn carrying them."""
         labels = [f"input image {i + 1}" for i in range(len(req.images))]
         prepared = [images.prepare(img.data, label) for img, label in zip(req.images, labels)]
         fixed = approx_json_size(req.history) + len(req.prompt.encode("utf-8")) + 2_000
@@ -298,7 +313,8 @@ class RelayClient:
                 size_mb=round(fixed / 1e6),
                 limit_mb=round(self.body_budget / 1e6),
             )
-        return images.fit_budget(prepared, self.body_budget, fixed=fixed, labels=labels)
+        prepared = images.fit_budget(prepared, self.body_budget, fixed=fixed, labels=labels)
+        return prepared, gemini.user_turn(req.prompt, prepared)
 
     # --- HTTP ---------------------------------------------------------------------------
 
@@ -464,9 +480,9 @@ class RelayClient:
                 if sse is None and chunk.lstrip()[:5] in (b"data:", b"event"):
                     sse = _SSE()  # a relay streaming although asked not to, without saying so
             if sse is not None:
-                sse.feed(chunk)
+                await sse.feed(chunk)
             else:
-                decoder.feed(chunk)
+                await decoder.afeed(chunk)  # a big chunk in slices, yielding to the loop between
         if sse is not None:
             return sse.close()
         return decoder.close()
@@ -638,6 +654,96 @@ def _dump(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+# Strings longer than this many characters, and every Blob, are written into the body slice
+# by slice, each slice its own piece (Blob data: _B64_PIECE bytes, i.e. _PIECE base64 chars).
+_PIECE = 2**19
+_B64_PIECE = 3 * 2**17
+# The bytes json.dumps(ensure_ascii=False) writes unchanged: all but '"', '\\' and controls.
+_NO_ESCAPE = bytes(range(0x20, 0x100)).replace(b'"', b"").replace(b"\\", b"")
+
+
+class _Body:
+    """A JSON request body in pieces of at most ~0.5 MB, sent with its Content-Length.
+
+    Why pieces: a 4K picture in the history makes a 35 MB body. Building it in one go
+    (``json.dumps`` + ``encode``) held the GIL for ~120 ms, and joining it alone takes ~20 ms
+    (one C call, page faults included); then asyncio's transport copies whatever the socket
+    does not take at once - most of it - in one more call. Piece by piece, each step is under
+    a millisecond. Iterating it again starts over, so every attempt can resend it.
+    """
+
+    __slots__ = ("pieces", "length")
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+        self.length = sum(len(piece) for piece in pieces)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
+
+
+def _json_body(body: Any) -> bytes | _Body:
+    """``body`` as the JSON ``_dump`` writes, byte for byte, with each :class:`Blob` written as
+    the string it stands for. Small bodies come back as bytes; a body holding big strings or
+    Blobs as a :class:`_Body`, made slice by slice so that, run in a worker thread, it lets
+    the event loop take the GIL between slices."""
+    bigs: list[str | Blob] = []
+    marker = f"\ue000{secrets.token_hex(8)}:"
+    head = _dump(_swap_big(body, bigs, marker))
+    if not bigs:
+        return head
+    holes = re.compile(b'"' + re.escape(marker.encode()) + rb"(\d+)" + re.escape("\ue001".encode()) + b'"')
+    pieces: list[bytes] = []
+    for i, text in enumerate(holes.split(head)):
+        if i % 2 == 0:
+            if text:
+                pieces.append(text)
+            continue
+        big = bigs[int(text)]
+        pieces.append(b'"')
+        if isinstance(big, Blob):
+            for link in big.links():
+                _str_pieces(link.prefix, pieces)
+                view = memoryview(link.data)
+                pieces += (binascii.b2a_base64(view[at : at + _B64_PIECE], newline=False) for at in range(0, len(view), _B64_PIECE))
+                _str_pieces(link._suffix, pieces)  # the link's own text (the next link's is its prefix)
+        else:
+            _str_pieces(big, pieces)
+        pieces.append(b'"')
+    return _Body(pieces)
+
+
+def _swap_big(value: Any, bigs: list[str | Blob], marker: str) -> Any:
+    """A copy of ``value`` with every Blob and big string replaced by a numbered marker."""
+    if isinstance(value, Blob) or (isinstance(value, str) and len(value) > _PIECE):
+        bigs.append(value)
+        return f"{marker}{len(bigs) - 1}\ue001"
+    if isinstance(value, dict):
+        return {k: _swap_big(v, bigs, marker) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_swap_big(v, bigs, marker) for v in value]
+    return value
+
+
+def _str_pieces(text: str, out: list[bytes]) -> None:
+    """The inside of ``text``'s JSON string, as json.dumps writes it, in slices."""
+    for at in range(0, len(text), _PIECE):
+        part = text[at : at + _PIECE]
+        raw = part.encode("utf-8")
+        if raw.translate(None, _NO_ESCAPE):  # a quote, backslash or control char: json escapes it
+            raw = json.dumps(part, ensure_ascii=False)[1:-1].encode("utf-8")
+        out.append(raw)
+
+
+async def _post_json(url: str, body: Any) -> _Sent:
+    content = await asyncio.to_thread(_json_body, body)
+    headers = dict(_JSON)
+    if isinstance(content, _Body):
+        headers["Content-Length"] = str(content.length)  # else httpx would send it chunked
+    return _Sent("POST", url, content=content, headers=headers)
+
+
 def _retry_hint(headers: httpx.Headers | None, info: ErrorInfo) -> float | None:
     """Retry-After (or retry-after-ms) when sent, else Google's RetryInfo.retryDelay."""
     from_header = retry_after_seconds(headers) if headers is not None else None
@@ -700,41 +806,114 @@ def _probe_parse(value: Any) -> Any:
     return value
 
 
+_LINE_HEAD, _LINE_DATA, _LINE_SKIP = 0, 1, 2
+_DONE = b"[DONE]"
+
+
 class _SSE:
-    """Server-sent events, each ``data:`` payload decoded by its own StreamDecoder."""
+    """Server-sent events, each event's ``data:`` payload fed into its own StreamDecoder as it
+    arrives.
+
+    The framing is read in one pass: every byte is looked at once however the stream is cut,
+    and a data line (35 MB for a 4K picture) is never held whole. Same rules as reading whole
+    lines: lines end at "\\n" (a "\\r" before it is dropped), an empty line ends an event,
+    only ``data:`` lines count (spaces after the colon skipped), an event's data lines are
+    joined with "\\n", and a ``[DONE]`` payload is no event.
+    """
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
         self.events: list[Any] = []
+        self._mode = _LINE_HEAD
+        self._head = b""  # the start of the line, until it is known to be a data line or not
+        self._blank = True  # another line: only "\r" so far (so it is an empty line)
+        self._lead = True  # a data line: still skipping the spaces after "data:"
+        self._crs = b""  # a data line: trailing "\r" held back; dropped if the line ends there
+        self._lines = 0  # data lines in this event
+        self._early = bytearray()  # the event's data while it could still be "[DONE]"
+        self._look_at = 64
+        self._decoder: StreamDecoder | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            self._line(line.rstrip(b"\r"))
+    async def feed(self, chunk: bytes) -> None:
+        pos, end = 0, len(chunk)
+        while pos < end:
+            newline = chunk.find(b"\n", pos)
+            stop = end if newline < 0 else newline
+            if stop > pos:
+                await self._text(chunk[pos:stop] if pos or stop < end else chunk)
+            if newline < 0:
+                return
+            self._end_line()
+            pos = newline + 1
 
-    def _line(self, line: bytes) -> None:
-        if not line:
+    async def _text(self, seg: bytes) -> None:
+        """More of the current line (no newline in ``seg``)."""
+        if self._mode == _LINE_HEAD:
+            need = 5 - len(self._head)
+            self._head += seg[:need]
+            seg = seg[need:]
+            if len(self._head) < 5:
+                return
+            if self._head == b"data:":
+                self._mode = _LINE_DATA
+                if self._lines:
+                    await self._payload(b"\n")
+                self._lines += 1
+                self._lead, self._crs = True, b""
+            else:
+                self._mode = _LINE_SKIP
+                self._blank = not self._head.strip(b"\r")
+            if not seg:
+                return
+        if self._mode == _LINE_DATA:
+            if self._lead:
+                seg = seg.lstrip(b" ")
+                if not seg:
+                    return
+                self._lead = False
+            body = seg.rstrip(b"\r")
+            if not body:
+                self._crs += seg
+                return
+            if self._crs:  # "\r" inside the line: part of the data
+                await self._payload(self._crs)
+            await self._payload(body)
+            self._crs = seg[len(body) :]
+        elif self._blank and seg.strip(b"\r"):
+            self._blank = False
+
+    def _end_line(self) -> None:
+        mode, head, blank = self._mode, self._head, self._blank
+        self._mode, self._head, self._crs, self._blank = _LINE_HEAD, b"", b"", True
+        if (mode == _LINE_HEAD and not head.rstrip(b"\r")) or (mode == _LINE_SKIP and blank):
             self._dispatch()
-        elif line.startswith(b"data:"):
-            self._data.append(line[5:].lstrip(b" "))
+
+    async def _payload(self, data: bytes) -> None:
+        if self._decoder is None:
+            self._early += data
+            if len(self._early) < self._look_at:
+                return
+            self._look_at = 2 * len(self._early)  # look again after doubling: linear overall
+            if _DONE.startswith(bytes(self._early).strip()):
+                return  # only whitespace (and maybe "[DONE]") so far
+            self._decoder = StreamDecoder()
+            data, self._early = bytes(self._early), bytearray()
+        await self._decoder.afeed(data)
 
     def _dispatch(self) -> None:
-        if not self._data:
+        if not self._lines:
             return
-        payload = b"\n".join(self._data)
-        self._data = []
-        if payload.strip() == b"[DONE]":
-            return
-        decoder = StreamDecoder()
-        decoder.feed(payload)
+        decoder, early = self._decoder, bytes(self._early)
+        self._lines, self._decoder, self._early, self._look_at = 0, None, bytearray(), 64
+        if decoder is None:
+            if early.strip() == _DONE:
+                return
+            decoder = StreamDecoder()
+            decoder.feed(early)
         self.events.append(decoder.close())
 
     def close(self) -> list[Any]:
-        if self._buffer:
-            self._line(self._buffer.rstrip(b"\r"))
-            self._buffer = b""
+        if self._mode != _LINE_HEAD or self._head:  # a last line without its newline
+            self._end_line()
         self._dispatch()
         if not self.events:
             raise DecodeError("the event stream held no data")

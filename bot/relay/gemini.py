@@ -21,7 +21,7 @@ Wire decisions:
 
 from __future__ import annotations
 
-import base64
+import binascii
 from typing import Any
 
 from .answer import (
@@ -47,7 +47,10 @@ def camel(key: str) -> str:
 
 
 def materialize(value: Any) -> Any:
-    """A JSON-serialisable copy of a value that may hold :class:`Blob` objects."""
+    """A JSON-serialisable copy of a value that may hold :class:`Blob` objects (a model turn,
+    a history). Each Blob becomes the exact string the relay sent; that costs about 80 ms of
+    GIL per 4K picture, so do it only where JSON text is really needed (e.g. a session file),
+    never on the way to a relay: the client serialises Blobs itself, in slices."""
     if isinstance(value, Blob):
         return value.text()  # the exact string json.loads would have produced
     if isinstance(value, dict):
@@ -58,9 +61,10 @@ def materialize(value: Any) -> Any:
 
 
 def camelize(value: Any) -> Any:
-    """Keys to camelCase, recursively; values (thoughtSignature, base64 data) untouched."""
-    if isinstance(value, Blob):
-        return materialize(value)
+    """Keys to camelCase, recursively; values (thoughtSignature, base64 data, Blobs) untouched.
+
+    A Blob stays a Blob: turning a 4K picture back into its 35 MB base64 string would hold
+    the GIL for ~80 ms and keep a second copy of the picture alive."""
     if isinstance(value, dict):
         return {camel(k) if isinstance(k, str) else k: camelize(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -72,16 +76,46 @@ def path(model: str) -> str:
     return f"/models/{model}:generateContent"
 
 
+# Base64 is made in slices this big (a multiple of 3): one binascii call holds the GIL, so
+# slices let the event loop run between them when this runs in a worker thread.
+_B64_SLICE = 3 * 2**18
+
+
+def b64_text(data: bytes) -> str:
+    """``base64.b64encode(data).decode()``, in slices (call it off the event loop for big data)."""
+    if len(data) <= _B64_SLICE:
+        return binascii.b2a_base64(data, newline=False).decode("ascii")
+    view = memoryview(data)
+    return "".join(
+        binascii.b2a_base64(view[i : i + _B64_SLICE], newline=False).decode("ascii") for i in range(0, len(data), _B64_SLICE)
+    )
+
+
 def user_turn(prompt: str, images: list[InputImage]) -> dict[str, Any]:
+    """The user turn for ``prompt`` and ``images`` (base64 made here: call it in a thread when
+    the pictures are big)."""
     parts: list[dict[str, Any]] = [{"text": prompt}]
     for image in images:
-        parts.append({"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}})
+        parts.append({"inlineData": {"mimeType": image.mime_type, "data": b64_text(image.data)}})
     return {"role": "user", "parts": parts}
 
 
-def build(request: GenerationRequest, images: list[InputImage], size_wire: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The request body and the user turn it ends with (for the conversation record)."""
-    turn = user_turn(request.prompt, images)
+def build(
+    request: GenerationRequest,
+    images: list[InputImage],
+    size_wire: str | None,
+    *,
+    turn: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request body and the user turn it ends with (for the conversation record).
+
+    ``turn``: the user turn already made by :func:`user_turn` for ``images`` (saves encoding
+    them again). ``request.history`` may hold :class:`Blob` objects in place of base64 strings
+    (a ``model_turn`` reused as is, or a replayed conversation): they stay Blobs in the body,
+    which only a serialiser that knows them (``client._json_body``) turns into JSON.
+    """
+    if turn is None:
+        turn = user_turn(request.prompt, images)
     contents = [camelize(entry) for entry in request.history] + [turn]
     generation: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
     image_config: dict[str, Any] = {}

@@ -47,8 +47,9 @@ class GenerationRequest:
     aspect_ratio: str | None = None
     size: str | None = None  # any case: "2k", "2K", "512px"; normalised by the catalogue
     # Previous turns for Gemini-native multi-turn, as Gemini `contents` entries exactly as
-    # received (camelCase, thoughtSignature kept). Dialects without history use
-    # `images` (latest picture) + prompt instead.
+    # received (camelCase, thoughtSignature kept); base64 values may be strings or
+    # bot.relay.stream.Blob objects (a model_turn reused as is). Dialects without history
+    # use `images` (latest picture) + prompt instead.
     history: list[dict[str, Any]] = field(default_factory=list)
     grounding: bool = False
     thinking: str | None = None  # "minimal" | "high" where the model supports it
@@ -77,6 +78,22 @@ class GroundingSource:
 
 @dataclass
 class GenerationResult:
+    """One picture and what came with it.
+
+    ``model_turn`` (Gemini dialect) is the model's ``content`` as received, keys camelCase,
+    ready to go back as history. It is *not* always plain JSON: where the relay sent a big
+    base64 string (an ``inlineData.data`` picture, or a data URL inside a text part), the turn
+    holds a :class:`bot.relay.stream.Blob` whose ``data`` is the decoded bytes (the same bytes
+    object as ``image``, not a copy). Rebuilding a 4K picture's 35 MB base64 costs ~80 ms of
+    GIL, so it is done only on demand:
+
+    - sending it back: put it in ``GenerationRequest.history`` as is (the client writes Blobs
+      into the request body slice by slice, off the event loop);
+    - storing it: ``Conversations.add_turn`` keeps ``Blob.data`` directly;
+    - JSON text (a session file, a log): ``bot.relay.gemini.materialize(turn)`` gives the
+      exact strings the relay sent.
+    """
+
     image: bytes = field(repr=False)
     mime_type: str
     width: int
@@ -86,6 +103,7 @@ class GenerationResult:
     usage: Usage = field(default_factory=Usage)
     sources: list[GroundingSource] = field(default_factory=list)
     # The model's `content` as received (Gemini dialect), to send back next turn; None otherwise.
+    # May hold Blobs in place of big base64 strings (see the class docstring).
     model_turn: dict[str, Any] | None = None
     # The user turn that was sent, so a conversation store can record the exchange.
     user_turn: dict[str, Any] | None = None
