@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from .conversations import Conversations, Turn
 from .image_store import ImageStore
 from .relay.catalogue import validate
+from .relay.client import approx_json_size
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest
 
 # Sent to the model, not shown to users: the model understands English instructions best.
@@ -128,6 +129,13 @@ class Studio:
                 raise InvalidRequest("that picture is no longer known", key="conversation.unknown_turn")
             # ImagePruned (translated) propagates: the user hears that turn's pictures expired.
             history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget))
+            if approx_json_size(history) > self.history_budget:
+                # The chosen turn alone is too big (a 4K picture is ~35 MB as JSON): drop the
+                # unsigned drafts first, then replay no history at all and send the picture as
+                # an input instead, which the client shrinks to fit the body budget.
+                history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget, include_thoughts=False))
+                if approx_json_size(history) > self.history_budget:
+                    history = []
             if not history:
                 # Nothing replayable (e.g. trimmed away): fall back to "latest image + instruction".
                 data, mime = await self.conversations.latest_image(parent.id)
