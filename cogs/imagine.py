@@ -364,8 +364,20 @@ class Imagine(commands.Cog):
 
     # ---------------------------------------------------------------- progress
 
-    async def _edit_progress(self, job: Any, content: str | None, *, force: bool = False, cancel: bool = False, embed: discord.Embed | None = None, view: discord.ui.View | None = None) -> None:
-        """Edit the job's progress message: with the interaction token while it lives, else the bot token."""
+    async def _edit_progress(
+        self,
+        job: Any,
+        content: str | None,
+        *,
+        force: bool = False,
+        cancel: bool = False,
+        must_show: bool = False,
+        embed: discord.Embed | None = None,
+        view: discord.ui.View | None = None,
+    ) -> None:
+        """Edit the job's progress message: with the interaction token while it lives, else the
+        bot token. Discord may refuse bot-token edits of an interaction's response; news the
+        user must see (a failure, Retry after a restart) is then posted as a new message."""
         message_id = progress_message_id(job)
         if not message_id:
             return
@@ -377,6 +389,7 @@ class Imagine(commands.Cog):
             view = single_button_view(CancelButton(job.id, job_locale(job)))
         kwargs: dict[str, Any] = {"content": content, "embed": embed, "view": view}
         held = self._interactions.get(job.id)
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             if held and now - held[1] < TOKEN_LIFETIME:
                 try:
@@ -387,10 +400,24 @@ class Imagine(commands.Cog):
                         raise
                     # The token died early (Discord's clock, not ours): the bot token still works.
                     self._interactions.pop(job.id, None)
-            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             await channel.get_partial_message(message_id).edit(**kwargs)
         except discord.HTTPException as exc:
             log.info("progress edit for job %s failed: %s", job.id, exc.status)
+            if not must_show or exc.status not in (403, 404):
+                return
+            try:
+                reference = discord.MessageReference(message_id=message_id, channel_id=job.channel_id, fail_if_not_exists=False)
+                posted = await channel.send(
+                    content=f"<@{job.user_id}> {content or ''}".strip(),
+                    embed=embed,
+                    view=view or discord.utils.MISSING,
+                    reference=reference,  # type: ignore[arg-type]
+                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
+                )
+            except discord.HTTPException as again:
+                log.warning("could not tell the requester of job %s either: %s", job.id, again.status)
+                return
+            await self.bot.services.jobs.update(job.id, progress_message_id=posted.id)
 
     async def _drop_progress(self, job: Any) -> None:
         held = self._interactions.pop(job.id, None)
@@ -417,7 +444,7 @@ class Imagine(commands.Cog):
     async def on_interrupted(self, job: Any) -> None:
         locale = job_locale(job)
         embed = discord.Embed(colour=render.ERROR, description=t("job.interrupted", locale))
-        await self._edit_progress(job, None, force=True, embed=embed, view=single_button_view(RetryButton(job.id, locale)))
+        await self._edit_progress(job, None, force=True, must_show=True, embed=embed, view=single_button_view(RetryButton(job.id, locale)))
 
     # ---------------------------------------------------------------- running a job
 
@@ -436,7 +463,7 @@ class Imagine(commands.Cog):
         except Exception as exc:
             if not is_user_facing(exc):
                 log.exception("job %s failed", job.id)
-            await self._edit_progress(job, None, force=True, embed=render.error_embed(exc, req.locale), view=None)
+            await self._edit_progress(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=None)
             self._interactions.pop(job.id, None)
             raise
         await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))

@@ -435,3 +435,41 @@ async def test_operator_limits_apply_to_servers_on_the_shared_relay(tmp_path: Pa
         assert ack.json["data"]["flags"] & 64
         assert "<t:" in json.dumps(ack.json["data"])  # when the credits come back
         assert len(w.relay.requests) == before
+
+
+async def test_a_restart_interrupts_the_running_job_refunds_it_and_offers_retry(tmp_path: Path) -> None:
+    with RelayDouble(api_key=API_KEY) as relay:
+        async with DiscordDouble() as dd:
+            w = World(dd, relay, tmp_path / "data")
+            relay.enqueue(Behaviour("hang"))
+            first = new_bot(relay, w.data_dir)
+            async with dd.running(first):
+                mark = dd.mark()
+                inter = await w.imagine(prompt="a picture interrupted by a restart")
+                for _ in range(500):  # until the relay is working on it
+                    if relay.requests:
+                        break
+                    await asyncio.sleep(0.02)
+                assert relay.requests
+            # The bot stopped mid-job (same path as a crash: the row stays 'running').
+            progress = dd.original_message(inter)
+
+            second = new_bot(relay, w.data_dir)
+            async with dd.running(second):
+                # Discord may refuse a bot-token edit of an interaction's response (this double
+                # does): the notice then arrives as a new message replying to it.
+                def offers_retry(c: Any) -> bool:
+                    return c.status < 300 and "nb:retry:" in json.dumps(c.json)
+
+                notice = await dd.wait_for("*", rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$", since=mark, predicate=offers_retry, timeout=15)
+                assert "restarted" in json.dumps(notice.json)
+                totals = await second.services.quota.totals()
+                assert totals == {"reserved": 0, "committed": 0, "refunded": totals["refunded"]} and totals["refunded"] >= 1
+
+                retry_id = next(c["custom_id"] for row in notice.json["components"] for c in row["components"])
+                shown = dd.messages[int(notice.response["id"])]
+                mark = dd.mark()
+                await dd.interact(dd.component_interaction(shown, retry_id, user=w.alice))
+                post = await w.result_post(since=mark)
+                assert post.files
+                assert relay.requests[-1].json["contents"][-1]["parts"][0]["text"] == "a picture interrupted by a restart"
