@@ -87,6 +87,10 @@ class NanoBananaBot(commands.AutoShardedBot):
         return True
 
     async def close(self) -> None:
+        # Jobs first (they post to Discord), then the gateway and HTTP session, then the
+        # database last: events still in flight during close() may read it.
+        if self.services is not None:
+            await self.services.stop_jobs()
+        await super().close()
         if self.services is not None:
             await self.services.close()
-        await super().close()

@@ -102,12 +102,18 @@ class Services:
         await self.jobs.start()
         self._prune_task = asyncio.create_task(self._prune_loop(), name="image-prune")
 
-    async def close(self) -> None:
+    async def stop_jobs(self) -> None:
+        """Stop running and dispatching jobs. Running ones stay 'running' in the database, so the
+        next start marks them interrupted, refunds them and offers Retry (as after a crash)."""
         if self._prune_task:
             self._prune_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prune_task
+            self._prune_task = None
         await self.jobs.stop()
+
+    async def close(self) -> None:
+        await self.stop_jobs()
         await self.http.aclose()
         await self.db.close()
 
