@@ -309,6 +309,14 @@ def test_key_echoed_by_the_relay_is_redacted(double, tmp_path) -> None:
     assert run.code == 4 and "has no access" in run.err and "***" in run.err  # cli() checks the key is absent
 
 
+def test_redirect_to_an_address_with_the_key_is_shown_masked_and_whole(double, tmp_path) -> None:
+    double.enqueue(Behaviour("raw", status=307, body="", headers={"Location": f"/moved/v1beta?key={KEY}"}))
+    run = cli("a fox", cwd=tmp_path, relay=double, auth="query")
+    assert run.code == 4, run.err
+    # The masking stops at the ")" closing the quoted address instead of swallowing it.
+    assert "(redirect to /moved/v1beta?key=***). Use the final address" in run.err
+
+
 @pytest.mark.parametrize(("behaviours", "needle"), [
     ([Behaviour("error", status=502, body="html")] * 4, "502 Bad Gateway"),
     ([Behaviour("disconnect")] * 4, "Could not reach the relay"),
@@ -413,6 +421,55 @@ def test_gemini_session_continues_with_exact_turns(double, tmp_path, picture) ->
     assert contents[:2] == saved["turns"]  # sent back exactly, signatures and thoughts included
     assert contents[2] == {"role": "user", "parts": [{"text": "now make it blue"}]}
     assert len(json.loads(session.read_text())["turns"]) == 4
+
+
+# Found against an independent relay double: a relay that MIME-wraps base64 (76-character
+# lines) got its own line breaks back in the session's history and refused them
+# ("Base64 decoding failed"), so the second turn failed.
+def test_session_after_a_line_wrapped_answer_sends_plain_base64(double, tmp_path) -> None:
+    session = tmp_path / "s.json"
+    picture = make_image(150, 100, "PNG", (10, 200, 30))
+    wrapped = base64.encodebytes(picture).decode()
+    part = {"inline_data": {"mime_type": "image/png", "data": wrapped}, "thoughtSignature": "c2lnLTE="}
+    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [part]}, "finishReason": "STOP"}]})))
+    first = cli("a fox", "--model", PRO, "--session", str(session), "--json", cwd=tmp_path, relay=double)
+    assert first.code == 0, first.err
+    assert Path(first.last_json["path"]).read_bytes() == picture
+    second = cli("make it blue", "--session", str(session), cwd=tmp_path, relay=double)
+    assert second.code == 0, second.err
+    model_turn = double.requests[-1].json["contents"][1]
+    assert model_turn == {
+        "role": "model",
+        "parts": [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(picture).decode()}, "thoughtSignature": "c2lnLTE="}],
+    }
+
+
+def test_line_wrapped_data_url_in_a_chat_answer_writes_the_whole_picture(double, tmp_path) -> None:
+    picture = make_image(150, 100, "PNG", (10, 200, 30))
+    content = f"好的\n\n![image](data:image/png;base64,{base64.encodebytes(picture).decode()})"
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(answer)))
+    run = cli("a fox", "--json", cwd=tmp_path, relay=double, fmt="openai-chat", auth="bearer")
+    assert run.code == 0, run.err
+    assert Path(run.last_json["path"]).read_bytes() == picture  # not the first line's 57 bytes
+    assert (run.last_json["width"], run.last_json["height"], run.last_json["text"]) == (150, 100, "好的")
+
+
+def test_a_picture_cut_short_is_not_written_as_a_success(double, tmp_path) -> None:
+    whole = make_image(150, 100, "PNG", (10, 200, 30))
+    cut = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(whole[:300]).decode()}}]}}]}
+    double.enqueue(*[Behaviour("raw", body=json.dumps(cut))] * 4)
+    run = cli("a fox", "--json", cwd=tmp_path, relay=double)
+    assert run.code == 4, run.err
+    assert "cut short" in run.err and not list(tmp_path.glob("nano-banana-*"))
+
+
+def test_more_than_six_pictures_for_openai_images_exit_2_without_sending(double, tmp_path) -> None:
+    ref = write(tmp_path / "ref.png", make_image(40, 30, "PNG"))
+    run = cli("merge", "--json", *["--image", str(ref)] * 7, cwd=tmp_path, relay=double, fmt="openai-images", auth="bearer")
+    assert run.code == 2, run.err
+    assert "at most 6 input pictures" in run.err and run.last_json["exit_code"] == 2
+    assert double.requests == []
 
 
 @pytest.mark.parametrize("fmt", ["openai-chat", "openai-images"])

@@ -298,6 +298,77 @@ async def test_streamed_gemini_answers_are_merged(double, client) -> None:
     assert (await client.generate(cfg(double), GenerationRequest("x", model=PRO))).image == picture
 
 
+def mime_wrapped(data: bytes, newline: str = "\n") -> str:
+    """Base64 broken into 76-character lines, as MIME encoders (and some relays) write it."""
+    return base64.encodebytes(data).decode().replace("\n", newline)
+
+
+# Found against an independent relay double: a data URL whose base64 is MIME-wrapped was read
+# only up to its first line break, and the 57-byte stump passed as a picture (exit 0).
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+async def test_line_wrapped_data_url_images_are_read_whole(double, client, newline) -> None:
+    picture = png(90, 70)
+    url = f"data:image/png;base64,{mime_wrapped(picture, newline)}"
+    gemini_body = {"candidates": [{"content": {"parts": [{"text": f"Here: ![image]({url})"}]}, "finishReason": "STOP"}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(gemini_body)))
+    result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert (result.image, result.text) == (picture, "Here:")
+    chat_body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"好的\n\n![image]({url})"}, "finish_reason": "stop"}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(chat_body)))
+    result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
+    assert (result.image, result.text) == (picture, "好的")
+
+
+# A picture cut short inside a well-formed answer (its header intact) is a broken answer:
+# retried, never written as if it were whole.
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+async def test_a_picture_cut_short_inside_a_valid_answer_is_retried(double, client, fmt) -> None:
+    whole = make_image(120, 90, fmt)
+    cut = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(whole[: len(whole) // 2])}}]}}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(cut)), Behaviour("raw", body=json.dumps(cut)))
+    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(whole)}}]}}]})))
+    result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert result.image == whole and len(double.requests) == 3
+    double.enqueue(*[Behaviour("raw", body=json.dumps(cut))] * 4)
+    with pytest.raises(RelayFailed) as info:
+        await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert info.value.key == "error.broken_answer" and "cut short" in str(info.value)
+
+
+async def test_url_safe_base64_pictures_are_decoded(double, client) -> None:
+    picture = make_image(97, 61, "PNG", (250, 251, 252))
+    safe = base64.urlsafe_b64encode(picture).decode()
+    assert "-" in safe or "_" in safe
+    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": safe}}]}}]})))
+    result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert result.image == picture
+    assert result.model_turn["parts"][0]["inlineData"]["data"] == b64(picture)
+
+
+# The model turn goes back to relays as history: a strict one refuses line-wrapped base64
+# ("Base64 decoding failed"), so the turn holds the same bytes in plain base64.
+async def test_model_turn_from_a_line_wrapped_answer_goes_back_as_plain_base64(double, client) -> None:
+    picture = png(80, 60)
+    part = {"inline_data": {"mime_type": "image/png", "data": mime_wrapped(picture)}, "thoughtSignature": "c2ln"}
+    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [part], "role": "model"}}]})))
+    first = await client.generate(cfg(double), GenerationRequest("a fox", model=PRO))
+    assert first.image == picture
+    expected = {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "c2ln"}]}
+    assert first.model_turn == expected
+    await client.generate(cfg(double), GenerationRequest("make it blue", model=PRO, history=[first.user_turn, first.model_turn]))
+    assert double.requests[-1].json["contents"][1] == expected
+
+
+async def test_openai_images_edits_take_at_most_six_pictures_and_nothing_is_sent(double, client) -> None:
+    seven = [InputImage(png(), "image/png")] * 7
+    with pytest.raises(InvalidRequest) as info:
+        await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=seven))
+    assert info.value.key == "invalid.too_many_images_dialect" and info.value.params["limit"] == 6
+    assert double.requests == []
+    await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=seven[:6]))
+    assert len(double.requests[-1].uploads) == 6
+
+
 async def test_data_url_inside_inline_data_and_a_v1_base_url(double, client) -> None:
     picture = png()
     body = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": f"data:image/png;base64,{b64(picture)}"}}]}}]}

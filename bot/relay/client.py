@@ -201,6 +201,15 @@ class RelayClient:
                     inputs = [latest]
             history = []
         req = replace(req, history=history, images=inputs)
+        if relay.dialect == "openai-images" and len(inputs) > openai_images.MAX_EDIT_IMAGES:
+            # The edits endpoint's own limit (seed 002: 1-6 pictures), tighter than the model's.
+            raise InvalidRequest(
+                f"the openai-images format takes at most {openai_images.MAX_EDIT_IMAGES} input images; got {len(inputs)}",
+                key="invalid.too_many_images_dialect",
+                dialect=relay.dialect,
+                count=len(inputs),
+                limit=openai_images.MAX_EDIT_IMAGES,
+            )
         # Off the loop: identifying/shrinking inputs and base64-encoding them hold the GIL.
         prepared, user_turn = await asyncio.to_thread(self._prepare_inputs, req)
         timeout = self.timeout if self.timeout is not None else timeout_for(req.size)

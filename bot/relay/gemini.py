@@ -293,6 +293,7 @@ def parse(data: Any) -> Parsed:
     text = "\n".join(texts).strip()
     turn = camelize(content) if isinstance(content, dict) else {"parts": []}
     turn.setdefault("role", "model")
+    _canonical_base64(turn)
     parsed = Parsed(
         text=text,
         usage=usage,
@@ -308,6 +309,25 @@ def parse(data: Any) -> Parsed:
         return parsed
     model_text = text or str(get(candidate, "finishMessage") or "")
     raise no_image(finish_to_reason(finish, bool(text)), finish, model_text)
+
+
+def _canonical_base64(turn: dict[str, Any]) -> None:
+    """Pictures in a model turn as standard, unbroken base64 (in place).
+
+    The turn goes back to relays as history; some answer with MIME-wrapped lines or the
+    URL-safe alphabet, which a strict relay refuses on the way in ("Base64 decoding failed").
+    Same bytes, only the spelling changes. Blobs are canonical already."""
+    parts = turn.get("parts")
+    for part in parts if isinstance(parts, list) else []:
+        inline = part.get("inlineData") if isinstance(part, dict) else None
+        data = inline.get("data") if isinstance(inline, dict) else None
+        if not isinstance(data, str) or data.startswith("data:"):
+            continue
+        if any(c in data for c in "\n\r\t -_"):
+            inline["data"] = "".join(data.split()).translate(_URLSAFE)
+
+
+_URLSAFE = str.maketrans("-_", "+/")
 
 
 def history_image(history: list[dict[str, Any]]) -> InputImage | None:

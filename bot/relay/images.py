@@ -276,7 +276,28 @@ def identify(data: bytes) -> Identified:
     mime = _PILLOW_MIME.get(fmt)
     if mime is None:
         raise ValueError(f"unexpected image format {fmt or 'unknown'}")
+    if _truncated(data, mime):
+        # Opening reads only the header: a picture cut short (a relay's truncated base64, a
+        # data URL read only up to a line break) would otherwise pass and be written broken.
+        raise ValueError(f"the {mime} data is cut short ({len(data)} bytes)")
     return Identified(mime, width, height)
+
+
+# The end markers searched for near the end of the data (decoders ignore a little trailing junk).
+_TAIL = 4096
+
+
+def _truncated(data: bytes, mime: str) -> bool:
+    """Whether a PNG/JPEG/WebP lacks its end (cheap: no decoding, which would stall the loop
+    for a 4K picture)."""
+    tail_from = max(0, len(data) - _TAIL)
+    if mime == "image/png":
+        return data.find(b"IEND", tail_from) < 0
+    if mime == "image/jpeg":
+        return data.find(b"\xff\xd9", tail_from) < 0
+    if mime == "image/webp" and data[:4] == b"RIFF":
+        return int.from_bytes(data[4:8], "little") + 8 > len(data)
+    return False
 
 
 EXTENSIONS = {

@@ -28,7 +28,8 @@ MASK = "***"
 # ordinary words); the patterns below still mask them in key=/Bearer positions.
 _MIN_SECRET = 6
 
-_QUERY = re.compile(r"(?i)([?&;](?:key|api[_-]?key|apikey|access[_-]?token|token|auth|secret)=)[^&#\s\"'<>]+")
+# (A ")" ends the value too: a URL quoted in a message is often followed by one.)
+_QUERY = re.compile(r"(?i)([?&;](?:key|api[_-]?key|apikey|access[_-]?token|token|auth|secret)=)[^&#\s\"'<>)]+")
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+")
 _HEADER = re.compile(r"(?i)((?:x-goog-api-key|x-api-key|api-key|authorization)[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',;}]+")
 # OpenAI-style keys that were never registered (e.g. a relay echoing some other key back).

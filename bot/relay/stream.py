@@ -438,15 +438,23 @@ def b64_bytes(value: str | Blob) -> bytes:
         if not value.prefix and not value._suffix and value.next is None:
             return value.data
         value = value.text()  # not a plain base64 field: decode it as the text it is
+    if "-" in value or "_" in value:
+        # URL-safe base64, which proto3 JSON allows: b64decode would silently drop "-" and "_".
+        value = value.translate(_URLSAFE)
     try:
         return base64.b64decode(value, validate=False)
     except binascii.Error as exc:
         raise DecodeError(f"invalid base64 image data: {exc}") from None
 
 
-_DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,([A-Za-z0-9+/]+={0,2})")
+_URLSAFE = str.maketrans("-_", "+/")
+# The base64 of a data URL, MIME-wrapped or not: some relays break it into lines (76 or 64
+# characters, as MIME/PEM encoders do). Only full-width lines may end in a line break, so text
+# after a bare data URL on the next line is not taken for more base64.
+_B64_BODY = r"(?:[A-Za-z0-9+/]{60,}+\r?\n)*[A-Za-z0-9+/]++={0,2}"
+_DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,(" + _B64_BODY + ")")
 _MARKDOWN_IMAGE = re.compile(r"!?\[[^\]]*\]\(data:image/[^)]*\)")
-_BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/]+={0,2}")
+_BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64," + _B64_BODY)
 # Stands in for a Blob's base64 when reading its text (a valid run, matched by the regexes).
 _STAND_IN = "AAAA"
 
