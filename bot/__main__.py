@@ -16,12 +16,13 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import main as run_main
 
         return run_main(args[1:])
+    asked = command in ("-h", "--help", "help")
     print(
         "usage: python -m bot run            start the Discord bot\n"
         "       python -m bot generate ...   make a picture from the command line (see --help)",
-        file=sys.stderr,
+        file=sys.stdout if asked else sys.stderr,
     )
-    return 0 if command in ("-h", "--help", "help") else 2
+    return 0 if asked else 2
 
 
 if __name__ == "__main__":

@@ -238,12 +238,14 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
                 inputs = [latest]
         continuing = continuing or bool(turns)
 
+    # A follow-up keeps the picture's shape unless told otherwise (a 2K picture stays 2K).
+    same_session = bool(session) and _same_model((session or {}).get("model"), model)
     request = GenerationRequest(
         prompt=prompt,
         model=model,
         images=inputs,
-        aspect_ratio=args.aspect_ratio,
-        size=args.size,
+        aspect_ratio=args.aspect_ratio or ((session or {}).get("aspect_ratio") if same_session else None),
+        size=args.size or ((session or {}).get("size") if same_session else None),
         history=history,
         grounding=args.grounding,
         thinking=args.thinking,
@@ -305,7 +307,7 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
 
     if session_path is not None:
         try:
-            _save_session(session_path, session, relay, result, history, continuing)
+            _save_session(session_path, session, relay, result, history, continuing, aspect_ratio=checked.aspect_ratio, size=checked.size)
         except OSError as exc:
             _say(t("cli.session_write_failed", locale, path=str(session_path), error=exc.strerror or str(exc)))
 
@@ -423,6 +425,9 @@ def _save_session(
     result: GenerationResult,
     history: list[dict[str, Any]],
     continuing: bool,
+    *,
+    aspect_ratio: str | None = None,
+    size: str | None = None,
 ) -> None:
     user_turn = result.user_turn or {"role": "user", "parts": []}
     if relay.dialect == "gemini" and result.model_turn is not None:
@@ -442,6 +447,8 @@ def _save_session(
         "version": SESSION_VERSION,
         "dialect": relay.dialect,
         "model": result.model,
+        "aspect_ratio": aspect_ratio,
+        "size": size,
         "created": (session or {}).get("created", now),
         "updated": now,
         "turns": turns,

@@ -7,6 +7,7 @@ on; ``python -m bot`` prints it and exits instead of showing a traceback.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -87,7 +88,8 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
 def _url(name: str, raw: str) -> str:
     url = raw.strip().rstrip("/")
     if not (url.startswith("http://") or url.startswith("https://")) or "://" == url[-3:]:
-        raise SettingsError(f"{name} must be an http(s) URL, got {raw!r}")
+        shown = raw.split("?", 1)[0]  # a query may hold a key: never echo it
+        raise SettingsError(f"{name} must be an http(s) URL, got {shown!r}")
     return url
 
 
@@ -112,7 +114,19 @@ def parse_relay(
     key = env.get("NB_API_KEY", "").strip()
     if not key:
         raise SettingsError("NB_API_KEY is not set: the relay needs an API key (it is read only from the environment)")
-    return DefaultRelay(url=_url("NB_RELAY_URL", raw_url), dialect=fmt, auth=style, api_key=key)
+    return DefaultRelay(url=relay_base_url(_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key)
+
+
+# What people paste from a relay's docs: a whole endpoint instead of its base.
+_ENDPOINT_SUFFIX = re.compile(r"(/chat/completions|/images/(generations|edits)|/models/[^/]+:(stream)?[gG]enerateContent)$")
+
+
+def relay_base_url(url: str) -> str:
+    """The relay's base URL: a pasted endpoint is cut back to its base, a query is refused
+    (a key in a URL would end up in logs and lists; it belongs in NB_API_KEY)."""
+    if "?" in url or "#" in url:
+        raise SettingsError("NB_RELAY_URL must be the relay's base URL without a query; put the key in NB_API_KEY")
+    return _ENDPOINT_SUFFIX.sub("", url).rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -423,6 +423,23 @@ def test_gemini_session_continues_with_exact_turns(double, tmp_path, picture) ->
     assert len(json.loads(session.read_text())["turns"]) == 4
 
 
+def test_a_session_follow_up_keeps_the_pictures_size_and_ratio_unless_told(double, tmp_path) -> None:
+    session = tmp_path / "poster.json"
+    double.enqueue(Behaviour("image", **SMALL))
+    first = cli("a poster", "--model", PRO, "--size", "2k", "--aspect-ratio", "3:4", "--session", str(session), cwd=tmp_path, relay=double)
+    assert first.code == 0, first.err
+    double.enqueue(Behaviour("image", **SMALL))
+    second = cli("bigger title", "--session", str(session), cwd=tmp_path, relay=double)
+    assert second.code == 0, second.err
+    config = double.requests[-1].json["generationConfig"]["imageConfig"]
+    assert (config["imageSize"], config["aspectRatio"]) == ("2K", "3:4")
+    double.enqueue(Behaviour("image", **SMALL))
+    third = cli("now square", "--session", str(session), "--aspect-ratio", "1:1", cwd=tmp_path, relay=double)
+    assert third.code == 0, third.err
+    config = double.requests[-1].json["generationConfig"]["imageConfig"]
+    assert (config["imageSize"], config["aspectRatio"]) == ("2K", "1:1")
+
+
 # Found against an independent relay double: a relay that MIME-wraps base64 (76-character
 # lines) got its own line breaks back in the session's history and refused them
 # ("Base64 decoding failed"), so the second turn failed.

@@ -44,6 +44,26 @@ def test_bad_settings_explain_themselves_in_one_line(env: dict[str, str], fragme
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("pasted", "base"),
+    [
+        ("https://api.example/v1/chat/completions", "https://api.example/v1"),
+        ("https://api.example/v1/images/generations/", "https://api.example/v1"),
+        ("https://cdn.example/v1beta/models/gemini-3-pro-image-preview:generateContent", "https://cdn.example/v1beta"),
+        ("https://cdn.example", "https://cdn.example"),
+    ],
+)
+def test_a_pasted_endpoint_becomes_the_relays_base_url(pasted: str, base: str, tmp_path: Path) -> None:
+    s = load_settings({"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": pasted, "NB_API_KEY": "k"}, require_token=False)
+    assert s.relay is not None and s.relay.url == base
+
+
+def test_a_relay_url_with_a_query_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example/?key=sk-secret", "NB_API_KEY": "k"}, require_token=False)
+    assert "without a query" in str(info.value) and "sk-secret" not in str(info.value)
+
+
 def test_dotenv_fills_but_does_not_override(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("# comment\nDISCORD_TOKEN='from-file'\nexport NB_DATA_DIR=/tmp/x\n")
