@@ -3,24 +3,52 @@ a restart (state comes from SQLite, never from a View object kept in memory)."""
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import discord
 from discord import ui
 
-from bot.i18n import t
+from bot.i18n import normalize_locale, t
 from bot.relay.catalogue import MODELS
+from cogs import render
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
     from cogs.imagine import Imagine
 
 
+log = logging.getLogger(__name__)
+
+
 def _cog(interaction: discord.Interaction["NanoBananaBot"]) -> "Imagine":
     cog = interaction.client.get_cog("Imagine")
     assert cog is not None
     return cog  # type: ignore[return-value]
+
+
+async def report_failure(interaction: discord.Interaction[Any], error: BaseException) -> None:
+    """Answer a failed button or form with a short translated reason. discord.py only logs
+    errors of dynamic items and modals (the tree handler never sees them), so without this
+    the member would get Discord's bare "This interaction failed"."""
+    if not isinstance(getattr(error, "key", None), str):
+        log.error("a button or form failed", exc_info=error)
+    embed = render.error_embed(error, normalize_locale(interaction.locale))
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(embed=embed, ephemeral=True)
+        else:
+            await interaction.response.send_message(embed=embed, ephemeral=True)
+    except discord.HTTPException:
+        pass
+
+
+async def _guarded(interaction: discord.Interaction[Any], action: Callable[[], Awaitable[Any]]) -> None:
+    try:
+        await action()
+    except Exception as exc:  # noqa: BLE001 - every failure gets an answer
+        await report_failure(interaction, exc)
 
 
 class RerollButton(ui.DynamicItem[ui.Button], template=r"nb:reroll:(?P<turn>\d+)"):
@@ -33,7 +61,7 @@ class RerollButton(ui.DynamicItem[ui.Button], template=r"nb:reroll:(?P<turn>\d+)
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
-        await _cog(interaction).reroll(interaction, self.turn_id)
+        await _guarded(interaction, lambda: _cog(interaction).reroll(interaction, self.turn_id))
 
 
 class EditButton(ui.DynamicItem[ui.Button], template=r"nb:edit:(?P<turn>\d+)"):
@@ -46,7 +74,7 @@ class EditButton(ui.DynamicItem[ui.Button], template=r"nb:edit:(?P<turn>\d+)"):
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
-        await _cog(interaction).open_edit_modal(interaction, self.turn_id)
+        await _guarded(interaction, lambda: _cog(interaction).open_edit_modal(interaction, self.turn_id))
 
 
 class UpscaleButton(ui.DynamicItem[ui.Button], template=r"nb:up:(?P<turn>\d+):(?P<size>2K|4K)"):
@@ -60,7 +88,7 @@ class UpscaleButton(ui.DynamicItem[ui.Button], template=r"nb:up:(?P<turn>\d+):(?
         return cls(int(match["turn"]), match["size"])
 
     async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
-        await _cog(interaction).upscale(interaction, self.turn_id, self.size)
+        await _guarded(interaction, lambda: _cog(interaction).upscale(interaction, self.turn_id, self.size))
 
 
 class DeleteButton(ui.DynamicItem[ui.Button], template=r"nb:del:(?P<turn>\d+)"):
@@ -73,7 +101,7 @@ class DeleteButton(ui.DynamicItem[ui.Button], template=r"nb:del:(?P<turn>\d+)"):
         return cls(int(match["turn"]))
 
     async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
-        await _cog(interaction).delete_result(interaction, self.turn_id)
+        await _guarded(interaction, lambda: _cog(interaction).delete_result(interaction, self.turn_id))
 
 
 class CancelButton(ui.DynamicItem[ui.Button], template=r"nb:cancel:(?P<job>\d+)"):
@@ -86,7 +114,7 @@ class CancelButton(ui.DynamicItem[ui.Button], template=r"nb:cancel:(?P<job>\d+)"
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
-        await _cog(interaction).cancel(interaction, self.job_id)
+        await _guarded(interaction, lambda: _cog(interaction).cancel(interaction, self.job_id))
 
 
 class RetryButton(ui.DynamicItem[ui.Button], template=r"nb:retry:(?P<job>\d+)"):
@@ -99,7 +127,7 @@ class RetryButton(ui.DynamicItem[ui.Button], template=r"nb:retry:(?P<job>\d+)"):
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
-        await _cog(interaction).retry(interaction, self.job_id)
+        await _guarded(interaction, lambda: _cog(interaction).retry(interaction, self.job_id))
 
 
 DYNAMIC_ITEMS = (RerollButton, EditButton, UpscaleButton, DeleteButton, CancelButton, RetryButton)
@@ -144,3 +172,6 @@ class EditModal(ui.Modal):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         attachments = list(self.files.values) if self.files is not None else []
         await self._on_submit(interaction, self.instructions.value, attachments)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
+        await report_failure(interaction, error)

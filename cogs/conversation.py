@@ -115,7 +115,8 @@ class Conversation(commands.Cog):
         imagine: "Imagine | None" = self.bot.get_cog("Imagine")  # type: ignore[assignment]
         if imagine is not None:
             position = await svc.queue_position(job.id)
-            await imagine._edit_progress(job, render.progress_text("queued", locale, position=position or 1, since=time.time()), force=True, cancel=True)
+            if position is not None:  # None: already running, and its runner shows that
+                await imagine._edit_progress(job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True)
 
     async def _reply(self, message: discord.Message, content: str, *, delete_after: float | None = None) -> discord.Message | None:
         try:

@@ -38,6 +38,7 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate limits message edits)
 TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
 UPLOAD_RETRIES = 4
+THREAD_LOCKED = 50083  # Discord's code for "Thread is locked" (a 400)
 
 
 class UserFacingError(Exception):
@@ -56,10 +57,20 @@ def _k(key: str, text: str) -> app_commands.locale_str:
 class Imagine(commands.Cog):
     def __init__(self, bot: "NanoBananaBot") -> None:
         self.bot = bot
-        # job id -> (interaction, acked at): lets progress edits use the token while it lives.
+        # progress message id -> (interaction, acked at): lets progress edits use the token while
+        # it lives. Keyed by message, not job, so it is known before the job row exists (a job
+        # can start, and edit its progress, before submit returns).
         self._interactions: dict[int, tuple[discord.Interaction, float]] = {}
         self._last_edit: dict[int, float] = {}
-        self.edit_menu = app_commands.ContextMenu(name=_k("cmd.edit_image", "Edit image"), callback=self.edit_image_menu)
+        # Jobs whose picture is made and being posted: too late to cancel (the picture is out).
+        self._delivering: set[int] = set()
+        # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
+        self.edit_menu = app_commands.ContextMenu(
+            name=_k("cmd.edit_image", "Edit image"),
+            callback=self.edit_image_menu,
+            allowed_contexts=app_commands.AppCommandContext(guild=True),
+        )
+        self.edit_menu.guild_only = True
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
@@ -165,11 +176,16 @@ class Imagine(commands.Cog):
 
     async def edit_image_menu(self, interaction: discord.Interaction["NanoBananaBot"], message: discord.Message) -> None:
         locale = normalize_locale(interaction.locale)
+        if interaction.guild_id is None:
+            await interaction.response.send_message(t("cmd_error.guild_only", locale), ephemeral=True)
+            return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if not images:
             await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)
             return
         turn = await self.bot.services.conversations.turn_by_message(message.id)
+        if turn is not None and not await self._may_continue(interaction, turn.conversation_id):
+            turn = None  # someone else's thread: a new picture from this one, not a turn in theirs
 
         async def submitted(modal_interaction: discord.Interaction["NanoBananaBot"], text: str, extra: list[discord.Attachment]) -> None:
             defaults = await self.bot.services.defaults(modal_interaction.guild_id)
@@ -202,6 +218,8 @@ class Imagine(commands.Cog):
         req.reply_to_message_id = None
         if req.parent_turn_id is None:
             req.conversation_id = None  # a fresh root: a new result with its own thread
+        elif not await self._may_continue(interaction, req.conversation_id, refuse=True):
+            return  # a turn in someone else's thread
         await self.start(interaction, req, attachments=[], kind="reroll")
 
     async def upscale(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int, size: str) -> None:
@@ -212,6 +230,11 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
             return
         conversation = await svc.conversations.get_conversation(turn.conversation_id)
+        if conversation is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return
+        if not await self._may_continue(interaction, conversation, refuse=True):
+            return
         req = continue_from(
             turn,
             conversation.model,
@@ -227,11 +250,33 @@ class Imagine(commands.Cog):
 
     async def open_edit_modal(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
         locale = normalize_locale(interaction.locale)
+        turn = await self.bot.services.conversations.get_turn(turn_id)
+        if turn is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return
+        # Asked before the form opens, not after the member has typed into it.
+        if not await self._may_continue(interaction, turn.conversation_id, refuse=True):
+            return
 
         async def submitted(modal_interaction: discord.Interaction["NanoBananaBot"], text: str, extra: list[discord.Attachment]) -> None:
             await self._continue(modal_interaction, turn_id, text, extra, reply_to=None)
 
         await interaction.response.send_modal(EditModal(locale, submitted))
+
+    async def _may_continue(self, interaction: discord.Interaction["NanoBananaBot"], conversation: Any, *, refuse: bool = False) -> bool:
+        """The server's thread rule (requester / anyone) for buttons and forms that add a turn to
+        a conversation, as for messages in its thread. ``conversation``: object or id."""
+        svc = self.bot.services
+        if isinstance(conversation, int):
+            conversation = await svc.conversations.get_conversation(conversation)
+        if conversation is None:
+            return True  # nothing to protect; the caller reports an unknown picture
+        g = await svc.guild(interaction.guild_id)
+        if g.may_continue_thread(interaction.user.id, conversation.owner_id):
+            return True
+        if refuse:
+            await interaction.response.send_message(t("conversation.owner_only", normalize_locale(interaction.locale)), ephemeral=True)
+        return False
 
     async def delete_result(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
         locale = normalize_locale(interaction.locale)
@@ -256,11 +301,12 @@ class Imagine(commands.Cog):
         if job is None or job.user_id != interaction.user.id:
             await interaction.response.send_message(t("cancel.not_yours", locale), ephemeral=True)
             return
-        cancelled = await svc.cancel_job(job_id, interaction.user.id)
+        # No await between this check and the cancel: the runner cannot slip into delivery.
+        cancelled = job_id not in self._delivering and await svc.cancel_job(job_id, interaction.user.id)
         if not cancelled:
             await interaction.response.send_message(t("cancel.too_late", locale), ephemeral=True)
             return
-        self._interactions.pop(job_id, None)
+        self._interactions.pop(progress_message_id(job) or 0, None)
         await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
 
     async def retry(self, interaction: discord.Interaction["NanoBananaBot"], job_id: int) -> None:
@@ -293,6 +339,11 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
             return
         conversation = await svc.conversations.get_conversation(turn.conversation_id)
+        if conversation is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return
+        if not await self._may_continue(interaction, conversation, refuse=True):
+            return
         req = continue_from(
             turn,
             conversation.model,
@@ -332,6 +383,7 @@ class Imagine(commands.Cog):
         acked = time.monotonic()
         # The callback answer carries the message: no second round trip on a token that may expire.
         progress = callback.resource if isinstance(callback.resource, discord.InteractionMessage) else await interaction.original_response()
+        self._interactions[progress.id] = (interaction, acked)
         try:
             for attachment in attachments:
                 data = await attachment.read()
@@ -350,11 +402,12 @@ class Imagine(commands.Cog):
         except Exception as exc:  # noqa: BLE001
             if not is_user_facing(exc):
                 log.exception("could not queue a %s job", kind)
+            self._interactions.pop(progress.id, None)
             await progress.edit(content=None, embed=render.error_embed(exc, locale), view=None)
             return
-        self._interactions[job.id] = (interaction, acked)
         position = await svc.queue_position(job.id)
-        await self._edit_progress(job, render.progress_text("queued", locale, position=position or 1, since=time.time()), force=True, cancel=True)
+        if position is not None:  # None: already running (or over), and its runner shows that
+            await self._edit_progress(job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True)
 
     def _upload_limit(self, interaction: discord.Interaction["NanoBananaBot"]) -> int:
         limit = getattr(interaction, "filesize_limit", None)
@@ -388,7 +441,7 @@ class Imagine(commands.Cog):
         if cancel:
             view = single_button_view(CancelButton(job.id, job_locale(job)))
         kwargs: dict[str, Any] = {"content": content, "embed": embed, "view": view}
-        held = self._interactions.get(job.id)
+        held = self._interactions.get(message_id)
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             if held and now - held[1] < TOKEN_LIFETIME:
@@ -399,7 +452,7 @@ class Imagine(commands.Cog):
                     if exc.status not in (401, 404):
                         raise
                     # The token died early (Discord's clock, not ours): the bot token still works.
-                    self._interactions.pop(job.id, None)
+                    self._interactions.pop(message_id, None)
             await channel.get_partial_message(message_id).edit(**kwargs)
         except discord.HTTPException as exc:
             log.info("progress edit for job %s failed: %s", job.id, exc.status)
@@ -418,11 +471,16 @@ class Imagine(commands.Cog):
                 log.warning("could not tell the requester of job %s either: %s", job.id, again.status)
                 return
             await self.bot.services.jobs.update(job.id, progress_message_id=posted.id)
+            # The old progress message would go on saying "Drawing…" with a live Cancel button.
+            try:
+                await channel.get_partial_message(message_id).delete()
+            except discord.HTTPException:
+                pass
 
     async def _drop_progress(self, job: Any) -> None:
-        held = self._interactions.pop(job.id, None)
-        self._last_edit.pop(job.id, None)
         message_id = progress_message_id(job)
+        held = self._interactions.pop(message_id or 0, None)
+        self._last_edit.pop(job.id, None)
         if not message_id:
             return
         try:
@@ -455,19 +513,27 @@ class Imagine(commands.Cog):
         started = time.time()
         await self._edit_progress(job, render.progress_text("generating", req.locale, since=started, model=req.model), force=True, cancel=True)
         try:
-            generated = await svc.studio.generate(guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id)
-            await self._edit_progress(job, render.progress_text("uploading", req.locale, since=started), force=True)
-            message = await self._deliver(job, req, generated, elapsed=time.time() - started)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not is_user_facing(exc):
-                log.exception("job %s failed", job.id)
-            await self._edit_progress(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=None)
-            self._interactions.pop(job.id, None)
-            raise
-        await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
-        await self._drop_progress(job)
+            try:
+                generated = await svc.studio.generate(guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id)
+                # The picture exists and goes out now (the upload may land even if interrupted):
+                # a Cancel click from here on is too late, or it would refund a posted picture.
+                self._delivering.add(job.id)
+                await self._edit_progress(job, render.progress_text("uploading", req.locale, since=started), force=True)
+                message = await self._deliver(job, req, generated, elapsed=time.time() - started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_user_facing(exc):
+                    log.exception("job %s failed", job.id)
+                await self._edit_progress(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=None)
+                self._interactions.pop(progress_message_id(job) or 0, None)
+                self._last_edit.pop(job.id, None)
+                raise
+            await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
+            await self._drop_progress(job)
+        finally:
+            # Held until the runner returns: the queue then marks the job delivered itself.
+            self._delivering.discard(job.id)
 
     async def _deliver(self, job: Any, req: JobRequest, generated: Any, *, elapsed: float) -> discord.Message:
         svc = self.bot.services
@@ -513,6 +579,14 @@ class Imagine(commands.Cog):
                     limit = int(min(limit, len(fitted.data)) * 0.7)
                     log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, len(fitted.data), limit)
                     continue
+                if channel_id != job.channel_id and job.channel_id and (exc.status in (403, 404) or exc.code == THREAD_LOCKED):
+                    # The thread was deleted, locked or closed to the bot: the picture goes to
+                    # the channel the member asked from rather than being lost.
+                    log.info("job %s cannot post in %s (%s %s); posting in %s", job.id, channel_id, exc.status, exc.code, job.channel_id)
+                    channel_id = job.channel_id
+                    channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
+                    req.reply_to_message_id = None
+                    continue
                 raise
         if message is None:
             raise UserFacingError("deliver.too_large")
@@ -531,7 +605,10 @@ class Imagine(commands.Cog):
             thread = await message.create_thread(name=render.shorten(req.prompt, 90) or "nano-banana", auto_archive_duration=1440)
         except discord.HTTPException as exc:
             log.info("no thread for job %s (%s %s)", job.id, exc.status, exc.code)
-            embed.set_footer(text=t("thread.missing_permission", locale))
+            if exc.status != 403:
+                return  # e.g. posted inside a thread already: no thread to open, nothing missing
+            # Added to, not replacing, a note that the picture was shrunk to fit.
+            embed.set_footer(text="\n".join(x for x in (embed.footer.text, t("thread.missing_permission", locale)) if x))
             try:
                 await message.edit(embed=embed)
             except discord.HTTPException:

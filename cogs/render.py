@@ -73,6 +73,11 @@ def error_text(exc: BaseException, locale: str) -> str:
     """
     key = getattr(exc, "key", None)
     if not (isinstance(key, str) and has_key(key)):
+        # Discord's own refusals are not our bugs: say which side failed.
+        if isinstance(exc, discord.Forbidden):
+            return t("cmd_error.discord_forbidden", locale)
+        if isinstance(exc, discord.HTTPException):
+            return t("cmd_error.discord_failed", locale)
         return t("cmd_error.unexpected", locale)
     params = {k: (redact(v) if isinstance(v, str) else v) for k, v in (getattr(exc, "params", None) or {}).items()}
     text = t(key, locale, **params)

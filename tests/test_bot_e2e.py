@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from bot.app import NanoBananaBot
+from bot.quota import transaction
 from tests.conftest import make_image
 from tests.doubles.discord_double import DiscordDouble, Perm
 from tests import e2e
@@ -463,6 +464,8 @@ async def test_a_restart_interrupts_the_running_job_refunds_it_and_offers_retry(
 
                 notice = await dd.wait_for("*", rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$", since=mark, predicate=offers_retry, timeout=15)
                 assert "restarted" in json.dumps(notice.json)
+                if notice.method == "POST":  # a new notice: the stale "Drawing…" + Cancel message goes
+                    await dd.wait_for("DELETE", rf"^/channels/{w.channel['id']}/messages/{progress['id']}$", since=mark)
                 totals = await second.services.quota.totals()
                 assert totals == {"reserved": 0, "committed": 0, "refunded": totals["refunded"]} and totals["refunded"] >= 1
 
@@ -473,3 +476,184 @@ async def test_a_restart_interrupts_the_running_job_refunds_it_and_offers_retry(
                 post = await w.result_post(since=mark)
                 assert post.files
                 assert relay.requests[-1].json["contents"][-1]["parts"][0]["text"] == "a picture interrupted by a restart"
+
+
+# ---------------------------------------------------------------- review regressions
+
+
+def button_id(message: dict[str, Any], prefix: str) -> str:
+    return next(c["custom_id"] for row in message["components"] for c in row["components"] if c["custom_id"].startswith(prefix))
+
+
+async def test_a_job_that_starts_at_once_shows_drawing_not_a_stale_queued_place(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("slow", delay=1.0))
+        mark = w.dd.mark()
+        await w.imagine(prompt="a lighthouse at dusk")
+        await w.result_post(since=mark)
+        # What the member saw on the progress message, in order, up to the upload.
+        shown = [
+            (c.json or {}).get("content") or ""
+            for c in w.dd.find("PATCH", r"/messages/@original$", since=mark)
+            if c.status < 300 and (c.json or {}).get("content")
+        ]
+        before_upload = shown[: next(i for i, s in enumerate(shown) if "Uploading" in s)]
+        assert before_upload and "Drawing with" in before_upload[-1], shown
+        drawing = next(i for i, s in enumerate(before_upload) if "Drawing with" in s)
+        assert not any("Queued" in s for s in before_upload[drawing:]), shown
+
+
+async def test_cancel_clicked_after_the_picture_was_posted_is_too_late_and_the_job_is_charged(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.relay.enqueue(Behaviour("slow", delay=1.0))
+        # Discord keeps the thread creation waiting a moment (rate limited): the picture is out.
+        w.dd.fail("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", 429, retry_after=1.5)
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a picture nearly done")
+        progress = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: c.status < 300 and "nb:cancel:" in json.dumps(c.json), timeout=10)
+        cancel_id = button_id(progress.json, "nb:cancel:")
+        # Clicked while the button was still shown; it reaches the bot once the picture is posted.
+        click = w.dd.component_interaction(w.dd.original_message(inter), cancel_id, user=w.alice)
+        post = await w.result_post(since=mark)
+        await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark, predicate=lambda c: c.status == 429)
+        await w.dd.interact(click)
+        answered = await w.dd.wait_for("POST", rf"^/interactions/{click['id']}/", since=mark)
+        assert answered.json["type"] == 4 and answered.json["data"]["flags"] & 64
+        assert "refunded" not in json.dumps(answered.json)
+        # The job finishes normally: thread opened, progress removed, credits committed.
+        await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}/threads$", since=mark, predicate=lambda c: c.status < 300)
+        await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)
+        await bot.services.jobs.join()
+        totals = await bot.services.quota.totals()
+        assert totals["committed"] == 1 and totals["refunded"] == 0 and totals["reserved"] == 0
+
+
+async def test_requester_only_threads_also_bind_the_edit_upscale_and_reroll_buttons(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        second = await say_in_thread(w, bot, thread_id, "make it night time", "sig-second")
+        await bot.services.jobs.join()
+        before = len(w.relay.requests)
+        for message, prefix in ((root, "nb:edit:"), (root, "nb:up:"), (second.response, "nb:reroll:")):
+            mark = w.dd.mark()
+            inter = await w.dd.interact(w.dd.component_interaction(message, button_id(message, prefix), user=w.bob))
+            answer = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+            assert answer.json["type"] == 4 and answer.json["data"]["flags"] & 64, (prefix, answer.json)
+            assert "Only the person who started this picture" in json.dumps(answer.json), prefix
+        await asyncio.sleep(0.3)
+        assert len(w.relay.requests) == before
+        # Re-rolling the first picture is a new picture of bob's own, not a turn in alice's thread.
+        mark = w.dd.mark()
+        w.relay.enqueue(Behaviour("image", signature="sig-bob"))
+        await w.dd.interact(w.dd.component_interaction(root, button_id(root, "nb:reroll:"), user=w.bob))
+        post = await w.result_post(since=mark)
+        assert f"<@{user_id(w.bob)}>" in post.json["content"]
+
+        # When the server lets anyone continue a thread, bob's Edit opens the form.
+        await bot.services.guilds.update(int(w.guild["id"]), lambda g: g.with_access(thread_mode="anyone"))
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.component_interaction(root, button_id(root, "nb:edit:"), user=w.bob))
+        opened = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert opened.json["type"] == 9
+
+
+async def test_edit_image_on_someone_elses_result_starts_a_new_picture_when_threads_are_requester_only(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.message_command_interaction("Edit image", root, user=w.bob))
+        opened = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert opened.json["type"] == 9
+        modal = w.dd.last_modal()
+        ids = modal_ids(modal)
+        w.relay.enqueue(Behaviour("image", signature="sig-bob"))
+        await w.dd.interact(w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "paint it like Monet", ids[19]: []}, channel=w.channel, user=w.bob, modal=modal))
+        post = await w.result_post(since=mark)  # in the channel, not in alice's thread
+        assert f"<@{user_id(w.bob)}>" in post.json["content"]
+        sent = w.relay.requests[-1].json["contents"]
+        assert [c["role"] for c in sent] == ["user"] and model_signatures(sent) == []  # alice's history is not replayed
+        assert not w.dd.find("POST", rf"^/channels/{thread_id}/messages$", since=mark)
+
+
+async def test_edit_image_is_guild_only_and_refused_in_a_dm(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        synced = {c["name"]: c for c in w.dd.synced_commands()}
+        assert synced["Edit image"].get("contexts") == [0] == synced["imagine"].get("contexts")
+        dm = w.dd.add_dm_channel(w.alice)
+        att = w.dd.add_attachment(make_image(64, 64), "dm.png", "image/png", channel=dm)
+        msg = await w.dd.post_message(dm, w.alice, "mine", attachments=[att])
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.message_command_interaction("Edit image", msg, user=w.alice))
+        answer = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert answer.json["type"] == 4 and answer.json["data"]["flags"] & 64
+        assert "only in a server" in json.dumps(answer.json)
+
+
+async def test_a_button_that_fails_unexpectedly_still_answers_the_member(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, _ = await start_picture(w, "sig-root")
+        await bot.services.jobs.join()
+        # A job row whose request this version cannot read (e.g. written by older code).
+        async with transaction(bot.services.db) as db:
+            await db.execute("UPDATE jobs SET request = '{}'")
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.component_interaction(root, button_id(root, "nb:reroll:"), user=w.alice))
+        answer = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert answer.json["type"] == 4 and answer.json["data"]["flags"] & 64
+        assert "Something went wrong" in json.dumps(answer.json) and "Traceback" not in json.dumps(answer.json)
+
+
+async def test_an_edit_whose_thread_was_locked_is_delivered_in_the_channel(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        w.dd.archive_thread(w.dd.channels[thread_id], locked=True)  # a moderator locked it
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.component_interaction(root, button_id(root, "nb:edit:"), user=w.alice))
+        await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        modal = w.dd.last_modal()
+        ids = modal_ids(modal)
+        w.relay.enqueue(Behaviour("image", signature="sig-edit"))
+        await w.dd.interact(w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "add a scarf", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal))
+        post = await w.result_post(since=mark)
+        assert post.files
+        await bot.services.jobs.join()
+        assert (await bot.services.quota.totals())["committed"] == 2
+
+
+async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunded(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.dd.set_overwrite(w.channel, "bot", deny=Perm.ATTACH_FILES)
+        mark = w.dd.mark()
+        await w.imagine(prompt="a picture that cannot be attached")
+        call = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=15)
+        assert "missing a permission" in call.json["embeds"][0]["description"]
+        await bot.services.jobs.join()
+        totals = await bot.services.quota.totals()
+        assert totals["refunded"] == 1 and totals["committed"] == 0
+
+
+async def test_the_no_thread_note_keeps_the_upload_limit_note(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        w.dd.set_overwrite(w.channel, "bot", deny=Perm.CREATE_PUBLIC_THREADS)
+        w.relay.enqueue(Behaviour("image", width=1024, height=1024))
+        w.dd.fail("POST", rf"^/channels/{w.channel['id']}/messages$", 413, {"message": "Request entity too large", "code": 40005})
+        mark = w.dd.mark()
+        await w.imagine(prompt="a detailed map")
+        post = await w.result_post(since=mark)
+        assert "upload limit" in post.json["embeds"][0]["footer"]["text"]
+        edit = await w.dd.wait_for("PATCH", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}$", since=mark)
+        footer = edit.json["embeds"][0]["footer"]["text"]
+        assert "Create Public Threads" in footer and "upload limit" in footer
+
+
+async def test_imagine_inside_a_thread_does_not_claim_a_missing_permission(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        thread = w.dd.add_thread(w.channel, "chat", owner=w.alice)
+        mark = w.dd.mark()
+        payload = w.dd.slash_interaction("imagine", channel=thread, user=w.alice, options={"prompt": "a teapot"})
+        await w.dd.interact(payload)
+        post = await w.result_post(channel=thread, since=mark)
+        await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)
+        await bot.services.jobs.join()
+        notes = w.dd.find("PATCH", rf"^/channels/{thread['id']}/messages/{post.response['id']}$", since=mark)
+        assert not any("Create Public Threads" in json.dumps(c.json) for c in notes)
