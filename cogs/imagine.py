@@ -62,6 +62,9 @@ class Imagine(commands.Cog):
         # can start, and edit its progress, before submit returns).
         self._interactions: dict[int, tuple[discord.Interaction, float]] = {}
         self._last_edit: dict[int, float] = {}
+        # job id -> newest progress text held back by the edit rate limit, and its sender.
+        self._pending: dict[int, tuple[str | None, bool]] = {}
+        self._flushers: dict[int, asyncio.Task[None]] = {}
         # Jobs whose picture is made and being posted: too late to cancel (the picture is out).
         self._delivering: set[int] = set()
         # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
@@ -319,6 +322,12 @@ class Imagine(commands.Cog):
         req = JobRequest.from_json(job.request)
         req.locale = locale
         await self.start(interaction, req, attachments=[], kind="retry")
+        if interaction.message is not None:
+            # One retry per notice: the button goes, so a second click cannot charge again.
+            try:
+                await interaction.message.edit(view=None)
+            except discord.HTTPException:
+                pass
 
     # ---------------------------------------------------------------- starting jobs
 
@@ -435,8 +444,19 @@ class Imagine(commands.Cog):
         if not message_id:
             return
         now = time.monotonic()
-        if not force and now - self._last_edit.get(job.id, 0.0) < PROGRESS_EDIT_INTERVAL:
+        wait = PROGRESS_EDIT_INTERVAL - (now - self._last_edit.get(job.id, 0.0))
+        if not force and wait > 0:
+            # Too soon after the last edit: keep the newest text and send it when allowed, so
+            # a queue position that changed meanwhile is never left stale on screen.
+            self._pending[job.id] = (content, cancel)
+            if job.id not in self._flushers:
+                self._flushers[job.id] = asyncio.create_task(self._flush_later(job, wait))
             return
+        # This edit supersedes anything waiting (e.g. "queued" must not overwrite "drawing").
+        self._pending.pop(job.id, None)
+        flusher = self._flushers.pop(job.id, None)
+        if flusher is not None and flusher is not asyncio.current_task():
+            flusher.cancel()
         self._last_edit[job.id] = now
         if cancel:
             view = single_button_view(CancelButton(job.id, job_locale(job)))
@@ -477,10 +497,22 @@ class Imagine(commands.Cog):
             except discord.HTTPException:
                 pass
 
+    async def _flush_later(self, job: Any, delay: float) -> None:
+        await asyncio.sleep(delay)
+        pending = self._pending.pop(job.id, None)
+        if pending is not None:
+            content, cancel = pending
+            await self._edit_progress(job, content, force=True, cancel=cancel)
+        self._flushers.pop(job.id, None)
+
     async def _drop_progress(self, job: Any) -> None:
         message_id = progress_message_id(job)
         held = self._interactions.pop(message_id or 0, None)
         self._last_edit.pop(job.id, None)
+        self._pending.pop(job.id, None)
+        flusher = self._flushers.pop(job.id, None)
+        if flusher is not None:
+            flusher.cancel()
         if not message_id:
             return
         try:
@@ -529,7 +561,11 @@ class Imagine(commands.Cog):
                 self._interactions.pop(progress_message_id(job) or 0, None)
                 self._last_edit.pop(job.id, None)
                 raise
-            await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
+            # The picture is out: bookkeeping trouble from here on must not refund it.
+            try:
+                await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
+            except Exception:
+                log.exception("job %s was delivered but its result could not be recorded", job.id)
             await self._drop_progress(job)
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.

@@ -657,3 +657,26 @@ async def test_imagine_inside_a_thread_does_not_claim_a_missing_permission(tmp_p
         await bot.services.jobs.join()
         notes = w.dd.find("PATCH", rf"^/channels/{thread['id']}/messages/{post.response['id']}$", since=mark)
         assert not any("Create Public Threads" in json.dumps(c.json) for c in notes)
+
+
+async def test_queue_positions_stay_current_even_when_edits_are_rate_limited(tmp_path: Path) -> None:
+    """Three members, one job at a time: the last one's message must end on 'position 1'
+    before its turn, even though positions change faster than progress edits are allowed."""
+    async with world(tmp_path, NB_MAX_JOBS="1") as (w, bot):
+        carol = w.dd.add_member(w.guild, username="carol")
+        # alice's picture is quick, bob's slow: carol moves from 2nd to 1st place within the
+        # edit rate limit of her first "queued" message.
+        w.relay.enqueue(Behaviour("slow", delay=0.6), Behaviour("slow", delay=4.0), Behaviour("slow", delay=0.1))
+        mark = w.dd.mark()
+        first = await w.imagine(user=w.alice, prompt="first")
+        await w.dd.wait_for("POST", rf"^/interactions/{first['id']}/", since=mark)
+        second = await w.imagine(user=w.bob, prompt="second")
+        await w.dd.wait_for("POST", rf"^/interactions/{second['id']}/", since=mark)
+        third = await w.imagine(user=carol, prompt="third")
+        token = third["token"]
+
+        def third_says(position: int):
+            return lambda c: token in c.path and f"position {position}" in json.dumps(c.json)
+
+        await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=third_says(2), timeout=10)
+        await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=third_says(1), timeout=3.5)
