@@ -35,13 +35,7 @@ async def report_failure(interaction: discord.Interaction[Any], error: BaseExcep
     if not isinstance(getattr(error, "key", None), str):
         log.error("a button or form failed", exc_info=error)
     embed = render.error_embed(error, normalize_locale(interaction.locale))
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(embed=embed, ephemeral=True)
-        else:
-            await interaction.response.send_message(embed=embed, ephemeral=True)
-    except discord.HTTPException:
-        pass
+    await render.reply_privately(interaction, embed)
 
 
 async def _guarded(interaction: discord.Interaction[Any], action: Callable[[], Awaitable[Any]]) -> None:

@@ -57,13 +57,7 @@ class Errors(commands.Cog):
             log.error("command %s failed", command, exc_info=original)
         locale = normalize_locale(interaction.locale)
         embed = discord.Embed(colour=render.ERROR, description="⚠️ " + reason_for(error, locale))
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(embed=embed, ephemeral=True)
-            else:
-                await interaction.response.send_message(embed=embed, ephemeral=True)
-        except discord.HTTPException:
-            pass
+        await render.reply_privately(interaction, embed)
 
     @commands.Cog.listener()
     async def on_command_error(self, ctx: commands.Context["NanoBananaBot"], error: commands.CommandError) -> None:

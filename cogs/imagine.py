@@ -226,30 +226,9 @@ class Imagine(commands.Cog):
         await self.start(interaction, req, attachments=[], kind="reroll")
 
     async def upscale(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int, size: str) -> None:
-        svc = self.bot.services
-        locale = normalize_locale(interaction.locale)
-        turn = await svc.conversations.get_turn(turn_id)
-        if turn is None:
-            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
-            return
-        conversation = await svc.conversations.get_conversation(turn.conversation_id)
-        if conversation is None:
-            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
-            return
-        if not await self._may_continue(interaction, conversation, refuse=True):
-            return
-        req = continue_from(
-            turn,
-            conversation.model,
-            UPSCALE_PROMPT,
-            size=size,
-            conversation_thread_id=conversation.thread_id,
-            post_channel_id=interaction.channel_id,
-            upload_limit=self._upload_limit(interaction),
-            locale=locale,
-            guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
-        )
-        await self.start(interaction, req, attachments=[], kind="upscale", display_prompt=t("upscale.prompt", req.guild_locale, size=size))
+        req = await self._request_from_turn(interaction, turn_id, UPSCALE_PROMPT, size=size)
+        if req is not None:
+            await self.start(interaction, req, attachments=[], kind="upscale", display_prompt=t("upscale.prompt", req.guild_locale, size=size))
 
     async def open_edit_modal(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
         locale = normalize_locale(interaction.locale)
@@ -341,22 +320,34 @@ class Imagine(commands.Cog):
         reply_to: int | None,
     ) -> None:
         """Edit from a turn (modal on a result): a new turn under it, posted in its thread."""
+        req = await self._request_from_turn(interaction, turn_id, text, reply_to=reply_to)
+        if req is not None:
+            await self.start(interaction, req, attachments=list(extra), kind="edit")
+
+    async def _request_from_turn(
+        self,
+        interaction: discord.Interaction["NanoBananaBot"],
+        turn_id: int,
+        prompt: str,
+        *,
+        size: str | None = None,
+        reply_to: int | None = None,
+    ) -> JobRequest | None:
+        """A request continuing from ``turn_id``, or None after telling the member why not."""
         svc = self.bot.services
         locale = normalize_locale(interaction.locale)
         turn = await svc.conversations.get_turn(turn_id)
-        if turn is None:
+        conversation = await svc.conversations.get_conversation(turn.conversation_id) if turn else None
+        if turn is None or conversation is None:
             await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
-            return
-        conversation = await svc.conversations.get_conversation(turn.conversation_id)
-        if conversation is None:
-            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
-            return
+            return None
         if not await self._may_continue(interaction, conversation, refuse=True):
-            return
-        req = continue_from(
+            return None
+        return continue_from(
             turn,
             conversation.model,
-            text,
+            prompt,
+            size=size,
             conversation_thread_id=conversation.thread_id,
             post_channel_id=interaction.channel_id,
             reply_to_message_id=reply_to,
@@ -364,7 +355,6 @@ class Imagine(commands.Cog):
             locale=locale,
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
         )
-        await self.start(interaction, req, attachments=list(extra), kind="edit")
 
     async def start(
         self,

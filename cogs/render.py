@@ -86,6 +86,18 @@ def error_text(exc: BaseException, locale: str) -> str:
     return text
 
 
+async def reply_privately(interaction: discord.Interaction, embed: discord.Embed) -> None:
+    """An ephemeral answer whether or not the interaction was already acknowledged; a Discord
+    failure here has nowhere left to be reported, so it is dropped."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(embed=embed, ephemeral=True)
+        else:
+            await interaction.response.send_message(embed=embed, ephemeral=True)
+    except discord.HTTPException:
+        pass
+
+
 def error_embed(exc: BaseException, locale: str) -> discord.Embed:
     return discord.Embed(colour=ERROR, description="⚠️ " + error_text(exc, locale))
 
