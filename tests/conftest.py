@@ -33,3 +33,22 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="module")
+def shared_double(request: pytest.FixtureRequest):
+    """One relay double per test module, with the module's ``KEY`` as its API key."""
+    from tests.doubles.relay_double import RelayDouble
+
+    with RelayDouble(api_key=request.module.KEY) as relay:
+        yield relay
+
+
+@pytest.fixture
+def double(shared_double):
+    """The module's relay double, reset, answering small pictures by default."""
+    from tests.doubles.relay_double import Behaviour
+
+    shared_double.reset()
+    shared_double.default = Behaviour("image", width=64, height=48)
+    return shared_double

@@ -29,19 +29,6 @@ SMALL = {"width": 64, "height": 48}
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def shared_double():
-    with RelayDouble(api_key=KEY) as relay:
-        yield relay
-
-
-@pytest.fixture
-def double(shared_double):
-    shared_double.reset()
-    shared_double.default = Behaviour("image", **SMALL)
-    return shared_double
-
-
 class Run:
     def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
         self.code = proc.returncode

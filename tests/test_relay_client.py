@@ -42,19 +42,6 @@ FLASH25 = "gemini-2.5-flash-image"
 SMALL = {"width": 64, "height": 48}
 
 
-@pytest.fixture(scope="module")
-def shared_double():
-    with RelayDouble(api_key=KEY) as relay:
-        yield relay
-
-
-@pytest.fixture
-def double(shared_double):
-    shared_double.reset()
-    shared_double.default = Behaviour("image", **SMALL)
-    return shared_double
-
-
 @pytest.fixture
 async def client():
     c = RelayClient(backoff_base=0.01, max_backoff=0.05, timeout=20)
