@@ -72,7 +72,8 @@ class Errors(commands.Cog):
     async def sync(self, ctx: commands.Context["NanoBananaBot"]) -> None:
         """@bot sync — re-sync application commands even if unchanged (owner only)."""
         await self.bot.sync_commands_if_changed(force=True)
-        await ctx.reply(t("owner.synced", "en"), mention_author=False)
+        locale = normalize_locale(ctx.guild.preferred_locale if ctx.guild else None)
+        await ctx.reply(t("owner.synced", locale), mention_author=False)
 
 
 async def setup(bot: "NanoBananaBot") -> None:

@@ -531,11 +531,16 @@ class Imagine(commands.Cog):
     async def run_job(self, job: Any) -> None:
         """Called by the job queue. Returns when the picture is delivered; raises otherwise."""
         svc = self.bot.services
-        req = JobRequest.from_json(job.request)
+        try:
+            req = JobRequest.from_json(job.request)
+        except (TypeError, ValueError, AttributeError):
+            req = JobRequest(prompt="", model="")  # refused below, with the user told and refunded
         started = time.time()
         await self._edit_progress(job, render.progress_text("generating", req.locale, since=started, model=req.model), force=True, cancel=True)
         try:
             try:
+                if not req.prompt or not req.model:
+                    raise UserFacingError("job.unreadable")
                 generated = await svc.studio.generate(guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id)
                 # The picture exists and goes out now (the upload may land even if interrupted):
                 # a Cancel click from here on is too late, or it would refund a posted picture.
