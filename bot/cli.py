@@ -49,7 +49,7 @@ from .relay.client import RelayClient, approx_json_size
 from .relay.gemini import history_image, materialize
 from .relay.redact import RedactingFilter, redact, register_secret
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
-from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, parse_relay
+from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay
 
 SESSION_FORMAT = "nano-banana-bot/session"
 SESSION_VERSION = 1
@@ -146,21 +146,6 @@ def _float_env(env: dict[str, str], name: str, default: float, minimum: float) -
     return value
 
 
-def _aliases(env: dict[str, str]) -> dict[str, str]:
-    raw = env.get("NB_MODEL_ALIASES", "").strip()
-    out: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        ours, sep, theirs = item.partition("=")
-        if not sep or not ours.strip() or not theirs.strip():
-            raise SettingsError(f"NB_MODEL_ALIASES entry {item!r} is not id=relay-model")
-        try:
-            spec = resolve_model(ours.strip())
-        except InvalidRequest:
-            raise SettingsError(f"NB_MODEL_ALIASES: unknown model {ours.strip()!r}; known: {', '.join(MODELS)}") from None
-        out[spec.id] = theirs.strip()
-    return out
-
-
 def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
     wants_json = "--json" in argv
     try:
@@ -179,7 +164,7 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
         max_backoff = _float_env(env, "NB_RETRY_MAX_BACKOFF", 60.0, 0)
         timeout_raw = env.get("NB_RELAY_TIMEOUT", "").strip()
         timeout = _float_env(env, "NB_RELAY_TIMEOUT", 0, 0.001) if timeout_raw else None
-        aliases = _aliases(env)
+        aliases = model_aliases(env)
     except SettingsError as exc:
         return _fail(args.json, 2, t("cli.settings_error", locale, error=redact(str(exc))))
     if settings is None:

@@ -70,6 +70,7 @@ class RelayPool:
             dialect=relay.dialect,  # type: ignore[arg-type]
             auth=relay.auth,  # type: ignore[arg-type]
             api_key=relay.api_key,
+            model_aliases=dict(relay.model_aliases),
             name=DEFAULT_NAME,
             trusted=True,
         )

@@ -40,6 +40,26 @@ def load_dotenv(path: Path, environ: dict[str, str]) -> None:
         environ.setdefault(key.strip(), value)
 
 
+def model_aliases(env: Mapping[str, str]) -> dict[str, str]:
+    """``NB_MODEL_ALIASES=catalogue-id=relay-name,...``: what the operator's relay calls each
+    model (seed 002's relays say ``nano-banana-pro`` for gemini-3-pro-image-preview)."""
+    from .relay.catalogue import MODELS, resolve_model
+    from .relay.types import InvalidRequest
+
+    raw = env.get("NB_MODEL_ALIASES", "").strip()
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise SettingsError(f"NB_MODEL_ALIASES entry {item!r} is not id=relay-model")
+        try:
+            spec = resolve_model(ours.strip())
+        except InvalidRequest:
+            raise SettingsError(f"NB_MODEL_ALIASES: unknown model {ours.strip()!r}; known: {', '.join(MODELS)}") from None
+        out[spec.id] = theirs.strip()
+    return out
+
+
 @dataclass(frozen=True)
 class DefaultRelay:
     """The operator's relay, used by the CLI and by servers that have none of their own."""
@@ -48,6 +68,7 @@ class DefaultRelay:
     dialect: str
     auth: str
     api_key: str = field(repr=False)
+    model_aliases: dict[str, str] = field(default_factory=dict)
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -114,7 +135,7 @@ def parse_relay(
     key = env.get("NB_API_KEY", "").strip()
     if not key:
         raise SettingsError("NB_API_KEY is not set: the relay needs an API key (it is read only from the environment)")
-    return DefaultRelay(url=relay_base_url(_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key)
+    return DefaultRelay(url=relay_base_url(_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key, model_aliases=model_aliases(env))
 
 
 # What people paste from a relay's docs: a whole endpoint instead of its base.

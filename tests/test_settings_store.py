@@ -98,3 +98,13 @@ async def test_failed_migration_leaves_database_as_it_was(tmp_path: Path) -> Non
     assert "a" in tables and "b" not in tables
     assert [r[0] for r in con.execute("SELECT version FROM schema_migrations")] == [1]
     con.close()
+
+
+def test_model_aliases_reach_the_operator_relay(tmp_path: Path) -> None:
+    s = load_settings(
+        {"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example", "NB_API_KEY": "k", "NB_MODEL_ALIASES": "nano-banana-pro=nano-banana-pro-2k"},
+        require_token=False,
+    )
+    assert s.relay is not None and s.relay.model_aliases == {"gemini-3-pro-image-preview": "nano-banana-pro-2k"}
+    with pytest.raises(SettingsError, match="unknown model"):
+        load_settings({"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example", "NB_API_KEY": "k", "NB_MODEL_ALIASES": "dall-e=x"}, require_token=False)
