@@ -65,7 +65,11 @@ class NanoBananaBot(commands.AutoShardedBot):
         await self.tree.set_translator(CatalogTranslator())
         for name in COGS:
             await self.load_extension(name)
-        await self.sync_commands_if_changed()
+        try:
+            await self.sync_commands_if_changed()
+        except discord.HTTPException as exc:
+            # Commands synced earlier still work; a failed sync must not keep the bot offline.
+            log.error("could not sync application commands (%s %s); continuing with what Discord has", exc.status, exc.text)
         await self.services.start()
 
     async def command_payload_hash(self) -> str:

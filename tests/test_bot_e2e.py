@@ -680,3 +680,14 @@ async def test_queue_positions_stay_current_even_when_edits_are_rate_limited(tmp
 
         await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=third_says(2), timeout=10)
         await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=third_says(1), timeout=3.5)
+
+
+async def test_a_failed_command_sync_does_not_keep_the_bot_offline(tmp_path: Path) -> None:
+    with RelayDouble(api_key=API_KEY) as relay:
+        async with DiscordDouble() as dd:
+            w = World(dd, relay, tmp_path / "data")
+            dd.fail("PUT", r"^/applications/\d+/commands$", 403, {"message": "Missing Access", "code": 50001}, times=None)
+            bot = new_bot(relay, w.data_dir)
+            async with dd.running(bot):
+                assert bot.is_ready()
+                assert not (w.data_dir / "commands.sha256").exists()  # it will try again next start
