@@ -37,6 +37,9 @@ def load_dotenv(path: Path, environ: dict[str, str]) -> None:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
+        else:
+            # An unquoted value may end in a comment: NB_RELAY_FORMAT=gemini   # or openai-chat
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
         environ.setdefault(key.strip(), value)
 
 

@@ -66,10 +66,11 @@ def test_a_relay_url_with_a_query_is_refused_without_echoing_it(tmp_path: Path) 
 
 def test_dotenv_fills_but_does_not_override(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nDISCORD_TOKEN='from-file'\nexport NB_DATA_DIR=/tmp/x\n")
+    env_file.write_text("# comment\nDISCORD_TOKEN='from-file'\nexport NB_DATA_DIR=/tmp/x\nNB_RELAY_URL=https://r.example   # the relay\nNB_API_KEY='k#1'\n")
     s = load_settings({"NB_ENV_FILE": str(env_file), "NB_DATA_DIR": "/srv/data"})
     assert s.discord_token == "from-file"
     assert s.data_dir == Path("/srv/data")
+    assert s.relay is not None and s.relay.url == "https://r.example" and s.relay.api_key == "k#1"
 
 
 async def test_migrations_apply_once_and_use_wal(tmp_path: Path) -> None:
