@@ -48,8 +48,10 @@ class Conversation(commands.Cog):
         turn = None
         if message.reference and message.reference.message_id:
             turn = await conversations.turn_by_message(message.reference.message_id)
-        in_thread = isinstance(message.channel, discord.Thread)
-        if turn is None and in_thread:
+        replied_to_picture = turn is not None
+        if turn is None:
+            # Any channel bound to a conversation is a result's thread, cached or not (after a
+            # restart discord.py may know the thread only by id).
             turn = await conversations.latest_turn(message.channel.id)
         if turn is None:
             return
@@ -67,7 +69,9 @@ class Conversation(commands.Cog):
         defaults = await svc.defaults(message.guild.id)
         locale = normalize_locale(message.guild.preferred_locale)
         if message.author.id != conversation.owner_id and not defaults.thread_anyone:
-            await self._reply(message, t("conversation.owner_only", locale), delete_after=15)
+            # Only answer people who spoke to the bot; others may just be chatting in the thread.
+            if replied_to_picture or (self.bot.user is not None and self.bot.user in message.mentions):
+                await self._reply(message, t("conversation.owner_only", locale), delete_after=15)
             return
 
         post_channel = conversation.thread_id or message.channel.id

@@ -691,3 +691,21 @@ async def test_a_failed_command_sync_does_not_keep_the_bot_offline(tmp_path: Pat
             async with dd.running(bot):
                 assert bot.is_ready()
                 assert not (w.data_dir / "commands.sha256").exists()  # it will try again next start
+
+
+async def test_with_the_content_intent_plain_thread_messages_edit_and_bystanders_are_left_alone(tmp_path: Path) -> None:
+    async with world(tmp_path, NB_MESSAGE_CONTENT_INTENT="1") as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        thread = w.dd.channels[thread_id]
+        before = len(w.relay.requests)
+        mark = w.dd.mark()
+        await w.dd.post_message(thread, w.bob, "nice fox!")  # a bystander chatting, no mention
+        await asyncio.sleep(0.5)
+        assert len(w.relay.requests) == before
+        assert not w.dd.find("POST", rf"^/channels/{thread_id}/messages$", since=mark)  # no scolding either
+
+        w.relay.enqueue(Behaviour("image", signature="sig-plain"))
+        await w.dd.post_message(thread, w.alice, "make the sky purple")  # the owner, no mention
+        post = await w.result_post(channel=thread, since=mark)
+        assert post.files
+        assert model_signatures(w.relay.requests[-1].json["contents"]) == ["sig-root"]
