@@ -70,6 +70,10 @@ class NanoBananaBot(commands.AutoShardedBot):
         except discord.HTTPException as exc:
             # Commands synced earlier still work; a failed sync must not keep the bot offline.
             log.error("could not sync application commands (%s %s); continuing with what Discord has", exc.status, exc.text)
+        except (KeyError, TypeError, ValueError) as exc:
+            # The commands were sent, but discord.py could not read the answer (an API proxy or
+            # double that echoes the request without e.g. a context menu's "description").
+            log.error("could not read Discord's answer to the command sync (%r); continuing", exc)
         await self.services.start()
 
     async def command_payload_hash(self) -> str:

@@ -371,6 +371,8 @@ class Imagine(commands.Cog):
         role_ids = [r.id for r in getattr(member, "roles", [])]
         req.post_channel_id = req.post_channel_id or interaction.channel_id
         try:
+            if req.post_channel_id == interaction.channel_id:
+                check_can_post(interaction.app_permissions, in_thread=isinstance(interaction.channel, discord.Thread))
             await vet(svc, req, attachments, guild_id=interaction.guild_id, channel=interaction.channel, channel_id=interaction.channel_id, user_id=member.id, role_ids=role_ids)
         except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
             if not is_user_facing(exc):
@@ -578,7 +580,7 @@ class Imagine(commands.Cog):
         message: discord.Message | None = None
         for attempt in range(UPLOAD_RETRIES):
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
-            filename = f"nano-banana-{generated.turn.id}.{fitted.extension}"
+            filename = fitted.filename(f"nano-banana-{generated.turn.id}")
             embed = render.result_embed(
                 locale=locale,
                 prompt=display_prompt,
@@ -660,6 +662,18 @@ def _bytes_io(data: bytes):
     import io
 
     return io.BytesIO(data)
+
+
+def check_can_post(perms: discord.Permissions, *, in_thread: bool) -> None:
+    """Refuse before the relay is paid when Discord says the bot could not post the result here
+    (``app_permissions`` of the interaction); otherwise the member waits for a picture that is
+    then lost at upload. 0 means Discord did not say: the upload path still explains a refusal."""
+    if not perms.value:
+        return
+    needed = ("send_messages_in_threads" if in_thread else "send_messages", "attach_files", "embed_links")
+    missing = [name for name in needed if not getattr(perms, name)]
+    if missing:
+        raise UserFacingError("cmd_error.bot_missing_permissions", permissions=", ".join(missing))
 
 
 def check_attachments(attachments: Sequence[discord.Attachment], model: str) -> None:

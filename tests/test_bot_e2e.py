@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -22,6 +23,7 @@ from tests import e2e
 from tests.doubles.relay_double import Behaviour, RelayDouble
 
 API_KEY = "relay-secret-key-123456"
+ALL_APP_PERMISSIONS = (1 << 53) - 1
 
 
 def new_bot(relay: RelayDouble, data_dir: Path, **extra: str) -> NanoBananaBot:
@@ -624,12 +626,39 @@ async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunde
     async with world(tmp_path) as (w, bot):
         w.dd.set_overwrite(w.channel, "bot", deny=Perm.ATTACH_FILES)
         mark = w.dd.mark()
-        await w.imagine(prompt="a picture that cannot be attached")
+        # The interaction said the bot may post (the permission was taken away while it drew).
+        payload = w.dd.slash_interaction("imagine", channel=w.channel, user=w.alice, options={"prompt": "a picture that cannot be attached"}, app_permissions=ALL_APP_PERMISSIONS)
+        await w.dd.interact(payload)
         call = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=15)
         assert "missing a permission" in call.json["embeds"][0]["description"]
         await bot.services.jobs.join()
         totals = await bot.services.quota.totals()
         assert totals["refunded"] == 1 and totals["committed"] == 0
+
+
+async def test_imagine_where_the_bot_cannot_attach_files_is_refused_at_once_and_nothing_is_sent(tmp_path: Path) -> None:
+    # Discord tells the bot its channel permissions in each interaction (app_permissions): a
+    # picture it could not post is refused before the relay is paid and the member waits.
+    async with world(tmp_path) as (w, bot):
+        w.dd.set_overwrite(w.channel, "bot", deny=Perm.ATTACH_FILES)
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a picture that cannot be attached")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["type"] == 4 and ack.json["data"]["flags"] & 64
+        assert "attach_files" in json.dumps(ack.json["data"])
+        await asyncio.sleep(0.3)
+        assert w.relay.requests == []
+        assert (await bot.services.quota.totals())["committed"] == 0
+
+
+async def test_result_files_are_named_with_a_single_dot(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        mark = w.dd.mark()
+        await w.imagine(prompt="a lemon")
+        post = await w.result_post(since=mark)
+        name = post.files[0].filename
+        assert re.fullmatch(r"nano-banana-\d+\.png", name), name  # not "nano-banana-1..png"
+        assert post.json["embeds"][0]["image"]["url"] == f"attachment://{name}"
 
 
 async def test_the_no_thread_note_keeps_the_upload_limit_note(tmp_path: Path) -> None:
@@ -691,6 +720,22 @@ async def test_a_failed_command_sync_does_not_keep_the_bot_offline(tmp_path: Pat
             async with dd.running(bot):
                 assert bot.is_ready()
                 assert not (w.data_dir / "commands.sha256").exists()  # it will try again next start
+
+
+async def test_an_unreadable_command_sync_answer_does_not_keep_the_bot_offline(tmp_path: Path) -> None:
+    # An API in front of Discord that echoes the commands back: the context menu has no
+    # "description", which discord.py needs to read the answer (it raised KeyError at start-up).
+    echo = [{"id": "1", "application_id": "1", "version": "1", "type": 3, "name": "Edit image", "default_member_permissions": None}]
+    with RelayDouble(api_key=API_KEY) as relay:
+        async with DiscordDouble() as dd:
+            w = World(dd, relay, tmp_path / "data")
+            dd.fail("PUT", r"^/applications/\d+/commands$", 200, echo, times=None)
+            bot = new_bot(relay, w.data_dir)
+            async with dd.running(bot):
+                assert bot.is_ready()
+                mark = dd.mark()
+                await w.imagine(prompt="still works")
+                assert (await w.result_post(since=mark)).files
 
 
 async def test_with_the_content_intent_plain_thread_messages_edit_and_bystanders_are_left_alone(tmp_path: Path) -> None:
