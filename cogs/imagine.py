@@ -552,11 +552,17 @@ class Imagine(commands.Cog):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not is_user_facing(exc):
+                discord_refused = isinstance(exc, discord.HTTPException)
+                if discord_refused:
+                    # Discord's answer says it all; the job record gets a reason, not a traceback.
+                    log.warning("job %s: Discord refused the result (%s %s)", job.id, exc.status, exc.code)
+                elif not is_user_facing(exc):
                     log.exception("job %s failed", job.id)
                 await self._edit_progress(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=None)
                 self._interactions.pop(progress_message_id(job) or 0, None)
                 self._last_edit.pop(job.id, None)
+                if discord_refused:
+                    raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
                 raise
             # The picture is out: bookkeeping trouble from here on must not refund it.
             try:

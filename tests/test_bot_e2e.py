@@ -622,7 +622,8 @@ async def test_an_edit_whose_thread_was_locked_is_delivered_in_the_channel(tmp_p
         assert (await bot.services.quota.totals())["committed"] == 2
 
 
-async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunded(tmp_path: Path) -> None:
+async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     async with world(tmp_path) as (w, bot):
         w.dd.set_overwrite(w.channel, "bot", deny=Perm.ATTACH_FILES)
         mark = w.dd.mark()
@@ -634,6 +635,9 @@ async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunde
         await bot.services.jobs.join()
         totals = await bot.services.quota.totals()
         assert totals["refunded"] == 1 and totals["committed"] == 0
+        async with bot.services.db.execute("SELECT error_code FROM jobs") as cur:
+            assert [r[0] for r in await cur.fetchall()] == ["deliver.discord_refused"]  # a reason for /admin usage
+        assert not [r for r in caplog.records if r.exc_info], "a Discord refusal is a reason, not a traceback"
 
 
 async def test_imagine_where_the_bot_cannot_attach_files_is_refused_at_once_and_nothing_is_sent(tmp_path: Path) -> None:
