@@ -626,6 +626,20 @@ class Imagine(commands.Cog):
                     channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
                     req.reply_to_message_id = None
                     continue
+                held = self._interactions.get(progress_message_id(job) or 0)
+                if exc.status == 403 and held and time.monotonic() - held[1] < TOKEN_LIFETIME:
+                    # The bot cannot post here with its own token (e.g. the server added only
+                    # the app's commands): the interaction's followup still can, for 15 minutes.
+                    log.info("job %s: channel post refused (%s); answering through the interaction", job.id, exc.code)
+                    message = await held[0].followup.send(
+                        content=f"<@{job.user_id}>",
+                        embed=embed,
+                        file=discord.File(fp=_bytes_io(fitted.data), filename=filename),
+                        view=view,
+                        allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+                        wait=True,
+                    )
+                    break
                 raise
         if message is None:
             raise UserFacingError("deliver.too_large")
@@ -642,6 +656,8 @@ class Imagine(commands.Cog):
             return
         try:
             thread = await message.create_thread(name=render.shorten(req.prompt, 90) or "nano-banana", auto_archive_duration=1440)
+        except ValueError:
+            return  # posted through the interaction (no channel post allowed): no thread either
         except discord.HTTPException as exc:
             log.info("no thread for job %s (%s %s)", job.id, exc.status, exc.code)
             if exc.status != 403:

@@ -627,11 +627,15 @@ async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunde
     async with world(tmp_path) as (w, bot):
         w.dd.set_overwrite(w.channel, "bot", deny=Perm.ATTACH_FILES)
         mark = w.dd.mark()
-        # The interaction said the bot may post (the permission was taken away while it drew).
+        # The interaction said the bot may post (the permission was taken away while it drew),
+        # and the drawing outlived the interaction token, so no followup can carry it either.
+        w.relay.enqueue(Behaviour("slow", delay=0.5))
         payload = w.dd.slash_interaction("imagine", channel=w.channel, user=w.alice, options={"prompt": "a picture that cannot be attached"}, app_permissions=ALL_APP_PERMISSIONS)
-        await w.dd.interact(payload)
-        call = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=15)
-        assert "missing a permission" in call.json["embeds"][0]["description"]
+        inter = await w.dd.interact(payload)
+        await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        w.dd.expire_interaction_tokens()
+        call = await w.dd.wait_for("*", r"/messages", since=mark, predicate=lambda c: c.status < 300 and "missing a permission" in json.dumps(c.json), timeout=15)
+        assert "missing a permission" in json.dumps(call.json)
         await bot.services.jobs.join()
         totals = await bot.services.quota.totals()
         assert totals["refunded"] == 1 and totals["committed"] == 0
@@ -758,3 +762,15 @@ async def test_with_the_content_intent_plain_thread_messages_edit_and_bystanders
         post = await w.result_post(channel=thread, since=mark)
         assert post.files
         assert model_signatures(w.relay.requests[-1].json["contents"]) == ["sig-root"]
+
+
+async def test_when_the_bot_token_may_not_post_the_result_arrives_through_the_interaction(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        # As in a server that added only the app's commands: the bot's own posts are refused.
+        w.dd.fail("POST", rf"^/channels/{w.channel['id']}/messages$", 403, {"message": "Missing Access", "code": 50001}, times=None)
+        mark = w.dd.mark()
+        await w.imagine(prompt="a lantern")
+        post = await w.dd.wait_for("POST", r"^/webhooks/\d+/[^/]+$", since=mark, predicate=lambda c: bool(c.files), timeout=15)
+        assert post.files[0].data == w.relay.images_served[-1]
+        await bot.services.jobs.join()
+        assert (await bot.services.quota.totals())["committed"] == 1
