@@ -584,6 +584,7 @@ class Imagine(commands.Cog):
         view = result_view(generated.turn.id, result.model, req.size, locale)
         display_prompt = req.display_prompt or req.prompt
         message: discord.Message | None = None
+        tried_channels: set[int] = set()
         for attempt in range(UPLOAD_RETRIES):
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
             filename = fitted.filename(f"nano-banana-{generated.turn.id}")
@@ -618,14 +619,18 @@ class Imagine(commands.Cog):
                     limit = int(min(limit, len(fitted.data)) * 0.7)
                     log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, len(fitted.data), limit)
                     continue
-                if channel_id != job.channel_id and job.channel_id and (exc.status in (403, 404) or exc.code == THREAD_LOCKED):
+                if exc.status in (403, 404) or exc.code == THREAD_LOCKED:
                     # The thread was deleted, locked or closed to the bot: the picture goes to
-                    # the channel the member asked from rather than being lost.
-                    log.info("job %s cannot post in %s (%s %s); posting in %s", job.id, channel_id, exc.status, exc.code, job.channel_id)
-                    channel_id = job.channel_id
-                    channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
-                    req.reply_to_message_id = None
-                    continue
+                    # the channel the member asked from, else the conversation's own channel,
+                    # rather than being lost.
+                    tried_channels.add(channel_id)
+                    fallback = await self._fallback_channel(job, req, tried=tried_channels)
+                    if fallback is not None:
+                        log.info("job %s cannot post in %s (%s %s); posting in %s", job.id, channel_id, exc.status, exc.code, fallback)
+                        channel_id = fallback
+                        channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
+                        req.reply_to_message_id = None
+                        continue
                 held = self._interactions.get(progress_message_id(job) or 0)
                 if exc.status == 403 and held and time.monotonic() - held[1] < TOKEN_LIFETIME:
                     # The bot cannot post here with its own token (e.g. the server added only
@@ -648,6 +653,17 @@ class Imagine(commands.Cog):
         if req.parent_turn_id is None and req.conversation_id is None:
             await self._open_thread(job, req, generated, message, embed)
         return message
+
+    async def _fallback_channel(self, job: Any, req: JobRequest, *, tried: set[int]) -> int | None:
+        candidates = [job.channel_id]
+        if req.conversation_id:
+            conversation = await self.bot.services.conversations.get_conversation(req.conversation_id)
+            if conversation is not None:
+                candidates.append(conversation.channel_id)
+        for candidate in candidates:
+            if candidate and candidate not in tried:
+                return candidate
+        return None
 
     async def _open_thread(self, job: Any, req: JobRequest, generated: Any, message: discord.Message, embed: discord.Embed) -> None:
         svc = self.bot.services

@@ -774,3 +774,19 @@ async def test_when_the_bot_token_may_not_post_the_result_arrives_through_the_in
         assert post.files[0].data == w.relay.images_served[-1]
         await bot.services.jobs.join()
         assert (await bot.services.quota.totals())["committed"] == 1
+
+
+async def test_an_edit_whose_thread_vanished_while_drawing_lands_in_the_pictures_channel(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        root, thread_id = await start_picture(w, "sig-root")
+        thread = w.dd.channels[thread_id]
+        w.relay.enqueue(Behaviour("slow", delay=0.8))
+        mark = w.dd.mark()
+        await w.dd.post_message(thread, w.alice, f"<@{bot.user.id}> add snow")
+        await w.dd.wait_for("POST", rf"^/channels/{thread_id}/messages$", since=mark)  # the progress reply
+        # Deleted by a moderator while the picture was being drawn.
+        w.dd.fail("*", rf"^/channels/{thread_id}/", 404, {"message": "Unknown Channel", "code": 10003}, times=None)
+        post = await w.result_post(channel=w.channel, since=mark)
+        assert post.files
+        await bot.services.jobs.join()
+        assert (await bot.services.quota.totals())["committed"] == 2
