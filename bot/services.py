@@ -26,7 +26,7 @@ from .relay.client import RelayClient
 from .relay.images import prepare
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayError
-from .relay_pool import RelayPool
+from .relay_pool import NoRelay, RelayPool
 from .secrets import load_keyring
 from .settings import Settings
 from .studio import JobRequest, Studio
@@ -160,6 +160,9 @@ class Services:
             raise AccessDenied("role not allowed", key="access.role")
         if not g.model_allowed(model):
             raise AccessDenied("model not allowed", key="access.model", model=model, allowed=", ".join(g.allowed_models))
+        if await self.pool.uses_default(guild_id) and (self.pool.default_relay() is None or not self.settings.share_default_relay):
+            # Said now, not after the member has waited in the queue for a job that cannot run.
+            raise NoRelay("this server has no relay configured")
 
     async def quota_rules(self, guild_id: int | None, g: GuildSettings | None = None) -> QuotaRules:
         """The server's rules, tightened by the operator's limits while it uses the shared relay."""

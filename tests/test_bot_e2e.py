@@ -790,3 +790,15 @@ async def test_an_edit_whose_thread_vanished_while_drawing_lands_in_the_pictures
         assert post.files
         await bot.services.jobs.join()
         assert (await bot.services.quota.totals())["committed"] == 2
+
+
+async def test_a_server_without_a_relay_is_told_at_once_when_the_default_relay_is_not_shared(tmp_path: Path) -> None:
+    async with world(tmp_path, NB_SHARE_DEFAULT_RELAY="0") as (w, bot):
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="anything")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64
+        assert "/admin relay add" in json.dumps(ack.json["data"])
+        await asyncio.sleep(0.2)
+        assert w.relay.requests == []
+        assert await bot.services.quota.totals() == {"reserved": 0, "committed": 0, "refunded": 0}
