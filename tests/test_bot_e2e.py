@@ -194,7 +194,11 @@ async def test_buttons_work_on_a_new_bot_instance_over_the_same_database(tmp_pat
             assert first.is_closed()
 
             second = new_bot(relay, w.data_dir)
+            restart_mark = dd.mark()
             async with dd.running(second):
+                # Same command definitions as last time: no sync (Discord rate-limits syncs).
+                assert dd.find("PUT", r"^/applications/\d+/commands$", since=restart_mark) == []
+                assert dd.find("PUT", r"^/applications/\d+/commands$")  # the first start did sync
                 reroll = next(c["custom_id"] for row in root["components"] for c in row["components"] if c["custom_id"].startswith("nb:reroll:"))
                 before = len(relay.requests)
                 mark = dd.mark()
