@@ -14,11 +14,10 @@ import logging
 from typing import Any
 
 import discord
-import httpx
 from discord import app_commands
 from discord.ext import commands
 
-from . import i18n, store
+from . import i18n
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 import aiosqlite
 
 from .quota import QuotaRules, transaction
-from .relay.catalogue import DEFAULT_MODEL, MODELS, normalize_ratio, normalize_size, resolve_model
+from .relay.catalogue import DEFAULT_MODEL, MODELS, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
 from .relay.types import InvalidRequest, RelayConfig
 from .secrets import Keyring, mask
 from .urlguard import Resolver, check_url
@@ -160,26 +160,32 @@ class GuildSettings:
             spec = resolve_model(model or self.default_model)
         except InvalidRequest as exc:
             raise ConfigError(str(exc), key="admin.config.unknown_model", model=model or "") from None
-        canonical_ratio = self.default_ratio if ratio is None else (normalize_ratio(ratio) if ratio else None)
-        if ratio and canonical_ratio not in spec.aspect_ratios:
-            raise ConfigError(
-                f"{spec.id} does not take ratio {ratio}",
-                key="admin.config.bad_ratio",
-                model=spec.id,
-                value=ratio,
-                allowed=", ".join(spec.aspect_ratios),
-            )
+        canonical_ratio = self.default_ratio if ratio is None else None
+        if ratio:
+            try:
+                canonical_ratio = checked_ratio(spec, ratio)
+            except InvalidRequest:
+                raise ConfigError(
+                    f"{spec.id} does not take ratio {ratio}",
+                    key="admin.config.bad_ratio",
+                    model=spec.id,
+                    value=ratio,
+                    allowed=", ".join(spec.aspect_ratios),
+                ) from None
         if canonical_ratio and canonical_ratio not in spec.aspect_ratios:
             canonical_ratio = None  # the old default does not fit the new model
-        canonical = self.default_size if size is None else (normalize_size(size) if size else None)
-        if size and (not spec.sizes or canonical not in spec.sizes):
-            raise ConfigError(
-                f"{spec.id} does not take size {size}",
-                key="admin.config.bad_size",
-                model=spec.id,
-                value=size,
-                allowed=", ".join(spec.sizes) or "-",
-            )
+        canonical = self.default_size if size is None else None
+        if size:
+            try:
+                canonical = checked_size(spec, size)
+            except InvalidRequest:
+                raise ConfigError(
+                    f"{spec.id} does not take size {size}",
+                    key="admin.config.bad_size",
+                    model=spec.id,
+                    value=size,
+                    allowed=", ".join(spec.sizes) or "-",
+                ) from None
         if canonical and canonical not in spec.sizes:
             canonical = None
         if self.allowed_models and spec.id not in self.allowed_models:

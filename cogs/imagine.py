@@ -714,7 +714,7 @@ def check_can_post(perms: discord.Permissions, *, in_thread: bool) -> None:
         raise UserFacingError("cmd_error.bot_missing_permissions", permissions=", ".join(missing))
 
 
-def check_attachments(attachments: Sequence[discord.Attachment], model: str) -> None:
+def check_attachments(attachments: Sequence[discord.Attachment]) -> None:
     """Refuse what we can see without downloading: declared non-images and oversized files."""
     for attachment in attachments:
         content_type = (attachment.content_type or "").split(";")[0].strip()
@@ -739,7 +739,7 @@ async def vet(
 ) -> None:
     """Every check that needs no download and sends nothing: options against the model,
     attachments, access rules, quota. Raises a translated refusal."""
-    check_attachments(attachments, req.model)
+    check_attachments(attachments)
     await svc.studio.check(req, image_count=len(req.images) + len(attachments))
     await svc.authorize(guild_id, channel_id, user_id, role_ids, req.model, parent_channel_id=getattr(channel, "parent_id", None))
     await svc.precheck_quota(guild_id, user_id, role_ids, req.model, req.size)

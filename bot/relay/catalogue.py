@@ -100,6 +100,41 @@ def normalize_ratio(ratio: str) -> str | None:
     return f"{int(match.group(1))}:{int(match.group(2))}" if match else None
 
 
+def checked_ratio(spec: ModelSpec, ratio: str) -> str:
+    """``ratio`` in canonical form if ``spec`` takes it, else InvalidRequest saying what it takes."""
+    canonical = normalize_ratio(ratio)
+    if canonical not in spec.aspect_ratios:
+        raise InvalidRequest(
+            f"{spec.id} does not take aspect ratio {ratio!r}; allowed: {', '.join(spec.aspect_ratios)}",
+            key="invalid.ratio",
+            model=spec.id,
+            value=ratio,
+            allowed=", ".join(spec.aspect_ratios),
+        )
+    return canonical
+
+
+def checked_size(spec: ModelSpec, size: str) -> str:
+    """``size`` in canonical form if ``spec`` takes it, else InvalidRequest saying what it takes."""
+    if not spec.sizes:
+        raise InvalidRequest(
+            f"{spec.id} has a fixed output size (about 1 megapixel); drop the size option or pick another model",
+            key="invalid.size_fixed",
+            model=spec.id,
+            value=size,
+        )
+    canonical = normalize_size(size)
+    if canonical not in spec.sizes:
+        raise InvalidRequest(
+            f"{spec.id} does not take size {size!r}; allowed: {', '.join(display_size(s) for s in spec.sizes)}",
+            key="invalid.size",
+            model=spec.id,
+            value=size,
+            allowed=", ".join(display_size(s) for s in spec.sizes),
+        )
+    return canonical
+
+
 def validate(request: GenerationRequest) -> GenerationRequest:
     """Return a copy with model, ratio and size in canonical form, or raise InvalidRequest."""
     prompt = request.prompt.strip()
@@ -114,38 +149,8 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         )
     spec = resolve_model(request.model)
 
-    ratio = request.aspect_ratio
-    if ratio:
-        canonical = normalize_ratio(ratio)
-        if canonical not in spec.aspect_ratios:
-            raise InvalidRequest(
-                f"{spec.id} does not take aspect ratio {ratio!r}; allowed: {', '.join(spec.aspect_ratios)}",
-                key="invalid.ratio",
-                model=spec.id,
-                value=ratio,
-                allowed=", ".join(spec.aspect_ratios),
-            )
-        ratio = canonical
-
-    size = request.size
-    if size:
-        canonical = normalize_size(size)
-        if not spec.sizes:
-            raise InvalidRequest(
-                f"{spec.id} has a fixed output size (about 1 megapixel); drop the size option or pick another model",
-                key="invalid.size_fixed",
-                model=spec.id,
-                value=size,
-            )
-        if canonical not in spec.sizes:
-            raise InvalidRequest(
-                f"{spec.id} does not take size {size!r}; allowed: {', '.join(display_size(s) for s in spec.sizes)}",
-                key="invalid.size",
-                model=spec.id,
-                value=size,
-                allowed=", ".join(display_size(s) for s in spec.sizes),
-            )
-        size = canonical
+    ratio = checked_ratio(spec, request.aspect_ratio) if request.aspect_ratio else None
+    size = checked_size(spec, request.size) if request.size else None
 
     if len(request.images) > spec.max_images:
         raise InvalidRequest(
