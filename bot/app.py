@@ -8,16 +8,19 @@ Discord rate-limits command syncs and a restart should not spend them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
-from typing import Any
+import math
+from typing import Any, Awaitable
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from . import i18n
+from . import health, i18n
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,22 @@ class CatalogTranslator(app_commands.Translator):
         return text or None
 
 
+async def _bounded(step: Awaitable[Any], seconds: float, what: str) -> None:
+    """One shutdown step that may not take longer than ``seconds`` nor stop the next one."""
+    try:
+        await asyncio.wait_for(step, timeout=seconds)
+    except asyncio.TimeoutError:
+        log.warning("%s took longer than %.1f s; going on", what, seconds)
+    except Exception:
+        log.warning("%s failed; going on", what, exc_info=log.isEnabledFor(logging.DEBUG))
+
+
 class NanoBananaBot(commands.AutoShardedBot):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, services: Any = None) -> None:
+        # The bot has no voice: discord.py's "PyNaCl/davey is not installed" warnings at every
+        # start would only worry operators. Both are class flags read once in Client.__init__.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         # Privileged: without it, thread messages are read only when they mention the bot or reply.
         intents.message_content = settings.message_content_intent
@@ -55,12 +72,17 @@ class NanoBananaBot(commands.AutoShardedBot):
             owner_ids=set(settings.owner_ids) or None,
         )
         self.settings = settings
-        self.services: Any = None  # bot.services.Services, opened in setup_hook
+        # bot.services.Services: opened by the runner before the login (so a database problem
+        # is reported even when Discord is down), or here in setup_hook when not given.
+        self.services: Any = services
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         from .services import Services
 
-        self.services = await Services.open(self.settings)
+        if self.services is None:
+            self.services = await Services.open(self.settings)
         await self.tree.set_translator(CatalogTranslator())
         for name in COGS:
             await self.load_extension(name)
@@ -74,6 +96,31 @@ class NanoBananaBot(commands.AutoShardedBot):
             # double that echoes the request without e.g. a context menu's "description").
             log.error("could not read Discord's answer to the command sync (%r); continuing", exc)
         await self.services.start()
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    def connected(self) -> bool:
+        """Logged in and every shard's gateway socket open with a measured heartbeat."""
+        shards = list(self.shards.values())
+        return (
+            self.is_ready()
+            and not self.is_closed()
+            and bool(shards)
+            and all(not s.is_closed() and math.isfinite(s.latency) for s in shards)
+        )
+
+    async def _beat(self) -> None:
+        # Written every BEAT_S seconds whatever happens, so `python -m bot health` also notices
+        # a stuck event loop (the file goes stale), not only a dropped gateway.
+        while True:
+            try:
+                health.write(self.settings.data_dir, self.connected())
+            except OSError as exc:
+                log.warning("cannot write the heartbeat file: %s", exc)
+            await asyncio.sleep(health.BEAT_S)
+
+    async def on_ready(self) -> None:
+        with contextlib.suppress(OSError):
+            health.write(self.settings.data_dir, True)
 
     async def command_payload_hash(self) -> str:
         translator = self.tree.translator
@@ -94,10 +141,23 @@ class NanoBananaBot(commands.AutoShardedBot):
         return True
 
     async def close(self) -> None:
-        # Jobs first (they post to Discord), then the gateway and HTTP session, then the
-        # database last: events still in flight during close() may read it.
+        # One shutdown however many callers ask (the runner, discord.py on a fatal error).
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._close_in_order())
+        await asyncio.shield(self._shutdown)
+
+    async def _close_in_order(self) -> None:
+        # Jobs first (cancelled; their rows stay 'running' as after a crash), then the gateway
+        # and Discord HTTP session, then the httpx client and the database last: events still
+        # in flight during close() may read it. Each step is bounded so the next always runs;
+        # together they fit the runner's stop budget.
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self.services is not None:
-            await self.services.stop_jobs()
-        await super().close()
+            await _bounded(self.services.stop_jobs(), 1.5, "stopping jobs")
+        await _bounded(super().close(), 1.5, "closing the Discord connection")
         if self.services is not None:
-            await self.services.close()
+            await _bounded(self.services.close(), 0.8, "closing the database")
+        with contextlib.suppress(OSError):
+            if (self.settings.data_dir / health.FILE).exists():
+                health.write(self.settings.data_dir, False)

@@ -49,7 +49,7 @@ from .relay.client import RelayClient, approx_json_size
 from .relay.gemini import history_image, materialize
 from .relay.redact import RedactingFilter, redact, register_secret
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
-from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay
+from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
 
 SESSION_FORMAT = "nano-banana-bot/session"
 SESSION_VERSION = 1
@@ -133,19 +133,6 @@ def _fail(job_json: bool, code: int, message: str, extra: dict[str, Any] | None 
     return code
 
 
-def _float_env(env: dict[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw} must be at least {minimum:g}")
-    return value
-
-
 def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
     wants_json = "--json" in argv
     try:
@@ -159,11 +146,8 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
     try:
         load_dotenv(Path(env.get("NB_ENV_FILE", ".env")), env)
         settings = parse_relay(env, url=args.relay_url, dialect=args.format, auth=args.auth)
-        attempts = int(_float_env(env, "NB_RETRY_ATTEMPTS", 4, 1))
-        backoff = _float_env(env, "NB_RETRY_BACKOFF", 1.0, 0)
-        max_backoff = _float_env(env, "NB_RETRY_MAX_BACKOFF", 60.0, 0)
-        timeout_raw = env.get("NB_RELAY_TIMEOUT", "").strip()
-        timeout = _float_env(env, "NB_RELAY_TIMEOUT", 0, 0.001) if timeout_raw else None
+        retry = retry_policy(env)  # the same NB_RETRY_* / NB_RELAY_TIMEOUT rules as the bot
+        attempts, backoff, max_backoff, timeout = retry.attempts, retry.backoff, retry.max_backoff, retry.timeout
         aliases = model_aliases(env)
     except SettingsError as exc:
         return _fail(args.json, 2, t("cli.settings_error", locale, error=redact(str(exc))))

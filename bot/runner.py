@@ -1,17 +1,108 @@
-"""``python -m bot run``: settings, logging, the Discord REST base, then the bot."""
+"""``python -m bot run``: settings, the data dir, logging, the Discord REST base, then the bot.
+
+Order matters to an operator: every setting is checked, and the data dir proven writable,
+before anything is opened or connected, so each mistake is one line and exit status 2 even
+when Discord is down.
+
+Stopping: SIGTERM (``docker stop``) and SIGINT (Ctrl-C) set one event; the bot then closes in
+a fixed order within :data:`STOP_BUDGET_S` (jobs cancelled — their rows stay ``running``,
+exactly as after a crash, so the next start takes the one recovery path: interrupted, refunded,
+Retry offered — then the gateway, then the HTTP client and the database). A watchdog thread
+ends the process with status 0 at :data:`HARD_EXIT_S` if anything still holds it (a thread
+stuck in a C call, say), because ``docker stop`` would SIGKILL it at 10 s anyway and SQLite's
+WAL survives a kill. Exit statuses: 0 stopped, 2 configuration, 3 database, 4 Discord.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
+from typing import Any
 
-from .settings import SettingsError, load_settings
+from .secrets import SecretError, load_keyring
+from .settings import Settings, SettingsError, check_data_dir, load_settings
 from .store import MigrationError
 
 log = logging.getLogger("bot")
+
+STOP_BUDGET_S = 4.0
+HARD_EXIT_S = 4.8
+
+
+def _say(line: str) -> None:
+    print(f"nano-banana-bot: {line}", file=sys.stderr, flush=True)
+
+
+def _arm_watchdog() -> None:
+    def hard_exit() -> None:
+        _say("shutdown did not finish in time; exiting (running jobs are recovered at the next start)")
+        os._exit(0)
+
+    timer = threading.Timer(HARD_EXIT_S, hard_exit)
+    timer.daemon = True  # never itself the thing that keeps the process alive
+    timer.start()
+
+
+async def _serve(settings: Settings) -> None:
+    from .app import NanoBananaBot
+    from .services import Services
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # not on Windows' proactor loop
+            loop.add_signal_handler(sig, stop.set)
+
+    # The database first (migrated, or refused in one line) — before any Discord connection.
+    services = await Services.open(settings)
+    try:
+        bot = NanoBananaBot(settings, services)
+    except BaseException:
+        await services.close()
+        raise
+    running = asyncio.create_task(bot.start(settings.discord_token), name="discord")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if stop.is_set():
+            log.info("stop requested; closing")
+            _arm_watchdog()
+        # Whatever ended first (a signal, a start-up failure, a fatal gateway error), close
+        # what was opened — bounded, so a hung piece cannot keep the process alive.
+        try:
+            await asyncio.wait_for(bot.close(), timeout=STOP_BUDGET_S)
+        except asyncio.TimeoutError:
+            log.warning("closing took longer than %.0f s; leaving the rest to the process exit", STOP_BUDGET_S)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    if not stop.is_set() and running.done() and not running.cancelled() and running.exception():
+        raise running.exception()  # type: ignore[misc]
+
+
+def _discord_errors() -> dict[type[BaseException], Any]:
+    """Start-up failures that are Discord's (or the network's), each one line and a status."""
+    import aiohttp
+    import discord
+
+    return {
+        discord.LoginFailure: (2, lambda s, e: "Discord refused the token (DISCORD_TOKEN); check it in the developer portal"),
+        discord.PrivilegedIntentsRequired: (
+            2,
+            lambda s, e: "NB_MESSAGE_CONTENT_INTENT=1 but the Message Content intent is off in the developer portal",
+        ),
+        discord.HTTPException: (4, lambda s, e: f"Discord answered {e.status} at start-up: {e.text or e}"),
+        # aiohttp's connection errors: no route, DNS, refused, TLS.
+        aiohttp.ClientConnectionError: (4, lambda s, e: f"cannot reach Discord at {s.discord_api_base}: {e}"),
+        asyncio.TimeoutError: (4, lambda s, e: f"Discord at {s.discord_api_base} did not answer in time"),
+        discord.GatewayNotFound: (4, lambda s, e: f"Discord's gateway could not be found through {s.discord_api_base}"),
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -20,51 +111,43 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         settings = load_settings()
-    except SettingsError as exc:
-        print(f"nano-banana-bot: {exc}", file=sys.stderr)
+        check_data_dir(settings)
+        # The master key too (NB_SECRET_KEY, or data/secret.key: generated here if absent),
+        # so an unusable one is reported before the Discord login rather than after it.
+        load_keyring(settings.secret_key, settings.data_dir)
+    except (SettingsError, SecretError) as exc:
+        _say(str(exc))
         return 2
 
     from .logs import setup_logging
 
     setup_logging(settings.log_level)
 
-    import discord
     from discord import http as discord_http
-
-    from .app import NanoBananaBot
 
     # Every REST route is built from this class attribute, so one assignment points the whole
     # client at a rate-limit proxy (or a test double); the gateway URL still comes from that API.
     discord_http.Route.BASE = settings.discord_api_base
 
-    async def run() -> None:
-        async with NanoBananaBot(settings) as bot:
-            # `docker stop` sends SIGTERM: close cleanly (jobs stop, database closes) as on Ctrl-C.
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))
-            await bot.start(settings.discord_token)
-
     try:
-        asyncio.run(run())
+        asyncio.run(_serve(settings))
     except MigrationError as exc:
-        print(f"nano-banana-bot: database migration failed, not starting: {exc}", file=sys.stderr)
+        _say(f"database not opened, not starting: {exc}")
         return 3
-    except discord.LoginFailure:
-        print("nano-banana-bot: Discord refused the token (DISCORD_TOKEN); check it in the developer portal", file=sys.stderr)
+    except (SettingsError, SecretError) as exc:  # e.g. a secret.key in the data dir that holds no key
+        _say(str(exc))
         return 2
-    except discord.PrivilegedIntentsRequired:
-        print(
-            "nano-banana-bot: NB_MESSAGE_CONTENT_INTENT=1 but the Message Content intent is off in the developer portal",
-            file=sys.stderr,
-        )
-        return 2
-    except discord.HTTPException as exc:
-        print(f"nano-banana-bot: Discord answered {exc.status} at start-up: {exc.text or exc}", file=sys.stderr)
-        return 4
-    except OSError as exc:  # aiohttp's connection errors are OSErrors: no route, DNS, refused
-        print(f"nano-banana-bot: cannot reach Discord at {settings.discord_api_base}: {exc}", file=sys.stderr)
-        return 4
     except KeyboardInterrupt:
-        pass
+        return 0
+    except Exception as exc:
+        for kind, (status, describe) in _discord_errors().items():
+            if isinstance(exc, kind):
+                _say(describe(settings, exc))
+                return status
+        if isinstance(exc, OSError):  # the disk, not Discord: full, read-only, vanished
+            _say(f"start-up failed: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+            return 3
+        log.debug("start-up failed", exc_info=True)
+        _say(f"start-up failed: {exc.__class__.__name__}: {exc} (run with NB_LOG_LEVEL=DEBUG for details)")
+        return 1
     return 0

@@ -36,16 +36,34 @@ class SecretError(Exception):
     key = "admin.secret.undecryptable"
 
 
+def _is_fernet_key(raw: bytes) -> bool:
+    try:
+        Fernet(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def check_master_key(text: str) -> None:
+    """Raise :class:`SecretError` (one line, no key material) unless every comma-separated
+    part of ``NB_SECRET_KEY`` is usable. Cheap: no key is derived, so settings can check it
+    before anything is opened."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise SecretError("NB_SECRET_KEY holds no key")
+    for index, part in enumerate(parts, 1):
+        if not _is_fernet_key(part.encode()) and len(part.encode()) < _MIN_PASSPHRASE:
+            which = f" (key {index} of {len(parts)})" if len(parts) > 1 else ""
+            raise SecretError(
+                f"NB_SECRET_KEY{which} must be a Fernet key or a passphrase of at least {_MIN_PASSPHRASE} characters"
+            )
+
+
 def _fernet_from_text(text: str) -> Fernet:
     raw = text.strip().encode()
-    try:
+    if _is_fernet_key(raw):
         return Fernet(raw)
-    except ValueError:
-        pass
-    if len(raw) < _MIN_PASSPHRASE:
-        raise SecretError(
-            f"NB_SECRET_KEY must be a Fernet key or a passphrase of at least {_MIN_PASSPHRASE} characters"
-        )
+    check_master_key(text)
     derived = Scrypt(salt=_SALT, length=32, n=2**14, r=8, p=1).derive(raw)
     return Fernet(base64.urlsafe_b64encode(derived))
 

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import aiosqlite
 import httpx
 
-from . import store
+from . import fonts, store
 from .conversations import Conversations
 from .guild_config import GuildConfigStore, GuildSettings, RelayStore, canonical_size
 from .image_store import ImageStore
@@ -63,8 +63,17 @@ class Services:
         self.db = db
         self.http = http
         register_secret(settings.relay.api_key if settings.relay else None)
+        fonts.configure(settings.font)  # NB_FONT for the usage chart
         self.keyring = load_keyring(settings.secret_key, settings.data_dir)
-        self.relay_client = RelayClient(http, url_guard=make_guard(settings.allow_private_relays))
+        retry = settings.retry  # NB_RETRY_* and NB_RELAY_TIMEOUT, as the CLI reads them
+        self.relay_client = RelayClient(
+            http,
+            url_guard=make_guard(settings.allow_private_relays),
+            max_attempts=retry.attempts,
+            backoff_base=retry.backoff,
+            max_backoff=retry.max_backoff,
+            timeout=retry.timeout,
+        )
         self.images = ImageStore(db, settings.images_dir)
         self.conversations = Conversations(db, self.images)
         self.guilds = GuildConfigStore(db)
@@ -75,6 +84,7 @@ class Services:
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
         self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
         self._prune_task: asyncio.Task[None] | None = None
+        self._jobs_stopped = False
 
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
@@ -82,7 +92,14 @@ class Services:
         db = await store.connect(settings.db_path)
         # Relay answers are streamed; the read timeout is per request (scaled by size).
         http = httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_connections=64), follow_redirects=False)
-        return cls(settings, db, http)
+        try:
+            return cls(settings, db, http)
+        except BaseException:
+            # e.g. an unusable secret.key: what was opened here is closed here (aiosqlite's
+            # worker thread is not a daemon and would keep the process alive).
+            await http.aclose()
+            await db.close()
+            raise
 
     def set_handlers(
         self,
@@ -105,6 +122,9 @@ class Services:
     async def stop_jobs(self) -> None:
         """Stop running and dispatching jobs. Running ones stay 'running' in the database, so the
         next start marks them interrupted, refunds them and offers Retry (as after a crash)."""
+        if self._jobs_stopped:
+            return  # a second call (close() after stop_jobs()) must not wait on them again
+        self._jobs_stopped = True
         if self._prune_task:
             self._prune_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,9 +133,13 @@ class Services:
         await self.jobs.stop()
 
     async def close(self) -> None:
-        await self.stop_jobs()
-        await self.http.aclose()
-        await self.db.close()
+        try:
+            await self.stop_jobs()
+        finally:
+            # The database last and always: its worker thread would otherwise outlive the loop.
+            with contextlib.suppress(Exception):
+                await self.http.aclose()
+            await self.db.close()
 
     async def _prune_loop(self) -> None:
         while True:

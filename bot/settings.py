@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 DIALECTS = ("gemini", "openai-images", "openai-chat")
 AUTH_STYLES = ("query", "bearer", "x-goog-api-key")
@@ -22,25 +24,28 @@ class SettingsError(Exception):
 
 
 def load_dotenv(path: Path, environ: dict[str, str]) -> None:
-    """Fill ``environ`` from a ``KEY=value`` file without overriding what is already set."""
+    """Fill ``environ`` from a ``KEY=value`` file without overriding what is already set.
+
+    python-dotenv's parser reads what editors and other tools write: a UTF-8 byte-order mark
+    (``utf-8-sig`` drops it, so the first line keeps its name), single or double quotes,
+    ``export`` prefixes and ``# comments`` (after an unquoted value, a ``#`` preceded by a space).
+    Nothing is interpolated, as with ``docker run --env-file``. A line it cannot read is one
+    error naming the file and line; a bare ``KEY`` (no ``=``) sets nothing.
+    """
     if not path.is_file():
         return
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise SettingsError(f"{path}:{lineno}: expected KEY=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            # An unquoted value may end in a comment: NB_RELAY_FORMAT=gemini   # or openai-chat
-            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
-        environ.setdefault(key.strip(), value)
+    from dotenv.parser import parse_stream
+
+    try:
+        with path.open(encoding="utf-8-sig") as stream:
+            bindings = list(parse_stream(stream))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    for binding in bindings:
+        if binding.error:
+            raise SettingsError(f"{path}:{binding.original.line}: expected KEY=value")
+        if binding.key is not None and binding.value is not None:
+            environ.setdefault(binding.key, binding.value)
 
 
 def model_aliases(env: Mapping[str, str]) -> dict[str, str]:
@@ -109,12 +114,70 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
 
 
+# A host name as URLs carry it (letters, digits, hyphens, dots; IDNs after idna encoding),
+# or a bracketed IPv6 literal: anything else (a space, a stray character) is a typo.
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?)$")
+
+
 def _url(name: str, raw: str) -> str:
     url = raw.strip().rstrip("/")
+    shown = raw.strip().split("?", 1)[0]  # a query may hold a key: never echo it
     if not (url.startswith("http://") or url.startswith("https://")) or "://" == url[-3:]:
-        shown = raw.split("?", 1)[0]  # a query may hold a key: never echo it
         raise SettingsError(f"{name} must be an http(s) URL, got {shown!r}")
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    host = netloc
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    else:
+        host = host.partition(":")[0]
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        ascii_host = ""
+    if not _HOST.match(ascii_host):
+        raise SettingsError(f"{name} has no valid host name in {shown!r}")
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when asked
+    except ValueError:
+        raise SettingsError(f"{name} has an invalid port in {shown!r} (a number from 1 to 65535)") from None
+    if netloc.endswith(":") or parts.port == 0:
+        raise SettingsError(f"{name} has an invalid port in {shown!r} (a number from 1 to 65535)")
     return url
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the relay client retries (``NB_RETRY_*``) and how long one attempt may take
+    (``NB_RELAY_TIMEOUT``; unset: an allowance per picture size). The CLI and the bot share it."""
+
+    attempts: int = 4
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: float | None = None
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):  # also refuses nan and inf
+        raise SettingsError(f"{name}={raw} must be at least {minimum:g}")
+    return value
+
+
+def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
+    timeout_raw = env.get("NB_RELAY_TIMEOUT", "").strip()
+    return RetryPolicy(
+        attempts=int(_float(env, "NB_RETRY_ATTEMPTS", 4, 1)),
+        backoff=_float(env, "NB_RETRY_BACKOFF", 1.0, 0),
+        max_backoff=_float(env, "NB_RETRY_MAX_BACKOFF", 60.0, 0),
+        timeout=_float(env, "NB_RELAY_TIMEOUT", 0, 0.001) if timeout_raw else None,
+    )
 
 
 def parse_relay(
@@ -174,6 +237,9 @@ class Settings:
     log_level: str = "INFO"
     owner_ids: frozenset[int] = frozenset()
     message_content_intent: bool = False
+    retry: RetryPolicy = RetryPolicy()
+    # A font file for the usage chart; unset: fontconfig's best CJK-capable match.
+    font: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -182,6 +248,10 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+
+def data_dir_from(env: Mapping[str, str]) -> Path:
+    return Path(env.get("NB_DATA_DIR", "").strip() or "./data")
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bool = True) -> Settings:
@@ -203,12 +273,23 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         raise SettingsError(f"NB_LOG_LEVEL={level!r} is not valid; use DEBUG, INFO, WARNING or ERROR")
 
     api_base = env.get("DISCORD_API_BASE", "").strip()
+    secret = env.get("NB_SECRET_KEY", "").strip() or None
+    if secret is not None:
+        from .secrets import SecretError, check_master_key
+
+        try:
+            check_master_key(secret)
+        except SecretError as exc:
+            raise SettingsError(str(exc)) from None
+    font_raw = env.get("NB_FONT", "").strip()
+    if font_raw and not Path(font_raw).is_file():
+        raise SettingsError(f"NB_FONT={font_raw!r} is not a font file")
     return Settings(
         discord_token=token,
-        data_dir=Path(env.get("NB_DATA_DIR", "").strip() or "./data"),
+        data_dir=data_dir_from(env),
         relay=parse_relay(env),
         discord_api_base=_url("DISCORD_API_BASE", api_base) if api_base else DEFAULT_DISCORD_API,
-        secret_key=env.get("NB_SECRET_KEY", "").strip() or None,
+        secret_key=secret,
         allow_private_relays=_flag(env, "NB_ALLOW_PRIVATE_RELAYS"),
         share_default_relay=_flag(env, "NB_SHARE_DEFAULT_RELAY", True),
         retention_days=_int(env, "NB_RETENTION_DAYS", 30, 1),
@@ -221,4 +302,27 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         log_level=level,
         owner_ids=frozenset(owners),
         message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),
+        retry=retry_policy(env),
+        font=Path(font_raw) if font_raw else None,
     )
+
+
+def check_data_dir(settings: Settings) -> None:
+    """Make sure the bot can write its data dir before it opens anything: created if missing,
+    a file really written and removed in it and in the images folder, the database file (if any)
+    writable. A bind-mounted folder owned by another user is the usual cause, hence the uid."""
+    name = f"NB_DATA_DIR={str(settings.data_dir)!r}"
+    hint = f"the bot runs as uid {os.getuid()}" if hasattr(os, "getuid") else ""
+    try:
+        for folder in (settings.data_dir, settings.images_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        if settings.db_path.exists() and not os.access(settings.db_path, os.R_OK | os.W_OK):
+            raise PermissionError(f"{settings.db_path.name} is not writable")
+        key_file = settings.data_dir / "secret.key"
+        if settings.secret_key is None and key_file.exists() and not os.access(key_file, os.R_OK):
+            raise PermissionError(f"{key_file.name} is not readable")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SettingsError(f"{name} is not a writable folder ({reason}; {hint})" if hint else f"{name} is not a writable folder ({reason})") from None

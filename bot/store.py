@@ -3,35 +3,58 @@
 Migrations are ``migrations/NNNN_name.sql``, applied in order at start-up, each inside one
 transaction together with its ``schema_migrations`` row, so a migration either lands whole
 or not at all and never runs twice.
+
+The top-level ``migrations/`` folder is shipped inside the package as ``bot.migrations``
+(pyproject maps it with setuptools' ``package-dir``), so an installed wheel finds its SQL
+through ``importlib.resources`` whatever the working directory. A database that records a
+migration this release does not have comes from a newer release: the bot refuses to open it
+rather than fail at the first query that meets a changed table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import re
 import sqlite3
 import weakref
 from contextlib import asynccontextmanager
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
 import aiosqlite
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
 class MigrationError(Exception):
-    """A migration failed; the database is as it was before that migration."""
+    """A migration failed, none were found, or the database is newer than this release;
+    the database is as it was before. ``str()`` is one line."""
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
-    found: list[tuple[int, str, Path]] = []
-    for path in sorted(directory.glob("*.sql")):
+def migrations_dir() -> Traversable:
+    """The shipped migrations: the ``bot.migrations`` package data of an installed wheel or an
+    editable install; in a bare source checkout (nothing installed) the top-level folder."""
+    try:
+        return importlib.resources.files("bot.migrations")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def discover(directory: Traversable | None = None) -> list[tuple[int, str, Traversable]]:
+    directory = migrations_dir() if directory is None else directory
+    found: list[tuple[int, str, Traversable]] = []
+    entries = sorted(directory.iterdir(), key=lambda e: e.name) if directory.is_dir() else []
+    for path in entries:
+        if not path.name.endswith(".sql"):
+            continue
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files must be named NNNN_name.sql")
         found.append((int(match.group(1)), match.group(2), path))
+    if not found:
+        raise MigrationError(f"no database migrations found in {directory}; the installation is incomplete (reinstall the package)")
     versions = [v for v, _, _ in found]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"two migrations share a number in {directory}")
@@ -53,8 +76,9 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
-async def migrate(db: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) -> list[int]:
+async def migrate(db: aiosqlite.Connection, directory: Traversable | None = None) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
+    known = discover(directory)
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
@@ -63,8 +87,14 @@ async def migrate(db: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) ->
     await db.commit()
     async with db.execute("SELECT version FROM schema_migrations") as cur:
         done = {row[0] for row in await cur.fetchall()}
+    unknown = sorted(done - {v for v, _, _ in known})
+    if unknown:
+        raise MigrationError(
+            f"the database was migrated by a newer release (migration {', '.join(map(str, unknown))} is unknown to this one); "
+            "run the newer release or restore a backup"
+        )
     applied: list[int] = []
-    for version, name, path in discover(directory):
+    for version, name, path in known:
         if version in done:
             continue
         try:
@@ -81,7 +111,7 @@ async def migrate(db: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) ->
     return applied
 
 
-async def connect(path: Path | str, *, migrations: Path = MIGRATIONS_DIR) -> aiosqlite.Connection:
+async def connect(path: Path | str, *, migrations: Traversable | None = None) -> aiosqlite.Connection:
     """Open the database (creating its folder), switch on WAL and foreign keys, migrate."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,8 @@ DYNAMIC_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     # written by SQL on restart; other codes (http_NNN, no_image:x, error keys) have their own
     # texts or fall back to the bare code, so only these fixed words need a translation.
     "usage.reason.": {"calls": (), "returns": ("classify",), "extra": ("interrupted",)},
+    # bot/usage.py reason_label: "no_image:<reason>" codes, the same reasons as error.no_image.
+    "usage.reason.no_image.": {"calls": ("no_image",), "returns": ("finish_to_reason",)},
 }
 
 # zh-CN texts that may legitimately contain no Chinese characters (placeholders are ignored
@@ -367,7 +369,7 @@ def _dynamic_suffixes(scan: Scan, prefix: str) -> set[str]:
     for name in spec["returns"]:
         found |= scan.returns.get(name, set())
     found |= set(spec.get("extra", ()))
-    if prefix == "error.no_image.":
+    if prefix in ("error.no_image.", "usage.reason.no_image."):
         found |= set(answer._REASON_TEXT)  # every reason the relay layer has a message for
     return found
 
@@ -602,11 +604,18 @@ def test_english_names_written_in_code_match_the_english_catalog(scan: Scan, cat
 def test_every_catalog_file_is_shipped_in_the_package() -> None:
     # A wheel without the catalogs would show raw keys everywhere.
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = config["tool"]["setuptools"]["package-data"]["bot"]
+    # package-data per package ("bot.locales.en" = ["*.json"]): each package's folder globbed.
+    package_data = config["tool"]["setuptools"]["package-data"]
+    patterns = {pkg: pats for pkg, pats in package_data.items() if pkg.startswith("bot.locales.")}
     files = {p.relative_to(ROOT / "bot").as_posix() for p in (ROOT / "bot" / "locales").rglob("*.json")}
     assert files
     # setuptools expands package-data with glob (where "*" stops at "/"), as Path.glob does.
-    shipped = {p.relative_to(ROOT / "bot").as_posix() for pat in patterns for p in (ROOT / "bot").glob(pat)}
+    shipped = {
+        p.relative_to(ROOT / "bot").as_posix()
+        for pkg, pats in patterns.items()
+        for pat in pats
+        for p in (ROOT / Path(*pkg.split("."))).glob(pat)
+    }
     unshipped = sorted(files - shipped)
     assert not unshipped, f"not matched by package-data {patterns}: {unshipped}"
 

@@ -111,7 +111,7 @@ async def test_summary_in_both_languages(history: Any) -> None:
     en = summary_text(report, "en-US")
     assert "5 pictures" in en and "10 credits" in en and "$0.44" in en and "2 failed (29%)" in en
     assert "<@1> (3 pictures, 8 credits)" in en
-    assert "HTTP 503 × 1" in en and "no picture (safety) × 1" in en
+    assert "HTTP 503 × 1" in en and "withheld by the safety filter × 1" in en
     assert "main median 2.0 s, p95 4.0 s (4 pictures)" in en
     zh = summary_text(report, "zh-CN")
     assert "5 张图" in zh and "10 积分" in zh and "约 0.44 美元" in zh and "中位数 2.0 秒" in zh
@@ -126,9 +126,9 @@ async def test_chart_is_a_real_png(history: Any) -> None:
     for locale in ("en", "zh-CN"):
         png = await render_chart_async(report, locale)
         img = Image.open(io.BytesIO(png))
-        assert img.format == "PNG" and img.size == (960, 540)
+        assert img.format == "PNG" and img.size == (1200, 720)
         # Something was drawn in the daily panel where the bars for the last two days are.
-        assert len(img.crop((300, 300, 580, 500)).getcolors(maxcolors=100_000) or []) > 2
+        assert len(img.crop((560, 400, 720, 680)).getcolors(maxcolors=100_000) or []) > 2
     # Without a CJK font the Chinese chart uses English labels instead of empty boxes.
     assert chart_locale("zh-CN") in ("zh-CN", "en")
     assert chart_locale("en-GB") == "en"
@@ -137,7 +137,7 @@ async def test_chart_is_a_real_png(history: Any) -> None:
 def test_chart_of_an_empty_period() -> None:
     start, end = period_bounds("month", MAR10)
     png = render_chart(UsageReport(guild_id=1, start=start, end=end), "en")
-    assert Image.open(io.BytesIO(png)).size == (960, 540)
+    assert Image.open(io.BytesIO(png)).size == (1200, 720)
 
 
 def test_percentiles_and_periods() -> None:
