@@ -4,12 +4,18 @@ Catalogs are ``bot/locales/<locale>/<area>.json`` files of flat ``key -> text`` 
 per locale, so each feature owns its strings. Texts use ``str.format`` fields:
 ``t("quota.left", "zh-CN", credits=3)``. A key missing from a catalog falls back to English,
 then to the key itself, so a gap shows up as a visible key, never as a crash.
+
+English plurals: a field whose format spec holds ``one|other`` is replaced by the word for
+its value — ``"{credits} {credits:credit was|credits were} refunded"`` — ``one`` when the value
+is 1, else ``other``. The field name stays the placeholder, so both languages keep the same
+fields (Chinese needs no plural forms).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import string
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,17 @@ def catalog(locale: str) -> dict[str, str]:
     return merged
 
 
+class _PluralFormatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if "|" in format_spec:
+            one, _, other = format_spec.partition("|")
+            return one if str(value).strip() == "1" else other
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _PluralFormatter()
+
+
 def t(key: str, locale: object = DEFAULT_LOCALE, /, **params: Any) -> str:
     loc = normalize_locale(locale)
     text = catalog(loc).get(key)
@@ -52,7 +69,7 @@ def t(key: str, locale: object = DEFAULT_LOCALE, /, **params: Any) -> str:
             log.warning("missing translation key %r", key)
             return key
     try:
-        return text.format(**params)
+        return _FORMATTER.format(text, **params)
     except (KeyError, IndexError, ValueError):
         log.warning("translation %r (%s) lacks parameters %s", key, loc, sorted(params))
         return text

@@ -266,11 +266,12 @@ def nice_ticks(top: float, count: int = 4, *, whole: bool = False) -> list[float
 
 
 def wrap(text: str, font: Any, width: float) -> list[str]:
-    """``text`` in lines no wider than ``width``: broken at spaces, and anywhere inside a word
-    (or Chinese text, which has no spaces) that alone is too wide. Nothing is cut off."""
+    """``text`` in lines no wider than ``width``: broken after spaces, hyphens, underscores,
+    slashes and dots (relay names are often ``my-relay-name``), and anywhere inside a word (or
+    Chinese text, which has no spaces) that alone is too wide. Nothing is cut off."""
     lines: list[str] = []
     line = ""
-    for word in re.split(r"(?<= )", text):
+    for word in re.split(r"(?<=[ \-_/.])", text):
         if font.getlength(line + word) <= width:
             line += word
             continue

@@ -369,13 +369,13 @@ async def test_without_the_operator_flag_loopback_and_http_relays_are_refused(tm
 async def test_quota_shows_what_is_left_and_an_over_limit_member_is_refused_before_any_request(tmp_path: Path) -> None:
     async with world(tmp_path) as (w, bot):
         limits = await w.ask("quota", "limits", per_member_daily=1, server_monthly=100)
-        assert "1 credits per member per day" in text_of(limits) and "100 credits for the server per month" in text_of(limits)
+        assert "1 credit per member per day" in text_of(limits) and "100 credits for the server per month" in text_of(limits)
 
         mark = w.dd.mark()
         inter = await w.command("quota", user=w.alice)
         status = await w.answer(inter, mark)
         assert is_ephemeral(status)
-        assert "**1** of 1 credits left today" in text_of(status)
+        assert "**1** of 1 credit left today" in text_of(status)
         assert "No pictures yet" in text_of(status)
 
         inter, mark = await w.imagine(w.alice, prompt="a lighthouse")
@@ -387,14 +387,14 @@ async def test_quota_shows_what_is_left_and_an_over_limit_member_is_refused_befo
         inter = await w.command("quota", user=w.alice)
         text = text_of(await w.answer(inter, mark))
         reset = int(next_day(time.time()))
-        assert "**0** of 1 credits left today" in text
+        assert "**0** of 1 credit left today" in text
         assert f"<t:{reset}:R>" in text
-        assert "delivered" in text and "1 credit(s)" in text
+        assert "delivered" in text and "1 credit ·" in text
 
         inter, mark = await w.imagine(w.alice, prompt="another lighthouse")
         refusal = await w.answer(inter, mark)
         assert is_ephemeral(refusal)
-        assert "You've used 1 of your 1 credits for today" in text_of(refusal)
+        assert "You've used 1 of your 1 credit for today" in text_of(refusal)
         assert f"<t:{reset}:R>" in text_of(refusal)
         assert len(w.relay.requests) == sent  # nothing sent
 
@@ -420,7 +420,7 @@ async def test_usage_answers_with_a_png_chart_and_a_summary(tmp_path: Path) -> N
         chart = Image.open(io.BytesIO(png))
         assert chart.format == "PNG" and chart.size[0] > chart.size[1] > 100
         text = text_of(answer)
-        assert "🖼️ 1 pictures" in text and f"<@{w.alice['user']['id']}>" in text
+        assert "🖼️ 1 picture ·" in text and f"<@{w.alice['user']['id']}>" in text
 
 
 # --------------------------------------------------------------------------- language

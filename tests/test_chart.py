@@ -46,8 +46,11 @@ def test_chinese_labels_exactly_when_the_system_has_a_cjk_font() -> None:
 def test_without_any_cjk_font_the_chinese_chart_falls_back_to_english(tmp_path: Path) -> None:
     """A machine whose fontconfig knows no fonts at all (an empty font dir): English labels,
     and the chart still renders (Pillow's own font)."""
-    if shutil.which("fc-list") is None:
-        assert chart_locale("zh-CN") == ("zh-CN" if fonts.find(True) else "en")
+    if shutil.which("fc-match") is None:
+        # No fontconfig at all: only the well-known paths count.
+        known = [p for p in fonts._KNOWN_CJK if Path(p).is_file()]
+        assert chart_locale("zh-CN") == ("zh-CN" if known else "en")
+        assert len(render_chart(UsageReport(guild_id=1, start=0, end=86400), "zh-CN")) > 1000
         return
     (tmp_path / "fonts").mkdir()
     conf = tmp_path / "fonts.conf"
@@ -130,3 +133,18 @@ def test_days_are_split_by_model_in_the_chart() -> None:
     bar = img.crop((100, 300, 700, 680))
     colours = {c for _, c in bar.getcolors(maxcolors=1_000_000)}
     assert (88, 101, 242) in colours and (87, 242, 135) in colours
+
+
+def test_without_fontconfig_the_well_known_font_paths_are_tried(tmp_path: Path) -> None:
+    """fc-match not on PATH (a minimal image): the known CJK paths decide, and the chart renders."""
+    known = [p for p in fonts._KNOWN_CJK if Path(p).is_file()]
+    code = (
+        "import shutil; assert shutil.which('fc-match') is None;"
+        "from bot.usage import chart_locale, render_chart, UsageReport;"
+        "print(chart_locale('zh-CN'));"
+        "print(len(render_chart(UsageReport(guild_id=1, start=0, end=86400), 'zh-CN')) > 1000)"
+    )
+    env = {**os.environ, "PATH": str(tmp_path)}  # an empty folder: no fc-match, no fc-list
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["zh-CN" if known else "en", "True"]
