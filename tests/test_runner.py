@@ -169,3 +169,23 @@ def test_cli_exits_2_on_a_malformed_relay_url(tmp_path: Path, url: str) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "NB_RELAY_URL" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+async def test_a_refused_token_after_the_database_opened_closes_it_and_exits_at_once(tmp_path: Path) -> None:
+    """Start-up fails after the database is open (Discord answers 401): one line, exit 2, and
+    the process ends at once — the database (a non-daemon thread) was closed, not left open."""
+    import asyncio
+    import time
+
+    from tests.doubles.discord_double import DiscordDouble
+
+    async with DiscordDouble() as dd:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("NB_", "DISCORD_"))}
+        clean.update({"NB_ENV_FILE": str(tmp_path / "absent.env"), "NB_DATA_DIR": str(tmp_path / "data"), "DISCORD_TOKEN": "not-the-token", "DISCORD_API_BASE": dd.api_base})
+        t0 = time.monotonic()
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "run"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=30)
+        took = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert "Discord refused the token" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "data" / "bot.sqlite3").exists()  # it had been opened (and migrated)
+    assert took < 15, took
