@@ -1257,12 +1257,15 @@ class SeedRelayDouble(RelayDouble):
             self.style = SeedStyle(self.style.routes, self.style.auth, self.style.models, self.style.html, open_models=True)
         self.echo_key = echo_key
         self._balance: tuple[float, float, bool] | None = None  # (remaining USD, used USD, unlimited)
+        self._billing = True
         super().__init__(**kwargs)
 
-    def set_balance(self, remaining: float | None, *, used: float = 0.0, unlimited: bool = False) -> None:
-        """Turn the balance endpoints on with ``remaining`` USD left (None: off, 404)."""
+    def set_balance(self, remaining: float | None, *, used: float = 0.0, unlimited: bool = False, billing: bool = True) -> None:
+        """Turn the balance endpoints on with ``remaining`` USD left (None: off, 404).
+        ``billing=False``: only new-api's token-info endpoint answers."""
         with self._lock:
             self._balance = None if remaining is None else (float(remaining), float(used), unlimited)
+            self._billing = billing
 
     def _presented_key(self, query: dict[str, str], headers: dict[str, str]) -> str:
         auth = headers.get("authorization", "")
@@ -1302,7 +1305,7 @@ class SeedRelayDouble(RelayDouble):
     def _balance_reply(self, path: str, record: Recorded, query: dict[str, str], headers: dict[str, str]) -> _Reply:
         with self._lock:
             balance = self._balance
-        if balance is None:
+        if balance is None or (not self._billing and "/billing/" in path):
             return _Reply(404, [wire.html_page(404)], "text/html")
         if record.auth_style != "bearer" or not record.key_ok:  # new-api's TokenAuth: Bearer
             return self._styled_auth_error(_Route("openai-chat", "balance"), query, headers)
