@@ -165,3 +165,22 @@ def test_unknown_names_are_refused(category: str, threshold: str) -> None:
     assert caught.value.key in ("safety.bad_category", "safety.bad_threshold")
     with pytest.raises(ConfigError):
         SafetySettings.from_json({"HARM_CATEGORY_SEXUALLY_EXPLICIT": "BLOCK_ALL"})
+
+
+async def test_safety_settings_reach_the_gemini_request_body_and_only_there() -> None:
+    from bot.relay.client import RelayClient
+    from bot.relay.types import GenerationRequest, RelayConfig
+    from tests.doubles.relay_double import RelayDouble
+
+    settings = SafetySettings.defaults().with_threshold("dangerous", "high")
+    with RelayDouble(api_key="safety-test-key") as relay:
+        async with RelayClient(max_attempts=1) as client:
+            for dialect, auth in (("gemini", "query"), ("openai-chat", "bearer")):
+                config = RelayConfig(base_url=relay.url, dialect=dialect, auth=auth, api_key="safety-test-key")  # type: ignore[arg-type]
+                request = GenerationRequest(prompt="a lighthouse", safety_settings=settings.render())
+                await client.generate(config, request)
+        gemini_body, chat_body = (r.json for r in relay.requests)
+    assert gemini_body["safetySettings"] == settings.render()
+    assert {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_ONLY_HIGH"} in gemini_body["safetySettings"]
+    assert "generationConfig" in gemini_body and "safety_settings" not in gemini_body
+    assert "safetySettings" not in chat_body  # OpenAI dialects have no such field
