@@ -135,7 +135,7 @@ def compile_rule(source: str) -> Rule:
         return _regex_rule(text)
     if len(text) > MAX_RULE_CHARS:
         raise _bad(rule=text, key="safety.rule.too_long", limit=MAX_RULE_CHARS)
-    norm = normalise(text)
+    norm = re.sub(r"\*+", "*", normalise(text))  # "f**k" means one run, not two
     stars = norm.count("*")
     if stars > MAX_STARS:
         raise _bad(rule=text, key="safety.rule.too_many_stars", limit=MAX_STARS)

@@ -191,3 +191,23 @@ async def test_both_openai_routes_with_plain_names_stay_ambiguous_unless_one_gen
         assert len(empty_posts) == 2 and all("prompt" not in (r.json or {}) and "messages" not in (r.json or {}) for r in empty_posts)
         decided = await probe_relay(client, relay.url, KEY, allow_generation=True)
     assert decided.found and decided.dialect == "openai-images" and decided.generated
+
+
+async def test_every_answer_is_bounded_in_size_and_time(client: RelayClient) -> None:
+    import time
+
+    from bot.relay.client import SMALL_ANSWER_BYTES
+    from tests.doubles.relay_double import Behaviour, RelayDouble
+
+    with RelayDouble(api_key=KEY) as relay:
+        huge = b'{"models": [' + b'{"name": "models/x"},' * (SMALL_ANSWER_BYTES // 20) + b'{"name": "models/gemini-2.5-flash-image"}]}'
+        relay.enqueue(Behaviour("raw", body=huge))  # the first list is over the cap
+        result = await probe_relay(client, relay.url, KEY)
+        assert result.evidence[0].ok is False and "exceeded 2 MB" in result.evidence[0].detail
+        assert result.found and result.auth == "x-goog-api-key"  # the next style's list was normal
+        relay.reset()
+        relay.default = Behaviour("hang")
+        started = time.monotonic()
+        stuck = await probe_relay(client, relay.url, KEY, step_timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert stuck.outcome == "unreachable" and elapsed < 5.0

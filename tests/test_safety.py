@@ -12,7 +12,7 @@ from bot.i18n import t
 from bot.relay.catalogue import MAX_PROMPT_CHARS
 from bot.safety import CATEGORIES, DEFAULT_THRESHOLDS, THRESHOLDS, Blocklist, SafetySettings, compile_rule, normalise
 
-RULES = ["ass", "色情", "nud*", "bad word", "/n[a@]ked/", "*porn", "AV女优"]
+RULES = ["ass", "色情", "nud*", "bad word", "/n[a@]ked/", "*porn", "AV女优", "f**k"]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,7 @@ def rule_of(blocklist: Blocklist, text: str) -> str | None:
         ("n@ked", "/n[a@]ked/"),  # a pattern, case-insensitive
         ("NAKED", "/n[a@]ked/"),
         ("xxxporn", "*porn"),
+        ("what the fuuuck", "f**k"),  # consecutive stars are one run
         ("av女优写真", "AV女优"),  # mixed Latin + Chinese rule
     ],
 )
@@ -82,7 +83,8 @@ def test_normalise_folds_width_case_and_invisible_characters() -> None:
     "entry, key",
     [
         ("   ", "safety.rule.empty"),
-        ("***", "safety.rule.too_many_stars"),
+        ("***", "safety.rule.no_letters"),
+        ("a*b*c*d", "safety.rule.too_many_stars"),
         ("*", "safety.rule.no_letters"),
         ("!!!", "safety.rule.no_letters"),
         ("x" * 101, "safety.rule.too_long"),
