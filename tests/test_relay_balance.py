@@ -78,3 +78,29 @@ async def test_balance_check_is_key_safe_and_obeys_the_url_guard(client: RelayCl
             assert len(relay.requests) == before  # the guard refused before sending
     assert wrong not in caplog.text and wrong[3:] not in caplog.text and KEY not in caplog.text
     assert "***" in caplog.text
+
+
+async def test_a_relay_going_to_zero_is_warned_about_once_then_skipped_until_topped_up(client: RelayClient) -> None:
+    from bot.relay.balance import BalanceWatch
+
+    watch = BalanceWatch()
+    with SeedRelayDouble("openai-images", api_key=KEY) as relay:
+        relay_id = "4242:gw"
+
+        async def check() -> object:
+            return watch.update(relay_id, await read_balance(client, config(relay)), warn_below=5.0)
+
+        relay.set_balance(20.0)
+        assert await check() is None and not watch.out_of_credit(relay_id)
+        relay.set_balance(3.0, used=17.0)
+        low = await check()
+        assert low is not None and low.warn and (low.before, low.after) == ("ok", "low")
+        assert await check() is None  # still low: no second warning
+        relay.set_balance(0.0, used=20.0)
+        empty = await check()
+        assert empty is not None and empty.warn and empty.after == "empty"
+        assert watch.out_of_credit(relay_id)  # failover skips it now
+        assert await check() is None and watch.out_of_credit(relay_id)
+        relay.set_balance(50.0, used=20.0)
+        back = await check()
+        assert back is not None and back.recovered and not back.warn and not watch.out_of_credit(relay_id)

@@ -211,3 +211,16 @@ async def test_every_answer_is_bounded_in_size_and_time(client: RelayClient) -> 
         stuck = await probe_relay(client, relay.url, KEY, step_timeout=1.0)
         elapsed = time.monotonic() - started
     assert stuck.outcome == "unreachable" and elapsed < 5.0
+
+
+async def test_every_decision_reads_in_both_languages(client: RelayClient) -> None:
+    seen: set[str] = set()
+    for style in ("gemini-query", "openai-images", "openai-chat", "useless"):
+        with double(style) as relay:
+            result = await probe_relay(client, relay.url, KEY)
+        for decision in result.decisions:
+            seen.add(decision.key)
+            for locale in ("en", "zh-CN"):
+                line = t(decision.key, locale, **decision.params)
+                assert line != decision.key and "{" not in line
+    assert {"probe.why.gemini_list", "probe.why.size_names", "probe.why.only_chat_route", "probe.why.no_model_list"} <= seen

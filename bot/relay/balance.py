@@ -126,3 +126,66 @@ async def _token_usage(client: RelayClient, relay: RelayConfig, timeout: float) 
         used=_number(data.get("total_used")),
         total=_number(data.get("total_granted")),
     )
+
+
+# --- watching balances ----------------------------------------------------------------------
+
+Level = Literal["unknown", "ok", "low", "empty"]
+_RANK: dict[str, int] = {"unknown": 0, "ok": 0, "low": 1, "empty": 2}
+
+
+def level(balance: Balance | None, warn_below: float | None = None) -> Level:
+    """``empty`` (no credit), ``low`` (below the admin's threshold), ``ok``, or ``unknown``
+    (no balance readable)."""
+    if balance is None:
+        return "unknown"
+    if balance.empty:
+        return "empty"
+    if warn_below is not None and balance.below(warn_below):
+        return "low"
+    return "ok"
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    relay: str
+    before: Level
+    after: Level
+    balance: Balance | None
+
+    @property
+    def warn(self) -> bool:
+        """Worse than before (ok -> low, low -> empty, ok -> empty): tell the admins."""
+        return _RANK[self.after] > _RANK[self.before]
+
+    @property
+    def recovered(self) -> bool:
+        """Was low or empty, has enough again."""
+        return self.before in ("low", "empty") and self.after == "ok"
+
+
+class BalanceWatch:
+    """Each relay's last balance level, so a scheduled check warns once per drop (not on every
+    run) and failover can skip a relay that reported no credit until a later check sees some.
+
+    Keys are whatever identifies a relay to the caller (e.g. ``f"{guild_id}:{name}"``). In
+    memory only: after a restart the first check re-establishes every level (and warns again
+    for relays still low, which is what an admin who missed it wants)."""
+
+    def __init__(self) -> None:
+        self._levels: dict[str, Level] = {}
+
+    def update(self, relay: str, balance: Balance | None, warn_below: float | None = None) -> BalanceChange | None:
+        """Record a check; the change worth telling admins about (warn or recovered), else None."""
+        before = self._levels.get(relay, "unknown")
+        after = level(balance, warn_below)
+        self._levels[relay] = after
+        change = BalanceChange(relay, before, after, balance)
+        return change if change.warn or change.recovered else None
+
+    def out_of_credit(self, relay: str) -> bool:
+        """True while the last check said the relay has no credit (skip it in failover)."""
+        return self._levels.get(relay) == "empty"
+
+    def forget(self, relay: str) -> None:
+        self._levels.pop(relay, None)

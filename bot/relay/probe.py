@@ -79,12 +79,17 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Decision:
-    """Why the probe chose something: ``topic`` dialect/auth/models, ``code`` a stable
-    machine code (for a translated line), ``detail`` English for logs."""
+    """Why the probe chose something: ``topic`` dialect/auth/models; ``key``/``params`` a
+    translated line (``t(d.key, locale, **d.params)``); ``detail`` English for logs."""
 
     topic: Literal["dialect", "auth", "models"]
-    code: str
+    key: str
     detail: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        return self.key.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -243,8 +248,8 @@ class _Run:
     def clean(self, text: object) -> str:
         return redact(text, [self.api_key])[:300]
 
-    def decide(self, topic: Literal["dialect", "auth", "models"], code: str, detail: str) -> None:
-        self.decisions.append(Decision(topic, code, self.clean(detail)))
+    def decide(self, topic: Literal["dialect", "auth", "models"], *, key: str, detail: str, **params: str) -> None:
+        self.decisions.append(Decision(topic, key, self.clean(detail), {k: self.clean(v) for k, v in params.items()}))
 
     async def call(self, step: str, relay: RelayConfig, path: str, *, body: Any = None) -> tuple[Any, RelayError | None]:
         """(answer, None) on success, (None, error) on failure; evidence recorded either way."""
@@ -320,10 +325,10 @@ async def probe_relay(
     except (SettingsError, ValueError):
         base, hint, hint_model = "", None, None
     if not re.match(r"^https?://[^/?#]+", base):
-        return ProbeResult("bad_url", base_url="", decisions=(Decision("dialect", "bad_url", "the URL is not an http(s) address"),))
+        return ProbeResult("bad_url", base_url="")
     run = _Run(client, base, key, trusted, step_timeout)
     if hint:
-        run.decide("dialect", "pasted_endpoint", f"the pasted URL was a {hint} endpoint" + (f" (model {hint_model})" if hint_model else ""))
+        run.decide("dialect", key="probe.why.pasted_endpoint", detail=f"the pasted URL was a {hint} endpoint" + (f" (model {hint_model})" if hint_model else ""), dialect=hint)
 
     def done(outcome: Outcome, **kw: Any) -> ProbeResult:
         result = ProbeResult(
@@ -348,7 +353,7 @@ async def probe_relay(
             return done("unreachable")
         names = listed_names(value) if exc is None else None
         if names is not None:
-            run.decide("dialect", "gemini_list", f"GET /v1beta/models answered with {style} auth")
+            run.decide("dialect", key="probe.why.gemini_list", detail=f"GET /v1beta/models answered with {style} auth", auth=style)
             return await _finish(run, done, "gemini", style, names, allow_generation, generation_timeout, hint_model)
         kinds.append(kind if exc is not None else "other")
 
@@ -361,14 +366,14 @@ async def probe_relay(
     names = listed_names(value) if exc is None else None
     if names is None:
         if all(k == "auth" for k in kinds):
-            run.decide("auth", "key_refused", "every model list refused the key")
+            run.decide("auth", key="probe.why.key_refused", detail="every model list refused the key")
             return done("key_refused")
         if all(k == "network" for k in kinds):
             return done("unreachable")
         if "auth" in kinds:
-            run.decide("auth", "key_refused_somewhere", "some model lists refused the key; the others are not there")
+            run.decide("auth", key="probe.why.key_refused_somewhere", detail="some model lists refused the key; the others are not there")
             return done("key_refused")
-        run.decide("dialect", "no_model_list", "neither GET /v1beta/models nor GET /v1/models gave a model list")
+        run.decide("dialect", key="probe.why.no_model_list", detail="neither GET /v1beta/models nor GET /v1/models gave a model list")
         return done("nothing_useful", candidates=(hint,) if hint else ())
 
     dialect, candidates = await _openai_dialect(run, names, hint)
@@ -395,9 +400,10 @@ async def _finish(
 ) -> ProbeResult:
     models = map_models(list(names) + ([hint_model] if hint_model else []))
     if models.served:
-        run.decide("models", "listed", "listed: " + ", ".join(models.aliases.get(m, m) for m in models.served))
+        shown = ", ".join(models.aliases.get(m, m) for m in models.served)
+        run.decide("models", key="probe.why.listed", detail=f"listed: {shown}", models=shown)
     else:
-        run.decide("models", "none_listed", "the list names none of the Nano Banana models; set the names by hand")
+        run.decide("models", key="probe.why.none_listed", detail="the list names none of the Nano Banana models; set the names by hand")
     confirmed = generated
     if not confirmed:
         # Does the list answer without a key too? Then it proves nothing about the auth style.
@@ -406,10 +412,10 @@ async def _finish(
         value, exc = await run.call(step, run.config(dialect, auth, keyless=True), path)
         open_list = exc is None and listed_names(value) is not None
         if open_list:
-            run.decide("auth", "unconfirmed", f"the model list answers without a key, so {auth} is a guess")
+            run.decide("auth", key="probe.why.unconfirmed", detail=f"the model list answers without a key, so {auth} is a guess", auth=auth)
         else:
             confirmed = True
-            run.decide("auth", "listing", f"the model list answered with {auth} and refuses no key")
+            run.decide("auth", key="probe.why.listing", detail=f"the model list answered with {auth} auth and refuses requests without a key", auth=auth)
     if not confirmed and allow_generation and models.served:
         ok = await _tiny_generation(run, dialect, auth, models, generation_timeout)
         confirmed = generated = ok
@@ -434,12 +440,12 @@ async def _openai_dialect(run: _Run, names: Sequence[str], hint: Dialect | None)
     lowered = [n.lower().rsplit("/", 1)[-1] for n in names]
     if models.sized or any(n.startswith("nano-banana") for n in lowered):
         shown = ", ".join(n for n in names if n.lower().rsplit("/", 1)[-1].startswith("nano-banana"))[:200]
-        run.decide("dialect", "size_names", f"the model list has per-size / nano-banana names ({shown}), which relays serve on /v1/images")
+        run.decide("dialect", key="probe.why.size_names", detail=f"the model list has per-size / nano-banana names ({shown}), which relays serve on /v1/images", models=shown)
         return "openai-images", ()
     if hint in ("openai-images", "openai-chat"):
         return hint, ()
     if hint == "gemini":
-        run.decide("dialect", "hint_ignored", "the pasted Gemini endpoint gave no Gemini model list")
+        run.decide("dialect", key="probe.why.hint_ignored", detail="the pasted Gemini endpoint gave no Gemini model list")
     model = next((m for m in CHEAPEST_FIRST if m in models.served), None)
     wire = models.aliases.get(model, model) if model else "gemini-2.5-flash-image"
     images_cfg = run.config("openai-images", "bearer")
@@ -449,15 +455,15 @@ async def _openai_dialect(run: _Run, names: Sequence[str], hint: Dialect | None)
     images_there = _route_there(images_exc)
     chat_there = _route_there(chat_exc)
     if chat_there and images_there is False:
-        run.decide("dialect", "only_chat_route", "POST /v1/images/generations is not there; /v1/chat/completions is")
+        run.decide("dialect", key="probe.why.only_chat_route", detail="POST /v1/images/generations is not there; /v1/chat/completions is")
         return "openai-chat", ()
     if images_there and chat_there is False:
-        run.decide("dialect", "only_images_route", "POST /v1/chat/completions is not there; /v1/images/generations is")
+        run.decide("dialect", key="probe.why.only_images_route", detail="POST /v1/chat/completions is not there; /v1/images/generations is")
         return "openai-images", ()
     if images_there is False and chat_there is False:
-        run.decide("dialect", "no_routes", "neither OpenAI image route is there")
+        run.decide("dialect", key="probe.why.no_routes", detail="neither OpenAI image route is there")
         return None, ()
-    run.decide("dialect", "both_routes", "both OpenAI routes are there and the model names do not tell which one draws")
+    run.decide("dialect", key="probe.why.both_routes", detail="both OpenAI routes are there and the model names do not tell which one draws")
     return None, ("openai-images", "openai-chat")
 
 
@@ -480,7 +486,7 @@ async def _generation_decides(run: _Run, dialect: Dialect, names: Sequence[str],
         return None
     ok = await _tiny_generation(run, dialect, "bearer", models, timeout)
     if ok:
-        run.decide("dialect", "generation", f"a tiny {dialect} generation returned a picture")
+        run.decide("dialect", key="probe.why.generation_dialect", detail=f"a tiny {dialect} generation returned a picture", dialect=dialect)
         return dialect
     return None
 
@@ -501,7 +507,7 @@ async def _tiny_generation(run: _Run, dialect: Dialect, auth: AuthStyle, models:
         run.evidence.append(Evidence(step, getattr(exc, "status", None), run.clean(exc), ok=False))
         return False
     run.evidence.append(Evidence(step, 200, f"a {result.width}x{result.height} picture in {time.monotonic() - started:.1f} s", ok=True))
-    run.decide("auth", "generation", f"a generation with {auth} auth returned a picture")
+    run.decide("auth", key="probe.why.generation_auth", detail=f"a generation with {auth} auth returned a picture", auth=auth)
     return True
 
 
