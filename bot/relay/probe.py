@@ -410,12 +410,13 @@ async def _finish(
         path = "/models?pageSize=1000" if dialect == "gemini" else "/models"
         step = f"GET {'/v1beta' if dialect == 'gemini' else '/v1'}/models (no key)"
         value, exc = await run.call(step, run.config(dialect, auth, keyless=True), path)
-        open_list = exc is None and listed_names(value) is not None
-        if open_list:
+        if exc is None and listed_names(value) is not None:
             run.decide("auth", key="probe.why.unconfirmed", detail=f"the model list answers without a key, so {auth} is a guess", auth=auth)
-        else:
+        elif _kind(exc) == "auth":
             confirmed = True
             run.decide("auth", key="probe.why.listing", detail=f"the model list answered with {auth} auth and refuses requests without a key", auth=auth)
+        else:  # a network failure or an odd answer: no proof either way
+            run.decide("auth", key="probe.why.unchecked", detail=f"could not check whether the model list needs a key, so {auth} is unconfirmed", auth=auth)
     if not confirmed and allow_generation and models.served:
         ok = await _tiny_generation(run, dialect, auth, models, generation_timeout)
         confirmed = generated = ok
