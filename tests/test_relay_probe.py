@@ -51,6 +51,7 @@ def double(style: str, **kw: object) -> SeedRelayDouble:
     [
         ("gemini-query", "gemini", "query", {}),
         ("gemini-bearer", "gemini", "bearer", {}),
+        ("gemini-goog", "gemini", "x-goog-api-key", {}),
         ("openai-images", "openai-images", "bearer", {}),  # lists gemini-* ids too: no alias needed
         ("openai-chat", "openai-chat", "bearer", {}),
     ],
@@ -224,3 +225,15 @@ async def test_every_decision_reads_in_both_languages(client: RelayClient) -> No
                 line = t(decision.key, locale, **decision.params)
                 assert line != decision.key and "{" not in line
     assert {"probe.why.gemini_list", "probe.why.size_names", "probe.why.only_chat_route", "probe.why.no_model_list"} <= seen
+
+
+async def test_a_pasted_images_endpoint_settles_images_vs_chat_on_a_gateway(client: RelayClient) -> None:
+    from tests.doubles.relay_double import SeedStyle
+
+    with SeedRelayDouble(None, api_key=KEY) as relay:
+        relay.style = SeedStyle(frozenset({"images", "chat", "openai-models"}), "bearer", ("gemini-2.5-flash-image",))
+        result = await probe_relay(client, f"{relay.url}/v1/images/generations", KEY)
+        assert result.found and result.dialect == "openai-images" and result.base_url == relay.url + "/v1"
+        assert not [r for r in relay.requests if r.method == "POST"]  # no route check needed
+        chat = await probe_relay(client, f"{relay.url}/v1/chat/completions", KEY)
+    assert chat.found and chat.dialect == "openai-chat"

@@ -1239,6 +1239,8 @@ SEED_STYLES: dict[str, SeedStyle] = {
     ),
     # Seed 004's OpenAI-compatible mode alone: /v1/chat/completions, Bearer, Google's names.
     "openai-chat": SeedStyle(frozenset({"chat", "openai-models"}), "bearer", ("gemini-2.5-flash-image", "gpt-4o-mini", "text-embedding-3-small")),
+    # Google's own API: Gemini native, the key in x-goog-api-key.
+    "gemini-goog": SeedStyle(_GEMINI_ROUTES, "x-goog-api-key", ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-pro")),
     # A web server that is no relay (a wrong URL, a parked domain).
     "useless": SeedStyle(frozenset(), None, (), html=True),
 }
