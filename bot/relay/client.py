@@ -73,6 +73,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 RELAY_SPECIFIC = frozenset({401, 402, 403, 404})
 ERROR_BODY_CAP = 1 * 2**20
 PROBE_TIMEOUT = 30.0
+# Model lists and balance answers are small; a relay answering megabytes there is broken.
+SMALL_ANSWER_BYTES = 2 * 2**20
 MAX_REDIRECTS = 5
 USER_AGENT = "nano-banana-bot/0.1 (+relay client)"
 
@@ -253,6 +255,45 @@ class RelayClient:
         started = time.monotonic()
         await self._request(relay, sent, timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
         return time.monotonic() - started
+
+    def limited(self, *, max_attempts: int | None = None, max_answer_bytes: int | None = None) -> "RelayClient":
+        """A client sharing this one's HTTP client (connection pool, transport) and URL guard,
+        with tighter limits: the relay probe and balance checks read small answers, once."""
+        return RelayClient(
+            self._http,
+            max_attempts=self.max_attempts if max_attempts is None else max_attempts,
+            backoff_base=self.backoff_base,
+            max_backoff=self.max_backoff,
+            body_budget=self.body_budget,
+            max_answer_bytes=self.max_answer_bytes if max_answer_bytes is None else max_answer_bytes,
+            url_guard=self.url_guard,
+            timeout=self.timeout,
+        )
+
+    async def call_json(
+        self,
+        relay: RelayConfig,
+        path: str,
+        *,
+        body: Any = None,
+        versioned: bool = True,
+        timeout: float = PROBE_TIMEOUT,
+        max_bytes: int = SMALL_ANSWER_BYTES,
+    ) -> Any:
+        """One small JSON call, tried once: GET (``body`` None) or POST of ``body``. ``path``
+        goes under the dialect's version prefix (``/v1beta`` or ``/v1``), or with
+        ``versioned=False`` under the relay's root (its base URL without a trailing version),
+        so the key only ever goes to the relay's own origin. The answer is bounded by
+        ``timeout`` and ``max_bytes``; failures raise like :meth:`generate` (RelayFailed with
+        ``key`` error.url_refused, error.auth, error.relay_http, error.broken_answer, ...)."""
+        register_secret(relay.api_key)
+        if versioned:
+            url = self._endpoint(relay, path)
+        else:
+            url = re.sub(r"/v1(?:alpha|beta)?\d*$", "", relay.base_url.strip().rstrip("/")) + path
+        sent = _Sent("GET", url) if body is None else await _post_json(url, body)
+        small = self.limited(max_attempts=1, max_answer_bytes=max_bytes)
+        return await small._request(relay, sent, timeout=timeout, parse=_probe_parse, attempts=1)
 
     # --- dialects -----------------------------------------------------------------------
 

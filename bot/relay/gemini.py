@@ -130,6 +130,8 @@ def build(
     body: dict[str, Any] = {"contents": contents, "generationConfig": generation}
     if request.grounding:
         body["tools"] = [{"googleSearch": {}}]
+    if request.safety_settings:
+        body["safetySettings"] = [dict(entry) for entry in request.safety_settings]
     return body, turn
 
 

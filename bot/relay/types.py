@@ -53,6 +53,9 @@ class GenerationRequest:
     history: list[dict[str, Any]] = field(default_factory=list)
     grounding: bool = False
     thinking: str | None = None  # "minimal" | "high" where the model supports it
+    # Gemini dialect only: the request's ``safetySettings`` as bot.safety.SafetySettings.render()
+    # gives them ([{"category", "threshold"}]); None sends none (the relay's defaults apply).
+    safety_settings: list[dict[str, str]] | None = None
 
 
 @dataclass

@@ -60,6 +60,7 @@ __all__ = [
     "Recorded",
     "Upload",
     "RelayDouble",
+    "SeedRelayDouble",
     "gemini_answer_body",
     "openai_images_answer_body",
     "chat_answer_body",
@@ -814,8 +815,10 @@ class RelayDouble:
             record.json, record.form = _summarise(record.json), _summarise(record.form)
             record.uploads = [Upload(u.name, u.filename, u.content_type, b"") for u in record.uploads]
 
-        refusal: _Reply | None = None
-        if route.endpoint == "file":
+        refusal: _Reply | None = self._styled(h.command, path, route, record, query, headers)  # SeedRelayDouble
+        if refusal is not None:
+            pass
+        elif route.endpoint == "file":
             refusal = self._file_reply(path)  # download links need no key, like a CDN's
         elif route.endpoint == "unknown":
             refusal = self._error_reply(route.dialect, 404, f"The path {path} is not served by this relay.", code="not_found")
@@ -836,6 +839,10 @@ class RelayDouble:
             self._send(h, refusal)
         else:
             self._act(h, route, record, parsed, record.behaviour)
+
+    def _styled(self, command: str, path: str, route: _Route, record: Recorded, query: dict[str, str], headers: dict[str, str]) -> _Reply | None:
+        """A reply that replaces the normal handling (see SeedRelayDouble); None: handle normally."""
+        return None
 
     def _auth(self, query: dict[str, str], headers: dict[str, str]) -> tuple[str | None, bool]:
         presented: list[tuple[str, str]] = []
@@ -1197,6 +1204,121 @@ def _shutdown(sock: socket.socket) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # python -m tests.doubles.relay_double
+
+
+# ---------------------------------------------------------------------------------------------
+# seed relay styles and a balance endpoint (relay probe and balance tests)
+#
+# ``SeedRelayDouble(style=...)`` serves only what one seed relay's docs describe: its routes,
+# its one auth style and its model names; everything else answers 404 like that relay would.
+# ``style="useless"`` answers an HTML 404 page to everything. ``echo_key=True`` makes auth
+# errors echo the presented key (the probe must still never show it). ``set_balance(x)``
+# turns on new-api's balance endpoints with ``x`` USD left (``None``: no balance endpoints).
+
+
+@dataclass(frozen=True)
+class SeedStyle:
+    routes: frozenset[str]  # _Route.endpoint values served
+    auth: str | None  # the one auth style accepted (None: the base double's rules)
+    models: tuple[str, ...]  # what the model lists show
+    html: bool = False  # every path answers an HTML 404 page
+    open_models: bool = False  # the model list answers without a key
+
+
+_GEMINI_ROUTES = frozenset({"gemini", "gemini-models"})
+SEED_STYLES: dict[str, SeedStyle] = {
+    # Seeds 000/001 (cdn.12ai.org): Gemini native, the key as ?key=.
+    "gemini-query": SeedStyle(_GEMINI_ROUTES, "query", ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")),
+    # Seeds 003/004 (api.ikuncode.cc, api.apiyi.com native mode): Gemini native, Bearer.
+    "gemini-bearer": SeedStyle(_GEMINI_ROUTES, "bearer", ("gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")),
+    # Seed 002 (api.gpt.ge): OpenAI Images (and Chat), Bearer, nano-banana* per-size names.
+    "openai-images": SeedStyle(
+        frozenset({"images", "edits", "chat", "openai-models", "file"}),
+        "bearer",
+        ("nano-banana", "nano-banana-pro", "nano-banana-pro-2k", "nano-banana-pro-4k", "gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-4o-mini"),
+    ),
+    # Seed 004's OpenAI-compatible mode alone: /v1/chat/completions, Bearer, Google's names.
+    "openai-chat": SeedStyle(frozenset({"chat", "openai-models"}), "bearer", ("gemini-2.5-flash-image", "gpt-4o-mini", "text-embedding-3-small")),
+    # Google's own API: Gemini native, the key in x-goog-api-key.
+    "gemini-goog": SeedStyle(_GEMINI_ROUTES, "x-goog-api-key", ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-pro")),
+    # A web server that is no relay (a wrong URL, a parked domain).
+    "useless": SeedStyle(frozenset(), None, (), html=True),
+}
+
+# new-api's balance routes (router/dashboard.go, router/api-router.go).
+BALANCE_PATHS = frozenset({"/v1/dashboard/billing/subscription", "/dashboard/billing/subscription", "/v1/dashboard/billing/usage", "/dashboard/billing/usage", "/api/usage/token"})
+QUOTA_PER_USD = 500_000  # new-api's default QuotaPerUnit: raw quota units per US dollar
+
+
+class SeedRelayDouble(RelayDouble):
+    def __init__(self, style: str | None = None, *, echo_key: bool = False, open_models: bool = False, **kwargs: Any) -> None:
+        if style is not None and style not in SEED_STYLES:
+            raise ValueError(f"unknown seed style {style!r}; known: {', '.join(SEED_STYLES)}")
+        self.style = SEED_STYLES[style] if style else None
+        if self.style is not None and open_models:
+            self.style = SeedStyle(self.style.routes, self.style.auth, self.style.models, self.style.html, open_models=True)
+        self.echo_key = echo_key
+        self._balance: tuple[float, float, bool] | None = None  # (remaining USD, used USD, unlimited)
+        self._billing = True
+        super().__init__(**kwargs)
+
+    def set_balance(self, remaining: float | None, *, used: float = 0.0, unlimited: bool = False, billing: bool = True) -> None:
+        """Turn the balance endpoints on with ``remaining`` USD left (None: off, 404).
+        ``billing=False``: only new-api's token-info endpoint answers."""
+        with self._lock:
+            self._balance = None if remaining is None else (float(remaining), float(used), unlimited)
+            self._billing = billing
+
+    def _presented_key(self, query: dict[str, str], headers: dict[str, str]) -> str:
+        auth = headers.get("authorization", "")
+        return query.get("key") or headers.get("x-goog-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
+
+    def _styled(self, command: str, path: str, route: _Route, record: Recorded, query: dict[str, str], headers: dict[str, str]) -> _Reply | None:
+        if path.rstrip("/") in BALANCE_PATHS:
+            return self._balance_reply(path.rstrip("/"), record, query, headers)
+        style = self.style
+        if style is None:
+            return None
+        if style.html:
+            return _Reply(404, [wire.html_page(404)], "text/html")
+        if route.endpoint not in style.routes:
+            return self._error_reply(route.dialect, 404, f"Invalid URL ({command} {path})", code="not_found")
+        if route.endpoint == "file":
+            return None  # download links need no key (the base double serves them)
+        listing = route.endpoint in ("gemini-models", "openai-models")
+        if style.auth is not None and not (listing and style.open_models and record.auth_style is None):
+            if record.auth_style != style.auth or not record.key_ok:
+                return self._styled_auth_error(route, query, headers)
+        if route.endpoint == "gemini-models":
+            return _Reply.json(200, {"models": [_gemini_model(m) for m in style.models]})
+        if route.endpoint == "openai-models":
+            return _Reply.json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 1732000000, "owned_by": "relay"} for m in style.models]})
+        return None
+
+    def _styled_auth_error(self, route: _Route, query: dict[str, str], headers: dict[str, str]) -> _Reply:
+        if not self.echo_key:
+            return self._auth_error(route.dialect)
+        # Some relays echo what they got: the probe must mask it everywhere.
+        presented = self._presented_key(query, headers)
+        if route.dialect == "gemini":
+            return _Reply.json(400, wire.google_error(400, f"API key not valid: {presented}", reason="API_KEY_INVALID"))
+        return _Reply.json(401, wire.openai_error(401, f"Incorrect API key provided: {presented}", code="invalid_api_key"))
+
+    def _balance_reply(self, path: str, record: Recorded, query: dict[str, str], headers: dict[str, str]) -> _Reply:
+        with self._lock:
+            balance = self._balance
+        if balance is None or (not self._billing and "/billing/" in path):
+            return _Reply(404, [wire.html_page(404)], "text/html")
+        if record.auth_style != "bearer" or not record.key_ok:  # new-api's TokenAuth: Bearer
+            return self._styled_auth_error(_Route("openai-chat", "balance"), query, headers)
+        remaining, used, unlimited = balance
+        if path.endswith("/subscription"):
+            total = 100_000_000.0 if unlimited else remaining + used  # new-api: unlimited = 1e8
+            return _Reply.json(200, {"object": "billing_subscription", "has_payment_method": True, "soft_limit_usd": total, "hard_limit_usd": total, "system_hard_limit_usd": total, "access_until": 0})
+        if path.endswith("/usage"):
+            return _Reply.json(200, {"object": "list", "total_usage": used * 100})  # cents
+        quota_left, quota_used = int(remaining * QUOTA_PER_USD), int(used * QUOTA_PER_USD)
+        return _Reply.json(200, {"code": True, "message": "ok", "data": {"object": "token_usage", "name": "probe", "total_granted": quota_left + quota_used, "total_used": quota_used, "total_available": quota_left, "unlimited_quota": unlimited, "expires_at": 0}})
 
 
 def main(argv: list[str] | None = None) -> int:
