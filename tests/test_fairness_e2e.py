@@ -4,6 +4,7 @@ relays are not felt by another server (issue: 10 black-hole relays on two server
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -75,6 +76,11 @@ async def test_a_third_server_starts_within_one_slot_time_while_two_servers_rela
                     # Each hung job tried at most two of its server's relays, and A/B's later
                     # jobs were refused by the breaker rather than taking slots.
                     assert sum(len(h.requests) for h in holes) <= 4 * 2
+                    # The third members of A and B were told why, without waiting a deadline.
+                    resting = [c for c in dd.find("PATCH", r"/messages/@original$", since=0) if "stopped answering" in json.dumps(c.json or {})]
+                    assert len(resting) == 2, len(resting)
+                    totals = await svc.quota.totals()
+                    assert totals["reserved"] == 0 and totals["committed"] == 1  # only C's picture is charged
     finally:
         for hole in holes:
             hole.close()

@@ -490,6 +490,7 @@ async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aios
     per_job: dict[int, list[int]] = {}
     for job_id, position in calls:
         per_job.setdefault(job_id, []).append(position)
+    print(f"position callbacks for a {n}-job queue: {len(calls)}")
     assert len(calls) <= n * (10 + 6), len(calls)
     # Shown places only ever go down, exact at the front, bucket bounds further back.
     last = per_job[max(per_job)]
