@@ -91,8 +91,8 @@ def intake_sync(data: bytes, label: str = "") -> InputImage:
     if data.startswith(_PNG_SIGNATURE) and not png_complete(data):
         raise InvalidRequest(f"{name} is cut off", key="fair.image_truncated", name=name)
     mime = sniff(data)
-    if mime not in ("image/png", "image/jpeg", "image/webp"):
-        return prepare(data, label)  # HEIC passes as is; other formats become (small) PNGs
+    if mime in ("image/heic", "image/heif"):
+        return prepare(data, label)  # passed through as is (Pillow cannot decode them here)
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
@@ -128,7 +128,10 @@ def _shrunk(data: bytes, mime: str, width: int, height: int, name: str) -> bytes
                 img.draft(img.mode, (width // factor, height // factor))
             img.load()
             factor = math.ceil(math.sqrt(img.width * img.height / INTAKE_MAX_PIXELS))
-            small = img.reduce(factor) if factor > 1 else img.copy()
+            full: Image.Image = img
+            if full.mode not in ("RGB", "RGBA", "L", "LA", "CMYK"):  # e.g. a GIF's palette
+                full = full.convert("RGBA" if full.mode in ("PA", "P") and "transparency" in full.info else "RGB")
+            small = full.reduce(factor) if factor > 1 else full.copy()
     except Exception:
         raise InvalidRequest(f"{name} is damaged", key="invalid.image_damaged", name=name) from None
     out = io.BytesIO()

@@ -28,6 +28,12 @@ Life of a job::
 - **Runner:** ``async runner(job) -> None``, supplied by the bot. Returning means "delivered"
   (commit); raising means "failed" (refund). It may set ``job.relay_name``,
   ``job.latency_ms`` and ``job.result_message_id``; they are saved with the final status.
+- **Chains:** a job whose ``request["after_job_id"]`` names a queued or running job waits
+  until that one has finished (the second of two quick messages in a thread builds on the
+  first one's result; the runner resolves which turn that is).
+- **Recording the end** (:meth:`JobQueue._settle`): a final write the database refuses (disk
+  full, locked past busy_timeout) is tried again for about a minute, holding the slot, so a
+  job is not left ``running`` with credits ``reserved`` until a restart.
 - **Cancel:** the requester (or a moderator, ``by_user=None``) cancels a queued job (dropped
   and refunded) or a running one (its task is cancelled, then refunded). A job whose runner has
   already returned can no longer be cancelled: the picture is out.
@@ -64,6 +70,7 @@ TERMINAL = ("done", "failed", "cancelled", "interrupted")
 # Waits before trying again to record a job's end when the database refuses the write (disk
 # full, locked beyond busy_timeout): about a minute in all, during which the job keeps its slot.
 SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SETTLE_BACKGROUND_S = 60.0  # then, slot given back, every this often until the write lands
 
 # Places in line shown exactly; beyond it a member sees "within the first N" (N from
 # POSITION_BUCKETS, then powers of ten), which changes only when a bucket boundary is crossed.
@@ -612,19 +619,35 @@ class JobQueue:
 
     async def _settle(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
         """:meth:`_finish`, tried again while the database refuses the write, so a failed
-        final commit leaves no job ``running`` and no credits ``reserved``. If it never lands
-        the row stays ``running``, and the next :meth:`start` refunds it like any job the
-        process lost (a delivered picture is then given away, never charged twice)."""
+        final commit leaves no job ``running`` and no credits ``reserved``. Past about a minute
+        the slot is given back and the write is retried in the background; if the process
+        stops first, the row is still ``running`` and the next :meth:`start` refunds it like
+        any job the process lost (a delivered picture is then given away, never charged
+        twice)."""
         for delay in (*SETTLE_RETRY_DELAYS, None):
             try:
                 await self._finish(job, status, ledger, error=error)
                 return
             except (sqlite3.Error, OSError) as exc:
                 if delay is None:
-                    log.error("job %d: could not record it as %s (%s); the next start will refund it", job.id, status, exc)
+                    # The slot is given back; the write goes on being tried in the background.
+                    log.error("job %d: could not record it as %s (%s); trying every %.0f s meanwhile", job.id, status, exc, SETTLE_BACKGROUND_S)
+                    task = asyncio.create_task(self._settle_later(job, status, ledger, error), name=f"job-{job.id}-settle")
+                    self._tasks.append(task)
                     return
                 log.warning("job %d: could not record it as %s (%s); trying again in %.1f s", job.id, status, exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _settle_later(self, job: Job, status: str, ledger: str, error: tuple[str, str] | None) -> None:
+        while True:
+            await asyncio.sleep(SETTLE_BACKGROUND_S)
+            try:
+                await self._finish(job, status, ledger, error=error)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("job %d: still cannot record it as %s (%s)", job.id, status, exc)
+                continue
+            log.info("job %d: recorded as %s at last", job.id, status)
+            return
 
     async def _finish(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
         code, detail = error or (None, None)

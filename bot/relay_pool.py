@@ -13,9 +13,10 @@
   job should not fail without a single attempt, and one attempt is cheap next to hammering.
 - **One deadline per job** (:func:`job_deadline`: twice the per-attempt allowance of the
   size, i.e. one full allowance for the first relay and one for a failover) bounds the whole
-  call, the relay client's retries and every relay tried included. When it passes, the
-  attempt in flight is cancelled, which closes its connection, and the job fails with
-  ``fair.deadline``. It is also the longest any job holds a global slot ("one slot time").
+  call, the relay client's retries and every relay tried included: the client gives each
+  attempt at most the time left (one timer, so the attempt ends and closes its connection
+  in order), and the job fails with ``fair.deadline``; a scope a little past the deadline
+  cancels anything else still running. It is also the longest any job holds a global slot ("one slot time").
 - **After a read timeout, at most one more relay** is tried: a relay that accepted the request
   and went silent may still be generating (and billing) it, and five silent relays must not
   cost a job five allowances.
@@ -46,6 +47,9 @@ DEFAULT_NAME = "default"
 
 # Relays tried after the first read timeout of a job (see the module docstring).
 FAILOVER_AFTER_TIMEOUT = 1
+# Past the deadline, how long anything else (not a relay attempt) may still run before the
+# call is cancelled outright.
+DEADLINE_BACKSTOP_S = 2.0
 
 
 class DeadlinePassed(RelayTimeout):
@@ -66,7 +70,7 @@ def job_deadline(size: str | None, attempt_timeout: float | None = None) -> floa
 
 
 class Client(Protocol):
-    async def generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult: ...
+    async def generate(self, relay: RelayConfig, request: GenerationRequest, *, deadline: float | None = None) -> GenerationResult: ...
 
     async def probe(self, relay: RelayConfig) -> float: ...
 
@@ -148,7 +152,10 @@ class RelayPool:
         last: RelayFailed | None = None
         in_flight: _Candidate | None = None
         timeouts = 0
-        scope = asyncio.timeout(allowance)
+        # The client ends its attempts at the deadline itself; this scope is the backstop for
+        # anything else that would run past it.
+        deadline = time.monotonic() + allowance
+        scope = asyncio.timeout(allowance + DEADLINE_BACKSTOP_S)
         try:
             async with scope:
                 for candidate in candidates:
@@ -157,7 +164,7 @@ class RelayPool:
                     name = candidate.config.name
                     in_flight = candidate
                     try:
-                        result = await self.client.generate(candidate.config, request)
+                        result = await self.client.generate(candidate.config, request, deadline=deadline)
                     except RelayFailed as exc:
                         in_flight = None
                         exc.relay_name = name  # type: ignore[attr-defined]
@@ -170,6 +177,10 @@ class RelayPool:
                         until = await self._failed(candidate, exc)
                         log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
                         last = exc
+                        if time.monotonic() >= deadline:
+                            passed = DeadlinePassed(round(allowance))
+                            passed.relay_name = name  # type: ignore[attr-defined]
+                            raise passed from None
                         continue
                     except NoImage as exc:
                         self.breaker.answered(guild_id)  # the relay answered; the model refused

@@ -157,3 +157,14 @@ def test_six_8944_pngs_through_the_bot_at_once_stay_under_the_memory_budget(tmp_
     print(f"six 8944x8944 PNGs through the bot: RSS {base} MB before, VmHWM {peak} MB, {posts} results")
     assert posts == 6 and sent == 6
     assert peak <= 700, (base, peak)
+
+
+async def test_a_huge_picture_in_another_format_is_shrunk_too() -> None:
+    img = Image.new("P", (6000, 3500), 3)
+    img.putpalette([i % 256 for i in range(768)])
+    buf = io.BytesIO()
+    img.save(buf, "GIF")
+    image = await intake(buf.getvalue(), "big.gif")
+    assert image.mime_type == "image/png"
+    with Image.open(io.BytesIO(image.data)) as out:
+        assert out.width * out.height <= INTAKE_MAX_PIXELS and out.width > out.height

@@ -540,3 +540,54 @@ def test_far_places_in_line_are_shown_as_buckets_in_both_languages() -> None:
     assert "position 7" in progress_text("queued", "en", position=7)
     assert "within the first 50" in progress_text("queued", "en", position=37)
     assert "前 50 位以内" in progress_text("queued", "zh-CN", position=37)
+
+
+async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(db: aiosqlite.Connection, data_dir: Path) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def runner(job: Job) -> None:
+        order.append(f"start {job.request['name']}")
+        if job.request["name"] == "first":
+            await gate.wait()
+        order.append(f"end {job.request['name']}")
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=4), runner)
+    await queue.start()
+    first = await queue.submit(new(1, name="first"), rules=PLENTY)
+    await queue.submit(new(2, name="second", after_job_id=first.id), rules=PLENTY)
+    await queue.submit(new(3, name="other"), rules=PLENTY)
+    await eventually(lambda: "end other" in order, "an unrelated job runs meanwhile")
+    assert "start second" not in order  # held back, though slots are free
+    gate.set()
+    await queue.join()
+    await queue.stop()
+    assert order.index("start second") > order.index("end first")
+
+
+async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_later(db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    import bot.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "SETTLE_RETRY_DELAYS", (0.05, 0.05))
+    monkeypatch.setattr(jobs_module, "SETTLE_BACKGROUND_S", 0.3)
+    await db.execute("PRAGMA busy_timeout=20")
+    blocker = sqlite3.connect(str(data_dir / "bot.sqlite3"), isolation_level=None, check_same_thread=False)
+
+    async def runner(job: Job) -> None:
+        blocker.execute("BEGIN EXCLUSIVE")
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    await queue.start()
+    try:
+        job = await queue.submit(new(1), rules=PLENTY)
+        await eventually(lambda: queue.running_count == 0 and not queue.queued_count, "slot given back")
+        blocker.execute("COMMIT")  # the database takes writes again
+        async def recorded() -> bool:
+            return dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "done"}
+        await eventually(recorded, "the end recorded in the background", limit=5)
+        assert (await ledger(db)) == {job.id: "committed"}
+    finally:
+        await queue.stop()
+        blocker.close()

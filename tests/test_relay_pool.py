@@ -255,7 +255,7 @@ async def test_add_edit_reorder_remove(db: aiosqlite.Connection, data_dir: Path)
 
 # --- one deadline per job, failover after a timeout, the per-server breaker ------------------
 
-from bot.relay_pool import job_deadline  # noqa: E402
+from bot.relay_pool import DeadlinePassed, job_deadline  # noqa: E402
 from bot.server_breaker import ServerResting  # noqa: E402
 
 
@@ -297,9 +297,9 @@ async def test_five_black_hole_relays_cost_one_deadline_two_relays_and_no_open_c
             hole.close()
 
 
-async def test_the_deadline_cuts_a_relay_that_trickles_past_its_allowance_and_closes_it(db: aiosqlite.Connection, data_dir: Path) -> None:
-    """Retries of fast failures fit inside the same deadline: a relay answering 503 forever
-    and then one hanging relay end at the deadline, not at 4 attempts + a full allowance each."""
+async def test_retries_and_failover_share_one_deadline_and_the_last_attempt_is_cut_and_closed(db: aiosqlite.Connection, data_dir: Path) -> None:
+    """A relay answering 503 (retried with backoff) and then a silent one: the silent relay
+    gets only the time left, not a full allowance, and its connection is closed."""
     with RelayDouble(api_key=KEY_A) as flaky, RelayDouble(api_key=KEY_A) as hole:
         clock = Clock()
         relays = RelayStore(db, load_keyring(None, data_dir), allow_private=True, clock=clock)
@@ -307,16 +307,17 @@ async def test_the_deadline_cuts_a_relay_that_trickles_past_its_allowance_and_cl
         hole.default = Behaviour("hang")
         await relays.add(GUILD, name="flaky", base_url=flaky.url, api_key=KEY_A, dialect="gemini", auth="query")
         await relays.add(GUILD, name="hole", base_url=hole.url, api_key=KEY_A, dialect="gemini", auth="query")
-        # Per-attempt allowance 1 s, so the deadline is 2 s; the hang starts after ~0.2 s of 503s.
-        async with RelayClient(max_attempts=3, backoff_base=0.05, max_backoff=0.1, timeout=1.0, url_guard=make_guard(True)) as client:
+        # Per-attempt allowance 1 s, so the deadline is 2 s; the 503s and backoffs take ~1.5 s.
+        async with RelayClient(max_attempts=4, backoff_base=0.5, max_backoff=0.5, timeout=1.0, url_guard=make_guard(True)) as client:
             pool = RelayPool(client, relays, settings(data_dir), clock=clock)
             loop = asyncio.get_running_loop()
             started = loop.time()
-            with pytest.raises(RelayFailed):
+            with pytest.raises(DeadlinePassed) as caught:
                 await pool.generate(GUILD, request())
             took = loop.time() - started
-        assert took <= 2.3, took
-        assert len(flaky.requests) == 3 and len(hole.requests) == 1
+        assert 1.9 <= took <= 2.3, took  # not 1.5 s + a full second for the silent relay
+        assert caught.value.key == "fair.deadline" and caught.value.params["seconds"] == 2
+        assert len(flaky.requests) == 4 and len(hole.requests) == 1
         await wait_closed([hole])
         assert hole.open_connections == 0
 
