@@ -68,7 +68,9 @@ class NanoBananaBot(commands.AutoShardedBot):
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False),
+            # Nobody is pinged unless a send names whom (results ping their requester only):
+            # many texts echo members' words, file names or a model's answer.
+            allowed_mentions=discord.AllowedMentions.none(),
             owner_ids=set(settings.owner_ids) or None,
         )
         self.settings = settings

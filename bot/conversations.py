@@ -30,6 +30,29 @@ Thought parts (decision)
     ``thoughtSignature`` (a part with a signature is always kept). Draft images count against
     the payload budget like any other image.
 
+What is stored of a model turn (decision: "what a later turn needs")
+    A relay may answer with any number of parts (61 ``inlineData`` parts were tried: 61 files,
+    60 MiB kept for 30 days). A later turn replays the path as stored, and the API checks the
+    ``thoughtSignature`` of the parts it sent; an unsigned part is never checked, and the
+    picture being edited is the delivered one. So :func:`needed_parts` keeps: the delivered
+    picture (the last non-thought image, as ``gemini.parse`` picks it), every part that
+    carries a ``thoughtSignature`` (byte for byte, image or text), unsigned text parts up to
+    ``MAX_TURN_TEXT`` characters in all, and unsigned draft images (``"thought": true``,
+    replayed as received, see "Thought parts") while the turn stays within
+    ``MAX_TURN_IMAGES`` images and ``MAX_TURN_IMAGE_BYTES``. Unsigned non-thought images other
+    than the delivered one (extra outputs) are never stored. A turn whose delivered and
+    signed images alone exceed the caps (signed parts are kept whole or not at all) is
+    stored as the delivered picture alone: the next edit replays that picture unsigned, as
+    for dialects without history.
+
+Per server (decision)
+    :meth:`Conversations.prune_server_overflow` keeps each server's stored pictures under
+    ``MAX_SERVER_IMAGE_BYTES``: past it, the server's least recently used pictures are
+    pruned early (an edit on them then says they expired, as after the retention period).
+    It counts every image a server's turns name (pictures, inputs, signed parts); an image
+    two servers share counts for both and goes when either needs the room (content-addressed
+    storage makes sharing rare: it needs the same bytes). Run with the retention prune.
+
 Dialects without history (OpenAI-style)
     ``add_turn(model_turn=None)`` stores a synthetic model turn holding just the result image
     (no signature), so paths stay well-formed and ``latest_image`` works for every dialect.
@@ -63,6 +86,12 @@ from bot.store import write
 __all__ = ["Conversation", "Conversations", "History", "ImagePruned", "Turn"]
 
 DEFAULT_BUDGET_BYTES = 15_000_000
+# Per-turn storage caps (see "What is stored of a model turn").
+MAX_TURN_IMAGES = 4
+MAX_TURN_IMAGE_BYTES = 64 * 2**20
+MAX_TURN_TEXT = 32_000
+# Stored pictures per server (see "Per server").
+MAX_SERVER_IMAGE_BYTES = 2 * 2**30
 
 # Relays may answer in the proto's snake_case; requests must be camelCase.
 _CAMEL = {
@@ -121,6 +150,54 @@ def _b64len(n: int) -> int:
     return 4 * ((n + 2) // 3)
 
 
+def _inline_data(part: Any) -> Any:
+    inline = part.get("inlineData") if isinstance(part, dict) else None
+    return inline.get("data") if isinstance(inline, dict) else None
+
+
+def _data_size(value: Any) -> int:
+    if isinstance(value, Blob):
+        return len(value.data)
+    return len(value) * 3 // 4 if isinstance(value, str) else 0
+
+
+def needed_parts(parts: list[Any], mime: str) -> list[Any]:
+    """The parts of a model turn worth storing (camelCase already): see the module docstring.
+    Never modifies the caller's dicts; may return a one-part synthetic turn."""
+    images = {i for i, p in enumerate(parts) if isinstance(_inline_data(p), (str, Blob))}
+    delivered = next((i for i in sorted(images, reverse=True) if parts[i].get("thought") is not True), None)
+    keep: set[int] = set()
+    image_count = image_bytes = 0
+    text_left = MAX_TURN_TEXT
+    for i, part in enumerate(parts):
+        signed = isinstance(part, dict) and "thoughtSignature" in part
+        if i in images:
+            if i == delivered or signed:
+                keep.add(i)
+                image_count += 1
+                image_bytes += _data_size(_inline_data(part))
+        elif isinstance(part, dict) and isinstance(part.get("text"), str) and not signed:
+            if len(part["text"]) <= text_left:
+                keep.add(i)
+                text_left -= len(part["text"])
+        else:
+            keep.add(i)
+    if image_count > MAX_TURN_IMAGES or image_bytes > MAX_TURN_IMAGE_BYTES:
+        if delivered is None:
+            return []
+        only = parts[delivered]["inlineData"]
+        return [{"inlineData": {"mimeType": only.get("mimeType") or mime, "data": only["data"]}}]
+    # Unsigned drafts (thought images) are replayed when kept (as received), while room is left.
+    for i in sorted(images - keep):
+        part = parts[i]
+        size = _data_size(_inline_data(part))
+        if part.get("thought") is True and image_count < MAX_TURN_IMAGES and image_bytes + size <= MAX_TURN_IMAGE_BYTES:
+            keep.add(i)
+            image_count += 1
+            image_bytes += size
+    return [part for i, part in enumerate(parts) if i in keep]
+
+
 def _camel(value: Any) -> Any:
     """Rename snake_case wire keys to camelCase, keeping key order. Only the part itself and its
     inline/file data are renamed; free-form values (function args, text) stay as they are."""
@@ -139,6 +216,20 @@ def _image_refs(parts: list[dict[str, Any]]) -> Iterator[str]:
         inline = part.get("inlineData") if isinstance(part, dict) else None
         if isinstance(inline, dict) and isinstance(inline.get("sha256"), str):
             yield inline["sha256"]
+
+
+def _refs_by_guild(rows: list[tuple[Any, ...]]) -> dict[Any, set[str]]:
+    per_guild: dict[Any, set[str]] = {}
+    for guild_id, picture, user_parts, model_parts in rows:
+        refs = per_guild.setdefault(guild_id, set())
+        if picture:
+            refs.add(picture)
+        for raw in (user_parts, model_parts):
+            try:
+                refs.update(_image_refs(json.loads(raw)))
+            except (TypeError, ValueError, AttributeError):
+                continue
+    return per_guild
 
 
 def _with_key_replaced(d: dict[str, Any], old: str, new: str, value: Any) -> dict[str, Any]:
@@ -340,7 +431,8 @@ class Conversations:
         if model_turn is None:
             model_parts: list[Any] = [{"inlineData": {"mimeType": mime, "sha256": image_sha}}]
         else:
-            model_parts = await self._dehydrate(copy.deepcopy(model_turn.get("parts") or []), (image, image_sha))
+            raw_parts = [_camel(p) if isinstance(p, dict) else p for p in (model_turn.get("parts") or [])]
+            model_parts = await self._dehydrate(copy.deepcopy(needed_parts(raw_parts, mime)), (image, image_sha))
         user_parts = await self._dehydrate(user_parts_in)
         now = time.time()
         (row,) = await write(
@@ -532,3 +624,24 @@ class Conversations:
         if turn is None or turn.image_sha256 is None:
             raise KeyError(turn_id)
         return await self.images.get(turn.image_sha256)
+
+    async def prune_server_overflow(self, limit_bytes: int = MAX_SERVER_IMAGE_BYTES) -> int:
+        """Prune each server's least recently used images beyond ``limit_bytes``; returns how
+        many were pruned. Reads first (WAL readers do not block writers), then one prune."""
+        async with self.db.execute(
+            "SELECT c.guild_id, t.image_sha256, t.user_parts, t.model_parts FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+        ) as cur:
+            rows = [tuple(r) for r in await cur.fetchall()]
+        per_guild = await asyncio.to_thread(_refs_by_guild, rows)  # JSON parsing: off the loop
+        infos = await self.images.infos([sha for refs in per_guild.values() for sha in refs])
+        doomed: set[str] = set()
+        for refs in per_guild.values():
+            live = sorted((infos[s] for s in refs if s in infos and not infos[s].pruned), key=lambda i: i.last_used, reverse=True)
+            total = 0
+            for info in live:
+                total += info.byte_size
+                if total > limit_bytes:
+                    doomed.add(info.sha256)
+        if not doomed:
+            return 0
+        return await self.images.prune_these(sorted(doomed))

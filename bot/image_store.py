@@ -10,6 +10,12 @@ Files live at ``<root>/<sha[:2]>/<sha>`` (two-level fan-out keeps directories sm
   retention counts from the last *use*, not from creation.
 - ``prune`` removes files unused for the retention period and keeps their rows (``pruned=1``),
   so a later edit on such a turn can say "expired" instead of "unknown".
+- ``prune_orphans`` does the same, after ``ORPHAN_DAYS`` already, for images nothing needs:
+  no turn names them (as its picture or in its parts) and no queued or running job asks for
+  them. Those are the inputs of jobs that never ran (refused, failed, cancelled): kept a day
+  for the Retry button, not for the whole retention period. The references are looked up
+  with reads only (WAL readers never block the writer), in batches; only the final UPDATE
+  writes.
 
 File I/O, hashing and the Pillow header read run in a worker thread (they release the GIL),
 never on the event loop. One asyncio lock orders ``put`` and ``prune`` in this process, so a
@@ -35,6 +41,8 @@ from bot.store import write
 log = logging.getLogger(__name__)
 
 _DAY = 86400.0
+# Days an image nothing refers to is kept (see the module docstring).
+ORPHAN_DAYS = 1.0
 
 
 class ImagePruned(Exception):
@@ -231,3 +239,52 @@ class ImageStore:
         if shas:
             log.info("pruned %d image(s) unused for %.1f days", len(shas), older_than_days)
         return len(shas)
+
+    async def prune_orphans(self, older_than_days: float = ORPHAN_DAYS, now: float | None = None) -> int:
+        """Delete files unused for ``older_than_days`` that no turn and no waiting job refers
+        to; mark their rows pruned. Returns the count."""
+        cutoff = (time.time() if now is None else now) - older_than_days * _DAY
+        async with self.db.execute("SELECT sha256 FROM images WHERE pruned = 0 AND last_used < ?", (cutoff,)) as cur:
+            candidates = [row[0] for row in await cur.fetchall()]
+        orphans: list[str] = []
+        for start in range(0, len(candidates), 200):
+            chunk = candidates[start : start + 200]
+            marks = ",".join("(?)" for _ in chunk)
+            # A sha256 is 64 hex digits: it cannot appear in a JSON text by accident.
+            async with self.db.execute(
+                f"WITH c(sha) AS (VALUES {marks}) SELECT sha FROM c WHERE"
+                " NOT EXISTS (SELECT 1 FROM turns t WHERE t.image_sha256 = c.sha"
+                "   OR instr(t.user_parts, c.sha) > 0 OR instr(t.model_parts, c.sha) > 0)"
+                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND instr(j.request, c.sha) > 0)",
+                chunk,
+            ) as cur:
+                orphans += [row[0] for row in await cur.fetchall()]
+        removed: list[str] = []
+        async with self._lock:  # a put() of the same bytes in between revives the image: skip it
+            for start in range(0, len(orphans), 500):
+                chunk = orphans[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = await write(
+                    self.db,
+                    f"UPDATE images SET pruned = 1 WHERE pruned = 0 AND last_used < ? AND sha256 IN ({marks}) RETURNING sha256",
+                    [cutoff, *chunk],
+                )
+                removed += [row[0] for row in rows]
+            await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in removed])
+        if removed:
+            log.info("pruned %d image(s) no turn or waiting job refers to", len(removed))
+        return len(removed)
+
+    async def prune_these(self, shas: list[str]) -> int:
+        """Prune the named images now (their rows stay, marked pruned). Returns the count."""
+        removed: list[str] = []
+        async with self._lock:
+            for start in range(0, len(shas), 500):
+                chunk = shas[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = await write(self.db, f"UPDATE images SET pruned = 1 WHERE pruned = 0 AND sha256 IN ({marks}) RETURNING sha256", chunk)
+                removed += [row[0] for row in rows]
+            await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in removed])
+        if removed:
+            log.info("pruned %d image(s) over their server's storage cap", len(removed))
+        return len(removed)

@@ -14,13 +14,26 @@ Life of a job::
 - **Limits:** at most ``settings.max_concurrent_jobs`` running in all, ``max_jobs_per_guild``
   per server and ``max_jobs_per_user`` per member; a server may lower its own caps
   (``GuildSettings.max_jobs`` / ``max_jobs_per_user``), never raise them.
-- **Fairness:** round-robin by member. Members with queued jobs form a rotation; each
-  dispatch serves the first member in the rotation with a job that may run now, then moves
-  that member to the back. One member's burst of ten waits behind everyone else's first job.
-  Positions shown to users follow the same rule (see :meth:`JobQueue.positions`).
+- **Fairness:** by server first, then round-robin by member. Each free slot goes to a job of
+  the server holding the fewest running jobs (so with ``NB_MAX_JOBS=4`` and three servers
+  waiting, no server starts a second job while another server's job waits); among servers
+  with as many, members form a rotation: the first member in the rotation with a job that may
+  run now is served, then moves to the back. One member's burst of ten waits behind everyone
+  else's first job, and one server's hundred members wait behind another server's first job.
+  Slots already taken are not pre-empted: a server's jobs hold them at most one job deadline
+  (see bot/relay_pool.py), which bounds every other server's wait.
+  Positions shown to users follow the same rule (see :meth:`JobQueue.positions`); they are
+  exact up to :data:`EXACT_POSITIONS` and coarse after it (:func:`shown_position`), so a queue
+  of N jobs costs O(N log N) position updates while it drains, not N².
 - **Runner:** ``async runner(job) -> None``, supplied by the bot. Returning means "delivered"
   (commit); raising means "failed" (refund). It may set ``job.relay_name``,
   ``job.latency_ms`` and ``job.result_message_id``; they are saved with the final status.
+- **Chains:** a job whose ``request["after_job_id"]`` names a queued or running job waits
+  until that one has finished (the second of two quick messages in a thread builds on the
+  first one's result; the runner resolves which turn that is).
+- **Recording the end** (:meth:`JobQueue._settle`): a final write the database refuses (disk
+  full, locked past busy_timeout) is tried again for about a minute, holding the slot, so a
+  job is not left ``running`` with credits ``reserved`` until a restart.
 - **Cancel:** the requester (or a moderator, ``by_user=None``) cancels a queued job (dropped
   and refunded) or a running one (its task is cancelled, then refunded). A job whose runner has
   already returned can no longer be cancelled: the picture is out.
@@ -38,6 +51,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -53,6 +67,30 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
+# Waits before trying again to record a job's end when the database refuses the write (disk
+# full, locked beyond busy_timeout): about a minute in all, during which the job keeps its slot.
+SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SETTLE_BACKGROUND_S = 60.0  # then, slot given back, every this often until the write lands
+
+# Places in line shown exactly; beyond it a member sees "within the first N" (N from
+# POSITION_BUCKETS, then powers of ten), which changes only when a bucket boundary is crossed.
+EXACT_POSITIONS = 10
+POSITION_BUCKETS = (20, 50, 100, 200, 500, 1000)
+
+
+def shown_position(position: int) -> int:
+    """The place in line a member is told: exact up to EXACT_POSITIONS, else the smallest
+    bucket bound at or above it. Each job crosses each bound at most once while the queue
+    drains, so updates per job are EXACT_POSITIONS + O(log N)."""
+    if position <= EXACT_POSITIONS:
+        return position
+    for bound in POSITION_BUCKETS:
+        if position <= bound:
+            return bound
+    bound = POSITION_BUCKETS[-1]
+    while bound < position:
+        bound *= 10
+    return bound
 
 
 @dataclass
@@ -374,23 +412,36 @@ class JobQueue:
         )
 
     def positions(self) -> dict[int, int]:
-        """Job id -> 1-based place in line, by the round-robin rule: round k serves the k-th
-        queued job of every member, members in rotation order. (Concurrency caps can let a
-        later job start earlier; the number is what the member is told, kept current.)"""
-        out: dict[int, int] = {}
-        users = [self._queued[u] for u in self._rotation()]
-        position = 0
-        depth = 0
-        while True:
-            served = False
-            for q in users:
-                if depth < len(q):
-                    position += 1
-                    out[q[depth].id] = position
-                    served = True
-            if not served:
-                return out
-            depth += 1
+        """Job id -> 1-based place in line, by the dispatch rule without the caps: a server's
+        i-th queued job (its jobs ordered round-robin by member, members in rotation order)
+        comes in round ``running(server) + i``; within a round, servers go in the order of
+        their first member in the rotation. (Caps can let a later job start earlier; the
+        number is what the member is told, kept current.) O(N log N) in the queue."""
+        running: dict[int | None, int] = {}
+        for job, _ in self._running.values():
+            running[job.guild_id] = running.get(job.guild_id, 0) + 1
+        per_guild: dict[int | None, list[deque[Job]]] = {}
+        for user_id in self._rotation():
+            q = self._queued[user_id]
+            per_guild.setdefault(q[0].guild_id, []).append(q)
+        keyed: list[tuple[int, int, int]] = []  # (round, server order, job id)
+        for order, (guild_id, queues) in enumerate(per_guild.items()):
+            # A member's jobs may name other servers (DMs, several servers): each job counts
+            # in the server its member's first job is in, an approximation the caps ignore too.
+            i = running.get(guild_id, 0)
+            depth = 0
+            while True:
+                served = False
+                for q in queues:
+                    if depth < len(q):
+                        keyed.append((i, order, q[depth].id))
+                        i += 1
+                        served = True
+                if not served:
+                    break
+                depth += 1
+        keyed.sort()
+        return {job_id: n for n, (_, _, job_id) in enumerate(keyed, start=1)}
 
     def position(self, job_id: int) -> int | None:
         return self.positions().get(job_id)
@@ -487,6 +538,9 @@ class JobQueue:
             caps[guild_id] = await self._caps(guild_id)
         # No awaits from here on: the queue cannot change under the loop.
         started = False
+        # A job chained after another (``request["after_job_id"]``: the second of two quick
+        # messages in a thread) waits until that one has finished, so it can build on its result.
+        waiting = {job.id for q in self._queued.values() for job in q}
         while len(self._running) < self.settings.max_concurrent_jobs:
             by_guild: dict[int | None, int] = {}
             by_user: dict[int, int] = {}
@@ -494,16 +548,23 @@ class JobQueue:
                 by_guild[job.guild_id] = by_guild.get(job.guild_id, 0) + 1
                 by_user[job.user_id] = by_user.get(job.user_id, 0) + 1
             chosen: Job | None = None
+            fewest = 0
             for user_id in self._rotation():
                 for job in self._queued[user_id]:
                     if job.guild_id not in caps:
                         continue  # arrived during this dispatch; the next wake-up takes it
+                    after = job.request.get("after_job_id") if isinstance(job.request, dict) else None
+                    if after is not None and (after in waiting or after in self._running):
+                        continue
                     guild_cap, user_cap = caps[job.guild_id]
-                    if by_guild.get(job.guild_id, 0) < guild_cap and by_user.get(user_id, 0) < user_cap:
-                        chosen = job
+                    held = by_guild.get(job.guild_id, 0)
+                    if held < guild_cap and by_user.get(user_id, 0) < user_cap:
+                        # The server holding the fewest slots wins; the rotation breaks ties.
+                        if chosen is None or held < fewest:
+                            chosen, fewest = job, held
                         break
-                if chosen:
-                    break
+                if chosen is not None and fewest == 0:
+                    break  # nobody can hold fewer than none
             if chosen is None:
                 break
             q = self._queued[chosen.user_id]
@@ -534,7 +595,7 @@ class JobQueue:
                 await self.runner(job)
             except asyncio.CancelledError:
                 if job.id in self._cancel_requested:
-                    await asyncio.shield(self._finish(job, "cancelled", "refunded", error=("cancelled", "")))
+                    await asyncio.shield(self._settle(job, "cancelled", "refunded", error=("cancelled", "")))
                     return
                 raise  # shutdown: the row stays 'running'; the next start recovers it
             except Exception as exc:
@@ -546,15 +607,47 @@ class JobQueue:
                 relay = getattr(exc, "relay_name", None)
                 if relay and not job.relay_name:
                     job.relay_name = relay
-                await asyncio.shield(self._finish(job, "failed", "refunded", error=(code, detail)))
+                await asyncio.shield(self._settle(job, "failed", "refunded", error=(code, detail)))
             else:
                 self._delivered.add(job.id)
-                await asyncio.shield(self._finish(job, "done", "committed"))
+                await asyncio.shield(self._settle(job, "done", "committed"))
         finally:
             self._running.pop(job.id, None)
             self._cancel_requested.discard(job.id)
             self._delivered.discard(job.id)
             self._changed()
+
+    async def _settle(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
+        """:meth:`_finish`, tried again while the database refuses the write, so a failed
+        final commit leaves no job ``running`` and no credits ``reserved``. Past about a minute
+        the slot is given back and the write is retried in the background; if the process
+        stops first, the row is still ``running`` and the next :meth:`start` refunds it like
+        any job the process lost (a delivered picture is then given away, never charged
+        twice)."""
+        for delay in (*SETTLE_RETRY_DELAYS, None):
+            try:
+                await self._finish(job, status, ledger, error=error)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                if delay is None:
+                    # The slot is given back; the write goes on being tried in the background.
+                    log.error("job %d: could not record it as %s (%s); trying every %.0f s meanwhile", job.id, status, exc, SETTLE_BACKGROUND_S)
+                    task = asyncio.create_task(self._settle_later(job, status, ledger, error), name=f"job-{job.id}-settle")
+                    self._tasks.append(task)
+                    return
+                log.warning("job %d: could not record it as %s (%s); trying again in %.1f s", job.id, status, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _settle_later(self, job: Job, status: str, ledger: str, error: tuple[str, str] | None) -> None:
+        while True:
+            await asyncio.sleep(SETTLE_BACKGROUND_S)
+            try:
+                await self._finish(job, status, ledger, error=error)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("job %d: still cannot record it as %s (%s)", job.id, status, exc)
+                continue
+            log.info("job %d: recorded as %s at last", job.id, status)
+            return
 
     async def _finish(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
         code, detail = error or (None, None)
@@ -572,7 +665,7 @@ class JobQueue:
         while True:
             await self._positions_dirty.wait()
             self._positions_dirty.clear()
-            current = self.positions()
+            current = {job_id: shown_position(p) for job_id, p in self.positions().items()}
             jobs = {job.id: job for q in self._queued.values() for job in q}
             changed = [(jobs[i], p) for i, p in current.items() if self._notified.get(i) != p]
             self._notified = current

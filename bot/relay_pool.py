@@ -11,6 +11,17 @@
   retried by the relay client.
 - If *every* relay of a server is resting, the one whose rest ends first is tried anyway: a
   job should not fail without a single attempt, and one attempt is cheap next to hammering.
+- **One deadline per job** (:func:`job_deadline`: twice the per-attempt allowance of the
+  size, i.e. one full allowance for the first relay and one for a failover) bounds the whole
+  call, the relay client's retries and every relay tried included: the client gives each
+  attempt at most the time left (one timer, so the attempt ends and closes its connection
+  in order), and the job fails with ``fair.deadline``; a scope a little past the deadline
+  cancels anything else still running. It is also the longest any job holds a global slot ("one slot time").
+- **After a read timeout, at most one more relay** is tried: a relay that accepted the request
+  and went silent may still be generating (and billing) it, and five silent relays must not
+  cost a job five allowances.
+- **A per-server breaker** (bot/server_breaker.py) rests a server whose relays keep timing out:
+  its jobs then fail at once (refunded) instead of each holding a slot for a deadline.
 - A server without relays of its own uses the operator's relay (``NB_RELAY_URL``) only when
   ``settings.share_default_relay`` is on; otherwise :class:`NoRelay` (``admin.relay.none``).
   That relay is trusted (operator-configured) and its health is kept in memory.
@@ -18,22 +29,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .guild_config import RelayStore, rest_period
-from .relay.types import GenerationRequest, GenerationResult, RelayConfig, RelayError, RelayFailed
+from .relay.catalogue import timeout_for
+from .relay.types import GenerationRequest, GenerationResult, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
+from .server_breaker import ServerBreaker
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "default"
 
+# Relays tried after the first read timeout of a job (see the module docstring).
+FAILOVER_AFTER_TIMEOUT = 1
+# Past the deadline, how long anything else (not a relay attempt) may still run before the
+# call is cancelled outright.
+DEADLINE_BACKSTOP_S = 2.0
+
+
+class DeadlinePassed(RelayTimeout):
+    """The job's deadline ended the call (not retried: the job's time is up)."""
+
+    key = "fair.deadline"
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"no picture within {seconds} s, retries and failover included", relay_message=f"no picture within {seconds} s")
+        self.params["seconds"] = seconds
+
+
+def job_deadline(size: str | None, attempt_timeout: float | None = None) -> float:
+    """Seconds one job may take in all: room for one full attempt and one failover attempt.
+    ``attempt_timeout`` is the relay client's override (``RelayClient.timeout``), if any."""
+    per_attempt = attempt_timeout if attempt_timeout is not None else timeout_for(size)
+    return 2.0 * per_attempt
+
 
 class Client(Protocol):
-    async def generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult: ...
+    async def generate(self, relay: RelayConfig, request: GenerationRequest, *, deadline: float | None = None) -> GenerationResult: ...
 
     async def probe(self, relay: RelayConfig) -> float: ...
 
@@ -53,11 +90,20 @@ class _Candidate:
 
 
 class RelayPool:
-    def __init__(self, client: Client, store: RelayStore, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: Client,
+        store: RelayStore,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        breaker: ServerBreaker | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.breaker = breaker or ServerBreaker(clock=clock)
         self._default_fails = 0
         self._default_skip_until = 0.0
 
@@ -97,27 +143,70 @@ class RelayPool:
         return [min(candidates, key=lambda c: c.skip_until)]
 
     async def generate(self, guild_id: int | None, request: GenerationRequest) -> tuple[GenerationResult, str]:
-        """The picture and the name of the relay that made it. A failure raised from here
-        carries ``relay_name`` (the last relay tried) for the job record."""
+        """The picture and the name of the relay that made it, within :func:`job_deadline`.
+        A failure raised from here carries ``relay_name`` (the last relay tried) for the job
+        record."""
+        self.breaker.check(guild_id)
+        allowance = job_deadline(request.size, getattr(self.client, "timeout", None))
         candidates = self._order(await self._candidates(guild_id))
         last: RelayFailed | None = None
-        for candidate in candidates:
-            name = candidate.config.name
-            try:
-                result = await self.client.generate(candidate.config, request)
-            except RelayFailed as exc:
-                exc.relay_name = name  # type: ignore[attr-defined]
-                if not exc.retryable:
-                    raise
-                until = await self._failed(candidate, exc)
-                log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
-                last = exc
-                continue
-            except RelayError as exc:
-                exc.relay_name = name  # type: ignore[attr-defined]
+        in_flight: _Candidate | None = None
+        timeouts = 0
+        # The client ends its attempts at the deadline itself; this scope is the backstop for
+        # anything else that would run past it.
+        deadline = time.monotonic() + allowance
+        scope = asyncio.timeout(allowance + DEADLINE_BACKSTOP_S)
+        try:
+            async with scope:
+                for candidate in candidates:
+                    if timeouts > FAILOVER_AFTER_TIMEOUT:
+                        break
+                    name = candidate.config.name
+                    in_flight = candidate
+                    try:
+                        result = await self.client.generate(candidate.config, request, deadline=deadline)
+                    except RelayFailed as exc:
+                        in_flight = None
+                        exc.relay_name = name  # type: ignore[attr-defined]
+                        if isinstance(exc, RelayTimeout):
+                            timeouts += 1
+                            self.breaker.timed_out(guild_id)
+                        elif not exc.retryable:
+                            self.breaker.answered(guild_id)
+                            raise
+                        until = await self._failed(candidate, exc)
+                        log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
+                        last = exc
+                        if time.monotonic() >= deadline:
+                            passed = DeadlinePassed(round(allowance))
+                            passed.relay_name = name  # type: ignore[attr-defined]
+                            raise passed from None
+                        continue
+                    except NoImage as exc:
+                        self.breaker.answered(guild_id)  # the relay answered; the model refused
+                        exc.relay_name = name  # type: ignore[attr-defined]
+                        raise
+                    except RelayError as exc:
+                        exc.relay_name = name  # type: ignore[attr-defined]
+                        raise
+                    in_flight = None
+                    self.breaker.answered(guild_id)
+                    await self._succeeded(candidate)
+                    return result, name
+        except TimeoutError:
+            if not scope.expired():
                 raise
-            await self._succeeded(candidate)
-            return result, name
+            # The deadline cancelled the attempt in flight (its connection is closed by now).
+            exc = DeadlinePassed(round(allowance))
+            if in_flight is not None:
+                exc.relay_name = in_flight.config.name  # type: ignore[attr-defined]
+                self.breaker.timed_out(guild_id)
+                await self._failed(in_flight, exc)
+            elif last is not None:
+                exc.relay_name = getattr(last, "relay_name", None)  # type: ignore[attr-defined]
+            raise exc from None
+        finally:
+            self.breaker.released(guild_id)
         assert last is not None
         raise last
 
@@ -129,6 +218,7 @@ class RelayPool:
             raise NoRelay(f"no relay named {name!r}", key="admin.relay.not_found", name=name)
         latency = await self.client.probe(candidate.config)
         await self._succeeded(candidate, force=True)
+        self.breaker.answered(guild_id)  # the admin checked: the server's jobs may run again
         return latency
 
     async def _failed(self, candidate: _Candidate, exc: RelayFailed) -> float:

@@ -19,11 +19,11 @@ import httpx
 from . import fonts, store
 from .conversations import Conversations
 from .guild_config import GuildConfigStore, GuildSettings, RelayStore, canonical_size
-from .image_store import ImageStore
+from .image_store import ORPHAN_DAYS, ImageStore
+from .imaging import intake
 from .jobs import Job, JobQueue, NewJob
 from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
-from .relay.images import prepare
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayError
 from .relay_pool import NoRelay, RelayPool
@@ -145,6 +145,8 @@ class Services:
         while True:
             try:
                 removed = await self.images.prune(self.settings.retention_days)
+                removed += await self.images.prune_orphans(min(self.settings.retention_days, ORPHAN_DAYS))
+                removed += await self.conversations.prune_server_overflow()
                 if removed:
                     log.info("pruned %d image(s) older than %d days", removed, self.settings.retention_days)
             except Exception:
@@ -216,8 +218,9 @@ class Services:
         )
 
     async def identify_image(self, data: bytes, label: str = "") -> InputImage:
-        """Sniff, convert and vet an input picture off the event loop."""
-        return await asyncio.to_thread(prepare, data, label)
+        """Sniff, convert and vet an input picture off the event loop, a bounded number at once
+        (see bot.imaging.intake)."""
+        return await intake(data, label)
 
     async def submit_job(
         self,

@@ -8,6 +8,8 @@ in the conversation tree so the next edit can replay it (thought signatures incl
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +18,8 @@ from .image_store import ImageStore
 from .relay.catalogue import validate
 from .relay.client import approx_json_size
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest
+
+log = logging.getLogger(__name__)
 
 # Sent to the model, not shown to users: the model understands English instructions best.
 UPSCALE_PROMPT = (
@@ -49,6 +53,9 @@ class JobRequest:
     # Known before the job row exists, so the runner can edit it even if it starts at once.
     progress_message_id: int | None = None
     display_prompt: str | None = None  # what the result shows instead of a model-facing prompt
+    # A second quick message in a thread edits the first one's result: this job waits for that
+    # job (bot.jobs holds it back) and continues from its result turn, if it made one.
+    after_job_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,10 +98,10 @@ def continue_from(
 
 @dataclass
 class Generated:
-    turn: Turn
+    turn: Turn | None  # None: delivered but not recorded (storing failed); not editable
     result: GenerationResult
     relay_name: str
-    conversation_id: int
+    conversation_id: int | None
 
 
 class Studio:
@@ -152,19 +159,25 @@ class Studio:
         )
         result, relay_name = await self.pool.generate(guild_id, request)
 
+        # The relay has been paid and the picture exists: it is delivered even if it cannot be
+        # recorded (disk full, database unwritable); it is then simply not editable later.
         conversation_id = req.conversation_id or (parent.conversation_id if parent else None)
-        if conversation_id is None:
-            conversation_id = await self.conversations.create(guild_id, channel_id, user_id, result.model)
-        user_turn = result.user_turn or {"role": "user", "parts": [{"text": req.prompt}]}
-        turn = await self.conversations.add_turn(
-            conversation_id,
-            parent.id if parent else None,
-            user_turn,
-            result.model_turn,
-            result.image,
-            result.mime_type,
-            prompt=req.prompt,
-            settings={"model": result.model, "aspect_ratio": req.aspect_ratio, "size": req.size},
-            job_id=job_id,
-        )
+        try:
+            if conversation_id is None:
+                conversation_id = await self.conversations.create(guild_id, channel_id, user_id, result.model)
+            user_turn = result.user_turn or {"role": "user", "parts": [{"text": req.prompt}]}
+            turn: Turn | None = await self.conversations.add_turn(
+                conversation_id,
+                parent.id if parent else None,
+                user_turn,
+                result.model_turn,
+                result.image,
+                result.mime_type,
+                prompt=req.prompt,
+                settings={"model": result.model, "aspect_ratio": req.aspect_ratio, "size": req.size},
+                job_id=job_id,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("job %s: the picture could not be stored (%s: %s); delivering it anyway", job_id, type(exc).__name__, exc)
+            turn = None
         return Generated(turn=turn, result=result, relay_name=relay_name, conversation_id=conversation_id)

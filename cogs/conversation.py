@@ -9,10 +9,11 @@ the intent (README says how to switch it on).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -20,7 +21,7 @@ from discord.ext import commands
 from bot.i18n import normalize_locale, t
 from bot.studio import continue_from
 from cogs import render
-from cogs.imagine import is_user_facing, vet
+from cogs.imagine import is_user_facing, read_attachment, vet
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 class Conversation(commands.Cog):
     def __init__(self, bot: "NanoBananaBot") -> None:
         self.bot = bot
+        # Per thread: messages are taken one at a time, and the newest job continuing the
+        # thread's latest picture, so the next quick message chains after it.
+        self._thread_locks: dict[int, asyncio.Lock] = {}
+        self._last_job: dict[int, int] = {}
 
     def _strip_mention(self, content: str) -> str:
         me = self.bot.user
@@ -74,6 +79,14 @@ class Conversation(commands.Cog):
                 await self._reply(message, t("conversation.owner_only", locale), delete_after=15)
             return
 
+        lock = self._thread_locks.setdefault(message.channel.id, asyncio.Lock())
+        async with lock:
+            await self._start_edit(message, turn, conversation, text, locale, chain=not replied_to_picture)
+        if not lock.locked() and len(self._thread_locks) > 10_000:
+            self._thread_locks.pop(message.channel.id, None)
+
+    async def _start_edit(self, message: discord.Message, turn: Any, conversation: Any, text: str, locale: str, *, chain: bool) -> None:
+        svc = self.bot.services
         post_channel = conversation.thread_id or message.channel.id
         req = continue_from(
             turn,
@@ -90,8 +103,13 @@ class Conversation(commands.Cog):
         try:
             await vet(svc, req, message.attachments, guild_id=message.guild.id, channel=message.channel, channel_id=message.channel.id, user_id=message.author.id, role_ids=role_ids)
             for attachment in message.attachments:
-                image = await svc.identify_image(await attachment.read())
+                image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
                 req.images.append(await svc.images.put(image.data, image.mime_type))
+            if chain:
+                prior = self._last_job.get(message.channel.id)
+                prior_job = await svc.get_job(prior) if prior is not None else None
+                if prior_job is not None and prior_job.status in ("queued", "running"):
+                    req.after_job_id = prior_job.id
         except Exception as exc:  # noqa: BLE001
             if not is_user_facing(exc):
                 log.exception("could not start an edit from message %s", message.id)
@@ -116,6 +134,10 @@ class Conversation(commands.Cog):
                 log.exception("could not queue an edit")
             await progress.edit(content=render.error_text(exc, locale))
             return
+        if chain:
+            self._last_job[message.channel.id] = job.id
+            if len(self._last_job) > 10_000:
+                self._last_job.pop(next(iter(self._last_job)))
         imagine: "Imagine | None" = self.bot.get_cog("Imagine")  # type: ignore[assignment]
         if imagine is not None:
             position = await svc.queue_position(job.id)
@@ -124,7 +146,8 @@ class Conversation(commands.Cog):
 
     async def _reply(self, message: discord.Message, content: str, *, delete_after: float | None = None) -> discord.Message | None:
         try:
-            return await message.reply(content, mention_author=False, delete_after=delete_after)
+            # The text may echo the member's words or file names: it pings nobody.
+            return await message.reply(content, mention_author=False, delete_after=delete_after, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException as exc:
             log.info("could not answer message %s: %s", message.id, exc.status)
             return None

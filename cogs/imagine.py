@@ -38,6 +38,7 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate limits message edits)
 TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
 UPLOAD_RETRIES = 4
+RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
 THREAD_LOCKED = 50083  # Discord's code for "Thread is locked" (a 400)
 
 
@@ -67,6 +68,7 @@ class Imagine(commands.Cog):
         self._flushers: dict[int, asyncio.Task[None]] = {}
         # Jobs whose picture is made and being posted: too late to cancel (the picture is out).
         self._delivering: set[int] = set()
+        self._retried: dict[int, None] = {}  # job ids whose Retry was taken (insertion-ordered)
         # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
         self.edit_menu = app_commands.ContextMenu(
             name=_k("cmd.edit_image", "Edit image"),
@@ -293,14 +295,25 @@ class Imagine(commands.Cog):
 
     async def retry(self, interaction: discord.Interaction["NanoBananaBot"], job_id: int) -> None:
         locale = normalize_locale(interaction.locale)
+        # Claimed before the first await: a double click (two interactions a few ms apart)
+        # makes one job; the second is told so. The button is removed below as well, and
+        # the claim is kept (bounded) so a click on a stale copy of the message is refused too.
+        if job_id in self._retried:
+            await interaction.response.send_message(t("fair.retry_once", locale), ephemeral=True)
+            return
+        self._retried[job_id] = None
+        while len(self._retried) > RETRY_MEMORY:
+            self._retried.pop(next(iter(self._retried)))
         svc = self.bot.services
         job = await svc.get_job(job_id)
         if job is None or job.user_id != interaction.user.id:
+            self._retried.pop(job_id, None)
             await interaction.response.send_message(t("cancel.not_yours", locale), ephemeral=True)
             return
         req = JobRequest.from_json(job.request)
         req.locale = locale
-        await self.start(interaction, req, attachments=[], kind="retry")
+        if await self.start(interaction, req, attachments=[], kind="retry") is None:
+            self._retried.pop(job_id, None)  # refused (e.g. no credits left): may be tried later
         if interaction.message is not None:
             # One retry per notice: the button goes, so a second click cannot charge again.
             try:
@@ -364,7 +377,9 @@ class Imagine(commands.Cog):
         attachments: Sequence[discord.Attachment],
         kind: str,
         display_prompt: str | None = None,
-    ) -> None:
+    ) -> Any:
+        """Vet, acknowledge, store the inputs and queue the job; the Job, or None when it was
+        refused (the member has been told why)."""
         svc = self.bot.services
         locale = req.locale
         member = interaction.user
@@ -378,7 +393,7 @@ class Imagine(commands.Cog):
             if not is_user_facing(exc):
                 raise
             await interaction.response.send_message(embed=render.error_embed(exc, locale), ephemeral=True)
-            return
+            return None
 
         callback = await interaction.response.send_message(render.progress_text("preparing", locale))
         acked = time.monotonic()
@@ -387,8 +402,7 @@ class Imagine(commands.Cog):
         self._interactions[progress.id] = (interaction, acked)
         try:
             for attachment in attachments:
-                data = await attachment.read()
-                image = await svc.identify_image(data)
+                image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
                 req.images.append(await svc.images.put(image.data, image.mime_type))
             job = await svc.submit_job(
                 guild_id=interaction.guild_id,
@@ -405,10 +419,11 @@ class Imagine(commands.Cog):
                 log.exception("could not queue a %s job", kind)
             self._interactions.pop(progress.id, None)
             await progress.edit(content=None, embed=render.error_embed(exc, locale), view=None)
-            return
+            return None
         position = await svc.queue_position(job.id)
         if position is not None:  # None: already running (or over), and its runner shows that
             await self._edit_progress(job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True)
+        return job
 
     def _upload_limit(self, interaction: discord.Interaction["NanoBananaBot"]) -> int:
         limit = getattr(interaction, "filesize_limit", None)
@@ -543,6 +558,13 @@ class Imagine(commands.Cog):
             try:
                 if not req.prompt or not req.model:
                     raise UserFacingError("job.unreadable")
+                if req.after_job_id is not None:
+                    # Chained after a message sent just before this one: edit its result (the
+                    # queue started this job only once that one was over). No result (it
+                    # failed or was cancelled): edit the picture both were sent to.
+                    prior = await svc.get_job(req.after_job_id)
+                    if prior is not None and prior.result_turn_id is not None:
+                        req.parent_turn_id = prior.result_turn_id
                 generated = await svc.studio.generate(guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id)
                 # The picture exists and goes out now (the upload may land even if interrupted):
                 # a Cancel click from here on is too late, or it would refund a posted picture.
@@ -566,7 +588,7 @@ class Imagine(commands.Cog):
                 raise
             # The picture is out: bookkeeping trouble from here on must not refund it.
             try:
-                await svc.record_result(job, turn_id=generated.turn.id, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
+                await svc.record_result(job, turn_id=generated.turn.id if generated.turn else None, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
             except Exception:
                 log.exception("job %s was delivered but its result could not be recorded", job.id)
             await self._drop_progress(job)
@@ -581,13 +603,16 @@ class Imagine(commands.Cog):
         channel_id = req.post_channel_id or job.channel_id
         channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
         limit = req.upload_limit
-        view = result_view(generated.turn.id, result.model, req.size, locale)
+        turn = generated.turn
+        # Not stored (disk full): delivered without the buttons that would need the turn.
+        view = result_view(turn.id, result.model, req.size, locale) if turn is not None else discord.utils.MISSING
+        note = None if turn is not None else t("fair.store_failed", locale)
         display_prompt = req.display_prompt or req.prompt
         message: discord.Message | None = None
         tried_channels: set[int] = set()
         for attempt in range(UPLOAD_RETRIES):
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
-            filename = fitted.filename(f"nano-banana-{generated.turn.id}")
+            filename = fitted.filename(f"nano-banana-{turn.id}" if turn is not None else f"nano-banana-job{job.id}")
             embed = render.result_embed(
                 locale=locale,
                 prompt=display_prompt,
@@ -598,7 +623,7 @@ class Imagine(commands.Cog):
                 credits=job.cost,
                 filename=filename,
                 sources=result.sources,
-                fit_note=render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)),
+                fit_note="\n".join(x for x in (render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)), note) if x) or None,
                 model_text=result.text,
             )
             reference = None
@@ -649,7 +674,13 @@ class Imagine(commands.Cog):
         if message is None:
             raise UserFacingError("deliver.too_large")
         # Known before the thread opens, so a quick reply to the picture already finds its turn.
-        await svc.conversations.set_message(generated.turn.id, message.id)
+        if turn is None:
+            return message
+        try:
+            await svc.conversations.set_message(turn.id, message.id)
+        except Exception:  # noqa: BLE001 - the picture is out; bookkeeping must not undo that
+            log.warning("job %s: delivered, but its message could not be recorded", job.id)
+            return message
         if req.parent_turn_id is None and req.conversation_id is None:
             await self._open_thread(job, req, generated, message, embed)
         return message
@@ -743,6 +774,16 @@ async def vet(
     await svc.studio.check(req, image_count=len(req.images) + len(attachments))
     await svc.authorize(guild_id, channel_id, user_id, role_ids, req.model, parent_channel_id=getattr(channel, "parent_id", None))
     await svc.precheck_quota(guild_id, user_id, role_ids, req.model, req.size)
+
+
+async def read_attachment(attachment: discord.Attachment) -> bytes:
+    """The attachment's bytes. A file Discord no longer serves (deleted, or its link expired:
+    404/403/410) is the member's to upload again, said in their language, not a bug."""
+    try:
+        return await attachment.read()
+    except discord.HTTPException as exc:
+        log.info("attachment %s could not be fetched: HTTP %s", attachment.id, exc.status)
+        raise UserFacingError("fair.reference_gone") from None
 
 
 def is_user_facing(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ from typing import Sequence
 import discord
 
 from bot.i18n import has_key, t
+from bot.jobs import EXACT_POSITIONS, shown_position
 from bot.relay.catalogue import MODELS, display_size
 from bot.relay.redact import redact
 from bot.relay.types import GroundingSource, NoImage
@@ -105,6 +106,9 @@ def error_embed(exc: BaseException, locale: str) -> discord.Embed:
 def progress_text(stage: str, locale: str, *, position: int | None = None, since: float | None = None, model: str = "") -> str:
     ts = f"<t:{int(since)}:R>" if since else ""
     if stage == "queued":
+        if (position or 1) > EXACT_POSITIONS:
+            # Coarse far back in line (see bot.jobs.shown_position): "within the first 50".
+            return t("fair.queued_within", locale, position=shown_position(position or 1), since=ts)
         return t("progress.queued", locale, position=position or 1, since=ts)
     if stage == "generating":
         return t("progress.generating", locale, model=model_label(model), since=ts)

@@ -358,3 +358,63 @@ async def test_a_big_picture_inside_a_text_part_is_stored_as_that_text(env: Conv
     turn = await env.add_turn(await new_conversation(env), None, result.user_turn, result.model_turn, result.image, result.mime_type, prompt="a fox")
     history = await env.history(turn.id)
     assert dumps(history[1]["parts"]) == dumps(relay_content["parts"])
+
+
+# --- bounded storage: only what a later turn needs ------------------------------------------
+
+
+def stored_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
+
+
+async def test_sixty_one_image_parts_store_only_the_delivered_picture_and_what_the_replay_needs(env: Conversations) -> None:
+    pictures = [make_image(64, 48, color=(i * 4, 255 - i * 4, 7)) for i in range(61)]
+    assert len(set(pictures)) == 61
+    final = pictures[-1]
+    parts: list[dict[str, Any]] = [{"inlineData": {"mimeType": "image/png", "data": b64(p)}} for p in pictures[:-1]]
+    parts.append({"text": "x" * 100_000})  # an unsigned flood of text
+    parts.append({"thoughtSignature": "sig-final", "inlineData": {"mimeType": "image/png", "data": b64(final)}})
+    conv = await env.create(GUILD, CHANNEL, OWNER, "gemini-3-pro-image-preview")
+    turn = await env.add_turn(conv, None, user_turn("go"), {"role": "model", "parts": parts}, final, "image/png", prompt="go")
+    files = stored_files(env.images.root)
+    assert len(files) == 1 and files[0].read_bytes() == final  # not 61 files
+    # The replay is still exact for what it carries: the signed final picture, whole.
+    history = await env.history(turn.id)
+    sent = materialize(history[1])
+    assert sent["parts"] == [{"thoughtSignature": "sig-final", "inlineData": {"mimeType": "image/png", "data": b64(final)}}]
+
+
+async def test_too_many_signed_images_are_stored_as_the_delivered_picture_alone(env: Conversations) -> None:
+    pictures = [make_image(64, 48, color=(i * 20, 9, 9)) for i in range(8)]
+    assert len(set(pictures)) == 8
+    parts = [{"thoughtSignature": f"sig-{i}", "inlineData": {"mimeType": "image/png", "data": b64(p)}} for i, p in enumerate(pictures)]
+    conv = await env.create(GUILD, CHANNEL, OWNER, "gemini-3-pro-image-preview")
+    turn = await env.add_turn(conv, None, user_turn("go"), {"role": "model", "parts": parts}, pictures[-1], "image/png", prompt="go")
+    assert len(stored_files(env.images.root)) == 1
+    assert turn.model_parts == [{"inlineData": {"mimeType": "image/png", "sha256": turn.image_sha256}}]
+    data, _ = await env.latest_image(turn.id)
+    assert data == pictures[-1]
+
+
+async def test_a_server_over_its_storage_cap_loses_its_least_recently_used_pictures_first(env: Conversations) -> None:
+    pictures = [make_image(64, 48, color=(i * 30, 40, 50)) for i in range(4)]
+    other = make_image(64, 48, color=(1, 250, 1))
+    size = len(pictures[0])
+    turns = []
+    conv = await env.create(GUILD, CHANNEL, OWNER, "gemini-3.1-flash-image-preview")
+    for i, picture in enumerate(pictures):
+        turns.append(await env.add_turn(conv, turns[-1].id if turns else None, None, None, picture, "image/png", prompt=f"p{i}"))
+        await env.images.db.execute("UPDATE images SET last_used = ? WHERE sha256 = ?", (1000.0 + i, turns[-1].image_sha256))
+    await env.images.db.commit()
+    elsewhere = await env.create(GUILD + 1, CHANNEL, OWNER, "gemini-3.1-flash-image-preview")
+    kept_elsewhere = await env.add_turn(elsewhere, None, None, None, other, "image/png", prompt="x")
+    await env.images.db.execute("UPDATE images SET last_used = 1 WHERE sha256 = ?", (kept_elsewhere.image_sha256,))
+    await env.images.db.commit()
+    limit = 2 * max(len(p) for p in pictures) + size // 2  # room for two of the four
+    assert await env.prune_server_overflow(limit) == 2
+    pruned = [(await env.images.info(t.image_sha256)).pruned for t in turns]
+    assert pruned == [True, True, False, False]  # the two used longest ago
+    assert not (await env.images.info(kept_elsewhere.image_sha256)).pruned  # another server's: untouched
+    with pytest.raises(ImagePruned):
+        await env.history(turns[0].id)
+    assert (await env.history(turns[-1].id))  # the newest still edits

@@ -142,3 +142,41 @@ def test_the_expired_message_is_translated() -> None:
     en = t(ImagePruned.key, "en")
     zh = t(ImagePruned.key, "zh-CN")
     assert en != ImagePruned.key and zh != ImagePruned.key and en != zh
+
+
+async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: ImageStore, data_dir: Path) -> None:
+    from bot.conversations import Conversations
+    from bot.jobs import JobQueue, NewJob
+    from bot.quota import Quota, QuotaRules
+    from bot.settings import Settings
+
+    db = images.db
+    refused = await images.put(make_image(80, 80, color=(1, 2, 3)), "image/png")  # its job was cancelled
+    waiting = await images.put(make_image(80, 80, color=(4, 5, 6)), "image/png")  # its job is still queued
+    kept = await images.put(make_image(80, 80, color=(7, 8, 9)), "image/png")  # a turn's input
+    result = make_image(80, 80, color=(9, 9, 9))
+
+    async def never(job):  # the queue is not started: jobs stay queued
+        raise AssertionError
+
+    queue = JobQueue(db, Quota(db), Settings(discord_token="", data_dir=data_dir, relay=None), never)
+    rules = QuotaRules(user_daily=10)
+    gone = await queue.submit(NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"), rules=rules)
+    await queue.submit(NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"), rules=rules)
+    assert await queue.cancel(gone.id, by_user=1) == "cancelled"
+    conversations = Conversations(db, images)
+    conv = await conversations.create(1, 1, 1, "gemini-3.1-flash-image-preview")
+    data, _ = await images.get(kept)
+    await conversations.add_turn(
+        conv, None, {"role": "user", "parts": [{"text": "go"}, {"inlineData": {"mimeType": "image/png", "data": __import__("base64").b64encode(data).decode()}}]},
+        None, result, "image/png", prompt="go",
+    )
+    later = time.time() + 2 * 86400
+    assert await images.prune_orphans(1.0, now=later) == 1
+    assert (await images.info(refused)).pruned
+    for sha in (waiting, kept, hashlib.sha256(result).hexdigest()):
+        assert not (await images.info(sha)).pruned
+        assert images.path_for(sha).exists()
+    assert not images.path_for(refused).exists()
+    # Within the day, nothing goes.
+    assert await images.prune_orphans(1.0, now=time.time()) == 0

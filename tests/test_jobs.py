@@ -207,14 +207,75 @@ async def test_concurrency_caps_global_per_server_per_member(db: aiosqlite.Conne
         await queue.submit(new(user, guild), rules=PLENTY)
     await queue.start()
     await eventually(lambda: len(running) == 5, "five jobs running")
-    # Server 1: two of its members (cap 2); server 3: one (lowered cap); server 4: two (cap 2).
-    assert sorted(j.guild_id for j in running) == [1, 1, 3, 4, 4]
+    # Every waiting server gets a slot before any gets a second (server 2, which asked last,
+    # included); the fifth goes to the first server in the rotation. Server 3 never gets two.
+    assert sorted(j.guild_id for j in running) == [1, 1, 2, 3, 4]
     release.set()
     await queue.join()
     await queue.stop()
     assert peak["all"] == 5
-    assert peak_guild == {1: 2, 2: 1, 3: 1, 4: 2}
+    # Server 3 lowered its cap to 1; nobody exceeds the operator's 2 (server 4 cannot raise it).
+    assert peak_guild[3] == 1 and peak_guild[1] == 2 and max(peak_guild.values()) == 2
     assert max(peak_user.values()) == 1
+
+
+async def test_a_server_alone_uses_its_cap_and_cannot_raise_it(db: aiosqlite.Connection, data_dir: Path) -> None:
+    running: list[Job] = []
+    release = asyncio.Event()
+
+    async def runner(job: Job) -> None:
+        running.append(job)
+        await release.wait()
+
+    config = GuildConfigStore(db)
+    await config.save(4, GuildSettings().with_limits(max_jobs=9, max_jobs_per_user=9))
+    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1), runner, config=config)
+    for user in (6, 7, 8):
+        await queue.submit(new(user, 4), rules=PLENTY)
+    await queue.start()
+    await eventually(lambda: len(running) == 2, "two jobs running")
+    await asyncio.sleep(0.1)
+    assert len(running) == 2  # free slots stay free: the operator's per-server cap is 2
+    release.set()
+    await queue.join()
+    await queue.stop()
+
+
+async def test_no_server_gets_a_second_slot_while_another_servers_job_waits(db: aiosqlite.Connection, data_dir: Path) -> None:
+    """NB_MAX_JOBS=4, server A's members asked first and in numbers: every later server still
+    gets a slot before A gets a second, and the first freed slot goes to the server with none."""
+    running: list[Job] = []
+    gates: dict[int, asyncio.Event] = {}
+
+    async def runner(job: Job) -> None:
+        running.append(job)
+        gates[job.id] = asyncio.Event()
+        await gates[job.id].wait()
+        running.remove(job)
+
+    settings = make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=1)
+    queue = JobQueue(db, Quota(db), settings, runner)
+    a_jobs = [await queue.submit(new(user, 1), rules=PLENTY) for user in range(10, 16)]  # six members of A
+    await queue.submit(new(20, 2), rules=PLENTY)
+    await queue.submit(new(30, 3), rules=PLENTY)
+    await queue.start()
+    await eventually(lambda: len(running) == 4, "four running")
+    assert sorted(j.guild_id for j in running) == [1, 1, 2, 3]
+    # Positions follow the rule too: A's waiting members are next, in their order.
+    assert [queue.position(j.id) for j in a_jobs[2:]] == [1, 2, 3, 4]
+    d = await queue.submit(new(40, 4), rules=PLENTY)
+    assert queue.position(d.id) == 1  # server 4 holds nothing: it goes before A's third
+    first_a = next(j for j in running if j.guild_id == 1)
+    gates[first_a.id].set()
+    await eventually(lambda: any(j.guild_id == 4 for j in running), "server 4 started")
+    assert sorted(j.guild_id for j in running) == [1, 2, 3, 4]
+    for gate in gates.values():
+        gate.set()
+    while queue.queued_count or queue.running_count:
+        for gate in list(gates.values()):
+            gate.set()
+        await asyncio.sleep(0.01)
+    await queue.stop()
 
 
 # --- cancelling -----------------------------------------------------------------------------
@@ -402,3 +463,131 @@ async def test_clean_stop_takes_the_same_recovery_path(data_dir: Path) -> None:
         await again.stop()
     finally:
         await db.close()
+
+
+async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aiosqlite.Connection, data_dir: Path) -> None:
+    """Every dispatch moves every waiting job up one place; telling each of them every move is
+    ~N²/2 callbacks (500k for 1,000 jobs, each a possible Discord edit). Exact places up to 10,
+    buckets after: each job hears about its place at most 10 + a handful of bucket times."""
+    calls: list[tuple[int, int]] = []
+    release = asyncio.Event()
+
+    async def runner(job: Job) -> None:
+        await release.wait()
+
+    async def on_position(job: Job, position: int) -> None:
+        calls.append((job.id, position))
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=1), runner, on_position=on_position)
+    await queue.start()
+    n = 1000
+    for i in range(n):
+        await queue.submit(new(1000 + i, 1), rules=QuotaRules(user_daily=10))
+    release.set()
+    await queue.join()
+    await asyncio.sleep(0.05)  # the notifier's last round
+    await queue.stop()
+    per_job: dict[int, list[int]] = {}
+    for job_id, position in calls:
+        per_job.setdefault(job_id, []).append(position)
+    print(f"position callbacks for a {n}-job queue: {len(calls)}")
+    assert len(calls) <= n * (10 + 6), len(calls)
+    # Shown places only ever go down, exact at the front, bucket bounds further back.
+    last = per_job[max(per_job)]
+    assert last == sorted(last, reverse=True) and last[-1] == 1
+    assert set(last) - set(range(1, 11)) <= {20, 50, 100, 200, 500, 1000}
+
+
+async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_lands(db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another writer holds the database past busy_timeout exactly when the job ends: the
+    job must not stay 'running' with its credits 'reserved' until a restart."""
+    import sqlite3
+
+    await db.execute("PRAGMA busy_timeout=50")
+    blocker = sqlite3.connect(str(data_dir / "bot.sqlite3"), isolation_level=None, check_same_thread=False)
+
+    async def runner(job: Job) -> None:
+        blocker.execute("BEGIN EXCLUSIVE")  # a real lock; every write of the queue now fails
+
+        async def release() -> None:
+            await asyncio.sleep(0.8)
+            blocker.execute("COMMIT")
+
+        asyncio.get_running_loop().create_task(release())
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    await queue.start()
+    job = await queue.submit(new(1), rules=PLENTY)
+    await queue.join()
+    try:
+        assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "done"}
+        assert (await ledger(db)) == {job.id: "committed"}
+        assert any("trying again" in r.getMessage() for r in caplog.records)
+        # The slot is free again: the next job runs.
+        nxt = await queue.submit(new(2), rules=PLENTY)
+        await queue.join()
+        assert (await queue.get(nxt.id)).status == "done"
+    finally:
+        await queue.stop()
+        blocker.close()
+
+
+def test_far_places_in_line_are_shown_as_buckets_in_both_languages() -> None:
+    from bot.jobs import shown_position
+    from cogs.render import progress_text
+
+    assert [shown_position(p) for p in (1, 10, 11, 20, 21, 999, 1001, 12_345)] == [1, 10, 20, 20, 50, 1000, 10_000, 100_000]
+    assert "position 7" in progress_text("queued", "en", position=7)
+    assert "within the first 50" in progress_text("queued", "en", position=37)
+    assert "前 50 位以内" in progress_text("queued", "zh-CN", position=37)
+
+
+async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(db: aiosqlite.Connection, data_dir: Path) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def runner(job: Job) -> None:
+        order.append(f"start {job.request['name']}")
+        if job.request["name"] == "first":
+            await gate.wait()
+        order.append(f"end {job.request['name']}")
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=4), runner)
+    await queue.start()
+    first = await queue.submit(new(1, name="first"), rules=PLENTY)
+    await queue.submit(new(2, name="second", after_job_id=first.id), rules=PLENTY)
+    await queue.submit(new(3, name="other"), rules=PLENTY)
+    await eventually(lambda: "end other" in order, "an unrelated job runs meanwhile")
+    assert "start second" not in order  # held back, though slots are free
+    gate.set()
+    await queue.join()
+    await queue.stop()
+    assert order.index("start second") > order.index("end first")
+
+
+async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_later(db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    import bot.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "SETTLE_RETRY_DELAYS", (0.05, 0.05))
+    monkeypatch.setattr(jobs_module, "SETTLE_BACKGROUND_S", 0.3)
+    await db.execute("PRAGMA busy_timeout=20")
+    blocker = sqlite3.connect(str(data_dir / "bot.sqlite3"), isolation_level=None, check_same_thread=False)
+
+    async def runner(job: Job) -> None:
+        blocker.execute("BEGIN EXCLUSIVE")
+
+    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    await queue.start()
+    try:
+        job = await queue.submit(new(1), rules=PLENTY)
+        await eventually(lambda: queue.running_count == 0 and not queue.queued_count, "slot given back")
+        blocker.execute("COMMIT")  # the database takes writes again
+        async def recorded() -> bool:
+            return dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "done"}
+        await eventually(recorded, "the end recorded in the background", limit=5)
+        assert (await ledger(db)) == {job.id: "committed"}
+    finally:
+        await queue.stop()
+        blocker.close()

@@ -3,13 +3,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import asyncio
+import contextlib
+
 import aiosqlite
 import pytest
 
 from bot import store
 from bot.guild_config import ConfigError, RelayStore
 from bot.relay.client import RelayClient
-from bot.relay.types import GenerationRequest, NoImage, RelayFailed
+from bot.relay.types import GenerationRequest, NoImage, RelayFailed, RelayTimeout
 from bot.relay_pool import NoRelay, RelayPool
 from bot.secrets import load_keyring
 from bot.settings import DefaultRelay, Settings
@@ -248,3 +251,136 @@ async def test_add_edit_reorder_remove(db: aiosqlite.Connection, data_dir: Path)
     assert await relays.remove(GUILD, "uno") is False
     assert [(r.name, r.position) for r in await relays.list(GUILD)] == [("two", 0), ("three", 1)]
     assert await relays.list(GUILD + 1) == []  # another server sees none of them
+
+
+# --- one deadline per job, failover after a timeout, the per-server breaker ------------------
+
+from bot.relay_pool import DeadlinePassed, job_deadline  # noqa: E402
+from bot.server_breaker import ServerResting  # noqa: E402
+
+
+async def black_holes(db: aiosqlite.Connection, data_dir: Path, holes: list[RelayDouble], clock: Clock, guild: int = GUILD) -> RelayStore:
+    relays = RelayStore(db, load_keyring(None, data_dir), allow_private=True, clock=clock)
+    for i, hole in enumerate(holes):
+        hole.default = Behaviour("hang")
+        await relays.add(guild, name=f"hole{i}", base_url=hole.url, api_key=KEY_A, dialect="gemini", auth="query")
+    return relays
+
+
+async def wait_closed(holes: list[RelayDouble], limit: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while any(h.open_connections for h in holes) and loop.time() < end:
+        await asyncio.sleep(0.02)
+
+
+async def test_five_black_hole_relays_cost_one_deadline_two_relays_and_no_open_connection(db: aiosqlite.Connection, data_dir: Path) -> None:
+    holes = [RelayDouble(api_key=KEY_A) for _ in range(5)]
+    try:
+        clock = Clock()
+        relays = await black_holes(db, data_dir, holes, clock)
+        async with RelayClient(max_attempts=4, backoff_base=0.01, timeout=0.4, url_guard=make_guard(True)) as client:
+            pool = RelayPool(client, relays, settings(data_dir), clock=clock)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(RelayFailed) as caught:
+                await pool.generate(GUILD, request())
+            took = loop.time() - started
+        assert took <= job_deadline("1K", 0.4) + 0.3, took
+        # The first silent relay, then one more: not five allowances for one job.
+        assert [len(h.requests) for h in holes] == [1, 1, 0, 0, 0]
+        assert isinstance(caught.value, RelayTimeout)  # the second allowance or the deadline, whichever first
+        await wait_closed(holes)
+        assert [h.open_connections for h in holes] == [0] * 5
+    finally:
+        for hole in holes:
+            hole.close()
+
+
+async def test_retries_and_failover_share_one_deadline_and_the_last_attempt_is_cut_and_closed(db: aiosqlite.Connection, data_dir: Path) -> None:
+    """A relay answering 503 (retried with backoff) and then a silent one: the silent relay
+    gets only the time left, not a full allowance, and its connection is closed."""
+    with RelayDouble(api_key=KEY_A) as flaky, RelayDouble(api_key=KEY_A) as hole:
+        clock = Clock()
+        relays = RelayStore(db, load_keyring(None, data_dir), allow_private=True, clock=clock)
+        flaky.default = Behaviour("error", status=503, message="busy")
+        hole.default = Behaviour("hang")
+        await relays.add(GUILD, name="flaky", base_url=flaky.url, api_key=KEY_A, dialect="gemini", auth="query")
+        await relays.add(GUILD, name="hole", base_url=hole.url, api_key=KEY_A, dialect="gemini", auth="query")
+        # Per-attempt allowance 1 s, so the deadline is 2 s; the 503s and backoffs take ~1.5 s.
+        async with RelayClient(max_attempts=4, backoff_base=0.5, max_backoff=0.5, timeout=1.0, url_guard=make_guard(True)) as client:
+            pool = RelayPool(client, relays, settings(data_dir), clock=clock)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(DeadlinePassed) as caught:
+                await pool.generate(GUILD, request())
+            took = loop.time() - started
+        assert 1.9 <= took <= 2.3, took  # not 1.5 s + a full second for the silent relay
+        assert caught.value.key == "fair.deadline" and caught.value.params["seconds"] == 2
+        assert len(flaky.requests) == 4 and len(hole.requests) == 1
+        await wait_closed([hole])
+        assert hole.open_connections == 0
+
+
+@contextlib.asynccontextmanager
+async def hung_server(db: aiosqlite.Connection, data_dir: Path, count: int) -> AsyncIterator[tuple[RelayPool, list[RelayDouble], Clock, RelayStore]]:
+    """A pool whose server GUILD has ``count`` relays that never answer (0.2 s allowance)."""
+    holes = [RelayDouble(api_key=KEY_A) for _ in range(count)]
+    try:
+        clock = Clock()
+        relays = await black_holes(db, data_dir, holes, clock)
+        async with RelayClient(max_attempts=1, timeout=0.2, url_guard=make_guard(True)) as client:
+            yield RelayPool(client, relays, settings(data_dir), clock=clock), holes, clock, relays
+    finally:
+        for hole in holes:
+            hole.close()
+
+
+async def test_a_server_whose_relays_keep_timing_out_is_rested_then_tried_again(db: aiosqlite.Connection, data_dir: Path) -> None:
+    async with hung_server(db, data_dir, 3) as (pool, holes, clock, _):
+        with pytest.raises(RelayFailed):
+            await pool.generate(GUILD, request())  # two timeouts: the breaker opens
+        sent = sum(len(h.requests) for h in holes)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ServerResting) as caught:
+            await pool.generate(GUILD, request())
+        assert loop.time() - started < 0.1  # at once, without holding a slot
+        assert sum(len(h.requests) for h in holes) == sent  # nothing sent
+        assert caught.value.key == "fair.server_resting" and caught.value.params["minutes"] == 1
+        # Another server is not affected.
+        other = RelayStore(db, load_keyring(None, data_dir), allow_private=True, clock=clock)
+        with RelayDouble(api_key=KEY_B) as good:
+            good.default = Behaviour("image", **SMALL)
+            await other.add(GUILD + 1, name="good", base_url=good.url, api_key=KEY_B, dialect="gemini", auth="query")
+            _, name = await pool.generate(GUILD + 1, request())
+            assert name == "good"
+            # After the rest one job is let through; it times out again: twice as long now.
+            clock.now += 61
+            for h in holes:
+                h.default = Behaviour("hang")
+            with pytest.raises(RelayFailed) as again:
+                await pool.generate(GUILD, request())
+            assert not isinstance(again.value, ServerResting)
+            with pytest.raises(ServerResting) as longer:
+                await pool.generate(GUILD, request())
+            assert longer.value.params["minutes"] == 2
+            # The admin fixes a relay; after the rest a success closes the breaker.
+            clock.now += 121
+            for h in holes:
+                h.default = Behaviour("image", **SMALL)
+            await pool.generate(GUILD, request())
+            await pool.generate(GUILD, request())
+
+
+async def test_an_admins_successful_relay_test_ends_the_servers_rest(db: aiosqlite.Connection, data_dir: Path) -> None:
+    async with hung_server(db, data_dir, 2) as (pool, holes, _, _):
+        with pytest.raises(RelayFailed):
+            await pool.generate(GUILD, request())
+        with pytest.raises(ServerResting):
+            await pool.generate(GUILD, request())
+        for h in holes:
+            h.default = Behaviour("image", **SMALL)  # the admin fixed the relay...
+        await pool.probe(GUILD, "hole0")  # ...and tested it
+        _, name = await pool.generate(GUILD, request())
+        assert name == "hole0"

@@ -79,3 +79,18 @@ def noise_png(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buf, "PNG")
     return buf.getvalue()
+
+
+async def test_a_paid_picture_comes_back_even_when_the_disk_is_full(data_dir: Path) -> None:
+    from tests.test_delivery_e2e import full_disk
+
+    with RelayDouble(api_key="k-123456") as relay:
+        studio, db, http = await open_studio(relay, data_dir, history_budget=200_000)
+        try:
+            with full_disk(data_dir / "images"):
+                generated = await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a lighthouse", model="gemini-3.1-flash-image-preview"))
+            assert generated.result.image == relay.images_served[-1]  # the picture, to deliver
+            assert generated.turn is None  # not recorded: nothing to edit later
+        finally:
+            await http.aclose()
+            await db.close()

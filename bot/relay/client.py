@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextvars
 import email.utils
 import json
 import logging
@@ -67,6 +68,17 @@ from .types import (
 )
 
 log = logging.getLogger("bot.relay")
+
+# The caller's deadline for the whole call (a time.monotonic() instant), or None: every
+# attempt and download gets at most the time left, so the caller's deadline ends an attempt
+# by the attempt's own timeout (one timer, the connection closed in order) rather than by
+# cancelling it from outside.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("relay_deadline", default=None)
+
+
+def _time_left(timeout: float) -> float:
+    deadline = _DEADLINE.get()
+    return timeout if deadline is None else min(timeout, deadline - time.monotonic())
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 # Failures that are about this relay (its key, account, model list), not about the request.
@@ -187,7 +199,16 @@ class RelayClient:
 
     # --- public API ---------------------------------------------------------------------
 
-    async def generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult:
+    async def generate(self, relay: RelayConfig, request: GenerationRequest, *, deadline: float | None = None) -> GenerationResult:
+        """``deadline``: a ``time.monotonic()`` instant by which the whole call ends, retries
+        and the picture download included (the job deadline of bot/relay_pool.py)."""
+        token = _DEADLINE.set(deadline)
+        try:
+            return await self._generate(relay, request)
+        finally:
+            _DEADLINE.reset(token)
+
+    async def _generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult:
         register_secret(relay.api_key)
         started = time.monotonic()
         req = validate(request)
@@ -411,6 +432,8 @@ class RelayClient:
             if not failure.retry or attempt == limit:
                 break
             delay = self._delay(attempt, failure.retry_after)
+            if _time_left(delay) < delay:
+                break  # the caller's deadline comes first: no time for another attempt
             log.warning(
                 "relay %s: %s; retrying in %.2f s (attempt %d of %d)",
                 relay.name, failure.error, delay, attempt + 1, limit,
@@ -430,6 +453,7 @@ class RelayClient:
         return min(self.max_backoff, exp) * random.uniform(0.75, 1.0)
 
     async def _attempt(self, relay: RelayConfig, sent: _Sent, *, timeout: float, parse: Callable[[Any], Any]) -> Any:
+        timeout = max(0.001, _time_left(timeout))
         refused = await self._guard(relay, sent.url)
         if refused:
             return refused
@@ -629,6 +653,7 @@ class RelayClient:
         raise failure.error
 
     async def _download_once(self, relay: RelayConfig, url: str, timeout: float) -> bytes | _Fail:
+        timeout = max(0.001, _time_left(timeout))
         current = url
         fail: _Fail | None = None
         for _ in range(MAX_REDIRECTS + 1):

@@ -706,6 +706,13 @@ class RelayDouble:
         with self._lock:
             return len(self._queue)
 
+    @property
+    def open_connections(self) -> int:
+        """(extension) Client connections open right now (a ``hang`` holds one until the
+        client gives up)."""
+        with self._lock:
+            return len(self._conns)
+
     def reset(self) -> None:
         with self._lock:
             self._queue.clear()
