@@ -232,16 +232,22 @@ CASES: dict[str, Callable[[RelayConfig, RelayDouble], Awaitable[Outcome]]] = {
 }
 
 
-def main() -> int:
-    """Print the route × case table (markdown) against a freshly started gateway."""
-    from pathlib import Path
+def main(argv: list[str] | None = None) -> int:
+    """Print the route × case table (markdown) against a freshly started gateway: LiteLLM's
+    defaults, or with ``--drop-params`` (``litellm_settings: drop_params: true``)."""
+    import argparse
     import tempfile
+    from pathlib import Path
 
     from .gateway import UPSTREAM_KEY, litellm_binary, start
 
+    parser = argparse.ArgumentParser(prog="python -m tests.interop.cases")
+    parser.add_argument("--drop-params", action="store_true")
+    parser.add_argument("--num-retries", type=int, default=None)
+    args = parser.parse_args(argv)
     binary = litellm_binary()
     with RelayDouble(api_key=UPSTREAM_KEY) as double, tempfile.TemporaryDirectory() as tmp:
-        gateway = start(binary, double.url, Path(tmp))
+        gateway = start(binary, double.url, Path(tmp), drop_params=args.drop_params, num_retries=args.num_retries)
         try:
             table = routes(gateway.url)
             print("| case | " + " | ".join(table) + " |")
