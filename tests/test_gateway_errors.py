@@ -3,6 +3,7 @@ front of the relay double (the interop suite runs the same through a live proxy)
 
 from __future__ import annotations
 
+import base64
 import json
 
 from bot.relay import gateway_errors as ge
@@ -58,3 +59,37 @@ def test_a_parameter_refusal_names_the_field_and_is_no_request_for_json() -> Non
     assert ge.wants_json_body("could not parse multipart form", sent)
     assert ge.refused_params("Unrecognized request argument supplied: imageConfig", sent) == ["imageConfig"]
     assert ge.refused_params("Invalid size '2k'", sent) == []
+
+
+# --- the same rules against the plain relay double (no gateway needed) ------------------------
+
+import pytest  # noqa: E402
+
+from bot.relay.client import RelayClient  # noqa: E402
+from bot.relay.types import GenerationRequest, RelayConfig, RelayTimeout  # noqa: E402
+from tests.doubles.relay_double import Behaviour, RelayDouble  # noqa: E402
+
+KEY = "sk-gateway-errors-test-key-000"
+
+
+async def test_a_408_is_the_gateways_own_limit_tried_once_more_then_left_to_failover(double: RelayDouble) -> None:
+    double.default = Behaviour("error", status=408, body="openai", message="litellm.Timeout: Connection timed out after 600.0 seconds.")
+    relay = RelayConfig(base_url=double.url, dialect="openai-chat", auth="bearer", api_key=KEY)
+    async with RelayClient(max_attempts=4, backoff_base=0.01) as client:
+        with pytest.raises(RelayTimeout) as caught:
+            await client.generate(relay, GenerationRequest(prompt="x", model="gemini-3-pro-image-preview"))
+    assert caught.value.key == "error.gateway_timeout" and caught.value.retryable
+    assert caught.value.relay_message == "Connection timed out after 600.0 seconds."
+    assert len(double.requests) == 2
+
+
+async def test_images_answers_with_drafts_first_give_the_last_picture(double: RelayDouble) -> None:
+    from tests.doubles._images import picture
+
+    draft, final = picture(40, 40), picture(80, 60)
+    body = json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(p.data).decode()} for p in (draft, final)]})
+    double.enqueue(Behaviour("raw", status=200, body=body))
+    relay = RelayConfig(base_url=double.url, dialect="openai-images", auth="bearer", api_key=KEY)
+    async with RelayClient(max_attempts=1) as client:
+        result = await client.generate(relay, GenerationRequest(prompt="x", model="gemini-3-pro-image-preview"))
+    assert result.image == final.data and (result.width, result.height) == (80, 60)

@@ -380,12 +380,13 @@ class RelayClient:
             if not isinstance(outcome, _Fail):
                 return outcome
             failure = outcome
-            if not failure.retry or attempt >= min(limit, failure.tries or limit):
+            most = min(limit, failure.tries or limit)
+            if not failure.retry or attempt >= most:
                 break
             delay = self._delay(attempt, failure.retry_after)
             log.warning(
                 "relay %s: %s; retrying in %.2f s (attempt %d of %d)",
-                relay.name, failure.error, delay, attempt + 1, limit,
+                relay.name, failure.error, delay, attempt + 1, most,
             )
             await asyncio.sleep(delay)
         assert failure is not None
@@ -541,11 +542,10 @@ class RelayClient:
     def _envelope_failure(
         self, relay: RelayConfig, info: ErrorInfo, *, status: int | None, headers: httpx.Headers | None = None
     ) -> _Fail:
-        outer = info
         info = gateway_errors.readable(info)  # a gateway's wrapping taken off: the provider's words
-        if status is None or (status == 500 and info is not outer):
-            # An envelope inside a 2xx answer, or LiteLLM's catch-all 500 around the provider's
-            # own error (it answers a Google 503 as 500): the innermost code tells.
+        if status is None or status == 500:
+            # An envelope inside a 2xx answer, or a catch-all 500 around the provider's own
+            # error (LiteLLM answers a Google 503 as 500): the innermost code tells.
             status = info.code if info.code and 400 <= info.code < 600 else status
         message = redact(info.message or info.status_text or "", [relay.api_key])[:1000]
         reason = (info.reason or "").upper()

@@ -45,7 +45,7 @@ _SCAN_CHARS = 64_000
 _SCAN_TRIES = 24
 _DEPTH = 6
 
-_PREFIX = re.compile(r"^\s*(?:(?:litellm\.)?[A-Za-z]+(?:Error|Exception|Timeout)\s*:\s*|[A-Za-z]+Exception\s*-\s*)+")
+_PREFIX = re.compile(r"^\s*(?:(?:litellm\.)?[A-Za-z]*(?:Error|Exception|Timeout)\s*:\s*|[A-Za-z]+Exception\s*-\s*)+")
 _SUFFIX = re.compile(r"\s*(?:\n\s*\n\s*LiteLLM:|\s*Received Model Group=|\s*LiteLLM Retried:|\s*No fallback model group found).*\Z", re.S)
 _RETRY_DELAY = re.compile(r"""retryDelay["']?\s*[:=]\s*["']?(\d+(?:\.\d+)?)s""")
 _RETRY_IN = re.compile(r"\bretry (?:in|after) (\d+(?:\.\d+)?)\s*(?:s|sec|seconds?)\b", re.I)
