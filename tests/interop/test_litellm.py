@@ -8,6 +8,7 @@ retries multiply, and the ``/admin relay test`` probe.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import replace
@@ -115,7 +116,7 @@ async def test_probe_with_a_wrong_key_says_so(gateway: Gateway, double: RelayDou
     assert caught.value.status in (400, 401, 403) and "sk-not-the-gateway-key" not in str(caught.value)
 
 
-async def test_admin_relay_test_and_the_members_result_through_litellm(gateway: Gateway, double: RelayDouble, tmp_path: Path) -> None:
+async def test_admin_relay_test_and_what_the_member_sees_through_litellm(gateway: Gateway, double: RelayDouble, tmp_path: Path) -> None:
     from tests.test_admin_e2e import GUILD_KEY, text_of, world  # the real bot against the Discord double
 
     async with world(tmp_path) as (w, bot):
@@ -132,6 +133,16 @@ async def test_admin_relay_test_and_the_members_result_through_litellm(gateway: 
         shown = text_of(post)
         assert "16:9" in shown and "512×512" in shown and "did not pass the ratio on" in shown, shown
         assert GUILD_KEY not in shown and MASTER_KEY not in shown
+        await bot.services.jobs.join()
+
+        # Google's quota error through both relays: the member reads Google's words.
+        double.default = Behaviour("error", status=429, retry_after=0.2, message=cases.QUOTA)
+        mark = w.dd.mark()
+        await w.imagine(w.alice, prompt="another harbour")
+        failed = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=120)
+        said = failed.json["embeds"][0]["description"]
+        assert cases.QUOTA in said and "litellm" not in said.lower() and '{"error"' not in said, said
+        assert MASTER_KEY not in json.dumps(failed.json)
 
 
 def _cli(gateway: Gateway, tmp_path: Path, fmt: str, auth: str, *args: str):
