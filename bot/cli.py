@@ -52,6 +52,9 @@ from .relay.types import GenerationRequest, GenerationResult, InputImage, Invali
 from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
 
 SESSION_FORMAT = "nano-banana-bot/session"
+# History sent back per request: the client's body budget (20 MB) less room for the new prompt
+# and a new picture (which the client shrinks to fit). A real 4K turn is about 15-17 MB of JSON.
+HISTORY_BUDGET = 19_000_000
 SESSION_VERSION = 1
 
 
@@ -193,19 +196,23 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
         except InvalidRequest as exc:
             return _fail(args.json, 2, _error_text(exc, locale), _error_fields(exc))
 
+    # ``continuing``: the conversation itself goes back (turns, signatures). When it cannot
+    # (another format or model, or not even the latest exchange fits one request), the latest
+    # picture is sent as a fresh input instead, and the CLI says so: "continued" is then false.
     history: list[dict[str, Any]] = []
-    continuing = False
+    continuing = from_picture = False
     if session and session.get("turns"):
         turns = session["turns"]
         same_model = _same_model(session.get("model"), model)
         if relay.dialect == "gemini" and session.get("dialect") == "gemini" and same_model:
-            history = _trim(turns, budget=15_000_000)
+            history = _trim(turns, budget=HISTORY_BUDGET)
             continuing = bool(history)
         if not continuing and not inputs:
             latest = history_image(turns)
             if latest is not None:
-                inputs = [latest]
-        continuing = continuing or bool(turns)
+                inputs, from_picture = [latest], True
+        if from_picture and relay.dialect == "gemini" and session.get("dialect") == "gemini" and same_model:
+            _say(t("cli.note_history_too_large", locale, size_mb=round(approx_json_size(turns[-2:]) / 1e6), limit_mb=round(HISTORY_BUDGET / 1e6)))
 
     # A follow-up keeps the picture's shape unless told otherwise (a 2K picture stays 2K).
     same_session = bool(session) and _same_model((session or {}).get("model"), model)
@@ -228,8 +235,6 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
     if out_error:
         return _fail(args.json, 2, t("cli.bad_out", locale, path=args.out or "", error=out_error))
 
-    if relay.dialect == "openai-chat" and (checked.aspect_ratio or checked.size):
-        _say(t("cli.note_no_size", locale))
     allowance = timeout if timeout is not None else timeout_for(checked.size)
     _say(
         t(
@@ -291,6 +296,8 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
             seconds=f"{result.elapsed_s:.1f}",
         )
     )
+    for note in result.notes:  # another shape than asked, controls the format could not carry
+        _say(t("cli.note", locale, text=t(note.key, locale, **note.params)))
     if result.text:
         _say(t("cli.model_said", locale, text=result.text))
     if result.sources:
@@ -314,6 +321,8 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
             "sources": [{"title": s.title, "uri": s.uri} for s in result.sources],
             "session": str(session_path) if session_path else None,
             "continued": continuing,
+            "from_latest_picture": from_picture,
+            "notes": [{"key": n.key, **n.params} for n in result.notes],
         }
         print(json.dumps(payload, ensure_ascii=False), flush=True)
     else:

@@ -623,7 +623,17 @@ class Imagine(commands.Cog):
                 credits=job.cost,
                 filename=filename,
                 sources=result.sources,
-                fit_note="\n".join(x for x in (render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)), note) if x) or None,
+                # The relay layer's notes (another shape than asked, controls the format lost) join the fit note.
+                fit_note="\n".join(
+                    x
+                    for x in (
+                        render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)),
+                        note,
+                        *(t(n.key, locale, **n.params) for n in result.notes),
+                    )
+                    if x
+                )
+                or None,
                 model_text=result.text,
             )
             reference = None

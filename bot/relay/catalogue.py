@@ -7,13 +7,15 @@ model would refuse, and the user hears what *is* allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 
-from .types import GenerationRequest, InvalidRequest
+from .types import GenerationRequest, InvalidRequest, Note
 
 BASE_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 EXTREME_RATIOS = ("1:4", "4:1", "1:8", "8:1")
+ALL_RATIOS = BASE_RATIOS + EXTREME_RATIOS
 MAX_PROMPT_CHARS = 30_000
 
 
@@ -190,7 +192,106 @@ def display_size(size: str) -> str:
     return "512px" if size == "512" else size
 
 
-# Output pixel dimensions by (size, ratio) for the 3.x models; 2.5 Flash is about 1 MP.
+# Output pixels by ratio and size, as Google's image-generation docs tabulate them ("Aspect
+# ratios and image size"); LiteLLM's images route maps a ``WxH`` size back through the same
+# table (exact entries first, else the nearest ratio and the size by sqrt(W*H): <768 -> 512,
+# <1536 -> 1K, <3072 -> 2K, else 4K). 2.5 Flash has one size (about 1 MP) per ratio.
+PIXELS_25: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184),
+    "4:3": (1184, 864), "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344),
+    "16:9": (1344, 768), "21:9": (1536, 672),
+}
+_SIZES = ("512", "1K", "2K", "4K")
+PIXELS_3: dict[str, tuple[tuple[int, int], ...]] = {  # ratio -> (512, 1K, 2K, 4K)
+    "1:1": ((512, 512), (1024, 1024), (2048, 2048), (4096, 4096)),
+    "1:4": ((256, 1024), (512, 2048), (1024, 4096), (2048, 8192)),
+    "1:8": ((192, 1536), (384, 3072), (768, 6144), (1536, 12288)),
+    "2:3": ((424, 632), (848, 1264), (1696, 2528), (3392, 5056)),
+    "3:2": ((632, 424), (1264, 848), (2528, 1696), (5056, 3392)),
+    "3:4": ((448, 600), (896, 1200), (1792, 2400), (3584, 4800)),
+    "4:1": ((1024, 256), (2048, 512), (4096, 1024), (8192, 2048)),
+    "4:3": ((600, 448), (1200, 896), (2400, 1792), (4800, 3584)),
+    "4:5": ((464, 576), (928, 1152), (1856, 2304), (3712, 4608)),
+    "5:4": ((576, 464), (1152, 928), (2304, 1856), (4608, 3712)),
+    "8:1": ((1536, 192), (3072, 384), (6144, 768), (12288, 1536)),
+    "9:16": ((384, 688), (768, 1376), (1536, 2752), (3072, 5504)),
+    "16:9": ((688, 384), (1376, 768), (2752, 1536), (5504, 3072)),
+    "21:9": ((792, 336), (1584, 672), (3168, 1344), (6336, 2688)),
+}
+
+
+def pixel_size(model: str, ratio: str | None, size: str | None) -> tuple[int, int]:
+    """The ``(width, height)`` the model makes for a canonical ratio and size (defaults 1:1, 1K)."""
+    ratio = ratio or "1:1"
+    if not MODELS[model].sizes:
+        return PIXELS_25[ratio]
+    return PIXELS_3[ratio][_SIZES.index(size or "1K")]
+
+
+def size_of(width: int, height: int) -> str:
+    """The size a picture is, by its area: sqrt(W*H) below 768 is 512, below 1536 1K, below
+    3072 2K, else 4K (the bands LiteLLM maps a ``WxH`` size with; the tables above fall in them)."""
+    side = math.sqrt(width * height)
+    return "512" if side < 768 else "1K" if side < 1536 else "2K" if side < 3072 else "4K"
+
+
+def _ratio_of(width: int, height: int) -> str:
+    return min(ALL_RATIOS, key=lambda r: abs(math.log((int(r.split(":")[0]) / int(r.split(":")[1])) / (width / max(1, height)))))
+
+
+def shape_notes(request: GenerationRequest, width: int, height: int) -> list[Note]:
+    """Notes for a picture whose shape is not what ``request`` (validated) asked for: another
+    aspect ratio (more than 3% off), or another size. Nothing is said about what was not asked."""
+    notes: list[Note] = []
+    if request.aspect_ratio and width and height:
+        rw, rh = (int(x) for x in request.aspect_ratio.split(":"))
+        if abs(math.log((width / height) / (rw / rh))) > 0.03:
+            notes.append(
+                Note(
+                    "note.ratio_differs",
+                    f"asked for aspect ratio {request.aspect_ratio}; the relay made {width}×{height} "
+                    f"(about {_ratio_of(width, height)}): it did not pass the ratio on",
+                    {"asked": request.aspect_ratio, "width": width, "height": height, "got": _ratio_of(width, height)},
+                )
+            )
+    if request.size and MODELS[request.model].sizes and width and height and size_of(width, height) != request.size:
+        got = size_of(width, height)
+        notes.append(
+            Note(
+                "note.size_differs",
+                f"asked for size {display_size(request.size)}; the relay made {width}×{height} "
+                f"(size {display_size(got)}): it did not pass the size on",
+                {"asked": display_size(request.size), "width": width, "height": height, "got": display_size(got)},
+            )
+        )
+    return notes
+
+
+def image_config(request: GenerationRequest) -> dict[str, str]:
+    """Gemini's ``imageConfig`` for a validated request's ratio and size, for the OpenAI-style
+    formats to carry (empty when neither is asked; no ``imageSize`` for a model without sizes).
+    The size is canonical, i.e. Google's own spelling (512, 1K, 2K, 4K)."""
+    config: dict[str, str] = {}
+    if request.aspect_ratio:
+        config["aspectRatio"] = request.aspect_ratio
+    if request.size and MODELS[request.model].sizes:
+        config["imageSize"] = request.size
+    return config
+
+
+def dialect_notes(request: GenerationRequest, dialect: str) -> list[Note]:
+    """Controls the OpenAI-style formats have no field for, so the picture is made without
+    them (said rather than dropped silently). Gemini's format carries them all."""
+    if dialect == "gemini":
+        return []
+    notes: list[Note] = []
+    if request.grounding:
+        notes.append(Note("note.grounding_dropped", f"Google Search grounding cannot be sent through the {dialect} format; the picture was made without it", {"dialect": dialect}))
+    if request.thinking:
+        notes.append(Note("note.thinking_dropped", f"the thinking level cannot be sent through the {dialect} format; the model used its default", {"dialect": dialect}))
+    return notes
+
+
 def expected_long_side(size: str | None) -> int:
     return {"512": 512, "1K": 1400, "2K": 2800, "4K": 5600}.get(size or "1K", 1400)
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextvars
-import email.utils
 import json
 import logging
 import random
@@ -51,9 +50,10 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from . import gemini, images, openai_chat, openai_images
+from . import gateway_errors, gemini, images, openai_chat, openai_images
 from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
-from .catalogue import timeout_for, validate
+from .catalogue import DEFAULT_MODEL, dialect_notes, shape_notes, timeout_for, validate
+from .gateway_errors import retry_after_seconds, retry_hint
 from .redact import redact, register_secret
 from .stream import Blob, DecodeError, StreamDecoder
 from .types import (
@@ -102,6 +102,7 @@ class _Fail:
     error: RelayError  # RelayFailed, or NoImage for an error status that is really a refusal
     retry: bool
     retry_after: float | None = None
+    tries: int | None = None  # at most this many attempts for this failure (None: max_attempts)
 
 
 @dataclass
@@ -114,31 +115,6 @@ class _Sent:
     data: dict[str, str] | None = None
     files: list[Any] | None = None
     headers: dict[str, str] | None = None
-
-
-def retry_after_seconds(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` (delta-seconds or HTTP-date) or ``retry-after-ms`` asks for."""
-    lower = {k.lower(): v for k, v in dict(headers).items()}
-    ms = lower.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = (lower.get("retry-after") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def approx_json_size(value: Any) -> int:
@@ -242,9 +218,12 @@ class RelayClient:
         elif relay.dialect == "openai-images":
             parsed = await self._generate_openai_images(relay, req, relay_model, prepared, timeout)
         elif relay.dialect == "openai-chat":
-            body = openai_chat.build(req, relay_model, prepared)
-            sent = await _post_json(self._endpoint(relay, openai_chat.PATH), body)
-            parsed = await self._request(relay, sent, timeout=timeout, parse=_checked(openai_chat.parse))
+
+            async def chat(drop: tuple[str, ...]) -> Parsed:
+                sent = await _post_json(self._endpoint(relay, openai_chat.PATH), openai_chat.build(req, relay_model, prepared, drop))
+                return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_chat.parse))
+
+            parsed = await self._resending(relay, chat)
         else:  # pragma: no cover - RelayConfig.dialect is a Literal; settings validate it
             raise InvalidRequest(f"unknown relay format {relay.dialect!r}", key="invalid.dialect", value=relay.dialect)
 
@@ -266,15 +245,34 @@ class RelayClient:
             user_turn=user_turn,
             elapsed_s=round(time.monotonic() - started, 3),
             relay_name=relay.name,
+            # What the member asked that did not arrive: checked on the picture itself.
+            notes=dialect_notes(req, relay.dialect) + shape_notes(req, info.width, info.height),
         )
 
-    async def probe(self, relay: RelayConfig) -> float:
-        """One cheap real call (the model list). Returns its latency in seconds; raises
-        RelayFailed carrying the relay's own message."""
+    async def probe(self, relay: RelayConfig, model: str | None = None) -> float:
+        """One cheap real call (a model list). Returns its latency in seconds; raises
+        RelayFailed carrying the relay's own message.
+
+        Gemini format: ``GET .../v1beta/models``; where that is not served (404/405: LiteLLM's
+        Gemini route serves only POST ``:generateContent`` and friends under /v1beta), the
+        model's own entry ``GET .../v1beta/models/{model}``, then the OpenAI-style list on the
+        same root, ``GET .../v1/models`` (LiteLLM serves it with the same key)."""
         register_secret(relay.api_key)
-        sent = _Sent("GET", self._endpoint(relay, "/models"))
+        paths = ["/models"]
+        if relay.dialect == "gemini":
+            wanted = model or DEFAULT_MODEL
+            paths.append(f"/models/{relay.model_aliases.get(wanted, wanted)}")
+        urls = [self._endpoint(relay, path) for path in paths]
+        if relay.dialect == "gemini":
+            urls.append(_openai_root(self._endpoint(relay, "")) + "/v1/models")
         started = time.monotonic()
-        await self._request(relay, sent, timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
+        for i, url in enumerate(urls):
+            try:
+                await self._request(relay, _Sent("GET", url), timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
+                break
+            except RelayFailed as exc:
+                if exc.status not in (404, 405) or i == len(urls) - 1:
+                    raise
         return time.monotonic() - started
 
     def limited(self, *, max_attempts: int | None = None, max_answer_bytes: int | None = None) -> "RelayClient":
@@ -349,25 +347,40 @@ class RelayClient:
     async def _generate_openai_images(
         self, relay: RelayConfig, req: GenerationRequest, relay_model: str, prepared: list[InputImage], timeout: float
     ) -> Parsed:
-        if prepared:
-            fields, files = openai_images.build_edit(req, relay_model, prepared)
+        async def attempt(drop: tuple[str, ...]) -> Parsed:
+            if not prepared:
+                body = openai_images.build_generation(req, relay_model, drop)
+                sent = await _post_json(self._endpoint(relay, openai_images.GENERATIONS), body)
+                return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_images.parse))
+            fields, files = openai_images.build_edit(req, relay_model, prepared, drop)
             url = self._endpoint(relay, openai_images.EDITS)
-            sent = _Sent("POST", url, data=fields, files=files)
             failure: RelayFailed | None = None
             try:
-                return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_images.parse))
+                return await self._request(relay, _Sent("POST", url, data=fields, files=files), timeout=timeout, parse=_checked(openai_images.parse))
             except RelayFailed as exc:
-                if not (exc.status in (400, 415, 422) and _wants_json(exc.relay_message)):
+                if not (exc.status in (400, 415, 422) and exc.key != "error.param_refused" and gateway_errors.wants_json_body(exc.relay_message, fields)):
                     raise
                 failure = exc
             # Some relays take edits only as JSON with data-URL pictures (field notes §1).
             log.info("relay %s refused the multipart edit (%s); resending as JSON", relay.name, failure.relay_message)
-            body = openai_images.build_edit_json(req, relay_model, prepared)
-            sent = await _post_json(url, body)
-        else:
-            body = openai_images.build_generation(req, relay_model)
-            sent = await _post_json(self._endpoint(relay, openai_images.GENERATIONS), body)
-        return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_images.parse))
+            sent = await _post_json(url, openai_images.build_edit_json(req, relay_model, prepared, drop))
+            return await self._request(relay, sent, timeout=timeout, parse=_checked(openai_images.parse))
+
+        return await self._resending(relay, attempt)
+
+    async def _resending(self, relay: RelayConfig, attempt: Callable[[tuple[str, ...]], Awaitable[Parsed]]) -> Parsed:
+        """``attempt(drop=())``; when the relay refuses optional fields by name (a gateway's
+        "not supported ... drop_params" 400, which costs nothing), once more without them."""
+        failure: RelayFailed | None = None
+        try:
+            return await attempt(())
+        except RelayFailed as exc:
+            refused = tuple(exc.params.get("refused") or ())
+            if exc.key != "error.param_refused" or not refused:
+                raise
+            failure = exc
+        log.info("relay %s does not take %s (%s); resending once without it", relay.name, ", ".join(refused), failure.relay_message)
+        return await attempt(refused)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -429,21 +442,23 @@ class RelayClient:
             if not isinstance(outcome, _Fail):
                 return outcome
             failure = outcome
-            if not failure.retry or attempt == limit:
+            most = min(limit, failure.tries or limit)
+            if not failure.retry or attempt >= most:
                 break
             delay = self._delay(attempt, failure.retry_after)
             if _time_left(delay) < delay:
                 break  # the caller's deadline comes first: no time for another attempt
             log.warning(
                 "relay %s: %s; retrying in %.2f s (attempt %d of %d)",
-                relay.name, failure.error, delay, attempt + 1, limit,
+                relay.name, failure.error, delay, attempt + 1, most,
             )
             await asyncio.sleep(delay)
         assert failure is not None
         error = failure.error
-        if failure.retry and limit > 1 and isinstance(error, RelayFailed):
-            error.args = (f"{error} (after {limit} attempts)",)
-            error.params["attempts"] = limit
+        made = min(limit, failure.tries or limit)
+        if failure.retry and made > 1 and isinstance(error, RelayFailed):
+            error.args = (f"{error} (after {made} attempts)",)
+            error.params["attempts"] = made
         raise error
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -478,6 +493,7 @@ class RelayClient:
                 ) as response:
                     answering = True
                     log.info("relay %s: %s %s -> HTTP %d", relay.name, sent.method, shown, response.status_code)
+                    gateway_errors.notice(relay.name, relay.base_url, response.headers, self.max_attempts)
                     if response.status_code >= 300:
                         body = await self._read_capped(response, ERROR_BODY_CAP)
                         fail = self._http_failure(relay, response, body)
@@ -591,8 +607,11 @@ class RelayClient:
     def _envelope_failure(
         self, relay: RelayConfig, info: ErrorInfo, *, status: int | None, headers: httpx.Headers | None = None
     ) -> _Fail:
-        if status is None:  # an error envelope inside a 2xx answer: its own code tells
-            status = info.code if info.code and 400 <= info.code < 600 else None
+        info = gateway_errors.readable(info)  # a gateway's wrapping taken off: the provider's words
+        if status is None or status == 500:
+            # An envelope inside a 2xx answer, or a catch-all 500 around the provider's own
+            # error (LiteLLM answers a Google 503 as 500): the innermost code tells.
+            status = info.code if info.code and 400 <= info.code < 600 else status
         message = redact(info.message or info.status_text or "", [relay.api_key])[:1000]
         reason = (info.reason or "").upper()
         lowered = message.lower()
@@ -611,6 +630,33 @@ class RelayClient:
                 ),
                 retry=False,
             )
+        if status == 408:
+            # A gateway's own time limit (LiteLLM answers its Timeout as 408): the model may
+            # have been slow once, so one more attempt here, then another relay.
+            limit = gateway_errors.gateway_timeout(headers) if headers is not None else None
+            return _Fail(
+                RelayTimeout(
+                    f"{shown}: the gateway in front of the relay stopped waiting"
+                    + (f" after {limit:.0f} s" if limit else "")
+                    + f" (its own time limit): {message}",
+                    status=status,
+                    relay_message=message,
+                    retryable=True,
+                    key="error.gateway_timeout",
+                ),
+                retry=True,
+                tries=2,
+            )
+        refused = gateway_errors.refused_params(message, _OPTIONAL_FIELDS) if status in (400, 422) else []
+        if refused:
+            failure = RelayFailed(
+                f"{shown}: the relay does not take the parameter {', '.join(refused)}: {message}",
+                status=status,
+                relay_message=message,
+                key="error.param_refused",
+            )
+            failure.params["refused"] = refused
+            return _Fail(failure, retry=False)
         if status == 413:
             return _Fail(
                 RelayFailed(
@@ -632,7 +678,7 @@ class RelayClient:
                 key="error.relay_http" if status else "error.relay_answer",
             ),
             retry=retry,
-            retry_after=_retry_hint(headers, info) if retry else None,
+            retry_after=retry_hint(headers, info) if retry else None,
         )
 
     async def _download(self, relay: RelayConfig, url: str, timeout: float) -> bytes:
@@ -723,6 +769,10 @@ class RelayClient:
 # --- helpers --------------------------------------------------------------------------------
 
 _JSON = {"Content-Type": "application/json"}
+# Request fields that a picture can do without (a refusal naming one is answered by one
+# resend without it): the answer's encoding, and size/ratio controls that the result check
+# reports on when they are lost.
+_OPTIONAL_FIELDS = ("response_format", "aspect_ratio", "imageConfig", "image_config", "size", "quality", "style", "n")
 
 
 def _dump(body: Any) -> bytes:
@@ -819,18 +869,9 @@ async def _post_json(url: str, body: Any) -> _Sent:
     return _Sent("POST", url, content=content, headers=headers)
 
 
-def _retry_hint(headers: httpx.Headers | None, info: ErrorInfo) -> float | None:
-    """Retry-After (or retry-after-ms) when sent, else Google's RetryInfo.retryDelay."""
-    from_header = retry_after_seconds(headers) if headers is not None else None
-    return from_header if from_header is not None else info.retry_delay
-
-
-def _wants_json(message: str) -> bool:
-    lowered = message.lower()
-    return any(
-        word in lowered
-        for word in ("json", "content-type", "content type", "multipart", "form", "parse", "image is required", "missing image", "no image")
-    )
+def _openai_root(gemini_base: str) -> str:
+    """``https://gw/v1beta`` -> ``https://gw`` (the root an OpenAI-style ``/v1`` lives under)."""
+    return re.sub(r"/v1(?:alpha|beta)\d*$", "", gemini_base.rstrip("/"))
 
 
 def _broken(detail: str) -> RelayFailed:

@@ -1,9 +1,12 @@
 """OpenAI Chat Completions dialect (seeds 002, 004): ``POST /v1/chat/completions``.
 
 The request is one user message whose content parts are the prompt and the input pictures as
-``data:`` URLs; ``stream`` is false. The dialect has no size or ratio control (relays make
-1:1, or follow the input's ratio when editing) and no thought signatures, so there is no
-multi-turn: history becomes "latest picture + new instruction".
+``data:`` URLs; ``stream`` is false. The dialect has no size or ratio field of its own (relays
+make 1:1, or follow the input's ratio when editing), so a top-level ``imageConfig``
+(``aspectRatio``/``imageSize``, Gemini's names) carries them: LiteLLM passes it on as
+``generationConfig.imageConfig``; a relay that refuses it by name gets one resend without it,
+and the client's result check tells the member when the shape came back otherwise. No thought
+signatures, so there is no multi-turn: history becomes "latest picture + new instruction".
 
 The picture comes back in ``message.content`` as a markdown data URL, as content parts
 (``image_url``), in ``message.images[]`` (some gateways), as a hosted picture link, or - the
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from .answer import (
     AnswerError,
@@ -28,6 +31,7 @@ from .answer import (
     openai_usage,
     strip_hosted_images,
 )
+from .catalogue import image_config
 from .images import sniff
 from .stream import Blob, DecodeError, b64_bytes, data_urls, plain_text
 from .types import GenerationRequest, InputImage
@@ -36,16 +40,20 @@ PATH = "/chat/completions"
 _BARE_B64 = re.compile(r"[A-Za-z0-9+/]{100,}={0,2}")
 
 
-def build(request: GenerationRequest, relay_model: str, images: list[InputImage]) -> dict[str, Any]:
+def build(request: GenerationRequest, relay_model: str, images: list[InputImage], drop: Sequence[str] = ()) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
     for image in images:
         url = f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
         content.append({"type": "image_url", "image_url": {"url": url}})
-    return {
+    body: dict[str, Any] = {
         "model": relay_model,
         "stream": False,
         "messages": [{"role": "user", "content": content}],
     }
+    config = image_config(request)
+    if config and "imageConfig" not in drop:
+        body["imageConfig"] = config
+    return body
 
 
 def merge_chunks(chunks: list[Any]) -> dict[str, Any]:

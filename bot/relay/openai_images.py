@@ -12,19 +12,29 @@ Wire decisions:
   sent; for 3 Pro / 3.1 Flash it is the relay's lowercase ``1k``/``2k``/``4k`` (``512`` for
   the smallest, unverified on any relay) with ``aspect_ratio`` beside it. A relay model
   whose name carries the size (``nano-banana-pro-2k``) gets the ratio in ``size`` instead.
+- ``imageConfig`` (``{"aspectRatio", "imageSize"}``, Gemini's own names) goes beside them:
+  LiteLLM's images route takes exactly that object (JSON in a generation, a JSON string in an
+  edit's form) and ignores ``aspect_ratio`` and a ``2k`` size, so without it the ratio and
+  size would be lost there. Relays that do not know the field ignore it.
 - ``response_format`` is ``b64_json``; relays that answer with a ``url`` anyway are
-  downloaded at once (those URLs live only hours).
+  downloaded at once (those URLs live only hours). LiteLLM refuses the field for Gemini
+  unless its ``drop_params`` is set: ``drop`` names fields a relay refused, left out of the
+  one resend the client makes (an answer is then read as ``b64_json`` or ``url`` alike).
+- Several pictures in ``data[]`` for our ``n: 1``: the thought drafts came along (LiteLLM's
+  images route lists every inline picture of the Gemini answer in order, drafts first,
+  unmarked), so the last one is the picture.
 - No multi-turn: the caller's history becomes "latest picture + new instruction".
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from .answer import AnswerError, BrokenAnswer, Parsed, error_info, no_image, openai_usage
-from .catalogue import MODELS
+from .catalogue import MODELS, image_config
 from .stream import Blob, DecodeError, b64_bytes, data_urls
 from .types import GenerationRequest, InputImage
 
@@ -49,7 +59,7 @@ def size_fields(model_id: str, relay_model: str, ratio: str | None, size: str | 
     return fields
 
 
-def build_generation(request: GenerationRequest, relay_model: str) -> dict[str, Any]:
+def build_generation(request: GenerationRequest, relay_model: str, drop: Sequence[str] = ()) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": relay_model,
         "prompt": request.prompt,
@@ -57,11 +67,13 @@ def build_generation(request: GenerationRequest, relay_model: str) -> dict[str, 
         "response_format": "b64_json",
     }
     body.update(size_fields(request.model, relay_model, request.aspect_ratio, request.size))
-    return body
+    if config := image_config(request):
+        body["imageConfig"] = config
+    return {k: v for k, v in body.items() if k not in drop}
 
 
 def build_edit(
-    request: GenerationRequest, relay_model: str, images: list[InputImage]
+    request: GenerationRequest, relay_model: str, images: list[InputImage], drop: Sequence[str] = ()
 ) -> tuple[dict[str, str], list[tuple[str, tuple[str, bytes, str]]]]:
     fields: dict[str, str] = {
         "model": relay_model,
@@ -70,6 +82,9 @@ def build_edit(
         "response_format": "b64_json",
     }
     fields.update(size_fields(request.model, relay_model, request.aspect_ratio, request.size))
+    if config := image_config(request):
+        fields["imageConfig"] = json.dumps(config, separators=(",", ":"))
+    fields = {k: v for k, v in fields.items() if k not in drop}
     name = "image" if len(images) == 1 else "image[]"
     ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/heic": "heic", "image/heif": "heif"}
     files = [
@@ -78,11 +93,11 @@ def build_edit(
     return fields, files
 
 
-def build_edit_json(request: GenerationRequest, relay_model: str, images: list[InputImage]) -> dict[str, Any]:
+def build_edit_json(request: GenerationRequest, relay_model: str, images: list[InputImage], drop: Sequence[str] = ()) -> dict[str, Any]:
     """The JSON form of an edit some relays take instead of multipart: ``image`` holds the
     pictures as data URLs (one string for one picture, a list for several, like the form)."""
     urls = [f"data:{img.mime_type};base64,{base64.b64encode(img.data).decode('ascii')}" for img in images]
-    body = build_generation(request, relay_model)
+    body = build_generation(request, relay_model, drop)
     body["image"] = urls[0] if len(urls) == 1 else urls
     return body
 
@@ -104,7 +119,8 @@ def parse(data: Any) -> Parsed:
     if not isinstance(items, list) or not items:
         raise no_image("no_image", "empty data", str(data.get("message") or ""))
     usage = openai_usage(data, images_api=True)
-    item = next((i for i in items if isinstance(i, dict) and isinstance(i.get("b64_json") or i.get("url"), (str, Blob))), None)
+    # The last picture: drafts (thought images) come first when a gateway lists them all.
+    item = next((i for i in reversed(items) if isinstance(i, dict) and isinstance(i.get("b64_json") or i.get("url"), (str, Blob))), None)
     if item is None:
         raise no_image("no_image", "no picture in the answer", str(items[0].get("revised_prompt") or "") if isinstance(items[0], dict) else "")
     text = str(item.get("revised_prompt") or "")

@@ -74,6 +74,19 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something the member should know about a delivered picture (e.g. the relay made another
+    size than asked). ``key``/``params`` feed the translation layer; ``str()`` is English."""
+
+    key: str
+    text: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
 class GroundingSource:
     title: str
     uri: str
@@ -112,6 +125,8 @@ class GenerationResult:
     user_turn: dict[str, Any] | None = None
     elapsed_s: float = 0.0
     relay_name: str = ""
+    # What differs from what was asked (size, ratio, controls the relay format cannot carry).
+    notes: list[Note] = field(default_factory=list)
 
 
 class RelayError(Exception):
