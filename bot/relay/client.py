@@ -50,11 +50,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from . import gemini, images, openai_chat, openai_images
+from . import gemini, images, inflate, openai_chat, openai_images
 from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
 from .catalogue import timeout_for, validate
 from .redact import redact, register_secret
-from .stream import Blob, DecodeError, StreamDecoder
+from .stream import Blob, Budget, DecodeError, RefusedAnswer, StreamDecoder
 from .types import (
     RelayError,
     GenerationRequest,
@@ -72,6 +72,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 # Failures that are about this relay (its key, account, model list), not about the request.
 RELAY_SPECIFIC = frozenset({401, 402, 403, 404})
 ERROR_BODY_CAP = 1 * 2**20
+# Past these an answer's JSON structure is handled off the loop (see RelayClient._decode).
+# A real answer, 4K picture included, is under 1,000 tokens and a few KB of skeleton.
+HEAVY_TOKENS = 4_000
+HEAVY_SKELETON = 128 * 2**10
 PROBE_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
 USER_AGENT = "nano-banana-bot/0.1 (+relay client)"
@@ -79,8 +83,7 @@ USER_AGENT = "nano-banana-bot/0.1 (+relay client)"
 UrlGuard = Callable[[str], Awaitable[None]]
 
 
-class _TooBig(Exception):
-    pass
+_TooBig = inflate.TooBig
 
 
 @dataclass
@@ -162,7 +165,7 @@ class RelayClient:
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
             timeout=httpx.Timeout(60.0),
         )
         self.max_attempts = max(1, max_attempts)
@@ -393,7 +396,7 @@ class RelayClient:
         if refused:
             return refused
         params, auth_headers = self._auth(relay)
-        headers = {**(sent.headers or {}), **auth_headers}
+        headers = {**(sent.headers or {}), **auth_headers, "Accept-Encoding": inflate.ACCEPT_ENCODING}
         limits = httpx.Timeout(connect=min(30.0, timeout), read=timeout, write=max(60.0, min(timeout, 300.0)), pool=30.0)
         shown = redact(sent.url, [relay.api_key])
         fail: _Fail | None = None
@@ -414,15 +417,19 @@ class RelayClient:
                     answering = True
                     log.info("relay %s: %s %s -> HTTP %d", relay.name, sent.method, shown, response.status_code)
                     if response.status_code >= 300:
-                        body = await self._read_capped(response, ERROR_BODY_CAP)
+                        body = await inflate.read_capped(response, ERROR_BODY_CAP)
                         fail = self._http_failure(relay, response, body)
                     else:
-                        value = await self._decode(response)
+                        value, heavy = await self._decode(response)
+                        if heavy:  # see _decode
+                            return await asyncio.to_thread(parse, value)
                         return parse(value)
         except _TooBig:
             detail = f"the answer exceeded {self.max_answer_bytes // 2**20} MB"
             fail = _Fail(RelayFailed(f"the relay's {detail}", key="error.answer_too_large", relay_message=detail), retry=False)
-        except (BrokenAnswer, DecodeError) as exc:
+        except (RefusedAnswer, inflate.RefusedEncoding) as exc:
+            fail = _Fail(_refused(relay, exc), retry=False)
+        except (BrokenAnswer, DecodeError, httpx.DecodingError) as exc:
             fail = _Fail(_broken(redact(exc, [relay.api_key])), retry=True)
         except AnswerError as exc:
             fail = self._envelope_failure(relay, exc.info, status=None)
@@ -462,39 +469,29 @@ class RelayClient:
             retry=False,
         )
 
-    async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in response.aiter_bytes():
-            room = cap - total
-            if room <= 0:
-                break
-            chunks.append(chunk[:room])
-            total += len(chunk[:room])
-        return b"".join(chunks)
-
-    async def _decode(self, response: httpx.Response) -> Any:
-        """The answer as JSON, read as a stream. SSE answers become a list of events."""
+    async def _decode(self, response: httpx.Response) -> tuple[Any, bool]:
+        """The answer as JSON, read as a stream (SSE answers become a list of events), and
+        whether it is *heavy*: more structure than a real answer has (still under the
+        decoder's bounds). A heavy answer is loaded and parsed in a worker thread: both are
+        Python-level work that the interpreter preempts every few ms (sys.getswitchinterval)
+        to let the loop run, where on the loop they would hold it for their whole length."""
         is_sse = "text/event-stream" in response.headers.get("content-type", "").lower()
-        decoder = StreamDecoder()
-        sse: _SSE | None = _SSE() if is_sse else None
-        total = 0
+        budget = Budget()
+        decoder = StreamDecoder(budget=budget)
+        sse: _SSE | None = _SSE(budget) if is_sse else None
         first = True
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > self.max_answer_bytes:
-                raise _TooBig()
+        async for chunk in inflate.body_pieces(response, self.max_answer_bytes):
             if first and chunk.strip():
                 first = False
                 if sse is None and chunk.lstrip()[:5] in (b"data:", b"event"):
-                    sse = _SSE()  # a relay streaming although asked not to, without saying so
+                    sse = _SSE(budget)  # a relay streaming although asked not to, without saying so
             if sse is not None:
                 await sse.feed(chunk)
             else:
                 await decoder.afeed(chunk)  # a big chunk in slices, yielding to the loop between
-        if sse is not None:
-            return sse.close()
-        return decoder.close()
+        heavy = budget.tokens > HEAVY_TOKENS or budget.skeleton > HEAVY_SKELETON
+        close = sse.close if sse is not None else decoder.close
+        return (await asyncio.to_thread(close) if heavy else close()), heavy
 
     def _http_failure(self, relay: RelayConfig, response: httpx.Response, body: bytes) -> _Fail:
         status = response.status_code
@@ -597,6 +594,7 @@ class RelayClient:
             params, headers = ({}, {})
             if _origin(current) == _origin(relay.base_url):
                 params, headers = self._auth(relay)
+            headers = {**headers, "Accept-Encoding": inflate.ACCEPT_ENCODING}
             shown = redact(current, [relay.api_key])
             location = None
             try:
@@ -608,7 +606,7 @@ class RelayClient:
                         if response.is_redirect and response.headers.get("location"):
                             location = urljoin(current, response.headers["location"])
                         elif response.status_code >= 300:
-                            body = await self._read_capped(response, 4096)
+                            body = await inflate.read_capped(response, 4096)
                             status = response.status_code
                             message = redact(body.decode("utf-8", "replace").strip()[:300], [relay.api_key])
                             fail = _Fail(
@@ -623,13 +621,7 @@ class RelayClient:
                                 retry_after=retry_after_seconds(response.headers) if status in RETRY_STATUSES else None,
                             )
                         else:
-                            chunks: list[bytes] = []
-                            total = 0
-                            async for chunk in response.aiter_bytes():
-                                total += len(chunk)
-                                if total > self.max_answer_bytes:
-                                    raise _TooBig()
-                                chunks.append(chunk)
+                            chunks = [piece async for piece in inflate.body_pieces(response, self.max_answer_bytes)]
                             data = b"".join(chunks)
                             try:
                                 images.identify(data)
@@ -643,6 +635,9 @@ class RelayClient:
             except (httpx.ReadTimeout, httpx.WriteTimeout, TimeoutError):
                 detail = f"downloading the picture took more than {timeout:.0f} s"
                 return _Fail(RelayTimeout(detail, relay_message=detail, retryable=True, key="error.timeout"), retry=False)
+            except (inflate.RefusedEncoding, httpx.DecodingError) as exc:
+                detail = f"the picture at {shown} came in an encoding refused or broken ({_describe(exc, relay)})"
+                return _Fail(RelayFailed(detail, relay_message=detail, retryable=True, key="error.answer_refused"), retry=False)
             except (httpx.TransportError,) as exc:
                 fail = _Fail(_network(f"downloading the picture failed: {_describe(exc, relay)}"), retry=True)
             if fail is not None:
@@ -776,6 +771,17 @@ def _broken(detail: str) -> RelayFailed:
     )
 
 
+def _refused(relay: RelayConfig, exc: BaseException) -> RelayFailed:
+    """An answer refused for its size, shape or encoding. Not retried on this relay (the same
+    relay would send the same thing again); ``retryable`` lets the failover try another."""
+    if isinstance(exc, inflate.RefusedEncoding):
+        detail = f"it came with Content-Encoding {exc} (we take one layer of gzip or deflate)"
+    else:
+        detail = str(exc)
+    detail = redact(detail, [relay.api_key])
+    return RelayFailed(f"the relay's answer was refused: {detail}", relay_message=detail, retryable=True, key="error.answer_refused")
+
+
 def _network(detail: str) -> RelayFailed:
     return RelayFailed(detail, relay_message=detail, retryable=True, key="error.network")
 
@@ -792,7 +798,7 @@ def _checked(parse: Callable[[Any], Parsed]) -> Callable[[Any], Parsed]:
     def run(value: Any) -> Parsed:
         try:
             parsed = parse(value)
-        except (RelayError, BrokenAnswer, AnswerError, DecodeError):
+        except (RelayError, BrokenAnswer, AnswerError, DecodeError, RefusedAnswer):
             raise
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
             # A shape no relay should send (e.g. a list where an object belongs).
@@ -830,7 +836,9 @@ class _SSE:
     joined with "\\n", and a ``[DONE]`` payload is no event.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
+        # One budget for the whole stream: every event's decoder and every line draw on it.
+        self.budget = budget if budget is not None else Budget()
         self.events: list[Any] = []
         self._mode = _LINE_HEAD
         self._head = b""  # the start of the line, until it is known to be a data line or not
@@ -844,15 +852,22 @@ class _SSE:
 
     async def feed(self, chunk: bytes) -> None:
         pos, end = 0, len(chunk)
+        lines = 0
         while pos < end:
             newline = chunk.find(b"\n", pos)
             stop = end if newline < 0 else newline
             if stop > pos:
                 await self._text(chunk[pos:stop] if pos or stop < end else chunk)
             if newline < 0:
-                return
+                break
             self._end_line()
             pos = newline + 1
+            lines += 1
+            if lines == 256:  # a chunk of tiny lines: charge them and let the loop run
+                self.budget.charge(0, lines)
+                lines = 0
+                await asyncio.sleep(0)
+        self.budget.charge(0, lines)
 
     async def _text(self, seg: bytes) -> None:
         """More of the current line (no newline in ``seg``)."""
@@ -899,12 +914,14 @@ class _SSE:
     async def _payload(self, data: bytes) -> None:
         if self._decoder is None:
             self._early += data
+            if len(self._early) > self.budget.max_skeleton:
+                raise RefusedAnswer("an event of the stream holds nothing but blank data")
             if len(self._early) < self._look_at:
                 return
             self._look_at = 2 * len(self._early)  # look again after doubling: linear overall
             if _DONE.startswith(bytes(self._early).strip()):
                 return  # only whitespace (and maybe "[DONE]") so far
-            self._decoder = StreamDecoder()
+            self._decoder = StreamDecoder(budget=self.budget)
             data, self._early = bytes(self._early), bytearray()
         await self._decoder.afeed(data)
 
@@ -916,7 +933,7 @@ class _SSE:
         if decoder is None:
             if early.strip() == _DONE:
                 return
-            decoder = StreamDecoder()
+            decoder = StreamDecoder(budget=self.budget)
             decoder.feed(early)
         self.events.append(decoder.close())
 
