@@ -62,7 +62,7 @@ class Services:
         self.settings = settings
         self.db = db
         self.http = http
-        register_secret(settings.relay.api_key if settings.relay else None)
+        register_secret(settings.relay.api_key if settings.relay else None, operator=True)
         self.keyring = load_keyring(settings.secret_key, settings.data_dir)
         self.relay_client = RelayClient(http, url_guard=make_guard(settings.allow_private_relays))
         self.images = ImageStore(db, settings.images_dir)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .redact import redact
+from .redact import cut, redact
 from .stream import Blob
 from .types import GroundingSource, NoImage, Usage
 
@@ -82,9 +82,14 @@ _REASON_TEXT = {
 }
 
 
+# The model's own words shown to people (a result's "the model says", a refusal's reason):
+# redacted, then cut to this many characters.
+MODEL_TEXT_CAP = 1000
+
+
 def no_image(reason: str, detail: str = "", model_text: str = "") -> NoImage:
-    detail = redact(detail or "")
-    model_text = redact(model_text or "").strip()
+    detail = cut(detail or "", 300)
+    model_text = cut((model_text or "").strip(), MODEL_TEXT_CAP).strip()
     message = _REASON_TEXT.get(reason, "the model made no picture")
     if detail:
         message += f" ({detail})"

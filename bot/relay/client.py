@@ -51,9 +51,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from . import gemini, images, inflate, openai_chat, openai_images
-from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
+from .answer import MODEL_TEXT_CAP, AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
 from .catalogue import timeout_for, validate
-from .redact import redact, register_secret
+from .redact import cut, redact, register_secret, relay_scope
 from .stream import Blob, Budget, DecodeError, RefusedAnswer, StreamDecoder
 from .types import (
     RelayError,
@@ -189,7 +189,13 @@ class RelayClient:
     # --- public API ---------------------------------------------------------------------
 
     async def generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult:
-        register_secret(relay.api_key)
+        register_secret(relay.api_key)  # (a stored relay's: masked in log records)
+        # Everything said about this request - errors, refusals, the model's text - is
+        # redacted with this relay's key too (and the operator's, always).
+        with relay_scope(relay.api_key):
+            return await self._generate(relay, request)
+
+    async def _generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult:
         started = time.monotonic()
         req = validate(request)
         relay_model = relay.model_aliases.get(req.model, req.model)
@@ -239,7 +245,7 @@ class RelayClient:
             width=info.width,
             height=info.height,
             model=req.model,
-            text=parsed.text,
+            text=cut(parsed.text, MODEL_TEXT_CAP),
             usage=parsed.usage,
             sources=parsed.sources,
             model_turn=parsed.model_turn if relay.dialect == "gemini" else None,
@@ -254,7 +260,8 @@ class RelayClient:
         register_secret(relay.api_key)
         sent = _Sent("GET", self._endpoint(relay, "/models"))
         started = time.monotonic()
-        await self._request(relay, sent, timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
+        with relay_scope(relay.api_key):
+            await self._request(relay, sent, timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
         return time.monotonic() - started
 
     # --- dialects -----------------------------------------------------------------------
@@ -506,7 +513,7 @@ class RelayClient:
             if "<html" in text[:2000].lower() or "<!doctype" in text[:200].lower():
                 info = ErrorInfo(message=text_of_html(text))
             else:
-                info = ErrorInfo(message=re.sub(r"\s+", " ", text).strip()[:500])
+                info = ErrorInfo(message=cut(re.sub(r"\s+", " ", text[:4096]).strip(), 500, [relay.api_key]))
         if 300 <= status < 400:
             target = redact(response.headers.get("location", ""), [relay.api_key])
             return _Fail(
@@ -525,7 +532,7 @@ class RelayClient:
     ) -> _Fail:
         if status is None:  # an error envelope inside a 2xx answer: its own code tells
             status = info.code if info.code and 400 <= info.code < 600 else None
-        message = redact(info.message or info.status_text or "", [relay.api_key])[:1000]
+        message = cut(info.message or info.status_text or "", 1000, [relay.api_key])
         reason = (info.reason or "").upper()
         lowered = message.lower()
         if status in (400, 422) and is_policy_refusal(info):
@@ -608,7 +615,7 @@ class RelayClient:
                         elif response.status_code >= 300:
                             body = await inflate.read_capped(response, 4096)
                             status = response.status_code
-                            message = redact(body.decode("utf-8", "replace").strip()[:300], [relay.api_key])
+                            message = cut(body.decode("utf-8", "replace").strip(), 300, [relay.api_key])
                             fail = _Fail(
                                 RelayFailed(
                                     f"HTTP {status} downloading the picture from {shown}: {message}",
