@@ -175,10 +175,29 @@ class RelayClient:
         self.max_answer_bytes = max_answer_bytes
         self.url_guard = url_guard
         self.timeout = timeout
+        # Untrusted relays (and the pictures they point at) go through a transport that dials
+        # the address the guard vetted, not the name (DNS rebinding): see relay/transport.py.
+        self._guarded: httpx.AsyncClient | None = None
+        if url_guard is not None and hasattr(url_guard, "address_for"):
+            from .transport import PinnedTransport
+
+            self._guarded = httpx.AsyncClient(
+                transport=PinnedTransport(url_guard),  # type: ignore[arg-type]
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
+                timeout=httpx.Timeout(60.0),
+            )
 
     async def aclose(self) -> None:
         if self._own_http:
             await self._http.aclose()
+        if self._guarded is not None:
+            await self._guarded.aclose()
+
+    def _client_for(self, relay: RelayConfig) -> httpx.AsyncClient:
+        if relay.trusted or self._guarded is None:
+            return self._http
+        return self._guarded
 
     async def __aenter__(self) -> "RelayClient":
         return self
@@ -410,7 +429,7 @@ class RelayClient:
         answering = False  # the status line has arrived: a cut from here on is a broken body
         try:
             async with asyncio.timeout(timeout):
-                async with self._http.stream(
+                async with self._client_for(relay).stream(
                     sent.method,
                     sent.url,
                     params=params or None,
@@ -606,7 +625,7 @@ class RelayClient:
             location = None
             try:
                 async with asyncio.timeout(timeout):
-                    async with self._http.stream(
+                    async with self._client_for(relay).stream(
                         "GET", current, params=params or None, headers=headers, timeout=httpx.Timeout(timeout, connect=30.0), follow_redirects=False
                     ) as response:
                         log.info("relay %s: GET %s -> HTTP %d", relay.name, shown, response.status_code)
