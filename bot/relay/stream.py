@@ -278,10 +278,10 @@ class StreamDecoder:
         started = time.perf_counter()
         start = 0
         while start < len(chunk):
-            began = time.perf_counter()
+            began = time.thread_time()  # CPU time: a slice the OS preempted is not slow
             self.feed(chunk[start : start + self._slice])
             start += self._slice
-            if time.perf_counter() - began > SLOW_SLICE and self._slice > MIN_SLICE:
+            if time.thread_time() - began > SLOW_SLICE and self._slice > MIN_SLICE:
                 # Dense structure (thousands of tiny strings per slice) costs ~100x more per
                 # byte than base64: smaller slices keep each step short.
                 self._slice //= 4
