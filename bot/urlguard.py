@@ -244,7 +244,7 @@ PIN_TTL_S = 60.0
 
 class Guard:
     """The relay client's ``url_guard``: checks a URL (``await guard(url)``) and pins the host
-    to the addresses it vetted, which :meth:`address_for` hands to the transport at connect
+    to the addresses it vetted, which :meth:`addresses_for` hands to the transport at connect
     time (see the module docstring)."""
 
     def __init__(self, allow_private: bool, resolver: Resolver | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -264,8 +264,9 @@ class Guard:
             self._pins = {h: p for h, p in self._pins.items() if p[0] > now}
         self._pins[host] = (now + PIN_TTL_S, addresses)
 
-    async def address_for(self, host: str, port: int) -> str:
-        """The address to dial for ``host``: one the guard vetted, never a fresh answer."""
+    async def addresses_for(self, host: str, port: int) -> list[str]:
+        """The addresses to dial for ``host``, in the resolver's order: the ones the guard
+        vetted, never a fresh unvetted answer."""
         host = host.rstrip(".").lower()
         pinned = self._pins.get(host)
         if pinned is not None and pinned[0] > self._clock():
@@ -274,7 +275,7 @@ class Guard:
         else:
             addresses = await resolve_vetted(host, port, allow_private=self.allow_private, resolver=self.resolver)
             self._pin(host, addresses)
-        return str(addresses[0])
+        return [str(ip) for ip in addresses]
 
 
 def make_guard(allow_private: bool, resolver: Resolver | None = None) -> Guard:

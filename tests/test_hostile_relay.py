@@ -177,3 +177,14 @@ def test_the_decoder_budget_counts_values_and_text_across_decoders() -> None:
     decoder = StreamDecoder(budget=Budget(max_skeleton=10_000))
     decoder.feed(b'{"data":"' + b"QUFB" * 2**18 + b'"}')
     assert len(decoder.close()["data"].data) == 3 * 2**18
+
+
+async def test_an_event_stream_of_countless_tiny_events_is_refused_in_bounded_loop_time(double: RelayDouble) -> None:
+    body = b"data: {}\n\n" * 400_000 + b": keepalive\n" * 400_000
+    double.enqueue(Behaviour("raw", body=body, content_type="text/event-stream"))
+    async with RelayClient(max_attempts=1) as client:
+        async with LoopLag() as lag:
+            with pytest.raises(RelayFailed) as caught:
+                await client.generate(_relay(double), GenerationRequest(prompt="a cat"))
+    assert caught.value.key == "error.answer_refused"
+    assert lag.worst < 0.05, f"the loop stalled {lag.worst * 1000:.1f} ms"

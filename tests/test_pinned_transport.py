@@ -207,3 +207,19 @@ async def test_tls_still_sends_and_verifies_the_host_name(tmp_path: Path) -> Non
             await http.get(f"https://other.example:{port}/")
     server.close()
     assert sni[0] == "relay.example"
+
+
+async def test_every_vetted_address_is_tried_in_order_until_one_answers() -> None:
+    # As the system's own connect does: an unreachable first address (often IPv6) is no failure.
+    with RelayDouble(api_key="k" * 20) as double:
+        port = int(double.url.rsplit(":", 1)[1].split("/")[0])
+
+        async def resolver(host: str, port: int) -> list[str]:
+            return ["192.0.2.1", "127.0.0.1"]
+
+        recorder = Recorder()
+        guard = Guard(allow_private=True, resolver=resolver)
+        async with httpx.AsyncClient(transport=PinnedTransport(guard, inner=recorder)) as http:
+            answer = await http.get(f"http://two.invalid:{port}/v1beta/models")
+        assert answer.status_code and double.requests[-1].headers["host"] == f"two.invalid:{port}"  # the double answered
+        assert recorder.dialled == [("192.0.2.1", port), ("127.0.0.1", port)]

@@ -178,7 +178,7 @@ class RelayClient:
         # Untrusted relays (and the pictures they point at) go through a transport that dials
         # the address the guard vetted, not the name (DNS rebinding): see relay/transport.py.
         self._guarded: httpx.AsyncClient | None = None
-        if url_guard is not None and hasattr(url_guard, "address_for"):
+        if url_guard is not None and hasattr(url_guard, "addresses_for"):
             from .transport import PinnedTransport
 
             self._guarded = httpx.AsyncClient(

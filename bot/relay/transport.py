@@ -3,8 +3,9 @@
 httpx resolves a host name itself when it connects, a moment after the guard resolved and
 vetted it: a name with a zero TTL can answer a public address to the guard and 127.0.0.1 to
 httpx (DNS rebinding). Here the connection asks the guard which address to dial
-(``Guard.address_for``: an address it vetted for that host, or a fresh lookup vetted on the
-spot), and connects to that IP.
+(``Guard.addresses_for``: the addresses it vetted for that host, or a fresh lookup vetted on
+the spot), and connects to those IPs, one after the other until one answers (as the system's
+own connect would, e.g. an unreachable IPv6 address first).
 
 What still uses the name: httpcore passes the URL's host to ``start_tls`` as
 ``server_hostname``, so TLS sends it as SNI and verifies the certificate against it, and the
@@ -25,11 +26,11 @@ from ..urlguard import UnsafeURL
 
 
 class AddressSource(Protocol):
-    async def address_for(self, host: str, port: int) -> str: ...
+    async def addresses_for(self, host: str, port: int) -> list[str]: ...
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Connects to ``source.address_for(host)`` instead of ``host``; refuses Unix sockets."""
+    """Connects to ``source.addresses_for(host)`` instead of ``host``; refuses Unix sockets."""
 
     def __init__(self, source: AddressSource, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
         self.source = source
@@ -44,11 +45,18 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            address = await self.source.address_for(host, port)
+            addresses = await self.source.addresses_for(host, port)
         except UnsafeURL as exc:
             # httpx maps httpcore's ConnectError to its own; the text says why.
             raise httpcore.ConnectError(f"refused to connect: {exc}") from None
-        return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # addresses_for never returns an empty list
+        raise failure
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("refused to connect: Unix sockets are not relays")
