@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     locale = _locale(env)
     _setup_logging(env)
-    register_secret(env.get("NB_API_KEY", "").strip())
+    register_secret(env.get("NB_API_KEY", "").strip(), operator=True)
     try:
         return _run(list(sys.argv[1:] if argv is None else argv), env, locale)
     except KeyboardInterrupt:
@@ -156,7 +156,7 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
         return _fail(args.json, 2, t("cli.settings_error", locale, error=redact(str(exc))))
     if settings is None:
         return _fail(args.json, 2, t("cli.no_relay", locale))
-    register_secret(settings.api_key)
+    register_secret(settings.api_key, operator=True)
     relay = RelayConfig(
         base_url=settings.url,
         dialect=settings.dialect,  # type: ignore[arg-type]

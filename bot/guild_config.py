@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 import aiosqlite
 
 from .quota import QuotaRules, transaction
+from .relay import redact as _redact
 from .relay.catalogue import DEFAULT_MODEL, MODELS, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
 from .relay.types import InvalidRequest, RelayConfig
 from .secrets import Keyring, mask
@@ -432,6 +433,12 @@ def _info(row: Any) -> RelayInfo:
     return RelayInfo(*values)
 
 
+def _stored(key: str) -> str:
+    """A stored relay key, registered for log redaction as it is read (idempotent)."""
+    _redact.register_secret(key)
+    return key
+
+
 def redact(text: str, secret: str) -> str:
     """``text`` with every occurrence of ``secret`` replaced by its hint (relays echo keys)."""
     if not secret:
@@ -517,6 +524,7 @@ class RelayStore:
                 (guild_id, name, last + 1, base_url, dialect, auth, ciphertext, mask(api_key), json.dumps(dict(model_aliases or {})), self.clock()),
             )
             relay_id = cur.lastrowid
+        _redact.register_secret(api_key)  # stored: from now on log lines mask it
         info = await self._get_by_id(relay_id)
         assert info is not None
         return info
@@ -554,7 +562,9 @@ class RelayStore:
             fields["auth"] = auth
         if model_aliases is not None:
             fields["model_aliases"] = json.dumps(dict(model_aliases))
+        old_key = ""
         if api_key and api_key.strip():
+            old_key = await self._key_of(current.id)
             fields["key_ciphertext"] = self.keyring.encrypt(api_key.strip())
             fields["key_hint"] = mask(api_key.strip())
         async with transaction(self.db) as db:
@@ -564,11 +574,22 @@ class RelayStore:
                         raise ConfigError("name taken", key="admin.relay.name_taken", name=fields["name"])
             assignments = ", ".join(f"{column} = ?" for column in fields)
             await db.execute(f"UPDATE relays SET {assignments} WHERE id = ?", (*fields.values(), current.id))
+        if old_key:  # the replaced key is no longer looked for; the new one is
+            _redact.forget_secret(old_key)
+            _redact.register_secret(api_key)
         info = await self._get_by_id(current.id)
         assert info is not None
         return info
 
+    async def _key_of(self, relay_id: int) -> str:
+        async with self.db.execute("SELECT key_ciphertext FROM relays WHERE id = ?", (relay_id,)) as cur:
+            row = await cur.fetchone()
+        return self.keyring.decrypt(row[0]) if row is not None else ""
+
     async def remove(self, guild_id: int, name: str) -> bool:
+        current = await self.get(guild_id, name)
+        if current is not None:
+            _redact.forget_secret(await self._key_of(current.id))
         async with transaction(self.db) as db:
             cur = await db.execute("DELETE FROM relays WHERE guild_id = ? AND name = ?", (guild_id, name))
             removed = cur.rowcount > 0
@@ -630,7 +651,7 @@ class RelayStore:
                 base_url=info.base_url,
                 dialect=info.dialect,  # type: ignore[arg-type]
                 auth=info.auth,  # type: ignore[arg-type]
-                api_key=self.keyring.decrypt(row["key_ciphertext"]),
+                api_key=_stored(self.keyring.decrypt(row["key_ciphertext"])),
                 name=info.name,
                 model_aliases=dict(info.model_aliases),
                 trusted=False,
@@ -652,7 +673,7 @@ class RelayStore:
             until = now + rest_period(fails)
             await db.execute(
                 "UPDATE relays SET fail_count = ?, skip_until = ?, last_error = ?, last_failure_at = ? WHERE id = ?",
-                (fails, until, redact(error, api_key)[:300], now, relay_id),
+                (fails, until, _redact.cut(redact(error, api_key), 300, [api_key]), now, relay_id),
             )
         return until
 

@@ -62,7 +62,7 @@ class Services:
         self.settings = settings
         self.db = db
         self.http = http
-        register_secret(settings.relay.api_key if settings.relay else None)
+        register_secret(settings.relay.api_key if settings.relay else None, operator=True)
         fonts.configure(settings.font)  # NB_FONT for the usage chart
         self.keyring = load_keyring(settings.secret_key, settings.data_dir)
         retry = settings.retry  # NB_RETRY_* and NB_RELAY_TIMEOUT, as the CLI reads them

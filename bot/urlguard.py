@@ -18,16 +18,13 @@ Always refused, even when lifted: URLs with ``user:password@`` and cloud-metadat
 (``metadata.google.internal``, ``169.254.169.254``, ``fd00:ec2::254``, …). A LAN relay is a
 reasonable thing for an operator to allow; the metadata service never is.
 
-DNS rebinding — what is and isn't covered:
-- Covered: names that *statically* point inside (``10.0.0.5.nip.io``, an A record to
-  127.0.0.1), numeric tricks (``2130706433``, ``0x7f.1``, ``127.1`` resolve through the same
-  getaddrinfo the HTTP client uses), and names that change their answer *between* requests:
-  the guard runs again before each request, not only when the URL was saved.
-- Not covered: a name with a zero TTL answering a public address to our lookup and a private
-  one to the HTTP client's own lookup a few milliseconds later. Closing that gap needs the
-  connection pinned to the vetted address (a transport that dials the checked IP while keeping
-  SNI/Host); the relay client does not do that today. Redirects are another way round the
-  guard: the relay client must not follow them for untrusted relays (or check every hop).
+DNS rebinding: a name with a zero TTL can answer a public address to the check and
+127.0.0.1 to the HTTP client's own lookup a moment later. So the check and the connection
+share one lookup: :class:`Guard` remembers the addresses it vetted for each host (for
+:data:`PIN_TTL_S`), and the relay client's transport (``bot.relay.transport``) dials one of
+those addresses - never the name - while TLS still sends the name (SNI) and verifies the
+certificate against it. A host the guard has not seen is resolved and vetted right there,
+at connect time. Redirects are followed by hand, each hop checked the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -62,6 +60,9 @@ METADATA_ADDRESSES = frozenset(
         "169.254.170.2",  # AWS ECS task credentials
         "100.100.100.200",  # Alibaba Cloud
         "fd00:ec2::254",  # AWS IMDS over IPv6
+        "169.254.170.23",  # EKS Pod Identity agent
+        "fd00:ec2::23",  # EKS Pod Identity agent over IPv6
+        "168.63.129.16",  # Azure WireServer (platform agent, health probes)
     )
 )
 
@@ -99,6 +100,8 @@ _BLOCKED_V6 = tuple(
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use NAT64
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated
 
 
 class UnsafeURL(InvalidRequest):
@@ -113,17 +116,30 @@ class UnsafeURL(InvalidRequest):
         self.address = address
 
 
+def embedded_ipv4s(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address may stand for (the tunnelling and translation forms).
+
+    For the local-use NAT64 prefix both places an IPv4 address may sit are returned: RFC 6052
+    puts it in bits 48-63 and 72-87 under a /48, and deployments also use a /96 inside it."""
+    value = int(ip)
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip in _TRANSLATED or ip in _NAT64:
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip in _NAT64_LOCAL:
+        packed = ip.packed
+        return [ipaddress.IPv4Address(packed[6:8] + packed[9:11]), ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return [ip.teredo[1]]  # the client address; the server half is the relay's business
+    return []
+
+
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if it is one of the tunnelling forms."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]  # the client address; the server half is the relay's business
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+    found = embedded_ipv4s(ip)
+    return found[0] if found else None
 
 
 def is_public(ip: IPAddress) -> bool:
@@ -131,9 +147,9 @@ def is_public(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
             return False
-        inner = embedded_ipv4(ip)
-        if inner is not None:
-            return is_public(inner)
+        inner = embedded_ipv4s(ip)
+        if inner:
+            return all(is_public(v4) for v4 in inner)
         if any(ip in net for net in _BLOCKED_V6):
             return False
     elif any(ip in net for net in _BLOCKED_V4):
@@ -171,8 +187,41 @@ def _parse_ip(text: str) -> IPAddress | None:
     return None
 
 
-async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> None:
-    """Raise :class:`UnsafeURL` unless ``url`` may be fetched. Returns None when it may."""
+def vet(host: str, addresses: list[IPAddress], *, allow_private: bool) -> None:
+    """Raise :class:`UnsafeURL` unless every address ``host`` resolved to may be reached.
+    Metadata addresses are refused whatever ``allow_private`` says."""
+    for ip in addresses:
+        inner = embedded_ipv4s(ip) if isinstance(ip, ipaddress.IPv6Address) else []
+        if ip in METADATA_ADDRESSES or any(v4 in METADATA_ADDRESSES for v4 in inner):
+            raise UnsafeURL("metadata", host=host, address=str(ip))
+        if not allow_private and not is_public(ip):
+            raise UnsafeURL("private_address", host=host, address=str(ip))
+
+
+async def resolve_vetted(host: str, port: int, *, allow_private: bool, resolver: Resolver | None = None) -> list[IPAddress]:
+    """The addresses ``host`` resolves to, all vetted; raises :class:`UnsafeURL` otherwise."""
+    host = host.rstrip(".").lower()
+    if host in METADATA_HOSTS:
+        raise UnsafeURL("metadata", host=host)
+    literal = _parse_ip(host.strip("[]"))
+    if literal is not None:
+        addresses = [literal]
+    else:
+        if not allow_private and (host == "localhost" or host.endswith(".localhost")):
+            raise UnsafeURL("private_address", host=host, address="localhost")
+        try:
+            found = await (resolver or system_resolver)(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise UnsafeURL("unresolvable", host=host) from exc
+        addresses = [ip for ip in (_parse_ip(a) for a in found) if ip is not None]
+        if not addresses:
+            raise UnsafeURL("unresolvable", host=host)
+    vet(host, addresses, allow_private=allow_private)
+    return addresses
+
+
+async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> list[IPAddress]:
+    """Raise :class:`UnsafeURL` unless ``url`` may be fetched; else the vetted addresses."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -186,35 +235,49 @@ async def check_url(url: str, *, allow_private: bool, resolver: Resolver | None 
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise UnsafeURL("no_host")
-    if host in METADATA_HOSTS:
-        raise UnsafeURL("metadata", host=host)
-
-    literal = _parse_ip(host)
-    if literal is not None:
-        addresses = [literal]
-    else:
-        if not allow_private and (host == "localhost" or host.endswith(".localhost")):
-            raise UnsafeURL("private_address", host=host, address="localhost")
-        try:
-            found = await (resolver or system_resolver)(host, port or (443 if scheme == "https" else 80))
-        except (OSError, UnicodeError) as exc:
-            raise UnsafeURL("unresolvable", host=host) from exc
-        addresses = [ip for ip in (_parse_ip(a) for a in found) if ip is not None]
-        if not addresses:
-            raise UnsafeURL("unresolvable", host=host)
-
-    for ip in addresses:
-        inner = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
-        if ip in METADATA_ADDRESSES or inner in METADATA_ADDRESSES:
-            raise UnsafeURL("metadata", host=host, address=str(ip))
-        if not allow_private and not is_public(ip):
-            raise UnsafeURL("private_address", host=host, address=str(ip))
+    return await resolve_vetted(host, port or (443 if scheme == "https" else 80), allow_private=allow_private, resolver=resolver)
 
 
-def make_guard(allow_private: bool, resolver: Resolver | None = None) -> Callable[[str], Awaitable[None]]:
-    """The ``url_guard`` callable for the relay client, bound to the operator's setting."""
+# How long the addresses vetted for a host are dialled without looking the name up again.
+PIN_TTL_S = 60.0
 
-    async def guard(url: str) -> None:
-        await check_url(url, allow_private=allow_private, resolver=resolver)
 
-    return guard
+class Guard:
+    """The relay client's ``url_guard``: checks a URL (``await guard(url)``) and pins the host
+    to the addresses it vetted, which :meth:`addresses_for` hands to the transport at connect
+    time (see the module docstring)."""
+
+    def __init__(self, allow_private: bool, resolver: Resolver | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+        self._clock = clock
+        self._pins: dict[str, tuple[float, list[IPAddress]]] = {}
+
+    async def __call__(self, url: str) -> None:
+        addresses = await check_url(url, allow_private=self.allow_private, resolver=self.resolver)
+        host = (urlsplit(url.strip()).hostname or "").rstrip(".").lower()
+        self._pin(host, addresses)
+
+    def _pin(self, host: str, addresses: list[IPAddress]) -> None:
+        now = self._clock()
+        if len(self._pins) > 4096:  # forget the stale ones; the map stays small
+            self._pins = {h: p for h, p in self._pins.items() if p[0] > now}
+        self._pins[host] = (now + PIN_TTL_S, addresses)
+
+    async def addresses_for(self, host: str, port: int) -> list[str]:
+        """The addresses to dial for ``host``, in the resolver's order: the ones the guard
+        vetted, never a fresh unvetted answer."""
+        host = host.rstrip(".").lower()
+        pinned = self._pins.get(host)
+        if pinned is not None and pinned[0] > self._clock():
+            addresses = pinned[1]
+            vet(host, addresses, allow_private=self.allow_private)  # (the policy may not have changed; cheap)
+        else:
+            addresses = await resolve_vetted(host, port, allow_private=self.allow_private, resolver=self.resolver)
+            self._pin(host, addresses)
+        return [str(ip) for ip in addresses]
+
+
+def make_guard(allow_private: bool, resolver: Resolver | None = None) -> Guard:
+    """The ``url_guard`` for the relay client, bound to the operator's setting."""
+    return Guard(allow_private, resolver)

@@ -43,7 +43,7 @@ from discord.ext import commands
 from bot.guild_config import MAX_RELAYS_PER_GUILD, ConfigError, GuildSettings, RelayInfo, canonical_size
 from bot.i18n import normalize_locale, t
 from bot.relay.catalogue import BASE_RATIOS, EXTREME_RATIOS, MODELS, display_size, resolve_model
-from bot.relay.redact import redact, register_secret
+from bot.relay.redact import redact
 from bot.relay.types import InvalidRequest, RelayFailed
 from bot.usage import PERIODS, period_bounds, render_chart_async, summary_text, usage_report
 from cogs import render
@@ -454,8 +454,8 @@ class Admin(
         """The relay form was submitted: validate, store (key encrypted), answer with the hint."""
         locale = _locale(interaction)
         key = (form.key_input.value or "").strip()
-        # From now on every redaction (logs, relay errors) masks this key too.
-        register_secret(key)
+        # (The key is registered for redaction by the relay store once it is stored; until
+        # then the messages about it are redacted with it explicitly.)
         if not may_administer(interaction):
             await _refuse(interaction, AdminRefusal("admin.not_allowed"))
             return

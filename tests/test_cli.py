@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any
@@ -513,3 +514,24 @@ def test_messages_follow_the_locale(double, tmp_path) -> None:
 def test_help_exits_0(tmp_path) -> None:
     run = cli("--help", cwd=tmp_path)
     assert run.code == 0 and "Exit codes" in run.out
+
+
+# --- hostile relays (README "Security and limits") ------------------------------------------
+
+@pytest.mark.parametrize("attack", ["junk_list", "million_parts", "stacked_gzip_bomb"])
+def test_a_hostile_answer_is_turned_down_at_once_with_one_line(double, tmp_path, attack: str) -> None:
+    # Found on main: a 32 MiB junk list took 110 s to be turned down; a million parts printed
+    # 2 million characters of "model text".
+    double.enqueue(*[Behaviour("hostile", attack=attack)] * 4)
+    started = time.monotonic()
+    run = cli("a fox", cwd=tmp_path, relay=double)
+    assert run.code == 4 and "refused" in run.err and "Traceback" not in run.err, run.err
+    assert time.monotonic() - started < 20
+    assert len(run.out) + len(run.err) < 2000
+    assert len(double.requests) == 1  # not retried
+
+
+def test_the_key_in_a_successful_answers_text_is_not_printed(double, tmp_path) -> None:
+    double.enqueue(Behaviour("hostile", attack="key_in_text"))
+    run = cli("a fox", cwd=tmp_path, relay=double)  # cli() checks the key is absent from both streams
+    assert run.code == 0 and "Here is your picture" in run.out + run.err and "***" in run.out + run.err

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .redact import redact
+from .redact import cut, redact
 from .stream import Blob
 from .types import GroundingSource, NoImage, Usage
 
@@ -82,9 +82,14 @@ _REASON_TEXT = {
 }
 
 
+# The model's own words shown to people (a result's "the model says", a refusal's reason):
+# redacted, then cut to this many characters.
+MODEL_TEXT_CAP = 1000
+
+
 def no_image(reason: str, detail: str = "", model_text: str = "") -> NoImage:
-    detail = redact(detail or "")
-    model_text = redact(model_text or "").strip()
+    detail = cut(detail or "", 300)
+    model_text = cut((model_text or "").strip(), MODEL_TEXT_CAP).strip()
     message = _REASON_TEXT.get(reason, "the model made no picture")
     if detail:
         message += f" ({detail})"
@@ -186,28 +191,53 @@ def is_policy_refusal(info: ErrorInfo) -> bool:
 
 def text_of_html(body: str) -> str:
     """A one-line gist of an HTML error page (its title or first heading)."""
-    for pattern in (r"<title[^>]*>(.*?)</title>", r"<h1[^>]*>(.*?)</h1>"):
-        match = re.search(pattern, body, re.IGNORECASE | re.DOTALL)
-        if match:
-            return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", match.group(1))).strip()
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).strip()[:200]
+    # str.find, not a lazy ".*?": on "<title>" repeated without its end tag that was quadratic.
+    lowered = body.lower()
+    for tag in ("title", "h1"):
+        start = lowered.find("<" + tag)
+        close = lowered.find(">", start) if start >= 0 else -1
+        end = lowered.find(f"</{tag}>", close) if close >= 0 else -1
+        if end >= 0:
+            return re.sub(r"\s+", " ", re.sub(r"<[^<>]*+>", "", body[close + 1 : end])).strip()
+    return re.sub(r"\s+", " ", re.sub(r"<[^<>]*+>", " ", body)).strip()
 
 
 # Links to hosted pictures, as some relays put in text answers: markdown images, or bare
 # addresses that end like a picture file (a bare link to a web page is just text).
-HOSTED_IMAGE = re.compile(r"!\[[^\]]*\]\((https?://[^)\s]+)\)")
-BARE_IMAGE_LINK = re.compile(r"(?<![(\w])(https?://[^\s)\]\"'<>]+?\.(?:png|jpe?g|webp)(?:\?[^\s)\]\"'<>]*)?)(?=[\s)\]\"'<>.,;]|$)", re.IGNORECASE)
+# Linear on any text: no quantifier crosses the "[" / "(" that could start another match or
+# gives back what it took (text made of "![" or "http://" repeated once took minutes).
+HOSTED_IMAGE = re.compile(r"!\[[^\[\]]*+\]\((https?://[^()\s]++)\)")
+# A bare address: the whole address first (possessive), then whether it ends like a picture.
+_BARE_LINK = re.compile(r"(?<![(\w])https?://[^\s)\]\"'<>]++")
+_PICTURE_END = re.compile(r"\.(?:png|jpe?g|webp)(?:\?[^\s)\]\"'<>]*+)?(?=[.,;]|$)", re.IGNORECASE)
+
+
+def _bare_image_links(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each bare link to a picture file; a trailing "." "," ";" is not part
+    of it, and neither is anything after the first picture-like ending."""
+    spans = []
+    for match in _BARE_LINK.finditer(text):
+        address = match.group(0)
+        end = _PICTURE_END.search(address)
+        if end is not None:
+            spans.append((match.start(), match.start() + end.end()))
+    return spans
 
 
 def hosted_images(text: str) -> list[str]:
     found = HOSTED_IMAGE.findall(text)
-    return found or BARE_IMAGE_LINK.findall(text)
+    return found or [text[a:b] for a, b in _bare_image_links(text)]
 
 
 def strip_hosted_images(text: str) -> str:
     if HOSTED_IMAGE.search(text):
         return HOSTED_IMAGE.sub("", text).strip()
-    return BARE_IMAGE_LINK.sub("", text).strip()
+    pieces, at = [], 0
+    for a, b in _bare_image_links(text):
+        pieces.append(text[at:a])
+        at = b
+    pieces.append(text[at:])
+    return "".join(pieces).strip()
 
 
 def openai_usage(data: Any, *, images_api: bool = False) -> Usage:

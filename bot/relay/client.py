@@ -50,12 +50,12 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from . import gateway_errors, gemini, images, openai_chat, openai_images
-from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
+from . import gateway_errors, gemini, images, inflate, openai_chat, openai_images
+from .answer import MODEL_TEXT_CAP, AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
 from .catalogue import DEFAULT_MODEL, dialect_notes, shape_notes, timeout_for, validate
 from .gateway_errors import retry_after_seconds, retry_hint
-from .redact import redact, register_secret
-from .stream import Blob, DecodeError, StreamDecoder
+from .redact import cut, redact, register_secret, relay_scope
+from .stream import Blob, Budget, DecodeError, RefusedAnswer, StreamDecoder
 from .types import (
     RelayError,
     GenerationRequest,
@@ -84,6 +84,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 # Failures that are about this relay (its key, account, model list), not about the request.
 RELAY_SPECIFIC = frozenset({401, 402, 403, 404})
 ERROR_BODY_CAP = 1 * 2**20
+# Past these an answer's JSON structure is handled off the loop (see RelayClient._decode).
+# A real answer, 4K picture included, is under 1,000 tokens and a few KB of skeleton.
+HEAVY_TOKENS = 4_000
+HEAVY_SKELETON = 128 * 2**10
 PROBE_TIMEOUT = 30.0
 # Model lists and balance answers are small; a relay answering megabytes there is broken.
 SMALL_ANSWER_BYTES = 2 * 2**20
@@ -93,8 +97,7 @@ USER_AGENT = "nano-banana-bot/0.1 (+relay client)"
 UrlGuard = Callable[[str], Awaitable[None]]
 
 
-class _TooBig(Exception):
-    pass
+_TooBig = inflate.TooBig
 
 
 @dataclass
@@ -152,7 +155,7 @@ class RelayClient:
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
             timeout=httpx.Timeout(60.0),
         )
         self.max_attempts = max(1, max_attempts)
@@ -162,10 +165,29 @@ class RelayClient:
         self.max_answer_bytes = max_answer_bytes
         self.url_guard = url_guard
         self.timeout = timeout
+        # Untrusted relays (and the pictures they point at) go through a transport that dials
+        # the address the guard vetted, not the name (DNS rebinding): see relay/transport.py.
+        self._guarded: httpx.AsyncClient | None = None
+        if url_guard is not None and hasattr(url_guard, "addresses_for"):
+            from .transport import PinnedTransport
+
+            self._guarded = httpx.AsyncClient(
+                transport=PinnedTransport(url_guard),  # type: ignore[arg-type]
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
+                timeout=httpx.Timeout(60.0),
+            )
 
     async def aclose(self) -> None:
         if self._own_http:
             await self._http.aclose()
+        if self._guarded is not None:
+            await self._guarded.aclose()
+
+    def _client_for(self, relay: RelayConfig) -> httpx.AsyncClient:
+        if relay.trusted or self._guarded is None:
+            return self._http
+        return self._guarded
 
     async def __aenter__(self) -> "RelayClient":
         return self
@@ -178,14 +200,17 @@ class RelayClient:
     async def generate(self, relay: RelayConfig, request: GenerationRequest, *, deadline: float | None = None) -> GenerationResult:
         """``deadline``: a ``time.monotonic()`` instant by which the whole call ends, retries
         and the picture download included (the job deadline of bot/relay_pool.py)."""
+        register_secret(relay.api_key)  # (a stored relay's: masked in log records)
         token = _DEADLINE.set(deadline)
         try:
-            return await self._generate(relay, request)
+            # Everything said about this request - errors, refusals, the model's text - is
+            # redacted with this relay's key too (and the operator's, always).
+            with relay_scope(relay.api_key):
+                return await self._generate(relay, request)
         finally:
             _DEADLINE.reset(token)
 
     async def _generate(self, relay: RelayConfig, request: GenerationRequest) -> GenerationResult:
-        register_secret(relay.api_key)
         started = time.monotonic()
         req = validate(request)
         relay_model = relay.model_aliases.get(req.model, req.model)
@@ -238,7 +263,7 @@ class RelayClient:
             width=info.width,
             height=info.height,
             model=req.model,
-            text=parsed.text,
+            text=cut(parsed.text, MODEL_TEXT_CAP),
             usage=parsed.usage,
             sources=parsed.sources,
             model_turn=parsed.model_turn if relay.dialect == "gemini" else None,
@@ -266,13 +291,14 @@ class RelayClient:
         if relay.dialect == "gemini":
             urls.append(_openai_root(self._endpoint(relay, "")) + "/v1/models")
         started = time.monotonic()
-        for i, url in enumerate(urls):
-            try:
-                await self._request(relay, _Sent("GET", url), timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
-                break
-            except RelayFailed as exc:
-                if exc.status not in (404, 405) or i == len(urls) - 1:
-                    raise
+        with relay_scope(relay.api_key):
+            for i, url in enumerate(urls):
+                try:
+                    await self._request(relay, _Sent("GET", url), timeout=PROBE_TIMEOUT, parse=_probe_parse, attempts=1)
+                    break
+                except RelayFailed as exc:
+                    if exc.status not in (404, 405) or i == len(urls) - 1:
+                        raise
         return time.monotonic() - started
 
     def limited(self, *, max_attempts: int | None = None, max_answer_bytes: int | None = None) -> "RelayClient":
@@ -312,7 +338,8 @@ class RelayClient:
             url = re.sub(r"/v1(?:alpha|beta)?\d*$", "", relay.base_url.strip().rstrip("/")) + path
         sent = _Sent("GET", url) if body is None else await _post_json(url, body)
         small = self.limited(max_attempts=1, max_answer_bytes=max_bytes)
-        return await small._request(relay, sent, timeout=timeout, parse=_probe_parse, attempts=1)
+        with relay_scope(relay.api_key):
+            return await small._request(relay, sent, timeout=timeout, parse=_probe_parse, attempts=1)
 
     # --- dialects -----------------------------------------------------------------------
 
@@ -473,14 +500,14 @@ class RelayClient:
         if refused:
             return refused
         params, auth_headers = self._auth(relay)
-        headers = {**(sent.headers or {}), **auth_headers}
+        headers = {**(sent.headers or {}), **auth_headers, "Accept-Encoding": inflate.ACCEPT_ENCODING}
         limits = httpx.Timeout(connect=min(30.0, timeout), read=timeout, write=max(60.0, min(timeout, 300.0)), pool=30.0)
         shown = redact(sent.url, [relay.api_key])
         fail: _Fail | None = None
         answering = False  # the status line has arrived: a cut from here on is a broken body
         try:
             async with asyncio.timeout(timeout):
-                async with self._http.stream(
+                async with self._client_for(relay).stream(
                     sent.method,
                     sent.url,
                     params=params or None,
@@ -495,15 +522,19 @@ class RelayClient:
                     log.info("relay %s: %s %s -> HTTP %d", relay.name, sent.method, shown, response.status_code)
                     gateway_errors.notice(relay.name, relay.base_url, response.headers, self.max_attempts)
                     if response.status_code >= 300:
-                        body = await self._read_capped(response, ERROR_BODY_CAP)
+                        body = await inflate.read_capped(response, ERROR_BODY_CAP)
                         fail = self._http_failure(relay, response, body)
                     else:
-                        value = await self._decode(response)
+                        value, heavy = await self._decode(response)
+                        if heavy:  # see _decode
+                            return await asyncio.to_thread(parse, value)
                         return parse(value)
         except _TooBig:
             detail = f"the answer exceeded {self.max_answer_bytes // 2**20} MB"
             fail = _Fail(RelayFailed(f"the relay's {detail}", key="error.answer_too_large", relay_message=detail), retry=False)
-        except (BrokenAnswer, DecodeError) as exc:
+        except (RefusedAnswer, inflate.RefusedEncoding) as exc:
+            fail = _Fail(_refused(relay, exc), retry=False)
+        except (BrokenAnswer, DecodeError, httpx.DecodingError) as exc:
             fail = _Fail(_broken(redact(exc, [relay.api_key])), retry=True)
         except AnswerError as exc:
             fail = self._envelope_failure(relay, exc.info, status=None)
@@ -543,39 +574,29 @@ class RelayClient:
             retry=False,
         )
 
-    async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in response.aiter_bytes():
-            room = cap - total
-            if room <= 0:
-                break
-            chunks.append(chunk[:room])
-            total += len(chunk[:room])
-        return b"".join(chunks)
-
-    async def _decode(self, response: httpx.Response) -> Any:
-        """The answer as JSON, read as a stream. SSE answers become a list of events."""
+    async def _decode(self, response: httpx.Response) -> tuple[Any, bool]:
+        """The answer as JSON, read as a stream (SSE answers become a list of events), and
+        whether it is *heavy*: more structure than a real answer has (still under the
+        decoder's bounds). A heavy answer is loaded and parsed in a worker thread: both are
+        Python-level work that the interpreter preempts every few ms (sys.getswitchinterval)
+        to let the loop run, where on the loop they would hold it for their whole length."""
         is_sse = "text/event-stream" in response.headers.get("content-type", "").lower()
-        decoder = StreamDecoder()
-        sse: _SSE | None = _SSE() if is_sse else None
-        total = 0
+        budget = Budget()
+        decoder = StreamDecoder(budget=budget)
+        sse: _SSE | None = _SSE(budget) if is_sse else None
         first = True
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > self.max_answer_bytes:
-                raise _TooBig()
+        async for chunk in inflate.body_pieces(response, self.max_answer_bytes):
             if first and chunk.strip():
                 first = False
                 if sse is None and chunk.lstrip()[:5] in (b"data:", b"event"):
-                    sse = _SSE()  # a relay streaming although asked not to, without saying so
+                    sse = _SSE(budget)  # a relay streaming although asked not to, without saying so
             if sse is not None:
                 await sse.feed(chunk)
             else:
                 await decoder.afeed(chunk)  # a big chunk in slices, yielding to the loop between
-        if sse is not None:
-            return sse.close()
-        return decoder.close()
+        heavy = budget.tokens > HEAVY_TOKENS or budget.skeleton > HEAVY_SKELETON
+        close = sse.close if sse is not None else decoder.close
+        return (await asyncio.to_thread(close) if heavy else close()), heavy
 
     def _http_failure(self, relay: RelayConfig, response: httpx.Response, body: bytes) -> _Fail:
         status = response.status_code
@@ -590,7 +611,7 @@ class RelayClient:
             if "<html" in text[:2000].lower() or "<!doctype" in text[:200].lower():
                 info = ErrorInfo(message=text_of_html(text))
             else:
-                info = ErrorInfo(message=re.sub(r"\s+", " ", text).strip()[:500])
+                info = ErrorInfo(message=cut(re.sub(r"\s+", " ", text[:4096]).strip(), 500, [relay.api_key]))
         if 300 <= status < 400:
             target = redact(response.headers.get("location", ""), [relay.api_key])
             return _Fail(
@@ -612,7 +633,7 @@ class RelayClient:
             # An envelope inside a 2xx answer, or a catch-all 500 around the provider's own
             # error (LiteLLM answers a Google 503 as 500): the innermost code tells.
             status = info.code if info.code and 400 <= info.code < 600 else status
-        message = redact(info.message or info.status_text or "", [relay.api_key])[:1000]
+        message = cut(info.message or info.status_text or "", 1000, [relay.api_key])
         reason = (info.reason or "").upper()
         lowered = message.lower()
         if status in (400, 422) and is_policy_refusal(info):
@@ -709,20 +730,21 @@ class RelayClient:
             params, headers = ({}, {})
             if _origin(current) == _origin(relay.base_url):
                 params, headers = self._auth(relay)
+            headers = {**headers, "Accept-Encoding": inflate.ACCEPT_ENCODING}
             shown = redact(current, [relay.api_key])
             location = None
             try:
                 async with asyncio.timeout(timeout):
-                    async with self._http.stream(
+                    async with self._client_for(relay).stream(
                         "GET", current, params=params or None, headers=headers, timeout=httpx.Timeout(timeout, connect=30.0), follow_redirects=False
                     ) as response:
                         log.info("relay %s: GET %s -> HTTP %d", relay.name, shown, response.status_code)
                         if response.is_redirect and response.headers.get("location"):
                             location = urljoin(current, response.headers["location"])
                         elif response.status_code >= 300:
-                            body = await self._read_capped(response, 4096)
+                            body = await inflate.read_capped(response, 4096)
                             status = response.status_code
-                            message = redact(body.decode("utf-8", "replace").strip()[:300], [relay.api_key])
+                            message = cut(body.decode("utf-8", "replace").strip(), 300, [relay.api_key])
                             fail = _Fail(
                                 RelayFailed(
                                     f"HTTP {status} downloading the picture from {shown}: {message}",
@@ -735,13 +757,7 @@ class RelayClient:
                                 retry_after=retry_after_seconds(response.headers) if status in RETRY_STATUSES else None,
                             )
                         else:
-                            chunks: list[bytes] = []
-                            total = 0
-                            async for chunk in response.aiter_bytes():
-                                total += len(chunk)
-                                if total > self.max_answer_bytes:
-                                    raise _TooBig()
-                                chunks.append(chunk)
+                            chunks = [piece async for piece in inflate.body_pieces(response, self.max_answer_bytes)]
                             data = b"".join(chunks)
                             try:
                                 images.identify(data)
@@ -755,6 +771,9 @@ class RelayClient:
             except (httpx.ReadTimeout, httpx.WriteTimeout, TimeoutError):
                 detail = f"downloading the picture took more than {timeout:.0f} s"
                 return _Fail(RelayTimeout(detail, relay_message=detail, retryable=True, key="error.timeout"), retry=False)
+            except (inflate.RefusedEncoding, httpx.DecodingError) as exc:
+                detail = f"the picture at {shown} came in an encoding refused or broken ({_describe(exc, relay)})"
+                return _Fail(RelayFailed(detail, relay_message=detail, retryable=True, key="error.answer_refused"), retry=False)
             except (httpx.TransportError,) as exc:
                 fail = _Fail(_network(f"downloading the picture failed: {_describe(exc, relay)}"), retry=True)
             if fail is not None:
@@ -883,6 +902,17 @@ def _broken(detail: str) -> RelayFailed:
     )
 
 
+def _refused(relay: RelayConfig, exc: BaseException) -> RelayFailed:
+    """An answer refused for its size, shape or encoding. Not retried on this relay (the same
+    relay would send the same thing again); ``retryable`` lets the failover try another."""
+    if isinstance(exc, inflate.RefusedEncoding):
+        detail = f"it came with Content-Encoding {exc} (we take one layer of gzip or deflate)"
+    else:
+        detail = str(exc)
+    detail = redact(detail, [relay.api_key])
+    return RelayFailed(f"the relay's answer was refused: {detail}", relay_message=detail, retryable=True, key="error.answer_refused")
+
+
 def _network(detail: str) -> RelayFailed:
     return RelayFailed(detail, relay_message=detail, retryable=True, key="error.network")
 
@@ -899,7 +929,7 @@ def _checked(parse: Callable[[Any], Parsed]) -> Callable[[Any], Parsed]:
     def run(value: Any) -> Parsed:
         try:
             parsed = parse(value)
-        except (RelayError, BrokenAnswer, AnswerError, DecodeError):
+        except (RelayError, BrokenAnswer, AnswerError, DecodeError, RefusedAnswer):
             raise
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
             # A shape no relay should send (e.g. a list where an object belongs).
@@ -937,7 +967,9 @@ class _SSE:
     joined with "\\n", and a ``[DONE]`` payload is no event.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
+        # One budget for the whole stream: every event's decoder and every line draw on it.
+        self.budget = budget if budget is not None else Budget()
         self.events: list[Any] = []
         self._mode = _LINE_HEAD
         self._head = b""  # the start of the line, until it is known to be a data line or not
@@ -951,15 +983,22 @@ class _SSE:
 
     async def feed(self, chunk: bytes) -> None:
         pos, end = 0, len(chunk)
+        lines = 0
         while pos < end:
             newline = chunk.find(b"\n", pos)
             stop = end if newline < 0 else newline
             if stop > pos:
                 await self._text(chunk[pos:stop] if pos or stop < end else chunk)
             if newline < 0:
-                return
+                break
             self._end_line()
             pos = newline + 1
+            lines += 1
+            if lines == 256:  # a chunk of tiny lines: charge them and let the loop run
+                self.budget.charge(0, lines)
+                lines = 0
+                await asyncio.sleep(0)
+        self.budget.charge(0, lines)
 
     async def _text(self, seg: bytes) -> None:
         """More of the current line (no newline in ``seg``)."""
@@ -1006,12 +1045,14 @@ class _SSE:
     async def _payload(self, data: bytes) -> None:
         if self._decoder is None:
             self._early += data
+            if len(self._early) > self.budget.max_skeleton:
+                raise RefusedAnswer("an event of the stream holds nothing but blank data")
             if len(self._early) < self._look_at:
                 return
             self._look_at = 2 * len(self._early)  # look again after doubling: linear overall
             if _DONE.startswith(bytes(self._early).strip()):
                 return  # only whitespace (and maybe "[DONE]") so far
-            self._decoder = StreamDecoder()
+            self._decoder = StreamDecoder(budget=self.budget)
             data, self._early = bytes(self._early), bytearray()
         await self._decoder.afeed(data)
 
@@ -1023,7 +1064,7 @@ class _SSE:
         if decoder is None:
             if early.strip() == _DONE:
                 return
-            decoder = StreamDecoder()
+            decoder = StreamDecoder(budget=self.budget)
             decoder.feed(early)
         self.events.append(decoder.close())
 

@@ -35,7 +35,7 @@ from .answer import (
     no_image,
     strip_hosted_images,
 )
-from .stream import Blob, DecodeError, b64_bytes, data_urls, plain_text
+from .stream import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
 from .types import GenerationRequest, GroundingSource, InputImage, Usage
 
 
@@ -135,10 +135,22 @@ def build(
     return body, turn
 
 
+# More parts than any model turn holds (thoughts, up to two drafts, the picture, some text):
+# an answer past it is refused rather than walked part by part.
+MAX_PARTS = 64
+
+
+def _too_many_parts() -> RefusedAnswer:
+    return RefusedAnswer(f"the answer holds more than {MAX_PARTS} parts")
+
+
 def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
     """A streamed answer (JSON array or SSE events of partial responses) as one response."""
     merged: dict[str, Any] = {}
     parts: list[dict[str, Any]] = []
+    # The text pieces of parts[-1] while a streamed text part is being joined: joined once at
+    # the end, as `+=` on a str held in a dict copies it each time (quadratic in the text).
+    pending: list[str] = []
     candidate: dict[str, Any] = {}
     for chunk in chunks:
         if not isinstance(chunk, dict):
@@ -169,8 +181,13 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
                     and bool(part.get("thought")) == bool(prev.get("thought"))
                     and not get(part, "thoughtSignature")
                 ):
-                    prev["text"] += part["text"]
+                    pending.append(part["text"])
                     continue
+                if pending:
+                    prev["text"] = "".join([prev["text"], *pending])
+                    pending = []
+                if len(parts) == MAX_PARTS:
+                    raise _too_many_parts()
                 parts.append(dict(part))
             for key in ("finishReason", "groundingMetadata", "finishMessage"):
                 value = get(cand, key)
@@ -178,6 +195,8 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
                     candidate[key] = value
             if get(content, "role"):
                 candidate["role"] = get(content, "role")
+    if pending:
+        parts[-1]["text"] = "".join([parts[-1]["text"], *pending])
     if parts or candidate:
         role = candidate.pop("role", "model")
         merged["candidates"] = [{"content": {"role": role, "parts": parts}, **candidate}]
@@ -249,6 +268,8 @@ def parse(data: Any) -> Parsed:
     candidate = candidates[0] if isinstance(candidates[0], dict) else {}
     content = get(candidate, "content") or {}
     parts = get(content, "parts") or []
+    if isinstance(parts, list) and len(parts) > MAX_PARTS:
+        raise _too_many_parts()
     finish = str(get(candidate, "finishReason") or "")
 
     image: tuple[bytes, str] | None = None
@@ -278,6 +299,8 @@ def parse(data: Any) -> Parsed:
             text = part.get("text")
             if text is None or thought:
                 continue
+            if isinstance(text, (str, Blob)):
+                check_text(text)
             embedded = data_urls(text)
             if embedded:
                 mime, raw_bytes = embedded[-1]

@@ -33,11 +33,14 @@ from .answer import (
 )
 from .catalogue import image_config
 from .images import sniff
-from .stream import Blob, DecodeError, b64_bytes, data_urls, plain_text
+from .stream import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
 from .types import GenerationRequest, InputImage
 
 PATH = "/chat/completions"
-_BARE_B64 = re.compile(r"[A-Za-z0-9+/]{100,}={0,2}")
+# Starting only where a run starts, taken whole: linear (a run of 99 repeated was quadratic).
+# As many content parts as a message may hold (text and pictures); past it, refused.
+MAX_PARTS = 64
+_BARE_B64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{100,}+={0,2}")
 
 
 def build(request: GenerationRequest, relay_model: str, images: list[InputImage], drop: Sequence[str] = ()) -> dict[str, Any]:
@@ -163,10 +166,14 @@ def parse(data: Any) -> Parsed:
     texts: list[str] = []
     try:
         pieces = content if isinstance(content, list) else [content] if content is not None else []
+        extra = message.get("images")
+        if len(pieces) > MAX_PARTS or (isinstance(extra, list) and len(extra) > MAX_PARTS):
+            raise RefusedAnswer(f"the answer holds more than {MAX_PARTS} parts")
         for piece in pieces:
             if isinstance(piece, dict) and piece.get("type") in (None, "text", "output_text") and "text" in piece:
                 piece = piece["text"]
             if isinstance(piece, (str, Blob)):
+                check_text(piece)
                 for mime, raw in data_urls(piece):
                     found.append(("data", (mime, raw)))
                 words = plain_text(piece)
@@ -179,7 +186,6 @@ def parse(data: Any) -> Parsed:
                 item = _image_from_part(piece)
                 if item:
                     found.append(item)
-        extra = message.get("images")
         for part in extra if isinstance(extra, list) else []:
             item = _image_from_part(part)
             if item:

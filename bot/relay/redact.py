@@ -4,29 +4,46 @@ Some relays take the key in the URL (``?key=``), and httpx puts the URL in its I
 ("HTTP Request: POST https://relay/...?key=SECRET") and in some exception texts. So redaction
 works two ways at once:
 
-- known secrets are registered (:func:`register_secret`) and replaced wherever they appear,
-  URL-encoded forms and an ``sk-``-less form included (some relays strip that prefix and
-  echo the rest back in their errors);
+- known secrets are replaced wherever they appear, URL-encoded forms and an ``sk-``-less form
+  included (some relays strip that prefix and echo the rest back in their errors);
 - patterns that carry a secret by construction (``key=`` query values, ``Bearer`` tokens,
   ``x-goog-api-key:`` headers) are masked even when the secret was never registered.
 
-:class:`RedactingFilter` applies the same to log records; it is installed on the ``httpx``
-and ``httpcore`` loggers on import and can be attached to any handler (the bot attaches it
-to its root handler).
+Which secrets, where:
+- A *message* (an error, a relay's words, the model's text) is redacted with the operator's
+  keys (:func:`register_secret` with ``operator=True``: NB_API_KEY, the shared default relay)
+  plus the keys passed as ``extra`` - the relay that produced it. Other servers' keys are not
+  looked for: one server's key cannot blank a word out of another server's messages, and the
+  cost does not grow with the number of stored keys.
+- A *log record* (:class:`RedactingFilter`) is redacted with every key registered, operator
+  and stored relays' alike, as any of them may reach a log line.
+- Secrets shorter than :data:`MIN_SECRET` characters are never replaced as plain text (a key
+  ``picture`` would turn that word into ``***``); the patterns still mask them in
+  ``key=``/``Bearer``/header positions. No relay issues keys that short.
+
+Matching is one pass whatever the number of keys: the text is cut into candidate tokens by one
+compiled pattern, and each token's substrings of the lengths keys have are looked up in a set
+(a handful of distinct lengths). 100k stored keys cost the same as ten.
+
+:func:`cut` is how every capped text is made: redact first, then cut, and a key the cut would
+leave half-shown is masked too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any, Iterable
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
-# Secrets shorter than this are not replaced on their own (a 3-letter "key" would blank out
-# ordinary words); the patterns below still mask them in key=/Bearer positions.
-_MIN_SECRET = 6
+MIN_SECRET = 8
+# A cut that leaves this many characters of a key at its end masks them.
+_MIN_PARTIAL = 4
 
 # (A ")" ends the value too: a URL quoted in a message is often followed by one.)
 _QUERY = re.compile(r"(?i)([?&;](?:key|api[_-]?key|apikey|access[_-]?token|token|auth|secret)=)[^&#\s\"'<>)]+")
@@ -34,49 +51,203 @@ _BEARER = re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+")
 _HEADER = re.compile(r"(?i)((?:x-goog-api-key|x-api-key|api-key|authorization)[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',;}]+")
 # OpenAI-style keys that were never registered (e.g. a relay echoing some other key back).
 _SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
+# Where a key may sit: a run without spaces, quotes or brackets. A key holding one of those
+# characters is matched by a pattern of its own instead (see _Matcher).
+_TOKEN = re.compile(r"[^\s\"'<>()\[\]{},;]{%d,}" % MIN_SECRET)
+_TOKEN_CHAR = re.compile(r"[^\s\"'<>()\[\]{},;]+")
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_operator: set[str] = set()
+_stored: set[str] = set()
+_version = 0  # bumped when the operator's keys change: the scoped matchers are cached by them
 
 
-def _variants(secret: str) -> set[str]:
+_everything: tuple[int, "_Matcher"] | None = None  # (version, matcher of every key), kept up to date
+
+
+def _variants(secret: str) -> frozenset[str]:
     out = {secret, quote(secret, safe=""), quote_plus(secret)}
-    if secret.lower().startswith("sk-") and len(secret) - 3 >= _MIN_SECRET:
+    if secret.lower().startswith("sk-"):
         out.add(secret[3:])
-    return {v for v in out if len(v) >= _MIN_SECRET}
+    return frozenset(v for v in out if len(v) >= MIN_SECRET)
 
 
-def register_secret(secret: str | None) -> None:
-    """Remember a secret so that every later redaction removes it (idempotent)."""
-    if not secret or len(secret.strip()) < 1:
+class _Matcher:
+    """Finds any of a set of secrets in a text in one pass (see the module docstring)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.by_length: dict[int, set[str]] = {}
+        self._odd: set[str] = set()
+        self.secrets: set[str] = set()
+        self.update(secrets, add=True)
+
+    def update(self, secrets: Iterable[str], *, add: bool) -> None:
+        """Add or remove secrets in place (cheap: no rebuild for one more stored key)."""
+        for secret in secrets:
+            if add:
+                self.secrets.add(secret)
+                if _TOKEN_CHAR.fullmatch(secret):
+                    self.by_length.setdefault(len(secret), set()).add(secret)
+                else:
+                    self._odd.add(secret)
+            else:
+                self.secrets.discard(secret)
+                self._odd.discard(secret)
+                bucket = self.by_length.get(len(secret))
+                if bucket is not None:
+                    bucket.discard(secret)
+                    if not bucket:
+                        del self.by_length[len(secret)]
+        self.lengths = sorted(self.by_length, reverse=True)
+        odd = sorted(self._odd, key=len, reverse=True)
+        self.odd = re.compile("|".join(map(re.escape, odd))) if odd else None
+
+    def sub(self, text: str) -> str:
+        if self.odd is not None:
+            text = self.odd.sub(MASK, text)
+        if not self.lengths or len(text) < self.lengths[-1]:
+            return text
+        pieces: list[str] = []
+        at = 0
+        shortest = self.lengths[-1]
+        for match in _TOKEN.finditer(text):
+            token, base = match.group(0), match.start()
+            if len(token) < shortest:
+                continue
+            i = 0
+            while i <= len(token) - shortest:
+                for length in self.lengths:
+                    if i + length <= len(token) and token[i : i + length] in self.by_length.get(length, ()):
+                        pieces += (text[at : base + i], MASK)
+                        at = base + i + length
+                        i += length
+                        break
+                else:
+                    i += 1
+        if not pieces:
+            return text
+        pieces.append(text[at:])
+        return "".join(pieces)
+
+
+def register_secret(secret: str | None, *, operator: bool = False) -> None:
+    """Remember a secret (idempotent). ``operator=True``: one of the operator's keys, masked in
+    every message; otherwise a stored relay's key, masked in log records (its own relay's
+    messages pass it as ``extra``). Register a relay's key once it is stored, not before."""
+    global _version
+    variants = _variants((secret or "").strip())
+    if not variants:
         return
     with _lock:
-        _secrets.update(_variants(secret.strip()))
+        target = _operator if operator else _stored
+        if not variants <= target:
+            target.update(variants)
+            if _everything is not None:
+                _everything[1].update(variants, add=True)
+            if operator:
+                _version += 1
 
 
-def redact(text: Any, extra: Iterable[str] = ()) -> str:
-    """``text`` (anything str()-able) with registered secrets, ``extra`` and key patterns masked."""
-    out = text if isinstance(text, str) else str(text)
-    secrets: set[str] = set()
-    for item in extra:
-        if item:
-            secrets.update(_variants(item.strip()) or {item.strip()})
+def forget_secret(secret: str | None) -> None:
+    """Stop looking for a stored relay's key (it was replaced or its relay removed)."""
+    global _version
+    variants = _variants((secret or "").strip())
     with _lock:
-        secrets.update(_secrets)
-    # Longest first, so a secret that contains another is masked whole.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret in out:
-            out = out.replace(secret, MASK)
+        gone = (variants & _stored) - _operator
+        if gone:
+            _stored.difference_update(gone)
+            if _everything is not None:
+                _everything[1].update(gone, add=False)
+
+
+@lru_cache(maxsize=256)
+def _matcher(secrets: frozenset[str]) -> _Matcher:
+    # (Never updated in place: a scoped matcher is shared by every call with the same keys.)
+    return _Matcher(secrets)
+
+
+# The keys of the relay being talked to, for everything redacted while doing so (the parsers
+# build messages without knowing the relay): see relay_scope().
+_relay_keys: ContextVar[tuple[str, ...]] = ContextVar("relay_keys", default=())
+
+
+@contextlib.contextmanager
+def relay_scope(*keys: str):  # -> Iterator[None]
+    """Within this block (and the tasks and threads it starts), :func:`redact` and :func:`cut`
+    also mask ``keys``."""
+    token = _relay_keys.set(tuple(k for k in keys if k) + _relay_keys.get())
+    try:
+        yield
+    finally:
+        _relay_keys.reset(token)
+
+
+def _scope(extra: Iterable[str], *, everything: bool = False) -> _Matcher:
+    global _everything
+    if everything:
+        with _lock:
+            if _everything is None or _everything[0] != _version:
+                # Built once per change of the registry, not per record.
+                _everything = (_version, _Matcher(_operator | _stored))
+            return _everything[1]
+    secrets: set[str] = set()
+    for item in (*extra, *_relay_keys.get()):
+        if item:
+            secrets |= _variants(item.strip())
+    with _lock:
+        secrets |= _operator
+    return _matcher(frozenset(secrets))
+
+
+def _patterns(out: str) -> str:
     out = _QUERY.sub(lambda m: m.group(1) + MASK, out)
     out = _BEARER.sub(lambda m: m.group(1) + MASK, out)
     out = _HEADER.sub(lambda m: m.group(1) + MASK, out)
-    out = _SK.sub("sk-" + MASK, out)
-    return out
+    return _SK.sub("sk-" + MASK, out)
 
 
-def redact_url(url: Any) -> str:
-    """A URL safe to show: query values that carry keys masked, registered secrets removed."""
-    return redact(url)
+def redact(text: Any, extra: Iterable[str] = ()) -> str:
+    """``text`` (anything str()-able) with the operator's keys, ``extra`` (the keys of the
+    relay the text came from) and key patterns masked."""
+    out = text if isinstance(text, str) else str(text)
+    return _patterns(_scope(extra).sub(out))
+
+
+def redact_everywhere(text: Any) -> str:
+    """Like :func:`redact` with every registered key: for log records."""
+    out = text if isinstance(text, str) else str(text)
+    return _patterns(_scope((), everything=True).sub(out))
+
+
+def cut(text: Any, limit: int, extra: Iterable[str] = (), *, ellipsis: str = "…") -> str:
+    """``text`` redacted, *then* cut to ``limit`` characters (``ellipsis`` marking a cut).
+
+    Only a window of ``limit`` plus the longest key is redacted (a key straddling the cut is
+    inside it, hence masked whole); then, if what is left ends in the first characters of a
+    key - one the relay itself cut short, say - those are masked too."""
+    raw = text if isinstance(text, str) else str(text)
+    extra = [e for e in extra if e]
+    matcher = _scope(extra)
+    margin = (matcher.lengths[0] if matcher.lengths else 0) + 256  # 256: the patterns' values
+    window = raw[: limit + margin]
+    out = _patterns(matcher.sub(window))
+    if len(out) <= limit and len(window) == len(raw):
+        return _mask_partial(out, matcher)
+    return _mask_partial(out[: max(0, limit - len(ellipsis))], matcher) + ellipsis
+
+
+def _mask_partial(text: str, matcher: _Matcher) -> str:
+    tail = re.search(r"[^\s\"'<>()\[\]{},;=&?:/]+\Z", text)
+    if tail is None or len(tail.group(0)) < _MIN_PARTIAL:
+        return text
+    piece = tail.group(0)
+    for secret in matcher.secrets:
+        # The end of the text is the start of a key (the rest cut away), or the end of a token
+        # that continues as one: mask from where the key would begin.
+        for start in range(len(piece) - _MIN_PARTIAL + 1):
+            if secret.startswith(piece[start:]):
+                return text[: tail.start() + start] + MASK
+    return text
 
 
 class RedactingFilter(logging.Filter):
@@ -87,15 +258,15 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string is the logger's problem, not a leak
             return True
-        cleaned = redact(message)
+        cleaned = redact_everywhere(message)
         if cleaned != message:
             record.msg = cleaned
             record.args = None
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             # Format the traceback now, redacted, so handlers reuse the clean text.
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = redact_everywhere(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact_everywhere(record.exc_text)
         return True
 
 

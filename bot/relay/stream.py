@@ -46,6 +46,9 @@ MIN_RUN = 32 * 1024
 # tick fell from 13-15 ms (whole chunks) to 6-7 ms, with no CPU cost visible above the noise.
 SLICE = 16 * 1024
 STEP_BUDGET = 0.00005
+# A slice that took longer than this makes the next ones 4x smaller, down to MIN_SLICE.
+SLOW_SLICE = 0.002
+MIN_SLICE = 256
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # Inside a JSON string, one character of a base64 run: a plain alphabet byte or an escaped
@@ -61,6 +64,44 @@ _OUT, _STR, _B64 = 0, 1, 2
 
 class DecodeError(ValueError):
     """The body is not complete, valid JSON (e.g. truncated), or holds invalid base64."""
+
+
+class RefusedAnswer(Exception):
+    """The answer is past a bound (structure, size of what is not picture data, parts):
+    refused, and not worth asking the same relay again."""
+
+
+# What an answer may hold besides picture base64. A real answer (parts, usage, grounding)
+# is a few KB of structure and at most some hundred KB of text; these bound the work the
+# event loop does on it: json.loads of the whole skeleton at close() and the dialect parser
+# walking it.
+MAX_SKELETON = 1 * 2**20
+MAX_TOKENS = 64_000
+# A single text value longer than this is no model's words: refused before any pattern
+# looks at it (each pattern is linear, but a few ms per MB add up).
+MAX_TEXT = 64 * 2**10
+
+
+class Budget:
+    """The share of :data:`MAX_SKELETON`/:data:`MAX_TOKENS` left to one answer, across all its
+    decoders (an SSE answer has one per event). A token is a string, a ``{``, ``[`` or ``,``
+    outside strings, or an SSE line."""
+
+    __slots__ = ("skeleton", "tokens", "max_skeleton", "max_tokens")
+
+    def __init__(self, max_skeleton: int = MAX_SKELETON, max_tokens: int = MAX_TOKENS) -> None:
+        self.skeleton = 0
+        self.tokens = 0
+        self.max_skeleton = max_skeleton
+        self.max_tokens = max_tokens
+
+    def charge(self, skeleton: int = 0, tokens: int = 0) -> None:
+        self.skeleton += skeleton
+        self.tokens += tokens
+        if self.tokens > self.max_tokens:
+            raise RefusedAnswer(f"the answer holds more than {self.max_tokens} JSON values")
+        if self.skeleton > self.max_skeleton:
+            raise RefusedAnswer(f"the answer holds more than {self.max_skeleton // 2**10} KB besides picture data")
 
 
 class Blob:
@@ -179,8 +220,11 @@ class StreamDecoder:
     64 KiB pieces an HTTP client yields keeps every step well under a millisecond.
     """
 
-    def __init__(self, *, threshold: int = THRESHOLD, min_run: int = MIN_RUN) -> None:
+    def __init__(self, *, threshold: int = THRESHOLD, min_run: int = MIN_RUN, budget: Budget | None = None) -> None:
         # (threshold/min_run are knobs for tests, which exercise the streaming path on small bodies)
+        self._budget = budget if budget is not None else Budget()
+        self._slice = SLICE
+        self._tokens = 0
         self._threshold = threshold
         self._min_run = max(4, min(min_run, threshold))
         self._skel = bytearray()
@@ -207,6 +251,8 @@ class StreamDecoder:
             chunk = self._carry + chunk
             self._carry = b""
         pos, end = 0, len(chunk)
+        before = len(self._skel)
+        self._tokens = 0
         while pos < end:
             if self._mode == _OUT:
                 pos = self._feed_out(chunk, pos)
@@ -214,6 +260,8 @@ class StreamDecoder:
                 pos = self._feed_str(chunk, pos)
             else:
                 pos = self._feed_b64(chunk, pos)
+        # (the skeleton shrinks when text turns out to be a base64 run: that gives budget back)
+        self._budget.charge(len(self._skel) - before, self._tokens)
 
     async def afeed(self, chunk: bytes) -> None:
         """:meth:`feed` for use on an event loop: a large chunk is fed in slices, yielding to
@@ -224,21 +272,35 @@ class StreamDecoder:
         """
         if not isinstance(chunk, bytes):
             chunk = bytes(chunk)
-        if len(chunk) <= SLICE:
-            self.feed(chunk)
+        if len(chunk) <= self._slice and self._slice == SLICE:
+            self.feed(chunk)  # the usual case: base64 and a little JSON, microseconds per slice
             return
         started = time.perf_counter()
-        for start in range(0, len(chunk), SLICE):
-            self.feed(chunk[start : start + SLICE])
-            if time.perf_counter() - started > STEP_BUDGET and start + SLICE < len(chunk):
+        start = 0
+        while start < len(chunk):
+            began = time.thread_time()  # CPU time: a slice the OS preempted is not slow
+            self.feed(chunk[start : start + self._slice])
+            start += self._slice
+            if time.thread_time() - began > SLOW_SLICE and self._slice > MIN_SLICE:
+                # Dense structure (thousands of tiny strings per slice) costs ~100x more per
+                # byte than base64: smaller slices keep each step short.
+                self._slice //= 4
+            if time.perf_counter() - started > STEP_BUDGET and start < len(chunk):
                 await asyncio.sleep(0)
                 started = time.perf_counter()
 
     def _feed_out(self, buf: bytes, pos: int) -> int:
         quote = buf.find(b'"', pos)
+        stop = len(buf) if quote < 0 else quote
+        self._tokens += buf.count(b",", pos, stop) + buf.count(b"{", pos, stop) + buf.count(b"[", pos, stop)
         if quote < 0:
             self._skel += buf[pos:] if pos else buf
             return len(buf)
+        self._tokens += 1
+        if self._tokens > 1024:
+            # A slice full of tiny strings: charge as we go, so the bound holds within a slice.
+            self._budget.charge(0, self._tokens)
+            self._tokens = 0
         self._skel += buf[pos : quote + 1]
         self._mode = _STR
         self._seg_start = len(self._skel)
@@ -443,7 +505,7 @@ def b64_bytes(value: str | Blob) -> bytes:
         value = value.translate(_URLSAFE)
     try:
         return base64.b64decode(value, validate=False)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise DecodeError(f"invalid base64 image data: {exc}") from None
 
 
@@ -453,10 +515,22 @@ _URLSAFE = str.maketrans("-_", "+/")
 # after a bare data URL on the next line is not taken for more base64.
 _B64_BODY = r"(?:[A-Za-z0-9+/]{60,}+\r?\n)*[A-Za-z0-9+/]++={0,2}"
 _DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,(" + _B64_BODY + ")")
-_MARKDOWN_IMAGE = re.compile(r"!?\[[^\]]*\]\(data:image/[^)]*\)")
+# (No quantifier here may cross the bracket or parenthesis that starts another match, and
+# none gives back what it took: on text made of "[" or "![a](data:image/" repeated a
+# backtracking pattern took minutes; these stay linear.)
+_MARKDOWN_IMAGE = re.compile(r"!?\[[^\[\]]*+\]\(data:image/[^()]*+\)")
 _BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64," + _B64_BODY)
 # Stands in for a Blob's base64 when reading its text (a valid run, matched by the regexes).
 _STAND_IN = "AAAA"
+
+
+def check_text(value: str | Blob) -> None:
+    """Refuse a text value from a relay past :data:`MAX_TEXT` characters (see there), before
+    the patterns of :func:`data_urls`/:func:`plain_text` look at it; for a Blob, its text
+    without the pictures."""
+    size = sum(len(link.prefix) + len(link._suffix) for link in value.links()) if isinstance(value, Blob) else len(value)
+    if size > MAX_TEXT:
+        raise RefusedAnswer(f"a text in the answer is longer than {MAX_TEXT // 2**10} KB")
 
 
 def data_urls(value: str | Blob | None) -> list[tuple[str, bytes]]:

@@ -51,7 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
-from . import _wire as wire
+from . import _hostile, _wire as wire
 from ._images import FLASH_25, HUGE_SIZE, RATIOS, SIZES, Picture, dimensions, huge_picture, is_flash_25, nearest_ratio, picture, sniff_b64_size, sniff_size
 from ._wire import chat_answer_body, gemini_answer_body, openai_images_answer_body
 
@@ -89,6 +89,8 @@ KINDS: dict[str, frozenset[str]] = {
     "hang": frozenset(),
     "disconnect": frozenset(),
     "raw": frozenset({"status", "body", "content_type", "headers"}),  # (extension)
+    # (extension) what a hostile relay sends: see tests/doubles/_hostile.py for the attacks
+    "hostile": frozenset({"attack"}),
 }
 
 
@@ -104,6 +106,8 @@ class Behaviour:
         unknown = set(options) - KINDS[kind]
         if unknown:
             raise TypeError(f"behaviour {kind!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(KINDS[kind])) or 'none'}")
+        if kind == "hostile" and options.get("attack") not in _hostile.ATTACKS:
+            raise ValueError(f"hostile attack must be one of {', '.join(sorted(_hostile.ATTACKS))}")
         if kind == "error" and options.get("body", "google") not in ("google", "google_list", "openai", "html", None):
             raise ValueError("error body must be google, google_list, openai or html")
         if options.get("casing", "camel") not in ("camel", "snake", "mixed"):
@@ -879,6 +883,11 @@ class RelayDouble:
             return
         if kind == "error":
             self._send(h, self._error_behaviour(route.dialect, b))
+            return
+        if kind == "hostile":
+            status, body, headers = _hostile.build(b.get("attack", ""), self.api_key or "")
+            content_type = headers.pop("Content-Type", "application/json")
+            self._send(h, _Reply(status, [body], content_type, headers))
             return
         if kind == "raw":
             body = b.get("body", b"")
