@@ -236,19 +236,32 @@ async def ready_run(relay_url: str, guilds: int) -> dict[str, Any]:
     async with TimedDouble() as dd:
         for i in range(guilds):
             dd.add_guild(f"Guild {i}")
+        first = next(iter(dd.guilds.values()))
+        channel = dd.text_channels(first)[0]
+        member = dd.add_member(first, username="first-user")
         # A first start syncs commands and writes its stamp; time the second, as a restart.
         for attempt in range(2):
             began = time.time()
             bot = await start_bot(dd, relay_url, data_dir)
             try:
                 await dd.wait_until_identified(timeout=120)
+                # A member's command as soon as the gateway is up: when is it first answered?
+                interaction = await dd.interact(dd.slash_interaction("quota", channel=channel, user=member))
                 ready = await wait_ready(bot, 300)
+                callback = await dd.wait_for("POST", rf"^/interactions/{interaction['id']}/", timeout=60)
+                first_answer = time.time() - (time.monotonic() - dd.arrived[callback.index])
                 start = next(r for r in read_probe(bot.probe_file) if r["kind"] == "start")
                 _, hwm = proc_stat(bot.proc.pid)
             finally:
                 await bot.stop()
             bot.probe_file.unlink()
-        return {"guilds": guilds, "start_to_ready_s": ready["t"] - start["t"], "spawn_to_ready_s": ready["t"] - began, "rss_mb": hwm}
+        return {
+            "guilds": guilds,
+            "start_to_ready_s": ready["t"] - start["t"],
+            "spawn_to_ready_s": ready["t"] - began,
+            "start_to_first_answer_s": first_answer - start["t"],
+            "rss_mb": hwm,
+        }
 
 
 def fmt(v: float, unit: str = "ms") -> str:
@@ -258,6 +271,13 @@ def fmt(v: float, unit: str = "ms") -> str:
 def print_tables(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> None:
     print(f"Whole bot: python -m bot run (+ loop probe) vs the Discord double and the relay double, 4K answers. {os.cpu_count()} CPUs.")
     print()
+    if load:
+        print_load(load)
+    print_ready(ready)
+    print_goals(load, ready)
+
+
+def print_load(load: list[dict[str, Any]]) -> None:
     print("| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture | peak RSS (VmHWM) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in load:
@@ -265,12 +285,21 @@ def print_tables(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> Non
             f"| {r['jobs']} | {r['acked']}/{r['probes']} | {fmt(r['ack_p50_ms'])} | {fmt(r['ack_p99_ms'])} | {fmt(r['ack_max_ms'])}"
             f" | {fmt(r['worst_stall_ms'])} | {r['jobs_per_s']:.2f} | {r['cpu_per_job_s']:.3f} s | {r['peak_rss_mb']:.0f} MB |"
         )
+
+
+def print_ready(ready: list[dict[str, Any]]) -> None:
     if ready:
         print()
-        print("| guilds | start -> ready (in process) | spawn -> ready | RSS at ready |")
-        print("|---:|---:|---:|---:|")
+        print("| guilds | start -> ready (in process) | spawn -> ready | start -> first command answered | RSS at ready |")
+        print("|---:|---:|---:|---:|---:|")
         for r in ready:
-            print(f"| {r['guilds']:,} | {r['start_to_ready_s']:.2f} s | {r['spawn_to_ready_s']:.2f} s | {r['rss_mb']:.0f} MB |")
+            print(
+                f"| {r['guilds']:,} | {r['start_to_ready_s']:.2f} s | {r['spawn_to_ready_s']:.2f} s"
+                f" | {r['start_to_first_answer_s']:.2f} s | {r['rss_mb']:.0f} MB |"
+            )
+
+
+def print_goals(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> None:
     print()
     top = max(load, key=lambda r: r["jobs"]) if load else None
     if top:
@@ -310,14 +339,14 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench bot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", nargs="+", type=int, default=None, help="concurrent 4K jobs (default 1 4 8 16)")
+    parser.add_argument("--jobs", nargs="*", type=int, default=None, help="concurrent 4K jobs (default 1 4 8 16; none: skip)")
     parser.add_argument("--seconds", type=float, default=None, help="measured window per N (default 30; --quick 10)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 5)")
     parser.add_argument("--guilds", nargs="*", type=int, default=None, help="start -> ready for these guild counts (default 10 1000 10000)")
     parser.add_argument("--quick", action="store_true", help="4 and 16 jobs, 10 s windows, 10 and 1,000 guilds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    args.jobs = args.jobs or ([4, 16] if args.quick else [1, 4, 8, 16])
+    args.jobs = args.jobs if args.jobs is not None else ([4, 16] if args.quick else [1, 4, 8, 16])
     args.seconds = args.seconds or (10.0 if args.quick else 30.0)
     args.warmup = args.warmup if args.warmup is not None else 5.0
     args.guilds = args.guilds if args.guilds is not None else ([10, 1000] if args.quick else [10, 1000, 10000])
