@@ -72,6 +72,12 @@ class NanoBananaBot(commands.AutoShardedBot):
             # many texts echo members' words, file names or a model's answer.
             allowed_mentions=discord.AllowedMentions.none(),
             owner_ids=set(settings.owner_ids) or None,
+            # discord.py dispatches `ready` only after this long without a further GUILD_CREATE
+            # (default 2 s). Discord sends a shard's GUILD_CREATEs in one burst after READY; no
+            # code here waits for `ready` (interactions are served from the first gateway event,
+            # and with the members intent off nothing is chunked), and a guild that arrives later
+            # is still cached (discord.py then dispatches guild_available). So 0.5 s suffices.
+            guild_ready_timeout=0.5,
         )
         self.settings = settings
         # bot.services.Services: opened by the runner before the login (so a database problem
