@@ -306,6 +306,31 @@ async def test_line_wrapped_data_url_images_are_read_whole(double, client, newli
     assert (result.image, result.text) == (picture, "好的")
 
 
+# Large MIME-wrapped pictures take the streaming decoder's path (runs past 64 KiB), where the
+# escaped line breaks must be skipped inside the run, not end it (a real 1K picture is ~1.5 MB).
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+async def test_large_line_wrapped_pictures_are_streamed_whole(double, client, newline) -> None:
+    import io
+    import os
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (700, 700), os.urandom(700 * 700 * 3)).save(buf, "PNG")
+    picture = buf.getvalue()
+    assert len(picture) > 1_000_000
+    wrapped = mime_wrapped(picture, newline)
+    part = {"inlineData": {"mimeType": "image/png", "data": wrapped}}
+    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [part]}, "finishReason": "STOP"}]})))
+    result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
+    assert result.image == picture
+    url = f"data:image/png;base64,{wrapped}"
+    chat_body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"好的\n\n![image]({url})"}, "finish_reason": "stop"}]}
+    double.enqueue(Behaviour("raw", body=json.dumps(chat_body)))
+    result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
+    assert (result.image, result.text) == (picture, "好的")
+
+
 # A picture cut short inside a well-formed answer (its header intact) is a broken answer:
 # retried, never written as if it were whole.
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

@@ -204,7 +204,6 @@ def test_long_text_that_is_not_base64_stays_a_string() -> None:
         "QUJD" * 30000 + "Q",  # a lone character
         "QUJD" * 30000 + "=",  # padding after a whole group
         "QUJD" * 30000 + "QQ==QUJD",  # data after padding
-        "QUJD" * 30000 + "\n" + "QUJD" * 10,  # wrapped lines
         "prefix text " + "QUJD" * 30000,  # text before, not a data URL
     ],
 )
@@ -213,6 +212,23 @@ def test_base64_lookalikes_come_back_exact(value: str) -> None:
     parsed = decode(body, size=65536)
     assert parsed == {"data": value}
     assert type(parsed["data"]) is str
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "QUJD" * 30000 + "\n" + "QUJD" * 10,  # one line break
+        "\n".join(["QUJD" * 19] * 2000) + "\n",  # MIME: 76-character lines, trailing break
+        "\r\n".join(["QUJD" * 19] * 2000),  # CRLF lines
+        "\n".join(["QUJD" * 19] * 2000) + "QQ==",  # padded last group after a break
+    ],
+)
+def test_line_wrapped_base64_is_decoded_and_its_text_kept_exact(value: str) -> None:
+    body = json.dumps({"data": value}).encode()
+    parsed = decode(body, size=65536)
+    data = parsed["data"]
+    assert b64_bytes(data) == base64.b64decode(value)
+    assert (data.text() if isinstance(data, Blob) else data) == value
 
 
 def test_bad_padding_is_a_decode_error_when_the_image_is_read() -> None:

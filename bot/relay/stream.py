@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from array import array
 import ctypes
 import io
 import json
@@ -51,13 +52,57 @@ SLOW_SLICE = 0.002
 MIN_SLICE = 256
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-# Inside a JSON string, one character of a base64 run: a plain alphabet byte or an escaped
-# slash (PHP-style encoders write "/" as "\/").
-_RUN = re.compile(rb"(?:[A-Za-z0-9+/]++|\\/)*+")
+# Inside a JSON string, one character of a base64 run: a plain alphabet byte, an escaped
+# slash (PHP-style encoders write "/" as "\/"), or an escaped line break ("\n", "\r"): MIME
+# encoders, and relays built on them, break base64 into 76-character lines.
+_RUN = re.compile(rb"(?:[A-Za-z0-9+/]++|\\[/nr])*+")
 # Everything in a JSON string up to its closing quote or an escape cut by the chunk end.
 _STR_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
-# A backslash that is not the start of "\/" (or that ends the region, so we cannot tell yet).
-_OTHER_ESCAPE = re.compile(rb"\\(?!/)")
+# A backslash that starts none of those escapes (or that ends the region, so we cannot tell yet).
+_OTHER_ESCAPE = re.compile(rb"\\(?![/nr])")
+
+
+_RUN_ESCAPE = re.compile(rb"\\([/nr])")
+_BREAK_CHARS = {b"n": 1, b"r": 0}  # what a break records beside its offset: 1 "\n", 0 "\r"
+
+
+def _unescape_run(text: bytes) -> tuple[bytes, list[int]]:
+    r"""Base64 characters from a run's JSON text ("\/" read as "/", line breaks dropped), and
+    where each dropped break stood: ``offset * 2 + kind`` in the clean text (kind 1 for
+    ``\n``, 0 for ``\r``), so the exact string can be rebuilt (:func:`_with_breaks`)."""
+    if b"\\" not in text:
+        return text, []
+    if b"\\n" not in text and b"\\r" not in text:
+        return text.translate(None, b"\\"), []
+    pieces: list[bytes] = []
+    breaks: list[int] = []
+    at = last = 0
+    for m in _RUN_ESCAPE.finditer(text):
+        piece = text[last : m.start()]
+        pieces.append(piece)
+        at += len(piece)
+        if m.group(1) == b"/":
+            pieces.append(b"/")
+            at += 1
+        else:
+            breaks.append(at * 2 + _BREAK_CHARS[m.group(1)])
+        last = m.end()
+    pieces.append(text[last:])
+    return b"".join(pieces), breaks
+
+
+def _with_breaks(text: str, breaks: array | None) -> str:
+    """``text`` (a run's base64) with its recorded line breaks put back."""
+    if not breaks:
+        return text
+    out: list[str] = []
+    last = 0
+    for code in breaks:
+        offset = code >> 1
+        out += (text[last:offset], "\n" if code & 1 else "\r")
+        last = offset
+    out.append(text[last:])
+    return "".join(out)
 
 _OUT, _STR, _B64 = 0, 1, 2
 
@@ -114,13 +159,17 @@ class Blob:
     this image as text. :meth:`text` rebuilds the exact string.
     """
 
-    __slots__ = ("data", "prefix", "_suffix", "next")
+    __slots__ = ("data", "prefix", "_suffix", "next", "breaks")
 
-    def __init__(self, data: bytes, prefix: str = "", suffix: str = "", next: Blob | None = None) -> None:
+    def __init__(
+        self, data: bytes, prefix: str = "", suffix: str = "", next: Blob | None = None, breaks: array | None = None
+    ) -> None:
         self.data = data
         self.prefix = prefix
         self._suffix = suffix
         self.next = next
+        # Line breaks the relay put inside the base64 (MIME style), for text() to be exact.
+        self.breaks = breaks or None
 
     @property
     def suffix(self) -> str:
@@ -145,13 +194,15 @@ class Blob:
         """The JSON string exactly as ``json.loads`` would have returned it."""
         pieces: list[str] = []
         for link in self.links():
-            pieces += (link.prefix, base64.b64encode(link.data).decode("ascii"), link._suffix)
+            pieces += (link.prefix, _with_breaks(base64.b64encode(link.data).decode("ascii"), link.breaks), link._suffix)
         return "".join(pieces)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Blob):
             return NotImplemented
-        return (self.data, self.prefix, self._suffix, self.next) == (other.data, other.prefix, other._suffix, other.next)
+        return (self.data, self.prefix, self._suffix, self.next, self.breaks) == (
+            other.data, other.prefix, other._suffix, other.next, other.breaks
+        )
 
     def __repr__(self) -> str:
         more = f", next={self.next!r}" if self.next is not None else ""
@@ -201,16 +252,25 @@ def _tune_allocator() -> None:
 class _Run:
     """One base64 run being decoded: where its bytes go and whether it ended cleanly."""
 
-    __slots__ = ("out", "data", "clean")
+    __slots__ = ("out", "data", "clean", "chars", "breaks")
 
     def __init__(self) -> None:
         if not _allocator_tuned:
             _tune_allocator()
         self.out: io.BytesIO | None = io.BytesIO()
         self.data = b""
+        self.chars = 0  # base64 characters fed so far (where the next break would stand)
+        self.breaks = array("q")  # see _unescape_run
         # False when the run ended on a partial group (not valid base64 as it stands); the
         # string then goes back to being a str.
         self.clean = True
+
+    def took(self, clean: bytes, breaks: list[int]) -> None:
+        """Account for ``clean`` base64 characters fed, with the breaks found among them."""
+        if breaks:
+            base = self.chars * 2
+            self.breaks.extend(base + code for code in breaks)
+        self.chars += len(clean)
 
 
 class StreamDecoder:
@@ -338,17 +398,18 @@ class StreamDecoder:
             if slash < 0:
                 break
             escaped = seg[slash + 1 : slash + 2]
-            if escaped == b"/":
+            if escaped in (b"/", b"n", b"r"):
                 start = slash + 2
                 continue
             start = begin = slash + (6 if escaped == b"u" else 2)
         if len(seg) - begin < self._min_run:
             self._next_check = len(self._skel) + self._threshold
             return
-        run_text = seg[begin:].translate(None, b"\\")  # every backslash here starts "\/"
+        run_text, breaks = _unescape_run(seg[begin:])  # every backslash here starts "\/", "\n" or "\r"
         del self._skel[self._seg_start + begin :]
         self._run = _Run()
         self._pending = b""
+        self._run.took(run_text, breaks)
         self._decode(run_text)
         self._skel += self._marker(len(self._runs))
         self._runs.append(self._run)
@@ -369,9 +430,10 @@ class StreamDecoder:
         # characters and "\/" escapes. Everything here runs at C speed.
         if buf.find(b'"', pos) < 0:
             region = buf[pos:] if pos else buf
+            breaks: list[int] = []
             if b"\\" in region:
                 if _OTHER_ESCAPE.search(region) is None:
-                    region = region.translate(None, b"\\")
+                    region, breaks = _unescape_run(region)
                 else:
                     region = b""
             if region and b"=" not in region:  # padding means the run ends: careful path
@@ -386,6 +448,7 @@ class StreamDecoder:
                     pass  # not clean base64 after all: let the careful path find where it stops
                 else:
                     self._run.out.write(decoded)
+                    self._run.took(region, breaks)
                     self._pending = rest
                     return end
         return self._finish_run(buf, pos)
@@ -394,7 +457,10 @@ class StreamDecoder:
         """The careful path: find exactly where the run stops in this chunk."""
         end = len(buf)
         stop = _RUN.match(buf, pos).end()
-        self._decode(buf[pos:stop].translate(None, b"\\"))
+        clean, breaks = _unescape_run(buf[pos:stop])
+        assert self._run is not None
+        self._run.took(clean, breaks)
+        self._decode(clean)
         if stop == end:
             return end
         if stop == end - 1 and buf[stop] == 0x5C:  # maybe "\/" cut in two: wait for more
@@ -419,6 +485,16 @@ class StreamDecoder:
             run.clean = False  # a partial group: not valid base64 as it stands
             tail = self._pending
             self._pending = b""
+            whole = run.chars - len(tail)
+            later = [code for code in run.breaks if (code >> 1) > whole]
+            if later:  # breaks among the tail's characters go back into it, as JSON escapes
+                del run.breaks[len(run.breaks) - len(later) :]
+                pieces, last = [], 0
+                for code in later:
+                    offset = (code >> 1) - whole
+                    pieces += (tail[last:offset], b"\\n" if code & 1 else b"\\r")
+                    last = offset
+                tail = b"".join(pieces) + tail[last:]
         run.data = run.out.getvalue()  # BytesIO hands over its buffer without a copy
         run.out = None
         self._run = None
@@ -474,7 +550,7 @@ class StreamDecoder:
         texts, runs = self._pieces(text)
         out = [texts[0]]
         for run, after in zip(runs, texts[1:]):
-            out += (base64.b64encode(run.data).decode("ascii"), after)
+            out += (_with_breaks(base64.b64encode(run.data).decode("ascii"), run.breaks), after)
         return "".join(out)
 
     def _blob(self, text: str) -> Blob | str:
@@ -482,7 +558,7 @@ class StreamDecoder:
         if not all(run.clean for run in runs):
             return self._exact(text)
         if len(runs) == 1 and texts == ["", ""]:
-            return Blob(runs[0].data)
+            return Blob(runs[0].data, breaks=runs[0].breaks)
         # Otherwise only data URLs: each run introduced by "data:<mime>;base64," and not
         # followed by more padding (which would make it invalid base64).
         if not all(_DATA_URL_PREFIX.search(before) for before in texts[:-1]) or any(
@@ -491,7 +567,7 @@ class StreamDecoder:
             return self._exact(text)
         chain: Blob | None = None
         for i in range(len(runs) - 1, -1, -1):
-            chain = Blob(runs[i].data, texts[i], texts[-1] if chain is None else "", chain)
+            chain = Blob(runs[i].data, texts[i], texts[-1] if chain is None else "", chain, runs[i].breaks)
         return chain
 
 
