@@ -46,7 +46,8 @@ def status(data_dir: Path, *, now: float | None = None) -> tuple[bool, str]:
     if age > STALE_S:
         return False, f"last heartbeat {age:.0f} s ago: the bot is not running or is stuck"
     if not connected:
-        return False, "the bot is running but not connected to Discord"
+        # The bot writes connected=false when the gateway drops and when it stops cleanly.
+        return False, "the bot is not connected to Discord (reconnecting, or stopped)"
     return True, f"connected to Discord (heartbeat {max(age, 0):.0f} s ago)"
 
 
