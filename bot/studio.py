@@ -79,13 +79,16 @@ def continue_from(
     reply_to_message_id: int | None = None,
     size: str | None = None,
 ) -> JobRequest:
-    """A request that edits ``turn``'s picture: same model and shape, posted in its thread."""
+    """A request that edits ``turn``'s picture: same model, shape, grounding and thinking
+    (a member who asked for Google Search keeps it on the next message), posted in its thread."""
     settings = turn.settings or {}
     return JobRequest(
         prompt=prompt,
         model=settings.get("model") or conversation_model,
         aspect_ratio=settings.get("aspect_ratio"),
         size=size or settings.get("size"),
+        grounding=bool(settings.get("grounding", False)),
+        thinking=settings.get("thinking"),
         parent_turn_id=turn.id,
         conversation_id=turn.conversation_id,
         post_channel_id=conversation_thread_id or post_channel_id,
@@ -174,7 +177,14 @@ class Studio:
                 result.image,
                 result.mime_type,
                 prompt=req.prompt,
-                settings={"model": result.model, "aspect_ratio": req.aspect_ratio, "size": req.size},
+                # What a thread edit of this picture inherits (see continue_from).
+                settings={
+                    "model": result.model,
+                    "aspect_ratio": req.aspect_ratio,
+                    "size": req.size,
+                    "grounding": req.grounding,
+                    "thinking": req.thinking,
+                },
                 job_id=job_id,
             )
         except (OSError, sqlite3.Error) as exc:

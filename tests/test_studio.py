@@ -14,7 +14,7 @@ from bot.relay.client import RelayClient
 from bot.relay_pool import RelayPool
 from bot.secrets import load_keyring
 from bot.settings import load_settings
-from bot.studio import JobRequest, Studio
+from bot.studio import JobRequest, Studio, continue_from
 from tests.doubles.relay_double import Behaviour, RelayDouble
 
 
@@ -91,6 +91,27 @@ async def test_a_paid_picture_comes_back_even_when_the_disk_is_full(data_dir: Pa
                 generated = await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a lighthouse", model="gemini-3.1-flash-image-preview"))
             assert generated.result.image == relay.images_served[-1]  # the picture, to deliver
             assert generated.turn is None  # not recorded: nothing to edit later
+        finally:
+            await http.aclose()
+            await db.close()
+
+
+async def test_a_thread_edit_keeps_grounding_and_thinking(data_dir: Path) -> None:
+    with RelayDouble(api_key="k-123456") as relay:
+        studio, db, http = await open_studio(relay, data_dir, history_budget=15_000_000)
+        try:
+            flash = "gemini-3.1-flash-image-preview"
+            relay.enqueue(Behaviour("image", width=640, height=640))
+            first = await studio.generate(
+                guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="today's weather in Paris", model=flash, grounding=True, thinking="high")
+            )
+            assert first.turn is not None
+            edit = continue_from(first.turn, flash, "as a poster", post_channel_id=2, upload_limit=10 * 2**20, locale="en", guild_locale="en")
+            relay.enqueue(Behaviour("image", width=640, height=640))
+            await studio.generate(guild_id=1, channel_id=2, user_id=3, req=edit)
+            sent = relay.requests[-1].json
+            assert sent["tools"] == [{"googleSearch": {}}]
+            assert sent["generationConfig"]["thinkingConfig"]["thinkingLevel"].lower() == "high"
         finally:
             await http.aclose()
             await db.close()
