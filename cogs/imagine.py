@@ -623,6 +623,8 @@ class Imagine(commands.Cog):
                 credits=job.cost,
                 filename=filename,
                 sources=result.sources,
+                width=result.width,
+                height=result.height,
                 # The relay layer's notes (another shape than asked, controls the format lost) join the fit note.
                 fit_note="\n".join(
                     x

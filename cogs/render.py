@@ -8,7 +8,7 @@ import discord
 
 from bot.i18n import has_key, t
 from bot.jobs import EXACT_POSITIONS, shown_position
-from bot.relay.catalogue import MODELS, display_size
+from bot.relay.catalogue import MODELS, display_size, ratio_of, size_of
 from bot.relay.redact import redact
 from bot.relay.types import GroundingSource, NoImage
 
@@ -40,10 +40,17 @@ def result_embed(
     fit_note: str | None = None,
     model_text: str = "",
     requester_id: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
 ) -> discord.Embed:
     embed = discord.Embed(colour=BRAND, description=shorten(prompt, 300))
     embed.add_field(name=t("result.model", locale), value=model_label(model), inline=True)
-    shape = " · ".join(x for x in (aspect_ratio, display_size(size) if size else None) if x) or t("result.default_shape", locale)
+    if width and height:
+        # What came out, not what was asked (nothing asked used to read "default").
+        has_sizes = bool(getattr(MODELS.get(model), "sizes", ()))
+        shape = " · ".join(x for x in (ratio_of(width, height), display_size(size_of(width, height)) if has_sizes else None, f"{width}×{height}") if x)
+    else:
+        shape = " · ".join(x for x in (aspect_ratio, display_size(size) if size else None) if x) or t("result.default_shape", locale)
     embed.add_field(name=t("result.shape", locale), value=shape, inline=True)
     embed.add_field(name=t("result.time", locale), value=t("result.seconds", locale, seconds=f"{elapsed_s:.1f}"), inline=True)
     embed.add_field(name=t("result.credits", locale), value=str(credits), inline=True)

@@ -80,6 +80,9 @@ async def test_imagine_acks_shows_progress_uploads_the_image_and_opens_a_thread(
         assert Image.open(io.BytesIO(image)).size[0] > Image.open(io.BytesIO(image)).size[1]  # 16:9
         embed = post.json["embeds"][0]
         assert "banana astronaut" in embed["description"]
+        width, height = Image.open(io.BytesIO(image)).size
+        fields = {f["name"]: f["value"] for f in embed["fields"]}
+        assert fields["Shape"] == f"16:9 · 1K · {width}×{height}"  # what came out, in pixels too
         custom_ids = [c["custom_id"] for row in post.json["components"] for c in row["components"]]
         assert any(cid.startswith("nb:reroll:") for cid in custom_ids)
         assert any(cid.startswith("nb:edit:") for cid in custom_ids)
@@ -96,6 +99,17 @@ async def test_imagine_acks_shows_progress_uploads_the_image_and_opens_a_thread(
         sent = w.relay.requests[-1]
         assert sent.dialect == "gemini" and sent.auth_style == "x-goog-api-key"
         assert sent.json["generationConfig"]["imageConfig"]["aspectRatio"] == "16:9"
+
+
+async def test_a_result_with_no_ratio_asked_shows_the_shape_that_came_out(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        mark = w.dd.mark()
+        await w.imagine(prompt="a quiet harbour")
+        post = await w.result_post(since=mark)
+        width, height = Image.open(io.BytesIO(post.files[0].data)).size
+        fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
+        assert "default" not in fields["Shape"] and fields["Shape"].endswith(f"{width}×{height}")
+        assert fields["Shape"].startswith("1:1 · ")
 
 
 async def test_bad_option_combination_is_refused_ephemerally_and_nothing_is_sent(tmp_path: Path) -> None:

@@ -235,7 +235,8 @@ def size_of(width: int, height: int) -> str:
     return "512" if side < 768 else "1K" if side < 1536 else "2K" if side < 3072 else "4K"
 
 
-def _ratio_of(width: int, height: int) -> str:
+def ratio_of(width: int, height: int) -> str:
+    """The catalogue's aspect ratio nearest to a picture's shape (log distance)."""
     return min(ALL_RATIOS, key=lambda r: abs(math.log((int(r.split(":")[0]) / int(r.split(":")[1])) / (width / max(1, height)))))
 
 
@@ -250,8 +251,8 @@ def shape_notes(request: GenerationRequest, width: int, height: int) -> list[Not
                 Note(
                     "note.ratio_differs",
                     f"asked for aspect ratio {request.aspect_ratio}; the relay made {width}×{height} "
-                    f"(about {_ratio_of(width, height)}): it did not pass the ratio on",
-                    {"asked": request.aspect_ratio, "width": width, "height": height, "got": _ratio_of(width, height)},
+                    f"(about {ratio_of(width, height)}): it did not pass the ratio on",
+                    {"asked": request.aspect_ratio, "width": width, "height": height, "got": ratio_of(width, height)},
                 )
             )
     if request.size and MODELS[request.model].sizes and width and height and size_of(width, height) != request.size:
