@@ -52,5 +52,7 @@ VOLUME ["/data"]
 STOPSIGNAL SIGTERM
 # Healthy = the bot's heartbeat (written every 15 s) is fresh and says "connected".
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "bot", "health"]
-CMD ["python", "-m", "bot", "run"]
+    CMD ["nano-banana-bot", "health"]
+# The console script, not `python -m bot`: -m puts the working directory (the writable /data
+# volume) first on sys.path, where a planted bot/ package would run instead.
+CMD ["nano-banana-bot", "run"]

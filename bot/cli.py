@@ -47,7 +47,7 @@ from .relay import images as relay_images
 from .relay.catalogue import DEFAULT_MODEL, MODELS, display_size, resolve_model, timeout_for, validate
 from .relay.client import RelayClient, approx_json_size
 from .relay.gemini import history_image, materialize
-from .relay.redact import RedactingFilter, redact, register_secret
+from .relay.redact import RedactingFilter, redact, register_secret, terminal_safe
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
 from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
 
@@ -99,7 +99,9 @@ def _locale(env: dict[str, str]) -> str:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    # Messages carry relay text (errors, the model's words): terminal_safe keeps its control
+    # characters and line starts out of the operator's terminal.
+    print(terminal_safe(text), file=sys.stderr, flush=True)
 
 
 def _setup_logging(env: dict[str, str]) -> None:

@@ -169,25 +169,35 @@ class RelayClient:
         # the address the guard vetted, not the name (DNS rebinding): see relay/transport.py.
         self._guarded: httpx.AsyncClient | None = None
         if url_guard is not None and hasattr(url_guard, "addresses_for"):
-            from .transport import PinnedTransport
-
-            self._guarded = httpx.AsyncClient(
-                transport=PinnedTransport(url_guard),  # type: ignore[arg-type]
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
-                timeout=httpx.Timeout(60.0),
-            )
+            self._guarded = _pinned_client(url_guard)
+        # Pictures the operator's own (trusted) relay points at: its answer may name any host,
+        # so they pass a guard too, one that allows private addresses but never metadata ones.
+        self._picture_guard: UrlGuard | None = None
+        self._picture_client: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
         if self._own_http:
             await self._http.aclose()
         if self._guarded is not None:
             await self._guarded.aclose()
+        if self._picture_client is not None:
+            await self._picture_client.aclose()
 
     def _client_for(self, relay: RelayConfig) -> httpx.AsyncClient:
         if relay.trusted or self._guarded is None:
             return self._http
         return self._guarded
+
+    def _picture_route(self, relay: RelayConfig) -> tuple[UrlGuard, httpx.AsyncClient]:
+        """The guard and client for fetching a picture URL that ``relay`` answered with."""
+        if not relay.trusted and self.url_guard is not None:
+            return self.url_guard, self._client_for(relay)
+        if self._picture_guard is None or self._picture_client is None:
+            from ..urlguard import make_guard
+
+            guard = make_guard(allow_private=True)
+            self._picture_guard, self._picture_client = guard, _pinned_client(guard)
+        return self._picture_guard, self._picture_client
 
     async def __aenter__(self) -> "RelayClient":
         return self
@@ -554,12 +564,16 @@ class RelayClient:
         assert fail is not None
         return fail
 
-    async def _guard(self, relay: RelayConfig, url: str) -> _Fail | None:
-        if relay.trusted or self.url_guard is None:
-            return None
+    async def _guard(self, relay: RelayConfig, url: str, guard: UrlGuard | None = None) -> _Fail | None:
+        """A refusal when ``url`` may not be reached: by ``guard``, else the client's own guard
+        for untrusted relays (the operator's trusted relay passes unchecked)."""
+        if guard is None:
+            if relay.trusted or self.url_guard is None:
+                return None
+            guard = self.url_guard
         reason = ""
         try:
-            await self.url_guard(url)
+            await guard(url)
             return None
         except Exception as exc:  # the guard raises to refuse; its text says why
             reason = redact(exc, [relay.api_key]) or exc.__class__.__name__
@@ -613,7 +627,7 @@ class RelayClient:
             else:
                 info = ErrorInfo(message=cut(re.sub(r"\s+", " ", text[:4096]).strip(), 500, [relay.api_key]))
         if 300 <= status < 400:
-            target = redact(response.headers.get("location", ""), [relay.api_key])
+            target = cut(response.headers.get("location", ""), 300, [relay.api_key])
             return _Fail(
                 RelayFailed(
                     f"HTTP {status}: the relay redirects to {target or 'another address'}; use that address as the relay URL",
@@ -723,8 +737,9 @@ class RelayClient:
         timeout = max(0.001, _time_left(timeout))
         current = url
         fail: _Fail | None = None
+        guard, client = self._picture_route(relay)
         for _ in range(MAX_REDIRECTS + 1):
-            refused = await self._guard(relay, current)
+            refused = await self._guard(relay, current, guard)  # every hop, metadata never
             if refused:
                 return refused
             params, headers = ({}, {})
@@ -735,19 +750,20 @@ class RelayClient:
             location = None
             try:
                 async with asyncio.timeout(timeout):
-                    async with self._client_for(relay).stream(
+                    async with client.stream(
                         "GET", current, params=params or None, headers=headers, timeout=httpx.Timeout(timeout, connect=30.0), follow_redirects=False
                     ) as response:
                         log.info("relay %s: GET %s -> HTTP %d", relay.name, shown, response.status_code)
                         if response.is_redirect and response.headers.get("location"):
                             location = urljoin(current, response.headers["location"])
                         elif response.status_code >= 300:
-                            body = await inflate.read_capped(response, 4096)
+                            # The body is not shown: a relay could point the download at an
+                            # internal address and read what it answers through our messages.
                             status = response.status_code
-                            message = cut(body.decode("utf-8", "replace").strip(), 300, [relay.api_key])
+                            message = f"HTTP {status}"
                             fail = _Fail(
                                 RelayFailed(
-                                    f"HTTP {status} downloading the picture from {shown}: {message}",
+                                    f"HTTP {status} downloading the picture from {cut(shown, 300)}",
                                     status=status,
                                     relay_message=message,
                                     retryable=True,
@@ -786,6 +802,18 @@ class RelayClient:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _pinned_client(guard: UrlGuard) -> httpx.AsyncClient:
+    """A client that dials the addresses ``guard`` vetted (no DNS rebinding): relay/transport.py."""
+    from .transport import PinnedTransport
+
+    return httpx.AsyncClient(
+        transport=PinnedTransport(guard),  # type: ignore[arg-type]
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
+        timeout=httpx.Timeout(60.0),
+    )
 
 _JSON = {"Content-Type": "application/json"}
 # Request fields that a picture can do without (a refusal naming one is answered by one

@@ -219,13 +219,31 @@ def redact_everywhere(text: Any) -> str:
     return _patterns(_scope((), everything=True).sub(out))
 
 
+# What a relay's text must not bring to a terminal (or a Discord message): C0 controls but tab
+# and newline, DEL, C1 controls (ESC starts ANSI sequences that rewrite the screen or the window
+# title, CR returns to the start of the line, BEL rings), and the bidirectional overrides that
+# reorder what is shown (U+202A-U+202E, U+2066-U+2069).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters replaced by spaces (newlines kept)."""
+    return _CONTROLS.sub(" ", text)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` as one printable line: continuation lines indented, so text from a relay can
+    never start a line of its own (a forged "Saved /tmp/x.png", say)."""
+    return printable(text).replace("\n", "\n    ")
+
+
 def cut(text: Any, limit: int, extra: Iterable[str] = (), *, ellipsis: str = "…") -> str:
     """``text`` redacted, *then* cut to ``limit`` characters (``ellipsis`` marking a cut).
 
     Only a window of ``limit`` plus the longest key is redacted (a key straddling the cut is
     inside it, hence masked whole); then, if what is left ends in the first characters of a
     key - one the relay itself cut short, say - those are masked too."""
-    raw = text if isinstance(text, str) else str(text)
+    raw = printable(text if isinstance(text, str) else str(text))
     extra = [e for e in extra if e]
     matcher = _scope(extra)
     margin = (matcher.lengths[0] if matcher.lengths else 0) + 256  # 256: the patterns' values
@@ -258,7 +276,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string is the logger's problem, not a leak
             return True
-        cleaned = redact_everywhere(message)
+        cleaned = printable(redact_everywhere(message))
         if cleaned != message:
             record.msg = cleaned
             record.args = None
