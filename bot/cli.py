@@ -45,16 +45,13 @@ from typing import Any, NoReturn
 from .i18n import normalize_locale, t
 from .relay import images as relay_images
 from .relay.catalogue import DEFAULT_MODEL, MODELS, display_size, resolve_model, timeout_for, validate
-from .relay.client import RelayClient, approx_json_size
+from .relay.client import HISTORY_BUDGET, RelayClient, approx_json_size
 from .relay.gemini import history_image, materialize
 from .relay.redact import RedactingFilter, redact, register_secret, terminal_safe
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
 from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
 
 SESSION_FORMAT = "nano-banana-bot/session"
-# History sent back per request: the client's body budget (20 MB) less room for the new prompt
-# and a new picture (which the client shrinks to fit). A real 4K turn is about 15-17 MB of JSON.
-HISTORY_BUDGET = 19_000_000
 SESSION_VERSION = 1
 
 

@@ -79,13 +79,14 @@ from typing import Any, Iterator
 import aiosqlite
 
 from bot.image_store import ImagePruned, ImageStore
+from bot.relay.client import HISTORY_BUDGET
 from bot.relay.gemini import b64_text, materialize
 from bot.relay.stream import Blob
 from bot.store import write
 
 __all__ = ["Conversation", "Conversations", "History", "ImagePruned", "Turn"]
 
-DEFAULT_BUDGET_BYTES = 15_000_000
+DEFAULT_BUDGET_BYTES = HISTORY_BUDGET
 # Per-turn storage caps (see "What is stored of a model turn").
 MAX_TURN_IMAGES = 4
 MAX_TURN_IMAGE_BYTES = 64 * 2**20

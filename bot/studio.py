@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from .conversations import Conversations, Turn
 from .image_store import ImageStore
 from .relay.catalogue import validate
-from .relay.client import approx_json_size
+from .relay.client import HISTORY_BUDGET, approx_json_size
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Generated:
 
 
 class Studio:
-    def __init__(self, pool: GeneratesImages, images: ImageStore, conversations: Conversations, *, history_budget: int = 15_000_000) -> None:
+    def __init__(self, pool: GeneratesImages, images: ImageStore, conversations: Conversations, *, history_budget: int = HISTORY_BUDGET) -> None:
         self.pool = pool
         self.images = images
         self.conversations = conversations

@@ -84,6 +84,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 # Failures that are about this relay (its key, account, model list), not about the request.
 RELAY_SPECIFIC = frozenset({401, 402, 403, 404})
 ERROR_BODY_CAP = 1 * 2**20
+# History sent back per request (bot and CLI alike): the default 20 MB body budget less room for
+# the new prompt and a new picture (which the client shrinks to fit). A real 4K turn is about
+# 15-17 MB of JSON, so it still goes back whole.
+HISTORY_BUDGET = 19_000_000
 # Past these an answer's JSON structure is handled off the loop (see RelayClient._decode).
 # A real answer, 4K picture included, is under 1,000 tokens and a few KB of skeleton.
 HEAVY_TOKENS = 4_000
