@@ -461,7 +461,7 @@ def _output_path(raw: str | None) -> tuple[Path | None, Path | None, str | None]
         return None, None, None
     path = Path(raw).expanduser()
     if path.is_dir():
-        if not os.access(path, os.W_OK):
+        if not _writable(path):
             return None, None, f"{path} is not writable"
         return None, path, None
     if raw.endswith(("/", os.sep)):
@@ -476,9 +476,21 @@ def _output_path(raw: str | None) -> tuple[Path | None, Path | None, str | None]
         probe = probe.parent
     if not probe.is_dir():
         return None, None, f"{probe} is not a folder"
-    if not os.access(probe, os.W_OK):
+    if not _writable(probe):
         return None, None, f"{probe} is not writable"
     return path, None, None
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can really be made in ``folder``: tried, not asked (os.access says yes
+    to root everywhere, /proc included, and the relay would be paid before the write fails)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".nb-check-", dir=str(folder))
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -122,3 +122,10 @@ async def test_the_operators_own_relay_cannot_point_a_download_at_metadata(loopb
                 await client.generate(relay, GenerationRequest(prompt="a cat"))
     assert caught.value.key == "error.url_refused"
     assert all(host.startswith("127.") or host == "::1" for host in loopback_only), loopback_only
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_anything_is_sent(double: RelayDouble, tmp_path: Path) -> None:
+    # /proc accepts os.access(W_OK) from root but no new file: the relay must not be paid first.
+    run = cli("a fox", "--out", "/proc/nano-banana-test.png", cwd=tmp_path, relay=double)
+    assert run.code == 2 and "not writable" in run.err
+    assert len(double.requests) == 0
