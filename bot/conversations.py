@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import aiosqlite
+import pybase64
 
 from bot.image_store import ImagePruned, ImageStore
 from bot.relay.client import HISTORY_BUDGET
@@ -109,7 +110,7 @@ _CAMEL = {
     "function_response": "functionResponse",
 }
 _URLSAFE = str.maketrans("-_", "+/")
-# Base64 is decoded in a worker thread, in slices: binascii holds the GIL for a whole call,
+# Base64 is decoded in a worker thread, in slices: the decoder holds the GIL for a whole call,
 # so one 20 MB call would stall the event loop; between ~1 MB slices the loop gets its turn.
 _B64_SLICE = 4 * 3 * 65536  # a multiple of 4
 # Images at least this big are replayed as Blobs, not base64 strings. Measured with a 4K
@@ -120,7 +121,7 @@ BLOB_BYTES = 1 << 20
 
 
 def _decode_slices(s: str) -> bytes:
-    return b"".join(binascii.a2b_base64(s[i : i + _B64_SLICE], strict_mode=True) for i in range(0, len(s), _B64_SLICE))
+    return b"".join(pybase64.b64decode(s[i : i + _B64_SLICE], validate=True) for i in range(0, len(s), _B64_SLICE))
 
 
 def _b64decode(text: str) -> bytes:

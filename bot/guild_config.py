@@ -472,6 +472,11 @@ class RelayStore:
         self.allow_private = allow_private
         self.resolver = resolver
         self.clock = clock
+        # guild id -> whether it has relays, for has_relays() on every command's ack path.
+        # Only add() and remove() change the answer (edit/reorder/health keep the rows), and
+        # one process owns a guild's settings (as GuildConfigStore's cache assumes).
+        self._has: dict[int, bool] = {}
+        self._changes = 0  # bumped by add/remove: a lookup in flight meanwhile is not cached
 
     def __repr__(self) -> str:
         return f"RelayStore(allow_private={self.allow_private})"
@@ -524,6 +529,8 @@ class RelayStore:
                 (guild_id, name, last + 1, base_url, dialect, auth, ciphertext, mask(api_key), json.dumps(dict(model_aliases or {})), self.clock()),
             )
             relay_id = cur.lastrowid
+        self._changes += 1
+        self._has[guild_id] = True
         _redact.register_secret(api_key)  # stored: from now on log lines mask it
         info = await self._get_by_id(relay_id)
         assert info is not None
@@ -590,11 +597,15 @@ class RelayStore:
         current = await self.get(guild_id, name)
         if current is not None:
             _redact.forget_secret(await self._key_of(current.id))
-        async with transaction(self.db) as db:
-            cur = await db.execute("DELETE FROM relays WHERE guild_id = ? AND name = ?", (guild_id, name))
-            removed = cur.rowcount > 0
-            if removed:
-                await self._renumber(db, guild_id, [])
+        try:
+            async with transaction(self.db) as db:
+                cur = await db.execute("DELETE FROM relays WHERE guild_id = ? AND name = ?", (guild_id, name))
+                removed = cur.rowcount > 0
+                if removed:
+                    await self._renumber(db, guild_id, [])
+        finally:
+            self._changes += 1
+            self._has.pop(guild_id, None)  # asked again next time (it may have been the last)
         return removed
 
     async def reorder(self, guild_id: int, names: list[str]) -> list[RelayInfo]:
@@ -635,8 +646,14 @@ class RelayStore:
     async def has_relays(self, guild_id: int | None) -> bool:
         if guild_id is None:
             return False
-        async with self.db.execute("SELECT 1 FROM relays WHERE guild_id = ? LIMIT 1", (guild_id,)) as cur:
-            return await cur.fetchone() is not None
+        cached = self._has.get(guild_id)
+        if cached is not None:
+            return cached
+        changes = self._changes
+        rows = await self.db.execute_fetchall("SELECT 1 FROM relays WHERE guild_id = ? LIMIT 1", (guild_id,))
+        if changes == self._changes:
+            self._has[guild_id] = bool(rows)
+        return bool(rows)
 
     async def entries(self, guild_id: int) -> list[RelayEntry]:
         """The guild's relays in failover order with decrypted configs (``trusted=False``)."""

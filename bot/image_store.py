@@ -100,6 +100,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _write_measured(path: Path, data: bytes, measure: bool) -> tuple[int | None, int | None]:
+    _write_atomic(path, data)
+    return _dimensions(data) if measure else (None, None)
+
+
 def _file_matches(path: Path, size: int) -> bool:
     try:
         return path.stat().st_size == size
@@ -153,9 +158,9 @@ class ImageStore:
             if info is not None and not info.pruned and await asyncio.to_thread(_file_matches, path, len(data)):
                 await write(self.db, "UPDATE images SET last_used = ? WHERE sha256 = ?", (now, sha))
                 return sha
-            await asyncio.to_thread(_write_atomic, path, data)
+            # One trip to a worker thread: the file, and (for a new row) the header's size.
+            width, height = await asyncio.to_thread(_write_measured, path, data, info is None)
             if info is None:
-                width, height = await asyncio.to_thread(_dimensions, data)
                 await write(
                     self.db,
                     "INSERT INTO images (sha256, mime_type, byte_size, width, height, created_at, last_used, pruned)"
@@ -168,14 +173,15 @@ class ImageStore:
         return sha
 
     async def info(self, sha256: str) -> ImageInfo | None:
-        async with self.db.execute(
+        # execute_fetchall: one trip to aiosqlite's thread (execute, fetch and close are three).
+        rows = await self.db.execute_fetchall(
             "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned"
             " FROM images WHERE sha256 = ?",
             (sha256,),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
+        row = rows[0]
         return ImageInfo(row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7]))
 
     async def infos(self, shas: list[str]) -> dict[str, ImageInfo]:

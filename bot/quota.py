@@ -198,15 +198,13 @@ class QuotaStatus:
 
 
 class Quota:
-    def __init__(self, db: aiosqlite.Connection, *, clock: Clock = time.time) -> None:
+    def __init__(self, db: aiosqlite.Connection, *, clock: Clock = time.time, reader: aiosqlite.Connection | None = None) -> None:
         self.db = db
         self.clock = clock
-
-    async def _sum(self, db: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> int:
-        sql = f"SELECT COALESCE(SUM(credits), 0) FROM quota_ledger WHERE state != 'refunded' AND {where}"
-        async with db.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return int(row[0])
+        # check() (an acknowledgement waits for it) reads here when given: a connection of its
+        # own, so it is not queued behind job writes on ``db``'s one worker thread. In WAL
+        # mode a reader sees every committed write and never blocks or waits for the writer.
+        self.reader = reader
 
     async def _allowances(
         self,
@@ -217,18 +215,38 @@ class Quota:
         role_ids: Iterable[int],
         now: float,
     ) -> list[Allowance]:
-        found: list[Allowance] = []
         today, month = day_start(now), month_start(now)
         user_limit = rules.user_limit(role_ids)
+        # Every limit's sum from one statement: each execute, fetch and close is a trip to
+        # aiosqlite's thread, queued behind whatever else uses the connection.
+        columns: list[str] = []
+        params: list[Any] = []
         if user_limit is not None:
-            used = await self._sum(db, "guild_id IS ? AND user_id = ? AND created_at >= ?", (guild_id, user_id, today))
-            found.append(Allowance("user_day", user_limit, used, next_day(now)))
+            columns.append("SUM(CASE WHEN user_id = ? AND created_at >= ? THEN credits ELSE 0 END)")
+            params += [user_id, today]
         if rules.guild_daily is not None:
-            used = await self._sum(db, "guild_id IS ? AND created_at >= ?", (guild_id, today))
-            found.append(Allowance("guild_day", rules.guild_daily, used, next_day(now)))
+            columns.append("SUM(CASE WHEN created_at >= ? THEN credits ELSE 0 END)")
+            params.append(today)
         if rules.guild_monthly is not None:
-            used = await self._sum(db, "guild_id IS ? AND created_at >= ?", (guild_id, month))
-            found.append(Allowance("guild_month", rules.guild_monthly, used, next_month(now)))
+            columns.append("SUM(credits)")
+        if not columns:
+            return []
+        # Only the rows the widest window needs (a member's alone when only theirs counts).
+        where = "guild_id IS ? AND created_at >= ?"
+        params += [guild_id, month if rules.guild_monthly is not None else today]
+        if len(columns) == 1 and user_limit is not None:
+            where += " AND user_id = ?"
+            params.append(user_id)
+        sql = f"SELECT {', '.join(columns)} FROM quota_ledger WHERE state != 'refunded' AND {where}"
+        (row,) = await db.execute_fetchall(sql, params)
+        sums = iter(int(value or 0) for value in row)  # SUM over no rows is NULL
+        found: list[Allowance] = []
+        if user_limit is not None:
+            found.append(Allowance("user_day", user_limit, next(sums), next_day(now)))
+        if rules.guild_daily is not None:
+            found.append(Allowance("guild_day", rules.guild_daily, next(sums), next_day(now)))
+        if rules.guild_monthly is not None:
+            found.append(Allowance("guild_month", rules.guild_monthly, next(sums), next_month(now)))
         return found
 
     async def check_in(
@@ -265,7 +283,7 @@ class Quota:
     ) -> None:
         """An early, read-only answer (before downloading inputs, say). Not a promise: the
         reservation at job creation checks again, atomically."""
-        await self.check_in(self.db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=self.clock())
+        await self.check_in(self.reader or self.db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=self.clock())
 
     async def hold_in(
         self, db: aiosqlite.Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float

@@ -58,9 +58,13 @@ async def _not_ready(job: Job) -> None:
 
 
 class Services:
-    def __init__(self, settings: Settings, db: aiosqlite.Connection, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: Settings, db: aiosqlite.Connection, http: httpx.AsyncClient, reader: aiosqlite.Connection | None = None
+    ) -> None:
         self.settings = settings
         self.db = db
+        # Read-only second connection (store.connect_reader) for reads an acknowledgement waits on.
+        self.reader = reader
         self.http = http
         register_secret(settings.relay.api_key if settings.relay else None, operator=True)
         fonts.configure(settings.font)  # NB_FONT for the usage chart
@@ -79,7 +83,7 @@ class Services:
         self.guilds = GuildConfigStore(db)
         self.relays = RelayStore(db, self.keyring, allow_private=settings.allow_private_relays)
         self.pool = RelayPool(self.relay_client, self.relays, settings)
-        self.quota = Quota(db)
+        self.quota = Quota(db, reader=reader)
         self.studio = Studio(self.pool, self.images, self.conversations)
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
         self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
@@ -90,14 +94,21 @@ class Services:
     async def open(cls, settings: Settings) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = await store.connect(settings.db_path)
+        try:
+            reader = await store.connect_reader(settings.db_path)
+        except BaseException:
+            await db.close()
+            raise
         # Relay answers are streamed; the read timeout is per request (scaled by size).
         http = httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_connections=64), follow_redirects=False)
         try:
-            return cls(settings, db, http)
+            return cls(settings, db, http, reader)
         except BaseException:
             # e.g. an unusable secret.key: what was opened here is closed here (aiosqlite's
             # worker thread is not a daemon and would keep the process alive).
             await http.aclose()
+            if reader is not None:
+                await reader.close()
             await db.close()
             raise
 
@@ -139,6 +150,9 @@ class Services:
             # The database last and always: its worker thread would otherwise outlive the loop.
             with contextlib.suppress(Exception):
                 await self.http.aclose()
+            if self.reader is not None:
+                with contextlib.suppress(Exception):
+                    await self.reader.close()
             await self.db.close()
 
     async def _prune_loop(self) -> None:

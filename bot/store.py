@@ -132,6 +132,28 @@ async def connect(path: Path | str, *, migrations: Traversable | None = None) ->
     return db
 
 
+async def connect_reader(path: Path | str) -> aiosqlite.Connection | None:
+    """A second, read-only connection to a database :func:`connect` opened (None for
+    ``:memory:``, which another connection cannot see).
+
+    Its own aiosqlite thread: reads on it never queue behind the statements on the main
+    connection. In WAL mode (set by :func:`connect`) it sees every committed transaction and
+    neither blocks nor waits for the writer; ``mode=ro`` and ``query_only`` make sure it
+    cannot write.
+    """
+    if str(path) == ":memory:":
+        return None
+    db = await aiosqlite.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+    try:
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA query_only=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
 # One lock per connection: every write on the shared connection goes through it, so a
 # statement of one task can never land inside (or be committed by) another task's transaction.
 _locks: "weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock]" = weakref.WeakKeyDictionary()

@@ -151,3 +151,39 @@ async def test_async_version_gives_the_same_result() -> None:
     fitted = await fit_for_upload_async(png, "image/png", len(png) // 3)
     assert fitted == fit_for_upload(png, "image/png", len(png) // 3)
     assert fitted.how == "reencoded"
+
+
+async def test_fitting_many_results_at_once_uses_a_few_background_threads() -> None:
+    """Eight results finished together are fitted by at most one thread per CPU, each at a
+    lower scheduling priority than the event loop (which answers members meanwhile), and
+    every one comes out right."""
+    import asyncio
+    import os
+    import threading
+
+    from bot import imaging
+
+    data = encoded(photo_like(900, 700))
+    limit = len(data) // 3
+    seen: dict[int, int] = {}
+
+    def watch() -> None:
+        for thread in threading.enumerate():
+            if thread.name.startswith("fit") and thread.native_id is not None:
+                seen[thread.native_id] = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+
+    async def sample() -> None:
+        while True:
+            watch()
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        results = await asyncio.gather(*(fit_for_upload_async(data, "image/png", limit) for _ in range(8)))
+    finally:
+        sampler.cancel()
+    watch()
+    assert all(r.how == "reencoded" and (r.width, r.height) == (900, 700) and len(r.data) <= limit for r in results)
+    assert 1 <= len(seen) <= imaging.FIT_WORKERS
+    lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + imaging.WORKER_NICENESS)  # 19 is the lowest
+    assert set(seen.values()) == {lowered}

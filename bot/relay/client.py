@@ -36,7 +36,6 @@ that is logged, and every message built here is redacted. Failures are raised ou
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextvars
 import json
 import logging
@@ -49,6 +48,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+import pybase64
 
 from . import gateway_errors, gemini, images, inflate, openai_chat, openai_images
 from .answer import MODEL_TEXT_CAP, AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, is_policy_refusal, no_image, text_of_html
@@ -882,7 +882,7 @@ def _json_body(body: Any) -> bytes | _Body:
             for link in big.links():
                 _str_pieces(link.prefix, pieces)
                 view = memoryview(link.data)
-                pieces += (binascii.b2a_base64(view[at : at + _B64_PIECE], newline=False) for at in range(0, len(view), _B64_PIECE))
+                pieces += (pybase64.b64encode(view[at : at + _B64_PIECE]) for at in range(0, len(view), _B64_PIECE))
                 _str_pieces(link._suffix, pieces)  # the link's own text (the next link's is its prefix)
         else:
             _str_pieces(big, pieces)

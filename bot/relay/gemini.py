@@ -21,8 +21,9 @@ Wire decisions:
 
 from __future__ import annotations
 
-import binascii
 from typing import Any
+
+import pybase64
 
 from .answer import (
     AnswerError,
@@ -76,7 +77,7 @@ def path(model: str) -> str:
     return f"/models/{model}:generateContent"
 
 
-# Base64 is made in slices this big (a multiple of 3): one binascii call holds the GIL, so
+# Base64 is made in slices this big (a multiple of 3): one encoder call holds the GIL, so
 # slices let the event loop run between them when this runs in a worker thread.
 _B64_SLICE = 3 * 2**18
 
@@ -84,10 +85,10 @@ _B64_SLICE = 3 * 2**18
 def b64_text(data: bytes) -> str:
     """``base64.b64encode(data).decode()``, in slices (call it off the event loop for big data)."""
     if len(data) <= _B64_SLICE:
-        return binascii.b2a_base64(data, newline=False).decode("ascii")
+        return pybase64.b64encode(data).decode("ascii")
     view = memoryview(data)
     return "".join(
-        binascii.b2a_base64(view[i : i + _B64_SLICE], newline=False).decode("ascii") for i in range(0, len(data), _B64_SLICE)
+        pybase64.b64encode(view[i : i + _B64_SLICE]).decode("ascii") for i in range(0, len(data), _B64_SLICE)
     )
 
 
