@@ -303,7 +303,7 @@ class RelayClient:
             paths.append(f"/models/{relay.model_aliases.get(wanted, wanted)}")
         urls = [self._endpoint(relay, path) for path in paths]
         if relay.dialect == "gemini":
-            urls.append(_openai_root(self._endpoint(relay, "")) + "/v1/models")
+            urls.append(_api_root(self._endpoint(relay, "")) + "/v1/models")
         started = time.monotonic()
         with relay_scope(relay.api_key):
             for i, url in enumerate(urls):
@@ -349,7 +349,7 @@ class RelayClient:
         if versioned:
             url = self._endpoint(relay, path)
         else:
-            url = re.sub(r"/v1(?:alpha|beta)?\d*$", "", relay.base_url.strip().rstrip("/")) + path
+            url = _api_root(relay.base_url) + path
         sent = _Sent("GET", url) if body is None else await _post_json(url, body)
         small = self.limited(max_attempts=1, max_answer_bytes=max_bytes)
         with relay_scope(relay.api_key):
@@ -920,9 +920,10 @@ async def _post_json(url: str, body: Any) -> _Sent:
     return _Sent("POST", url, content=content, headers=headers)
 
 
-def _openai_root(gemini_base: str) -> str:
-    """``https://gw/v1beta`` -> ``https://gw`` (the root an OpenAI-style ``/v1`` lives under)."""
-    return re.sub(r"/v1(?:alpha|beta)\d*$", "", gemini_base.rstrip("/"))
+def _api_root(url: str) -> str:
+    """``https://gw/v1beta`` or ``https://gw/v1`` -> ``https://gw``: the relay's root, under which
+    each dialect's version prefix (and an OpenAI-style ``/v1``) lives."""
+    return re.sub(r"/v1(?:alpha|beta)?\d*$", "", url.strip().rstrip("/"))
 
 
 def _broken(detail: str) -> RelayFailed:
