@@ -87,7 +87,9 @@ def set_default(url: str, p: Payload) -> None:
 
 def run_worker(args: list[str], timeout: float = 900) -> dict[str, Any]:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "bench.worker", *args], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker", *args], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout
+    )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
         return {"error": tail[0], "elapsed": time.monotonic() - started}
@@ -231,11 +233,28 @@ def main(argv: list[str] | None = None) -> int:
             count = answers_for(size, n, args.quick)
             for client in clients:
                 r = run_worker(
-                    ["answers", "--client", client, "--url", url, "--size", size, "--in-flight", str(n), "--answers", str(count), "--expect", f"{p.length}:{p.sha256}"]
+                    [
+                        "answers",
+                        "--client",
+                        client,
+                        "--url",
+                        url,
+                        "--size",
+                        size,
+                        "--in-flight",
+                        str(n),
+                        "--answers",
+                        str(count),
+                        "--expect",
+                        f"{p.length}:{p.sha256}",
+                    ]
                 )
                 r.update(client=client, size=size, in_flight=n)
                 results.append(r)
-                shown = r.get("error") or f"cpu {r['cpu_per_answer_s']:.3f} s, worst stall {r['worst_stall_ms']:.1f} ms, peak {r['peak_rss_mb']:.0f} MB"
+                shown = (
+                    r.get("error")
+                    or f"cpu {r['cpu_per_answer_s']:.3f} s, worst stall {r['worst_stall_ms']:.1f} ms, peak {r['peak_rss_mb']:.0f} MB"
+                )
                 print(f"  {size} x{n:<2} {client:<9} {shown} ({r['elapsed']:.0f} s)", file=sys.stderr, flush=True)
         if not args.no_fit:
             fit = run_worker(["fit", "--png", str(payloads["4K"].path), "--limit", str(LIMIT), "--repeat", "1" if args.quick else "5"])
@@ -243,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         stop_double(proc)
 
     print()
-    print(f"Answers served by the relay double (Gemini native, pretty-printed JSON) over loopback; each cell in a fresh process. {os.cpu_count()} CPUs.")
+    print(
+        f"Answers served by the relay double (Gemini native, pretty-printed JSON) over loopback; each cell in a fresh process. {os.cpu_count()} CPUs."
+    )
     print()
     print(table(results))
     print()

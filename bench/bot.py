@@ -93,7 +93,7 @@ class BotProcess:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
 
@@ -160,9 +160,7 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
         load_members = [dd.add_member(guild, username=f"load-{i}") for i in range(jobs)]
         probe_count = int(seconds / probe_every) + 4
         probe_members = [dd.add_member(guild, username=f"probe-{i}") for i in range(probe_count)]
-        bot = await start_bot(
-            dd, relay_url, data_dir, NB_MAX_JOBS=str(jobs), NB_MAX_JOBS_PER_GUILD=str(jobs), NB_MAX_JOBS_PER_USER="1"
-        )
+        bot = await start_bot(dd, relay_url, data_dir, NB_MAX_JOBS=str(jobs), NB_MAX_JOBS_PER_GUILD=str(jobs), NB_MAX_JOBS_PER_USER="1")
         try:
             await dd.wait_until_identified(timeout=60)
             await wait_ready(bot, 60)
@@ -207,7 +205,11 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
             acks: list[float] = []
             for interaction in probes:
                 rec = dd._rec(interaction)
-                callbacks = [c for c in dd.calls if c.method == "POST" and c.path == f"/interactions/{interaction['id']}/{interaction['token']}/callback"]
+                callbacks = [
+                    c
+                    for c in dd.calls
+                    if c.method == "POST" and c.path == f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+                ]
                 if rec.dispatched_at is not None and callbacks:
                     acks.append((dd.arrived[callbacks[0].index] - rec.dispatched_at) * 1000)
             lags = [r["worst_ms"] for r in read_probe(bot.probe_file) if r["kind"] == "lag" and t0_wall <= r["t"] <= t1_wall]
@@ -240,7 +242,7 @@ async def ready_run(relay_url: str, guilds: int) -> dict[str, Any]:
         channel = dd.text_channels(first)[0]
         member = dd.add_member(first, username="first-user")
         # A first start syncs commands and writes its stamp; time the second, as a restart.
-        for attempt in range(2):
+        for _attempt in range(2):
             began = time.time()
             bot = await start_bot(dd, relay_url, data_dir)
             try:
@@ -278,7 +280,9 @@ def print_tables(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> Non
 
 
 def print_load(load: list[dict[str, Any]]) -> None:
-    print("| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture | peak RSS (VmHWM) |")
+    print(
+        "| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture | peak RSS (VmHWM) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in load:
         print(
@@ -304,15 +308,21 @@ def print_goals(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> None
     top = max(load, key=lambda r: r["jobs"]) if load else None
     if top:
         ok = top["ack_p99_ms"] <= GOAL_ACK_P99_MS and top["ack_max_ms"] <= GOAL_ACK_MAX_MS
-        print(f"Goal: ack p99 <= {GOAL_ACK_P99_MS:.0f} ms and max <= {GOAL_ACK_MAX_MS:.0f} ms at {top['jobs']} jobs: {relay_bench.verdict(ok)}")
+        print(
+            f"Goal: ack p99 <= {GOAL_ACK_P99_MS:.0f} ms and max <= {GOAL_ACK_MAX_MS:.0f} ms at {top['jobs']} jobs: {relay_bench.verdict(ok)}"
+        )
         best = max(r["jobs_per_s"] for r in load)
         print(f"Goal: >= {GOAL_JOBS_PER_S} 4K pictures/s: best {best:.2f} -> {relay_bench.verdict(best >= GOAL_JOBS_PER_S)}")
         cpu = statistics.median(r["cpu_per_job_s"] for r in load)
         print(f"Goal: CPU per 4K picture <= {GOAL_CPU_PER_JOB_S} s: median {cpu:.3f} s -> {relay_bench.verdict(cpu <= GOAL_CPU_PER_JOB_S)}")
-        print(f"Goal: peak RSS <= {GOAL_RSS_MB:.0f} MB at {top['jobs']} jobs: {top['peak_rss_mb']:.0f} MB -> {relay_bench.verdict(top['peak_rss_mb'] <= GOAL_RSS_MB)}")
+        print(
+            f"Goal: peak RSS <= {GOAL_RSS_MB:.0f} MB at {top['jobs']} jobs: {top['peak_rss_mb']:.0f} MB -> {relay_bench.verdict(top['peak_rss_mb'] <= GOAL_RSS_MB)}"
+        )
     for r in ready:
         if r["guilds"] == 1000:
-            print(f"Goal: start -> ready <= {GOAL_READY_S} s for 1,000 guilds: {r['start_to_ready_s']:.2f} s -> {relay_bench.verdict(r['start_to_ready_s'] <= GOAL_READY_S)}")
+            print(
+                f"Goal: start -> ready <= {GOAL_READY_S} s for 1,000 guilds: {r['start_to_ready_s']:.2f} s -> {relay_bench.verdict(r['start_to_ready_s'] <= GOAL_READY_S)}"
+            )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -323,7 +333,11 @@ async def run(args: argparse.Namespace) -> None:
         load = []
         for n in args.jobs:
             r = await load_run(url, n, args.seconds, 0.25, args.warmup)
-            print(f"  {n} jobs: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})}", file=sys.stderr, flush=True)
+            print(
+                f"  {n} jobs: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})}",
+                file=sys.stderr,
+                flush=True,
+            )
             load.append(r)
         ready = []
         for g in args.guilds:

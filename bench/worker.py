@@ -18,7 +18,8 @@ import json
 import resource
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 MODEL = "gemini-3-pro-image-preview"
 PROMPT = "a ripe banana on a marble table, studio light"
@@ -77,7 +78,9 @@ async def decoder(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[No
     async def fetch() -> bytes:
         dec = StreamDecoder()
         url_ = f"{url}/v1beta/models/{MODEL}:generateContent"
-        async with http.stream("POST", url_, content=body, headers={"x-goog-api-key": API_KEY, "content-type": "application/json"}) as response:
+        async with http.stream(
+            "POST", url_, content=body, headers={"x-goog-api-key": API_KEY, "content-type": "application/json"}
+        ) as response:
             response.raise_for_status()
             async for chunk in response.aiter_bytes():
                 await dec.afeed(chunk)

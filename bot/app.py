@@ -14,7 +14,8 @@ import hashlib
 import json
 import logging
 import math
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -49,7 +50,7 @@ async def _bounded(step: Awaitable[Any], seconds: float, what: str) -> None:
     """One shutdown step that may not take longer than ``seconds`` nor stop the next one."""
     try:
         await asyncio.wait_for(step, timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s took longer than %.1f s; going on", what, seconds)
     except Exception:
         log.warning("%s failed; going on", what, exc_info=log.isEnabledFor(logging.DEBUG))

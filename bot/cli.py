@@ -49,7 +49,7 @@ from .relay.client import HISTORY_BUDGET, RelayClient, approx_json_size
 from .relay.gemini import history_image, materialize
 from .relay.redact import RedactingFilter, redact, register_secret, terminal_safe
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
-from .settings import DIALECTS, AUTH_STYLES, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
+from .settings import AUTH_STYLES, DIALECTS, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
 
 SESSION_FORMAT = "nano-banana-bot/session"
 SESSION_VERSION = 1
@@ -211,7 +211,14 @@ def _run(argv: list[str], env: dict[str, str], locale: str) -> int:
             if latest is not None:
                 inputs, from_picture = [latest], True
         if from_picture and relay.dialect == "gemini" and session.get("dialect") == "gemini" and same_model:
-            _say(t("cli.note_history_too_large", locale, size_mb=round(approx_json_size(turns[-2:]) / 1e6), limit_mb=round(HISTORY_BUDGET / 1e6)))
+            _say(
+                t(
+                    "cli.note_history_too_large",
+                    locale,
+                    size_mb=round(approx_json_size(turns[-2:]) / 1e6),
+                    limit_mb=round(HISTORY_BUDGET / 1e6),
+                )
+            )
 
     # A follow-up keeps the picture's shape unless told otherwise (a 2K picture stays 2K).
     same_session = bool(session) and _same_model((session or {}).get("model"), model)

@@ -73,8 +73,9 @@ import copy
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import aiosqlite
 import pybase64
@@ -204,8 +205,7 @@ def _camel(value: Any) -> Any:
     """Rename snake_case wire keys to camelCase, keeping key order. Only the part itself and its
     inline/file data are renamed; free-form values (function args, text) stay as they are."""
     if isinstance(value, dict):
-        return {_CAMEL.get(k, k): _camel(v) if k in ("inline_data", "inlineData", "file_data", "fileData") else v
-                for k, v in value.items()}
+        return {_CAMEL.get(k, k): _camel(v) if k in ("inline_data", "inlineData", "file_data", "fileData") else v for k, v in value.items()}
     return value
 
 
@@ -283,10 +283,7 @@ class History(list[dict[str, Any]]):
     expired: bool = False
 
 
-_TURN_COLUMNS = (
-    "id, conversation_id, parent_id, user_parts, model_parts, image_sha256, message_id, job_id,"
-    " prompt, settings, created_at"
-)
+_TURN_COLUMNS = "id, conversation_id, parent_id, user_parts, model_parts, image_sha256, message_id, job_id, prompt, settings, created_at"
 _TURN_COLUMNS_T = ", ".join("t." + c.strip() for c in _TURN_COLUMNS.split(","))
 _CONV_COLUMNS = "id, guild_id, channel_id, thread_id, owner_id, model, created_at"
 
@@ -330,9 +327,7 @@ class Conversations:
 
     # -- conversations -------------------------------------------------------------------
 
-    async def create(
-        self, guild_id: int | None, channel_id: int, owner_id: int, model: str, *, thread_id: int | None = None
-    ) -> int:
+    async def create(self, guild_id: int | None, channel_id: int, owner_id: int, model: str, *, thread_id: int | None = None) -> int:
         """A new conversation (optionally already bound to ``thread_id``); returns its id."""
         try:
             (row,) = await write(
@@ -359,16 +354,12 @@ class Conversations:
             raise KeyError(conversation_id)
 
     async def get_conversation(self, conversation_id: int) -> Conversation | None:
-        async with self.db.execute(
-            f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)
-        ) as cur:
+        async with self.db.execute(f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)) as cur:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
     async def conversation_by_thread(self, thread_id: int) -> Conversation | None:
-        async with self.db.execute(
-            f"SELECT {_CONV_COLUMNS} FROM conversations WHERE thread_id = ?", (thread_id,)
-        ) as cur:
+        async with self.db.execute(f"SELECT {_CONV_COLUMNS} FROM conversations WHERE thread_id = ?", (thread_id,)) as cur:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
@@ -392,9 +383,7 @@ class Conversations:
                 data = value.data if isinstance(value, Blob) else await asyncio.to_thread(_b64decode, value)
                 mime = inline.get("mimeType") or "application/octet-stream"
                 sha = stored[1] if stored is not None and data is stored[0] else await self.images.put(data, mime)
-                part = _with_key_replaced(
-                    part, "inlineData", "inlineData", _with_key_replaced(inline, "data", "sha256", sha)
-                )
+                part = _with_key_replaced(part, "inlineData", "inlineData", _with_key_replaced(inline, "data", "sha256", sha))
             if _has_blob(part):  # e.g. a data-URL picture inside a text part: stored as its text
                 part = await asyncio.to_thread(materialize, part)
             out.append(part)
@@ -515,9 +504,7 @@ class Conversations:
 
     # -- replay --------------------------------------------------------------------------
 
-    async def history(
-        self, turn_id: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, *, include_thoughts: bool = True
-    ) -> History:
+    async def history(self, turn_id: int, budget_bytes: int = DEFAULT_BUDGET_BYTES, *, include_thoughts: bool = True) -> History:
         """The root→turn path as Gemini ``contents``, images back in place, ready to send.
 
         Each image is back at its ``inlineData.data`` position: as its base64 string, or, from
@@ -534,8 +521,7 @@ class Conversations:
         for t in await self.path(turn_id):
             model = t.model_parts
             if not include_thoughts:
-                model = [p for p in model if not (isinstance(p, dict) and p.get("thought") is True
-                                                  and "thoughtSignature" not in p)]
+                model = [p for p in model if not (isinstance(p, dict) and p.get("thought") is True and "thoughtSignature" not in p)]
             pair = _Pair(t, t.user_parts, model)
             pair.refs = [*_image_refs(pair.user), *_image_refs(pair.model)]
             pairs.append(pair)
@@ -544,9 +530,7 @@ class Conversations:
         for p in pairs:
             # Each ref's 64-hex "sha256" becomes the base64 "data": counting both over-estimates
             # by ~76 bytes per image, which keeps us on the safe side of the budget.
-            p.cost = len(_dumps({"role": "user", "parts": p.user}).encode()) + len(
-                _dumps({"role": "model", "parts": p.model}).encode()
-            ) + 2
+            p.cost = len(_dumps({"role": "user", "parts": p.user}).encode()) + len(_dumps({"role": "model", "parts": p.model}).encode()) + 2
             for sha in p.refs:
                 info = infos.get(sha)
                 if info is None or info.pruned:
@@ -611,9 +595,7 @@ class Conversations:
                     except KeyError:
                         raise ImagePruned(sha) from None
                     cache[sha] = Blob(data) if len(data) >= BLOB_BYTES else b64_text(data)
-                part = _with_key_replaced(
-                    part, "inlineData", "inlineData", _with_key_replaced(inline, "sha256", "data", cache[sha])
-                )
+                part = _with_key_replaced(part, "inlineData", "inlineData", _with_key_replaced(inline, "sha256", "data", cache[sha]))
             out.append(part)
         return out
 

@@ -86,7 +86,10 @@ def _fontconfig(pattern: str) -> tuple[FontFile, ...] | None:
     try:
         out = subprocess.run(
             [fc_match, "--sort", "--format", "%{file}\t%{index}\t%{lang}\n", pattern],
-            capture_output=True, text=True, timeout=_FC_TIMEOUT_S, check=False,
+            capture_output=True,
+            text=True,
+            timeout=_FC_TIMEOUT_S,
+            check=False,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("fontconfig failed (%s); trying known font paths", exc)

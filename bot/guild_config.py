@@ -16,8 +16,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import aiosqlite
 
@@ -156,7 +157,7 @@ class GuildSettings:
 
     # --- validated changes (each returns a new object) ------------------------------------
 
-    def with_defaults(self, *, model: str | None = None, ratio: str | None = None, size: str | None = None) -> "GuildSettings":
+    def with_defaults(self, *, model: str | None = None, ratio: str | None = None, size: str | None = None) -> GuildSettings:
         try:
             spec = resolve_model(model or self.default_model)
         except InvalidRequest as exc:
@@ -193,7 +194,7 @@ class GuildSettings:
             raise ConfigError(f"{spec.id} is not an allowed model", key="admin.config.default_not_allowed", model=spec.id)
         return dataclasses.replace(self, default_model=spec.id, default_ratio=canonical_ratio, default_size=canonical)
 
-    def with_allowed_models(self, models: Iterable[str]) -> "GuildSettings":
+    def with_allowed_models(self, models: Iterable[str]) -> GuildSettings:
         ids: list[str] = []
         for name in models:
             try:
@@ -207,7 +208,7 @@ class GuildSettings:
             return dataclasses.replace(self, allowed_models=tuple(ids), default_model=ids[0], default_ratio=None, default_size=None)
         return dataclasses.replace(self, allowed_models=tuple(ids))
 
-    def with_cost(self, model: str, size: str | None, credits: int | None) -> "GuildSettings":
+    def with_cost(self, model: str, size: str | None, credits: int | None) -> GuildSettings:
         """Set (or with ``None`` reset to the default) the credits for model x size."""
         try:
             spec = resolve_model(model)
@@ -215,7 +216,9 @@ class GuildSettings:
             raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
         canonical = canonical_size(spec.id, size)
         if size and spec.sizes and normalize_size(size) not in spec.sizes:
-            raise ConfigError(f"{spec.id} has no size {size}", key="admin.config.bad_size", model=spec.id, value=size, allowed=", ".join(spec.sizes))
+            raise ConfigError(
+                f"{spec.id} has no size {size}", key="admin.config.bad_size", model=spec.id, value=size, allowed=", ".join(spec.sizes)
+            )
         if credits is not None and not 0 <= credits <= 1000:
             raise ConfigError("cost out of range", key="admin.config.bad_cost", value=credits)
         costs = dict(self.costs)
@@ -225,7 +228,7 @@ class GuildSettings:
             costs[_table_key(spec.id, canonical)] = credits
         return dataclasses.replace(self, costs=costs)
 
-    def with_price(self, model: str, size: str | None, usd: float | None) -> "GuildSettings":
+    def with_price(self, model: str, size: str | None, usd: float | None) -> GuildSettings:
         try:
             spec = resolve_model(model)
         except InvalidRequest:
@@ -240,7 +243,7 @@ class GuildSettings:
             prices[_table_key(spec.id, canonical)] = float(usd)
         return dataclasses.replace(self, prices=prices)
 
-    def with_quota(self, **changes: Any) -> "GuildSettings":
+    def with_quota(self, **changes: Any) -> GuildSettings:
         """Change quota limits: user_daily, guild_daily, guild_monthly (None = unlimited),
         role_extra (mapping), exempt_roles (iterable)."""
         for name in ("user_daily", "guild_daily", "guild_monthly"):
@@ -263,7 +266,7 @@ class GuildSettings:
         roles: Iterable[int] | None = None,
         thread_mode: str | None = None,
         threads: bool | None = None,
-    ) -> "GuildSettings":
+    ) -> GuildSettings:
         if thread_mode is not None and thread_mode not in THREAD_MODES:
             raise ConfigError("bad thread mode", key="admin.config.bad_thread_mode", value=thread_mode)
         return dataclasses.replace(
@@ -274,7 +277,7 @@ class GuildSettings:
             threads=self.threads if threads is None else threads,
         )
 
-    def with_limits(self, *, max_jobs: int | None, max_jobs_per_user: int | None) -> "GuildSettings":
+    def with_limits(self, *, max_jobs: int | None, max_jobs_per_user: int | None) -> GuildSettings:
         for value in (max_jobs, max_jobs_per_user):
             if value is not None and value < 1:
                 raise ConfigError("a concurrency cap must be at least 1", key="admin.config.bad_limit", value=value)
@@ -304,7 +307,7 @@ class GuildSettings:
         )
 
     @classmethod
-    def from_json(cls, text: str | None) -> "GuildSettings":
+    def from_json(cls, text: str | None) -> GuildSettings:
         try:
             data = json.loads(text or "{}")
             if not isinstance(data, dict):
@@ -517,7 +520,9 @@ class RelayStore:
         await self._check(name, base_url, dialect, auth)
         ciphertext = self.keyring.encrypt(api_key)
         async with transaction(self.db) as db:
-            async with db.execute("SELECT COUNT(*), COALESCE(MAX(position), -1), SUM(name = ?) FROM relays WHERE guild_id = ?", (name, guild_id)) as cur:
+            async with db.execute(
+                "SELECT COUNT(*), COALESCE(MAX(position), -1), SUM(name = ?) FROM relays WHERE guild_id = ?", (name, guild_id)
+            ) as cur:
                 count, last, taken = await cur.fetchone()
             if taken:
                 raise ConfigError("name taken", key="admin.relay.name_taken", name=name)
@@ -526,7 +531,18 @@ class RelayStore:
             cur = await db.execute(
                 "INSERT INTO relays (guild_id, name, position, base_url, dialect, auth, key_ciphertext, key_hint, model_aliases, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (guild_id, name, last + 1, base_url, dialect, auth, ciphertext, mask(api_key), json.dumps(dict(model_aliases or {})), self.clock()),
+                (
+                    guild_id,
+                    name,
+                    last + 1,
+                    base_url,
+                    dialect,
+                    auth,
+                    ciphertext,
+                    mask(api_key),
+                    json.dumps(dict(model_aliases or {})),
+                    self.clock(),
+                ),
             )
             relay_id = cur.lastrowid
         self._changes += 1
@@ -628,9 +644,7 @@ class RelayStore:
     # --- reading ---
 
     async def list(self, guild_id: int) -> list[RelayInfo]:
-        async with self.db.execute(
-            f"SELECT {_RELAY_COLUMNS} FROM relays WHERE guild_id = ? ORDER BY position, id", (guild_id,)
-        ) as cur:
+        async with self.db.execute(f"SELECT {_RELAY_COLUMNS} FROM relays WHERE guild_id = ? ORDER BY position, id", (guild_id,)) as cur:
             return [_info(row) for row in await cur.fetchall()]
 
     async def get(self, guild_id: int, name: str) -> RelayInfo | None:

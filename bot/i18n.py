@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import string
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def normalize_locale(locale: object) -> str:
     return DEFAULT_LOCALE
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog(locale: str) -> dict[str, str]:
     merged: dict[str, str] = {}
     folder = LOCALES_DIR / locale

@@ -175,8 +175,7 @@ class ImageStore:
     async def info(self, sha256: str) -> ImageInfo | None:
         # execute_fetchall: one trip to aiosqlite's thread (execute, fetch and close are three).
         rows = await self.db.execute_fetchall(
-            "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned"
-            " FROM images WHERE sha256 = ?",
+            "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned FROM images WHERE sha256 = ?",
             (sha256,),
         )
         if not rows:
@@ -193,14 +192,11 @@ class ImageStore:
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             async with self.db.execute(
-                "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned"
-                f" FROM images WHERE sha256 IN ({marks})",
+                f"SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned FROM images WHERE sha256 IN ({marks})",
                 chunk,
             ) as cur:
                 for row in await cur.fetchall():
-                    out[row[0]] = ImageInfo(
-                        row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7])
-                    )
+                    out[row[0]] = ImageInfo(row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7]))
         return out
 
     async def get(self, sha256: str, *, touch: bool = True) -> tuple[bytes, str]:
@@ -288,7 +284,9 @@ class ImageStore:
             for start in range(0, len(shas), 500):
                 chunk = shas[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = await write(self.db, f"UPDATE images SET pruned = 1 WHERE pruned = 0 AND sha256 IN ({marks}) RETURNING sha256", chunk)
+                rows = await write(
+                    self.db, f"UPDATE images SET pruned = 1 WHERE pruned = 0 AND sha256 IN ({marks}) RETURNING sha256", chunk
+                )
                 removed += [row[0] for row in rows]
             await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in removed])
         if removed:

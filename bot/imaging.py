@@ -29,15 +29,14 @@ behind PNG inflates; see ``_FIT_POOL``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import ctypes
 import io
 import math
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import Literal
-
-import concurrent.futures
-import ctypes
 
 from PIL import Image, UnidentifiedImageError
 

@@ -54,8 +54,9 @@ import logging
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 import aiosqlite
 
@@ -136,7 +137,7 @@ class Job:
     finished_at: float | None = None
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> "Job":
+    def from_row(cls, row: aiosqlite.Row) -> Job:
         data = {k: row[k] for k in row.keys() if k in _JOB_FIELDS}
         try:
             data["request"] = json.loads(data.get("request") or "{}")
@@ -304,7 +305,9 @@ class JobQueue:
         async with transaction(self.db) as db:
             now = self.clock()
             # Check first (reads only), so a refusal commits an empty transaction, no rollback.
-            await self.quota.check_in(db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=limits, role_ids=role_ids, now=now)
+            await self.quota.check_in(
+                db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=limits, role_ids=role_ids, now=now
+            )
             cur = await db.execute(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, request, model, size, cost, locale,"
                 " conversation_id, parent_turn_id, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -631,7 +634,9 @@ class JobQueue:
             except (sqlite3.Error, OSError) as exc:
                 if delay is None:
                     # The slot is given back; the write goes on being tried in the background.
-                    log.error("job %d: could not record it as %s (%s); trying every %.0f s meanwhile", job.id, status, exc, SETTLE_BACKGROUND_S)
+                    log.error(
+                        "job %d: could not record it as %s (%s); trying every %.0f s meanwhile", job.id, status, exc, SETTLE_BACKGROUND_S
+                    )
                     task = asyncio.create_task(self._settle_later(job, status, ledger, error), name=f"job-{job.id}-settle")
                     self._tasks.append(task)
                     return

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import aiosqlite
 
@@ -49,8 +50,8 @@ Clock = Callable[[], float]
 
 
 def day_start(ts: float) -> float:
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()
+    d = datetime.fromtimestamp(ts, UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 
 
 def next_day(ts: float) -> float:
@@ -58,12 +59,12 @@ def next_day(ts: float) -> float:
 
 
 def month_start(ts: float) -> float:
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    return datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp()
+    d = datetime.fromtimestamp(ts, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
 
 
 def next_month(ts: float) -> float:
-    d = datetime.fromtimestamp(ts, timezone.utc)
+    d = datetime.fromtimestamp(ts, UTC)
     year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
     return float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
@@ -102,7 +103,7 @@ class QuotaRules:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "QuotaRules":
+    def from_dict(cls, data: Mapping[str, Any]) -> QuotaRules:
         def limit(name: str, default: int | None) -> int | None:
             value = data.get(name, default)
             if value is None:
@@ -128,7 +129,7 @@ class QuotaExceeded(Exception):
     def __init__(self, scope: str, *, limit: int, used: int, resets_at: float, credits: int) -> None:
         super().__init__(
             f"quota {scope} exceeded: {used} of {limit} credits used, this needs {credits}; resets at "
-            + datetime.fromtimestamp(resets_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            + datetime.fromtimestamp(resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         )
         self.scope = scope
         self.limit = limit
@@ -265,9 +266,7 @@ class Quota:
         Call inside :func:`transaction` and follow with :meth:`hold_in` in the same one.
         It only reads, so a refusal needs no rollback.
         """
-        broken = [
-            a for a in await self._allowances(db, guild_id, user_id, rules, list(role_ids), now) if a.used + credits > a.limit
-        ]
+        broken = [a for a in await self._allowances(db, guild_id, user_id, rules, list(role_ids), now) if a.used + credits > a.limit]
         if broken:
             worst = max(broken, key=lambda a: a.resets_at)
             raise QuotaExceeded(worst.scope, limit=worst.limit, used=worst.used, resets_at=worst.resets_at, credits=credits)
@@ -283,11 +282,11 @@ class Quota:
     ) -> None:
         """An early, read-only answer (before downloading inputs, say). Not a promise: the
         reservation at job creation checks again, atomically."""
-        await self.check_in(self.reader or self.db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=self.clock())
+        await self.check_in(
+            self.reader or self.db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=self.clock()
+        )
 
-    async def hold_in(
-        self, db: aiosqlite.Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float
-    ) -> None:
+    async def hold_in(self, db: aiosqlite.Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float) -> None:
         """Write the reservation row (inside the transaction that ran :meth:`check_in`)."""
         await db.execute(
             "INSERT INTO quota_ledger (job_id, guild_id, user_id, credits, state, created_at, updated_at)"

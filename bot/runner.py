@@ -78,7 +78,7 @@ async def _serve(settings: Settings) -> None:
         # what was opened — bounded, so a hung piece cannot keep the process alive.
         try:
             await asyncio.wait_for(bot.close(), timeout=STOP_BUDGET_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("closing took longer than %.0f s; leaving the rest to the process exit", STOP_BUDGET_S)
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

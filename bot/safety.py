@@ -46,8 +46,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 from .guild_config import ConfigError
 
@@ -260,7 +261,7 @@ class Blocklist:
         self.rules: tuple[Rule, ...] = tuple(rules)
 
     @classmethod
-    def parse(cls, entries: Iterable[str]) -> "Blocklist":
+    def parse(cls, entries: Iterable[str]) -> Blocklist:
         """Blank entries are skipped; one bad entry refuses the whole list (ConfigError)."""
         rules = [compile_rule(e) for e in entries if e.strip()]
         if len(rules) > MAX_RULES:
@@ -380,10 +381,10 @@ class SafetySettings:
                 raise ConfigError("unknown threshold", key="safety.bad_threshold", value=threshold, allowed=", ".join(_THRESHOLD_NAMES))
 
     @classmethod
-    def defaults(cls) -> "SafetySettings":
+    def defaults(cls) -> SafetySettings:
         return cls()
 
-    def with_threshold(self, category: str, threshold: str | None) -> "SafetySettings":
+    def with_threshold(self, category: str, threshold: str | None) -> SafetySettings:
         """A copy with one category changed (names as :func:`category_of`/:func:`threshold_of`
         take them); ``None`` removes it, so the relay's default applies."""
         cat = category_of(category)
@@ -403,6 +404,6 @@ class SafetySettings:
         return dict(self.thresholds)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, str] | None) -> "SafetySettings":
+    def from_json(cls, data: Mapping[str, str] | None) -> SafetySettings:
         """Stored settings back; ``None`` (nothing stored yet) gives the defaults."""
         return cls() if data is None else cls(dict(data))

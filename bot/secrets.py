@@ -54,9 +54,7 @@ def check_master_key(text: str) -> None:
     for index, part in enumerate(parts, 1):
         if not _is_fernet_key(part.encode()) and len(part.encode()) < _MIN_PASSPHRASE:
             which = f" (key {index} of {len(parts)})" if len(parts) > 1 else ""
-            raise SecretError(
-                f"NB_SECRET_KEY{which} must be a Fernet key or a passphrase of at least {_MIN_PASSPHRASE} characters"
-            )
+            raise SecretError(f"NB_SECRET_KEY{which} must be a Fernet key or a passphrase of at least {_MIN_PASSPHRASE} characters")
 
 
 def _fernet_from_text(text: str) -> Fernet:
@@ -81,7 +79,7 @@ def _load_or_create_key_file(path: Path) -> bytes:
             os.chmod(path, 0o600)
         key = path.read_bytes().strip()
         if not key:
-            raise SecretError(f"{path} is empty; delete it to generate a new one (stored relay keys are then lost)")
+            raise SecretError(f"{path} is empty; delete it to generate a new one (stored relay keys are then lost)") from None
         return key
     key = Fernet.generate_key()
     with os.fdopen(fd, "wb") as handle:

@@ -17,8 +17,8 @@ global job slots for a whole deadline each while other servers wait.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .guild_config import rest_period
 from .relay.types import RelayError

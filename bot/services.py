@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 import aiosqlite
 import httpx
@@ -91,7 +92,7 @@ class Services:
         self._jobs_stopped = False
 
     @classmethod
-    async def open(cls, settings: Settings) -> "Services":
+    async def open(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = await store.connect(settings.db_path)
         try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 DIALECTS = ("gemini", "openai-images", "openai-chat")
@@ -201,7 +201,9 @@ def parse_relay(
     key = env.get("NB_API_KEY", "").strip()
     if not key:
         raise SettingsError("NB_API_KEY is not set: the relay needs an API key (it is read only from the environment)")
-    return DefaultRelay(url=relay_base_url(_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key, model_aliases=model_aliases(env))
+    return DefaultRelay(
+        url=relay_base_url(_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key, model_aliases=model_aliases(env)
+    )
 
 
 # What people paste from a relay's docs: a whole endpoint instead of its base.
@@ -260,7 +262,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
 
     token = env.get("DISCORD_TOKEN", "").strip()
     if require_token and not token:
-        raise SettingsError("DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and put its token in the environment or .env")
+        raise SettingsError(
+            "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and put its token in the environment or .env"
+        )
 
     owners: set[int] = set()
     for part in env.get("NB_OWNER_IDS", "").replace(",", " ").split():
@@ -325,4 +329,6 @@ def check_data_dir(settings: Settings) -> None:
             raise PermissionError(f"{key_file.name} is not readable")
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise SettingsError(f"{name} is not a writable folder ({reason}; {hint})" if hint else f"{name} is not a writable folder ({reason})") from None
+        raise SettingsError(
+            f"{name} is not a writable folder ({reason}; {hint})" if hint else f"{name} is not a writable folder ({reason})"
+        ) from None

@@ -18,10 +18,11 @@ import importlib.resources
 import re
 import sqlite3
 import weakref
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import aiosqlite
 
@@ -156,7 +157,7 @@ async def connect_reader(path: Path | str) -> aiosqlite.Connection | None:
 
 # One lock per connection: every write on the shared connection goes through it, so a
 # statement of one task can never land inside (or be committed by) another task's transaction.
-_locks: "weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock]" = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager

@@ -61,7 +61,7 @@ class JobRequest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "JobRequest":
+    def from_json(cls, data: dict[str, Any]) -> JobRequest:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -108,7 +108,9 @@ class Generated:
 
 
 class Studio:
-    def __init__(self, pool: GeneratesImages, images: ImageStore, conversations: Conversations, *, history_budget: int = HISTORY_BUDGET) -> None:
+    def __init__(
+        self, pool: GeneratesImages, images: ImageStore, conversations: Conversations, *, history_budget: int = HISTORY_BUDGET
+    ) -> None:
         self.pool = pool
         self.images = images
         self.conversations = conversations
@@ -129,7 +131,9 @@ class Studio:
             )
         )
 
-    async def generate(self, *, guild_id: int | None, channel_id: int, user_id: int, req: JobRequest, job_id: int | None = None) -> Generated:
+    async def generate(
+        self, *, guild_id: int | None, channel_id: int, user_id: int, req: JobRequest, job_id: int | None = None
+    ) -> Generated:
         inputs = [InputImage(*(await self.images.get(sha))) for sha in req.images]
         history: list[dict[str, Any]] = []
         parent: Turn | None = None

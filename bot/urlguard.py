@@ -33,7 +33,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from .relay.types import InvalidRequest
@@ -167,7 +167,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise OSError(f"resolving {host} took longer than {RESOLVE_TIMEOUT_S:.0f} s") from None
     return [str(info[4][0]) for info in infos]
 

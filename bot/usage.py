@@ -17,11 +17,11 @@ import io
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from . import fonts
 from .guild_config import GuildSettings
@@ -100,7 +100,7 @@ def percentile(values: list[int], p: float) -> int:
 
 
 def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 async def usage_report(
@@ -326,7 +326,9 @@ def render_chart(report: UsageReport, locale: object) -> bytes:
     return out.getvalue()
 
 
-def _flow_legend(draw: ImageDraw.ImageDraw, x0: float, y: float, x_max: float, items: list[tuple[tuple[int, int, int], str]], small: Any) -> float:
+def _flow_legend(
+    draw: ImageDraw.ImageDraw, x0: float, y: float, x_max: float, items: list[tuple[tuple[int, int, int], str]], small: Any
+) -> float:
     """Colour swatches with labels, flowing onto more lines as needed; returns the y below."""
     line_h = 20
     x = x0
@@ -460,7 +462,10 @@ def _latency_panel(draw: ImageDraw.ImageDraw, report: UsageReport, loc: str, box
     rows = [(r.relay, r.p50_ms / 1000, r.p95_ms / 1000) for r in report.latency]
     rows = rows[: max(1, _fit(rows, small, area[3] - area[1] - 24))]
     _rows(
-        draw, rows, area, small,
+        draw,
+        rows,
+        area,
+        small,
         lambda a, b: t("usage.chart.p50_p95", loc, p50=f"{a:.1f}", p95=f"{b:.1f}"),
         (ACCENT, ACCENT_DIM),
         lambda v: t("usage.chart.seconds", loc, value=f"{v:g}"),
@@ -496,7 +501,10 @@ def _reasons_panel(draw: ImageDraw.ImageDraw, report: UsageReport, loc: str, box
     rows = reason_rows(report, loc, small, area[3] - area[1] - 24)
     total = report.failures or 1
     _rows(
-        draw, rows, area, small,
+        draw,
+        rows,
+        area,
+        small,
         lambda a, b: f"{a:g} ({a / total * 100:.0f}%)",
         (BAD, BAD),
         lambda v: f"{v:g}",

@@ -32,7 +32,8 @@ import logging
 import secrets
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import discord
@@ -325,7 +326,7 @@ GATEWAY_LOGGERS = ("discord.gateway",)
 class RelayForm(ui.Modal):
     """Name, base URL, API key and model names of a relay (new, or ``current`` to edit)."""
 
-    def __init__(self, cog: "Admin", locale: str, *, dialect: str | None, auth: str | None, current: RelayInfo | None) -> None:
+    def __init__(self, cog: Admin, locale: str, *, dialect: str | None, auth: str | None, current: RelayInfo | None) -> None:
         title = t("admin.relay.modal_edit", locale, name=current.name)[:45] if current else t("admin.relay.modal_add", locale)[:45]
         super().__init__(title=title, timeout=900, custom_id=RELAY_FORM_PREFIX + secrets.token_hex(8))
         self.cog = cog
@@ -333,10 +334,16 @@ class RelayForm(ui.Modal):
         self.auth = auth
         self.current = current
         self.name_input: ui.TextInput[Any] = ui.TextInput(
-            custom_id=FIELD_NAME, max_length=32, default=current.name if current else None, placeholder=t("admin.relay.field_name_hint", locale)[:100]
+            custom_id=FIELD_NAME,
+            max_length=32,
+            default=current.name if current else None,
+            placeholder=t("admin.relay.field_name_hint", locale)[:100],
         )
         self.url_input: ui.TextInput[Any] = ui.TextInput(
-            custom_id=FIELD_URL, max_length=300, default=current.base_url if current else None, placeholder=t("admin.relay.field_url_hint", locale)[:100]
+            custom_id=FIELD_URL,
+            max_length=300,
+            default=current.base_url if current else None,
+            placeholder=t("admin.relay.field_url_hint", locale)[:100],
         )
         # Never a default: the stored key does not leave the database, not even into the form.
         self.key_input: ui.TextInput[Any] = ui.TextInput(custom_id=FIELD_KEY, max_length=1000, required=current is None)
@@ -378,14 +385,21 @@ class Admin(
     group_name=_k("admin.cmd.admin", "admin"),
     group_description=_k("admin.cmd.admin.desc", "Set up the bot for this server"),
 ):
-    relay = app_commands.Group(name=_k("admin.cmd.relay", "relay"), description=_k("admin.cmd.relay.desc", "The relays this server's pictures are made through"))
-    defaults = app_commands.Group(name=_k("admin.cmd.defaults", "defaults"), description=_k("admin.cmd.defaults.desc", "Default model, aspect ratio and size"))
-    access = app_commands.Group(
-        name=_k("admin.cmd.access", "access"), description=_k("admin.cmd.access.desc", "Where the bot works, who may use it, and who may continue a thread")
+    relay = app_commands.Group(
+        name=_k("admin.cmd.relay", "relay"), description=_k("admin.cmd.relay.desc", "The relays this server's pictures are made through")
     )
-    quota = app_commands.Group(name=_k("admin.cmd.quota", "quota"), description=_k("admin.cmd.quota.desc", "Credit limits per member and for the whole server"))
+    defaults = app_commands.Group(
+        name=_k("admin.cmd.defaults", "defaults"), description=_k("admin.cmd.defaults.desc", "Default model, aspect ratio and size")
+    )
+    access = app_commands.Group(
+        name=_k("admin.cmd.access", "access"),
+        description=_k("admin.cmd.access.desc", "Where the bot works, who may use it, and who may continue a thread"),
+    )
+    quota = app_commands.Group(
+        name=_k("admin.cmd.quota", "quota"), description=_k("admin.cmd.quota.desc", "Credit limits per member and for the whole server")
+    )
 
-    def __init__(self, bot: "NanoBananaBot") -> None:
+    def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         self.log_filter = RelayFormLogFilter()
         super().__init__()
@@ -398,7 +412,7 @@ class Admin(
         for name in GATEWAY_LOGGERS:
             logging.getLogger(name).removeFilter(self.log_filter)
 
-    async def interaction_check(self, interaction: discord.Interaction["NanoBananaBot"]) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction[NanoBananaBot]) -> bool:  # type: ignore[override]
         if interaction.guild_id is None:
             raise AdminRefusal("admin.guild_only")
         if not may_administer(interaction):
@@ -409,7 +423,7 @@ class Admin(
     def svc(self) -> Any:
         return self.bot.services
 
-    async def _update(self, interaction: discord.Interaction["NanoBananaBot"], change: Any) -> GuildSettings | None:
+    async def _update(self, interaction: discord.Interaction[NanoBananaBot], change: Any) -> GuildSettings | None:
         """Apply a settings change; a ConfigError becomes a translated refusal (None)."""
         assert interaction.guild_id is not None
         try:
@@ -420,11 +434,15 @@ class Admin(
 
     # ------------------------------------------------------------------ relays
 
-    @relay.command(name=_k("admin.cmd.relay_add", "add"), description=_k("admin.cmd.relay_add.desc", "Add a relay (name, URL and API key in a form)"))
+    @relay.command(
+        name=_k("admin.cmd.relay_add", "add"), description=_k("admin.cmd.relay_add.desc", "Add a relay (name, URL and API key in a form)")
+    )
     @app_commands.rename(dialect=_k("admin.opt.format", "format"), auth=_k("admin.opt.auth", "auth"))
-    @app_commands.describe(dialect=_k("admin.opt.format.desc", "The API the relay speaks"), auth=_k("admin.opt.auth.desc", "How the relay wants the API key"))
+    @app_commands.describe(
+        dialect=_k("admin.opt.format.desc", "The API the relay speaks"), auth=_k("admin.opt.auth.desc", "How the relay wants the API key")
+    )
     @app_commands.choices(dialect=DIALECT_CHOICES, auth=AUTH_CHOICES)
-    async def relay_add(self, interaction: discord.Interaction["NanoBananaBot"], dialect: str = "gemini", auth: str | None = None) -> None:
+    async def relay_add(self, interaction: discord.Interaction[NanoBananaBot], dialect: str = "gemini", auth: str | None = None) -> None:
         assert interaction.guild_id is not None
         if len(await self.svc.relays.list(interaction.guild_id)) >= MAX_RELAYS_PER_GUILD:
             # Say so now, not after the admin has typed a whole form.
@@ -434,7 +452,10 @@ class Admin(
         auth = auth or ("query" if dialect == "gemini" else "bearer")
         await interaction.response.send_modal(RelayForm(self, _locale(interaction), dialect=dialect, auth=auth, current=None))
 
-    @relay.command(name=_k("admin.cmd.relay_edit", "edit"), description=_k("admin.cmd.relay_edit.desc", "Change a relay's name, URL, key, format or auth style"))
+    @relay.command(
+        name=_k("admin.cmd.relay_edit", "edit"),
+        description=_k("admin.cmd.relay_edit.desc", "Change a relay's name, URL, key, format or auth style"),
+    )
     @app_commands.rename(name=_k("admin.opt.name", "name"), dialect=_k("admin.opt.format", "format"), auth=_k("admin.opt.auth", "auth"))
     @app_commands.describe(
         name=_k("admin.opt.name.desc", "The relay's name"),
@@ -442,7 +463,9 @@ class Admin(
         auth=_k("admin.opt.auth.desc", "How the relay wants the API key"),
     )
     @app_commands.choices(dialect=DIALECT_CHOICES, auth=AUTH_CHOICES)
-    async def relay_edit(self, interaction: discord.Interaction["NanoBananaBot"], name: str, dialect: str | None = None, auth: str | None = None) -> None:
+    async def relay_edit(
+        self, interaction: discord.Interaction[NanoBananaBot], name: str, dialect: str | None = None, auth: str | None = None
+    ) -> None:
         assert interaction.guild_id is not None
         current = await self.svc.relays.get(interaction.guild_id, name)
         if current is None:
@@ -450,7 +473,7 @@ class Admin(
             return
         await interaction.response.send_modal(RelayForm(self, _locale(interaction), dialect=dialect, auth=auth, current=current))
 
-    async def save_relay(self, interaction: discord.Interaction["NanoBananaBot"], form: RelayForm) -> None:
+    async def save_relay(self, interaction: discord.Interaction[NanoBananaBot], form: RelayForm) -> None:
         """The relay form was submitted: validate, store (key encrypted), answer with the hint."""
         locale = _locale(interaction)
         key = (form.key_input.value or "").strip()
@@ -469,7 +492,13 @@ class Admin(
             check_relay_url(url)
             if form.current is None:
                 info = await self.svc.relays.add(
-                    interaction.guild_id, name=name, base_url=url, api_key=key, dialect=form.dialect or "gemini", auth=form.auth or "query", model_aliases=aliases
+                    interaction.guild_id,
+                    name=name,
+                    base_url=url,
+                    api_key=key,
+                    dialect=form.dialect or "gemini",
+                    auth=form.auth or "query",
+                    model_aliases=aliases,
                 )
                 text = t(
                     "admin.relay.added",
@@ -500,8 +529,10 @@ class Admin(
         log.info("guild %s: relay %r saved (%s, %s)", interaction.guild_id, info.name, info.dialect, info.auth)
         await _send(interaction, text)
 
-    @relay.command(name=_k("admin.cmd.relay_list", "list"), description=_k("admin.cmd.relay_list.desc", "Show this server's relays, in failover order"))
-    async def relay_list(self, interaction: discord.Interaction["NanoBananaBot"]) -> None:
+    @relay.command(
+        name=_k("admin.cmd.relay_list", "list"), description=_k("admin.cmd.relay_list.desc", "Show this server's relays, in failover order")
+    )
+    async def relay_list(self, interaction: discord.Interaction[NanoBananaBot]) -> None:
         assert interaction.guild_id is not None
         locale = _locale(interaction)
         relays = await self.svc.relays.list(interaction.guild_id)
@@ -515,10 +546,13 @@ class Admin(
         embed.description = "\n".join(relay_line(r, now, locale) for r in relays)[:4096]
         await _send(interaction, embed=embed)
 
-    @relay.command(name=_k("admin.cmd.relay_test", "test"), description=_k("admin.cmd.relay_test.desc", "Make one cheap real call to a relay and report how it went"))
+    @relay.command(
+        name=_k("admin.cmd.relay_test", "test"),
+        description=_k("admin.cmd.relay_test.desc", "Make one cheap real call to a relay and report how it went"),
+    )
     @app_commands.rename(name=_k("admin.opt.name", "name"))
     @app_commands.describe(name=_k("admin.opt.name.desc", "The relay's name"))
-    async def relay_test(self, interaction: discord.Interaction["NanoBananaBot"], name: str) -> None:
+    async def relay_test(self, interaction: discord.Interaction[NanoBananaBot], name: str) -> None:
         assert interaction.guild_id is not None
         locale = _locale(interaction)
         if await self.svc.relays.get(interaction.guild_id, name) is None:
@@ -542,10 +576,12 @@ class Admin(
             return
         await _send(interaction, t("admin.relay.test_ok", locale, name=name, ms=round(latency * 1000)))
 
-    @relay.command(name=_k("admin.cmd.relay_remove", "remove"), description=_k("admin.cmd.relay_remove.desc", "Remove a relay and its stored key"))
+    @relay.command(
+        name=_k("admin.cmd.relay_remove", "remove"), description=_k("admin.cmd.relay_remove.desc", "Remove a relay and its stored key")
+    )
     @app_commands.rename(name=_k("admin.opt.name", "name"))
     @app_commands.describe(name=_k("admin.opt.name.desc", "The relay's name"))
-    async def relay_remove(self, interaction: discord.Interaction["NanoBananaBot"], name: str) -> None:
+    async def relay_remove(self, interaction: discord.Interaction[NanoBananaBot], name: str) -> None:
         assert interaction.guild_id is not None
         locale = _locale(interaction)
         if not await self.svc.relays.remove(interaction.guild_id, name):
@@ -557,7 +593,7 @@ class Admin(
     @relay.command(name=_k("admin.cmd.relay_order", "order"), description=_k("admin.cmd.relay_order.desc", "Set the failover order"))
     @app_commands.rename(order=_k("admin.opt.order", "order"))
     @app_commands.describe(order=_k("admin.opt.order.desc", "Relay names, first to last, separated by commas"))
-    async def relay_order(self, interaction: discord.Interaction["NanoBananaBot"], order: str) -> None:
+    async def relay_order(self, interaction: discord.Interaction[NanoBananaBot], order: str) -> None:
         assert interaction.guild_id is not None
         locale = _locale(interaction)
         names = [n.strip() for n in order.replace("，", ",").split(",") if n.strip()]
@@ -574,7 +610,9 @@ class Admin(
     @relay_edit.autocomplete("name")
     @relay_test.autocomplete("name")
     @relay_remove.autocomplete("name")
-    async def relay_name_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+    async def relay_name_autocomplete(
+        self, interaction: discord.Interaction[NanoBananaBot], current: str
+    ) -> list[app_commands.Choice[str]]:
         # Autocomplete skips interaction_check: relay names are for admins only.
         if not may_administer(interaction):
             return []
@@ -583,7 +621,9 @@ class Admin(
         return [app_commands.Choice(name=r.name, value=r.name) for r in relays if wanted in r.name.lower()][:25]
 
     @relay_order.autocomplete("order")
-    async def relay_order_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+    async def relay_order_autocomplete(
+        self, interaction: discord.Interaction[NanoBananaBot], current: str
+    ) -> list[app_commands.Choice[str]]:
         if not may_administer(interaction):
             return []
         relays = await self.svc.relays.list(interaction.guild_id)
@@ -595,8 +635,13 @@ class Admin(
 
     # ------------------------------------------------------------------ defaults
 
-    @defaults.command(name=_k("admin.cmd.defaults_set", "set"), description=_k("admin.cmd.defaults_set.desc", "Set the default model, aspect ratio and size"))
-    @app_commands.rename(model=_k("admin.opt.model", "model"), aspect_ratio=_k("admin.opt.aspect_ratio", "aspect_ratio"), size=_k("admin.opt.size", "size"))
+    @defaults.command(
+        name=_k("admin.cmd.defaults_set", "set"),
+        description=_k("admin.cmd.defaults_set.desc", "Set the default model, aspect ratio and size"),
+    )
+    @app_commands.rename(
+        model=_k("admin.opt.model", "model"), aspect_ratio=_k("admin.opt.aspect_ratio", "aspect_ratio"), size=_k("admin.opt.size", "size")
+    )
     @app_commands.describe(
         model=_k("admin.opt.model.desc", "A model"),
         aspect_ratio=_k("admin.opt.aspect_ratio.desc", "Default shape, e.g. 16:9"),
@@ -604,7 +649,11 @@ class Admin(
     )
     @app_commands.choices(model=MODEL_CHOICES, aspect_ratio=_ratio_choices(), size=_size_choices(auto=True))
     async def defaults_set(
-        self, interaction: discord.Interaction["NanoBananaBot"], model: str | None = None, aspect_ratio: str | None = None, size: str | None = None
+        self,
+        interaction: discord.Interaction[NanoBananaBot],
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        size: str | None = None,
     ) -> None:
         ratio = "" if aspect_ratio == AUTO else aspect_ratio
         chosen_size = "" if size == AUTO else size
@@ -615,7 +664,7 @@ class Admin(
     @defaults.command(name=_k("admin.cmd.models", "models"), description=_k("admin.cmd.models.desc", "Which models members may use"))
     @app_commands.rename(models=_k("admin.opt.models", "models"))
     @app_commands.describe(models=_k("admin.opt.models.desc", "Allowed models, separated by commas (empty: all)"))
-    async def defaults_models(self, interaction: discord.Interaction["NanoBananaBot"], models: str | None = None) -> None:
+    async def defaults_models(self, interaction: discord.Interaction[NanoBananaBot], models: str | None = None) -> None:
         names = [m.strip() for m in (models or "").replace("，", ",").split(",") if m.strip()]
         g = await self._update(interaction, lambda g: g.with_allowed_models(names))
         if g is not None:
@@ -623,7 +672,7 @@ class Admin(
             await _send(interaction, models_summary(g, locale) + "\n" + defaults_summary(g, locale))
 
     @defaults_models.autocomplete("models")
-    async def models_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+    async def models_autocomplete(self, interaction: discord.Interaction[NanoBananaBot], current: str) -> list[app_commands.Choice[str]]:
         # Comma-separated: complete the last item, keep what was typed before it.
         done, _, last = current.rpartition(",")
         prefix = (done.strip() + ", ") if done.strip() else ""
@@ -643,7 +692,7 @@ class Admin(
     )
     @app_commands.rename(channel=_k("admin.opt.channel", "channel"), allow=_k("admin.opt.allow", "allow"))
     @app_commands.describe(channel=_k("admin.opt.channel.desc", "A channel"), allow=_k("admin.opt.allow.desc", "Add (on) or remove (off)"))
-    async def access_channel(self, interaction: discord.Interaction["NanoBananaBot"], channel: discord.TextChannel, allow: bool) -> None:
+    async def access_channel(self, interaction: discord.Interaction[NanoBananaBot], channel: discord.TextChannel, allow: bool) -> None:
         def change(g: GuildSettings) -> GuildSettings:
             channels = set(g.allowed_channels)
             (channels.add if allow else channels.discard)(channel.id)
@@ -654,11 +703,12 @@ class Admin(
             await _send(interaction, access_summary(g, _locale(interaction)))
 
     @access.command(
-        name=_k("admin.cmd.access_role", "role"), description=_k("admin.cmd.access_role.desc", "Let a role use the bot, or stop letting it (none listed: everyone)")
+        name=_k("admin.cmd.access_role", "role"),
+        description=_k("admin.cmd.access_role.desc", "Let a role use the bot, or stop letting it (none listed: everyone)"),
     )
     @app_commands.rename(role=_k("admin.opt.role", "role"), allow=_k("admin.opt.allow", "allow"))
     @app_commands.describe(role=_k("admin.opt.role.desc", "A role"), allow=_k("admin.opt.allow.desc", "Add (on) or remove (off)"))
-    async def access_role(self, interaction: discord.Interaction["NanoBananaBot"], role: discord.Role, allow: bool) -> None:
+    async def access_role(self, interaction: discord.Interaction[NanoBananaBot], role: discord.Role, allow: bool) -> None:
         def change(g: GuildSettings) -> GuildSettings:
             roles = set(g.allowed_roles)
             (roles.add if allow else roles.discard)(role.id)
@@ -669,14 +719,18 @@ class Admin(
             await _send(interaction, access_summary(g, _locale(interaction)))
 
     @access.command(
-        name=_k("admin.cmd.access_threads", "threads"), description=_k("admin.cmd.access_threads.desc", "Open a thread on each result, and who may continue it")
+        name=_k("admin.cmd.access_threads", "threads"),
+        description=_k("admin.cmd.access_threads.desc", "Open a thread on each result, and who may continue it"),
     )
     @app_commands.rename(threads=_k("admin.opt.threads", "threads"), thread_mode=_k("admin.opt.thread_mode", "thread_mode"))
     @app_commands.describe(
-        threads=_k("admin.opt.threads.desc", "Open a thread on each result"), thread_mode=_k("admin.opt.thread_mode.desc", "Who may continue a picture in its thread")
+        threads=_k("admin.opt.threads.desc", "Open a thread on each result"),
+        thread_mode=_k("admin.opt.thread_mode.desc", "Who may continue a picture in its thread"),
     )
     @app_commands.choices(thread_mode=THREAD_MODE_CHOICES)
-    async def access_threads(self, interaction: discord.Interaction["NanoBananaBot"], threads: bool | None = None, thread_mode: str | None = None) -> None:
+    async def access_threads(
+        self, interaction: discord.Interaction[NanoBananaBot], threads: bool | None = None, thread_mode: str | None = None
+    ) -> None:
         g = await self._update(interaction, lambda g: g.with_access(threads=threads, thread_mode=thread_mode))
         if g is not None:
             await _send(interaction, access_summary(g, _locale(interaction)))
@@ -701,14 +755,18 @@ class Admin(
     )
     async def quota_limits(
         self,
-        interaction: discord.Interaction["NanoBananaBot"],
+        interaction: discord.Interaction[NanoBananaBot],
         user_daily: app_commands.Range[int, -1, 1_000_000] | None = None,
         guild_daily: app_commands.Range[int, -1, 1_000_000] | None = None,
         guild_monthly: app_commands.Range[int, -1, 1_000_000] | None = None,
         max_jobs: app_commands.Range[int, -1, 100] | None = None,
     ) -> None:
         # Omitted: keep; -1: no limit.
-        changes = {name: (None if value == -1 else value) for name, value in (("user_daily", user_daily), ("guild_daily", guild_daily), ("guild_monthly", guild_monthly)) if value is not None}
+        changes = {
+            name: (None if value == -1 else value)
+            for name, value in (("user_daily", user_daily), ("guild_daily", guild_daily), ("guild_monthly", guild_monthly))
+            if value is not None
+        }
 
         def change(g: GuildSettings) -> GuildSettings:
             if changes:
@@ -722,12 +780,21 @@ class Admin(
             return
         locale = _locale(interaction)
         operator = self.bot.settings.max_jobs_per_guild
-        lines = [quota_summary(g, locale), t("admin.limits.saved", locale, max_jobs=min(g.max_jobs or operator, operator)), t("admin.quota.resets_note", locale)]
+        lines = [
+            quota_summary(g, locale),
+            t("admin.limits.saved", locale, max_jobs=min(g.max_jobs or operator, operator)),
+            t("admin.quota.resets_note", locale),
+        ]
         await _send(interaction, "\n".join(lines))
 
-    @quota.command(name=_k("admin.cmd.cost", "cost"), description=_k("admin.cmd.cost.desc", "How many credits a picture costs, by model and size"))
+    @quota.command(
+        name=_k("admin.cmd.cost", "cost"), description=_k("admin.cmd.cost.desc", "How many credits a picture costs, by model and size")
+    )
     @app_commands.rename(
-        model=_k("admin.opt.model", "model"), size=_k("admin.opt.size", "size"), credits=_k("admin.opt.credits", "credits"), price=_k("admin.opt.price", "price_usd")
+        model=_k("admin.opt.model", "model"),
+        size=_k("admin.opt.size", "size"),
+        credits=_k("admin.opt.credits", "credits"),
+        price=_k("admin.opt.price", "price_usd"),
     )
     @app_commands.describe(
         model=_k("admin.opt.model.desc", "A model"),
@@ -738,7 +805,7 @@ class Admin(
     @app_commands.choices(model=MODEL_CHOICES, size=_size_choices(auto=False))
     async def quota_cost(
         self,
-        interaction: discord.Interaction["NanoBananaBot"],
+        interaction: discord.Interaction[NanoBananaBot],
         model: str | None = None,
         size: str | None = None,
         credits: app_commands.Range[int, -1, 1000] | None = None,
@@ -770,13 +837,28 @@ class Admin(
             key = "admin.quota.cost_reset" if credits == -1 else "admin.quota.cost_saved"
             lines.append(t(key, locale, model=_model(model), size=_size(model, shown, locale), credits=g.cost(model, shown)))
         if price is not None:
-            lines.append(t("admin.quota.price_saved", locale, model=_model(model), size=_size(model, shown, locale), price=f"{g.price(model, shown):.3f}"))
+            lines.append(
+                t(
+                    "admin.quota.price_saved",
+                    locale,
+                    model=_model(model),
+                    size=_size(model, shown, locale),
+                    price=f"{g.price(model, shown):.3f}",
+                )
+            )
         await _send(interaction, "\n".join(lines))
 
-    @quota.command(name=_k("admin.cmd.role_bonus", "role-bonus"), description=_k("admin.cmd.role_bonus.desc", "Extra daily credits for members with a role"))
+    @quota.command(
+        name=_k("admin.cmd.role_bonus", "role-bonus"),
+        description=_k("admin.cmd.role_bonus.desc", "Extra daily credits for members with a role"),
+    )
     @app_commands.rename(role=_k("admin.opt.role", "role"), credits=_k("admin.opt.credits", "credits"))
-    @app_commands.describe(role=_k("admin.opt.role.desc", "A role"), credits=_k("admin.opt.credits.desc", "Credits (-1 = back to the default)"))
-    async def quota_role_bonus(self, interaction: discord.Interaction["NanoBananaBot"], role: discord.Role, credits: app_commands.Range[int, -1, 1_000_000]) -> None:
+    @app_commands.describe(
+        role=_k("admin.opt.role.desc", "A role"), credits=_k("admin.opt.credits.desc", "Credits (-1 = back to the default)")
+    )
+    async def quota_role_bonus(
+        self, interaction: discord.Interaction[NanoBananaBot], role: discord.Role, credits: app_commands.Range[int, -1, 1_000_000]
+    ) -> None:
         def change(g: GuildSettings) -> GuildSettings:
             extra = dict(g.quota.role_extra)
             if credits > 0:
@@ -794,10 +876,13 @@ class Admin(
         else:
             await _send(interaction, t("admin.quota.role_bonus_removed", locale, role=role.mention))
 
-    @quota.command(name=_k("admin.cmd.exempt", "exempt"), description=_k("admin.cmd.exempt.desc", "Free a role from the per-member limit (the server limits still apply)"))
+    @quota.command(
+        name=_k("admin.cmd.exempt", "exempt"),
+        description=_k("admin.cmd.exempt.desc", "Free a role from the per-member limit (the server limits still apply)"),
+    )
     @app_commands.rename(role=_k("admin.opt.role", "role"), allow=_k("admin.opt.allow", "allow"))
     @app_commands.describe(role=_k("admin.opt.role.desc", "A role"), allow=_k("admin.opt.allow.desc", "Add (on) or remove (off)"))
-    async def quota_exempt(self, interaction: discord.Interaction["NanoBananaBot"], role: discord.Role, allow: bool) -> None:
+    async def quota_exempt(self, interaction: discord.Interaction[NanoBananaBot], role: discord.Role, allow: bool) -> None:
         def change(g: GuildSettings) -> GuildSettings:
             roles = set(g.quota.exempt_roles)
             (roles.add if allow else roles.discard)(role.id)
@@ -811,11 +896,14 @@ class Admin(
 
     # ------------------------------------------------------------------ usage and overview
 
-    @app_commands.command(name=_k("admin.cmd.usage", "usage"), description=_k("admin.cmd.usage.desc", "Pictures, credits, estimated spend, failures and relay speed"))
+    @app_commands.command(
+        name=_k("admin.cmd.usage", "usage"),
+        description=_k("admin.cmd.usage.desc", "Pictures, credits, estimated spend, failures and relay speed"),
+    )
     @app_commands.rename(period=_k("admin.opt.period", "period"))
     @app_commands.describe(period=_k("admin.opt.period.desc", "Which period"))
     @app_commands.choices(period=PERIOD_CHOICES)
-    async def usage(self, interaction: discord.Interaction["NanoBananaBot"], period: str = "30d") -> None:
+    async def usage(self, interaction: discord.Interaction[NanoBananaBot], period: str = "30d") -> None:
         locale = _locale(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         g = await self.svc.guild(interaction.guild_id)
@@ -827,14 +915,20 @@ class Admin(
             text += "\n-# " + t("usage.summary.spend_note", locale)
         await _send(interaction, text, file=discord.File(io.BytesIO(chart), filename=f"usage-{period}.png"))
 
-    @app_commands.command(name=_k("admin.cmd.settings", "settings"), description=_k("admin.cmd.settings.desc", "Show all of this server's bot settings"))
-    async def settings_show(self, interaction: discord.Interaction["NanoBananaBot"]) -> None:
+    @app_commands.command(
+        name=_k("admin.cmd.settings", "settings"), description=_k("admin.cmd.settings.desc", "Show all of this server's bot settings")
+    )
+    async def settings_show(self, interaction: discord.Interaction[NanoBananaBot]) -> None:
         assert interaction.guild_id is not None
         locale = _locale(interaction)
         g = await self.svc.guild(interaction.guild_id)
         relays = await self.svc.relays.list(interaction.guild_id)
         embed = discord.Embed(colour=render.BRAND, title=t("admin.settings.title", locale))
-        embed.add_field(name=t("admin.settings.defaults", locale), value=(_plain(defaults_summary(g, locale)) + "\n" + _plain(models_summary(g, locale)))[:1024], inline=False)
+        embed.add_field(
+            name=t("admin.settings.defaults", locale),
+            value=(_plain(defaults_summary(g, locale)) + "\n" + _plain(models_summary(g, locale)))[:1024],
+            inline=False,
+        )
         embed.add_field(name=t("admin.settings.access", locale), value=_plain(access_summary(g, locale))[:1024], inline=False)
         quota_lines = [_plain(quota_summary(g, locale))]
         if g.quota.role_extra:
@@ -854,5 +948,5 @@ class Admin(
         await _send(interaction, embed=embed)
 
 
-async def setup(bot: "NanoBananaBot") -> None:
+async def setup(bot: NanoBananaBot) -> None:
     await bot.add_cog(Admin(bot))

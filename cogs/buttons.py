@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import ui
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _cog(interaction: discord.Interaction["NanoBananaBot"]) -> "Imagine":
+def _cog(interaction: discord.Interaction[NanoBananaBot]) -> Imagine:
     cog = interaction.client.get_cog("Imagine")
     assert cog is not None
     return cog  # type: ignore[return-value]
@@ -47,80 +48,97 @@ async def _guarded(interaction: discord.Interaction[Any], action: Callable[[], A
 
 class RerollButton(ui.DynamicItem[ui.Button], template=r"nb:reroll:(?P<turn>\d+)"):
     def __init__(self, turn_id: int, locale: str = "en") -> None:
-        super().__init__(ui.Button(label=t("button.reroll", locale), emoji="🎲", style=discord.ButtonStyle.secondary, custom_id=f"nb:reroll:{turn_id}"))
+        super().__init__(
+            ui.Button(label=t("button.reroll", locale), emoji="🎲", style=discord.ButtonStyle.secondary, custom_id=f"nb:reroll:{turn_id}")
+        )
         self.turn_id = turn_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> "RerollButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> RerollButton:
         return cls(int(match["turn"]))
 
-    async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
+    async def callback(self, interaction: discord.Interaction[NanoBananaBot]) -> Any:
         await _guarded(interaction, lambda: _cog(interaction).reroll(interaction, self.turn_id))
 
 
 class EditButton(ui.DynamicItem[ui.Button], template=r"nb:edit:(?P<turn>\d+)"):
     def __init__(self, turn_id: int, locale: str = "en") -> None:
-        super().__init__(ui.Button(label=t("button.edit", locale), emoji="✏️", style=discord.ButtonStyle.primary, custom_id=f"nb:edit:{turn_id}"))
+        super().__init__(
+            ui.Button(label=t("button.edit", locale), emoji="✏️", style=discord.ButtonStyle.primary, custom_id=f"nb:edit:{turn_id}")
+        )
         self.turn_id = turn_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> "EditButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> EditButton:
         return cls(int(match["turn"]))
 
-    async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
+    async def callback(self, interaction: discord.Interaction[NanoBananaBot]) -> Any:
         await _guarded(interaction, lambda: _cog(interaction).open_edit_modal(interaction, self.turn_id))
 
 
 class UpscaleButton(ui.DynamicItem[ui.Button], template=r"nb:up:(?P<turn>\d+):(?P<size>2K|4K)"):
     def __init__(self, turn_id: int, size: str, locale: str = "en") -> None:
-        super().__init__(ui.Button(label=t("button.upscale", locale, size=size), emoji="🔍", style=discord.ButtonStyle.secondary, custom_id=f"nb:up:{turn_id}:{size}"))
+        super().__init__(
+            ui.Button(
+                label=t("button.upscale", locale, size=size),
+                emoji="🔍",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"nb:up:{turn_id}:{size}",
+            )
+        )
         self.turn_id = turn_id
         self.size = size
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> "UpscaleButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> UpscaleButton:
         return cls(int(match["turn"]), match["size"])
 
-    async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
+    async def callback(self, interaction: discord.Interaction[NanoBananaBot]) -> Any:
         await _guarded(interaction, lambda: _cog(interaction).upscale(interaction, self.turn_id, self.size))
 
 
 class DeleteButton(ui.DynamicItem[ui.Button], template=r"nb:del:(?P<turn>\d+)"):
     def __init__(self, turn_id: int, locale: str = "en") -> None:
-        super().__init__(ui.Button(label=t("button.delete", locale), emoji="🗑️", style=discord.ButtonStyle.danger, custom_id=f"nb:del:{turn_id}"))
+        super().__init__(
+            ui.Button(label=t("button.delete", locale), emoji="🗑️", style=discord.ButtonStyle.danger, custom_id=f"nb:del:{turn_id}")
+        )
         self.turn_id = turn_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> "DeleteButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> DeleteButton:
         return cls(int(match["turn"]))
 
-    async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
+    async def callback(self, interaction: discord.Interaction[NanoBananaBot]) -> Any:
         await _guarded(interaction, lambda: _cog(interaction).delete_result(interaction, self.turn_id))
 
 
 class CancelButton(ui.DynamicItem[ui.Button], template=r"nb:cancel:(?P<job>\d+)"):
     def __init__(self, job_id: int, locale: str = "en") -> None:
-        super().__init__(ui.Button(label=t("button.cancel", locale), emoji="✖️", style=discord.ButtonStyle.secondary, custom_id=f"nb:cancel:{job_id}"))
+        super().__init__(
+            ui.Button(label=t("button.cancel", locale), emoji="✖️", style=discord.ButtonStyle.secondary, custom_id=f"nb:cancel:{job_id}")
+        )
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> "CancelButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> CancelButton:
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
+    async def callback(self, interaction: discord.Interaction[NanoBananaBot]) -> Any:
         await _guarded(interaction, lambda: _cog(interaction).cancel(interaction, self.job_id))
 
 
 class RetryButton(ui.DynamicItem[ui.Button], template=r"nb:retry:(?P<job>\d+)"):
     def __init__(self, job_id: int, locale: str = "en") -> None:
-        super().__init__(ui.Button(label=t("button.retry", locale), emoji="🔁", style=discord.ButtonStyle.primary, custom_id=f"nb:retry:{job_id}"))
+        super().__init__(
+            ui.Button(label=t("button.retry", locale), emoji="🔁", style=discord.ButtonStyle.primary, custom_id=f"nb:retry:{job_id}")
+        )
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> "RetryButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str], /) -> RetryButton:
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction["NanoBananaBot"]) -> Any:
+    async def callback(self, interaction: discord.Interaction[NanoBananaBot]) -> Any:
         await _guarded(interaction, lambda: _cog(interaction).retry(interaction, self.job_id))
 
 

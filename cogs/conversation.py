@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class Conversation(commands.Cog):
-    def __init__(self, bot: "NanoBananaBot") -> None:
+    def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         # Per thread: messages are taken one at a time, and the newest job continuing the
         # thread's latest picture, so the next quick message chains after it.
@@ -101,7 +101,16 @@ class Conversation(commands.Cog):
         )
         role_ids = [r.id for r in getattr(message.author, "roles", [])]
         try:
-            await vet(svc, req, message.attachments, guild_id=message.guild.id, channel=message.channel, channel_id=message.channel.id, user_id=message.author.id, role_ids=role_ids)
+            await vet(
+                svc,
+                req,
+                message.attachments,
+                guild_id=message.guild.id,
+                channel=message.channel,
+                channel_id=message.channel.id,
+                user_id=message.author.id,
+                role_ids=role_ids,
+            )
             for attachment in message.attachments:
                 image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
                 req.images.append(await svc.images.put(image.data, image.mime_type))
@@ -138,20 +147,24 @@ class Conversation(commands.Cog):
             self._last_job[message.channel.id] = job.id
             if len(self._last_job) > 10_000:
                 self._last_job.pop(next(iter(self._last_job)))
-        imagine: "Imagine | None" = self.bot.get_cog("Imagine")  # type: ignore[assignment]
+        imagine: Imagine | None = self.bot.get_cog("Imagine")  # type: ignore[assignment]
         if imagine is not None:
             position = await svc.queue_position(job.id)
             if position is not None:  # None: already running, and its runner shows that
-                await imagine._edit_progress(job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True)
+                await imagine._edit_progress(
+                    job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True
+                )
 
     async def _reply(self, message: discord.Message, content: str, *, delete_after: float | None = None) -> discord.Message | None:
         try:
             # The text may echo the member's words or file names: it pings nobody.
-            return await message.reply(content, mention_author=False, delete_after=delete_after, allowed_mentions=discord.AllowedMentions.none())
+            return await message.reply(
+                content, mention_author=False, delete_after=delete_after, allowed_mentions=discord.AllowedMentions.none()
+            )
         except discord.HTTPException as exc:
             log.info("could not answer message %s: %s", message.id, exc.status)
             return None
 
 
-async def setup(bot: "NanoBananaBot") -> None:
+async def setup(bot: NanoBananaBot) -> None:
     await bot.add_cog(Conversation(bot))

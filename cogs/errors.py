@@ -42,7 +42,7 @@ def reason_for(error: app_commands.AppCommandError, locale: str) -> str:
 
 
 class Errors(commands.Cog):
-    def __init__(self, bot: "NanoBananaBot") -> None:
+    def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         self._previous = bot.tree.on_error
         bot.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
@@ -50,7 +50,7 @@ class Errors(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.on_error = self._previous  # type: ignore[method-assign]
 
-    async def on_app_command_error(self, interaction: discord.Interaction["NanoBananaBot"], error: app_commands.AppCommandError) -> None:
+    async def on_app_command_error(self, interaction: discord.Interaction[NanoBananaBot], error: app_commands.AppCommandError) -> None:
         original = getattr(error, "original", error)
         if not is_user_facing(original) and not isinstance(error, (app_commands.CheckFailure, app_commands.CommandOnCooldown)):
             command = interaction.command.qualified_name if interaction.command else "?"
@@ -60,7 +60,7 @@ class Errors(commands.Cog):
         await render.reply_privately(interaction, embed)
 
     @commands.Cog.listener()
-    async def on_command_error(self, ctx: commands.Context["NanoBananaBot"], error: commands.CommandError) -> None:
+    async def on_command_error(self, ctx: commands.Context[NanoBananaBot], error: commands.CommandError) -> None:
         # Mentioning the bot is how members talk to it in threads, so a "command" that does not
         # exist is just a message for the conversation cog, not an error.
         if isinstance(error, (commands.CommandNotFound, commands.NotOwner, commands.CheckFailure)):
@@ -69,12 +69,12 @@ class Errors(commands.Cog):
 
     @commands.command(name="sync", hidden=True)
     @commands.is_owner()
-    async def sync(self, ctx: commands.Context["NanoBananaBot"]) -> None:
+    async def sync(self, ctx: commands.Context[NanoBananaBot]) -> None:
         """@bot sync — re-sync application commands even if unchanged (owner only)."""
         await self.bot.sync_commands_if_changed(force=True)
         locale = normalize_locale(ctx.guild.preferred_locale if ctx.guild else None)
         await ctx.reply(t("owner.synced", locale), mention_author=False)
 
 
-async def setup(bot: "NanoBananaBot") -> None:
+async def setup(bot: NanoBananaBot) -> None:
     await bot.add_cog(Errors(bot))

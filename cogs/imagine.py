@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -56,7 +57,7 @@ def _k(key: str, text: str) -> app_commands.locale_str:
 
 
 class Imagine(commands.Cog):
-    def __init__(self, bot: "NanoBananaBot") -> None:
+    def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         # progress message id -> (interaction, acked at): lets progress edits use the token while
         # it lives. Keyed by message, not job, so it is known before the job row exists (a job
@@ -88,7 +89,9 @@ class Imagine(commands.Cog):
 
     # ---------------------------------------------------------------- /imagine
 
-    @app_commands.command(name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images"))
+    @app_commands.command(
+        name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images")
+    )
     @app_commands.guild_only()
     @app_commands.rename(
         prompt=_k("opt.prompt", "prompt"),
@@ -123,7 +126,7 @@ class Imagine(commands.Cog):
     )
     async def imagine(
         self,
-        interaction: discord.Interaction["NanoBananaBot"],
+        interaction: discord.Interaction[NanoBananaBot],
         prompt: app_commands.Range[str, 1, 4000],
         image1: discord.Attachment | None = None,
         image2: discord.Attachment | None = None,
@@ -152,7 +155,7 @@ class Imagine(commands.Cog):
         await self.start(interaction, req, attachments=attachments, kind="imagine")
 
     @imagine.autocomplete("aspect_ratio")
-    async def ratio_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+    async def ratio_autocomplete(self, interaction: discord.Interaction[NanoBananaBot], current: str) -> list[app_commands.Choice[str]]:
         spec = await self._spec_for(interaction)
         wanted = current.strip().replace(" ", "")
         # What starts with the typed text first ("16" -> 16:9 before 9:16).
@@ -160,7 +163,7 @@ class Imagine(commands.Cog):
         return [app_commands.Choice(name=r, value=r) for r in matches][:25]
 
     @imagine.autocomplete("size")
-    async def size_autocomplete(self, interaction: discord.Interaction["NanoBananaBot"], current: str) -> list[app_commands.Choice[str]]:
+    async def size_autocomplete(self, interaction: discord.Interaction[NanoBananaBot], current: str) -> list[app_commands.Choice[str]]:
         spec = await self._spec_for(interaction)
         if not spec.sizes:
             locale = normalize_locale(interaction.locale)
@@ -168,7 +171,7 @@ class Imagine(commands.Cog):
         wanted = current.strip().lower()
         return [app_commands.Choice(name=display_size(s), value=s) for s in spec.sizes if wanted in display_size(s).lower()][:25]
 
-    async def _spec_for(self, interaction: discord.Interaction["NanoBananaBot"]):
+    async def _spec_for(self, interaction: discord.Interaction[NanoBananaBot]):
         chosen = getattr(interaction.namespace, "model", None)
         if not chosen:
             chosen = (await self.bot.services.defaults(interaction.guild_id)).model
@@ -179,7 +182,7 @@ class Imagine(commands.Cog):
 
     # ---------------------------------------------------------------- context menu
 
-    async def edit_image_menu(self, interaction: discord.Interaction["NanoBananaBot"], message: discord.Message) -> None:
+    async def edit_image_menu(self, interaction: discord.Interaction[NanoBananaBot], message: discord.Message) -> None:
         locale = normalize_locale(interaction.locale)
         if interaction.guild_id is None:
             await interaction.response.send_message(t("cmd_error.guild_only", locale), ephemeral=True)
@@ -192,7 +195,7 @@ class Imagine(commands.Cog):
         if turn is not None and not await self._may_continue(interaction, turn.conversation_id):
             turn = None  # someone else's thread: a new picture from this one, not a turn in theirs
 
-        async def submitted(modal_interaction: discord.Interaction["NanoBananaBot"], text: str, extra: list[discord.Attachment]) -> None:
+        async def submitted(modal_interaction: discord.Interaction[NanoBananaBot], text: str, extra: list[discord.Attachment]) -> None:
             defaults = await self.bot.services.defaults(modal_interaction.guild_id)
             if turn is not None:
                 await self._continue(modal_interaction, turn.id, text, extra, reply_to=None)
@@ -210,7 +213,7 @@ class Imagine(commands.Cog):
 
     # ---------------------------------------------------------------- buttons
 
-    async def reroll(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
+    async def reroll(self, interaction: discord.Interaction[NanoBananaBot], turn_id: int) -> None:
         svc = self.bot.services
         locale = normalize_locale(interaction.locale)
         job = await svc.job_for_turn(turn_id)
@@ -227,12 +230,14 @@ class Imagine(commands.Cog):
             return  # a turn in someone else's thread
         await self.start(interaction, req, attachments=[], kind="reroll")
 
-    async def upscale(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int, size: str) -> None:
+    async def upscale(self, interaction: discord.Interaction[NanoBananaBot], turn_id: int, size: str) -> None:
         req = await self._request_from_turn(interaction, turn_id, UPSCALE_PROMPT, size=size)
         if req is not None:
-            await self.start(interaction, req, attachments=[], kind="upscale", display_prompt=t("upscale.prompt", req.guild_locale, size=size))
+            await self.start(
+                interaction, req, attachments=[], kind="upscale", display_prompt=t("upscale.prompt", req.guild_locale, size=size)
+            )
 
-    async def open_edit_modal(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
+    async def open_edit_modal(self, interaction: discord.Interaction[NanoBananaBot], turn_id: int) -> None:
         locale = normalize_locale(interaction.locale)
         turn = await self.bot.services.conversations.get_turn(turn_id)
         if turn is None:
@@ -242,12 +247,12 @@ class Imagine(commands.Cog):
         if not await self._may_continue(interaction, turn.conversation_id, refuse=True):
             return
 
-        async def submitted(modal_interaction: discord.Interaction["NanoBananaBot"], text: str, extra: list[discord.Attachment]) -> None:
+        async def submitted(modal_interaction: discord.Interaction[NanoBananaBot], text: str, extra: list[discord.Attachment]) -> None:
             await self._continue(modal_interaction, turn_id, text, extra, reply_to=None)
 
         await interaction.response.send_modal(EditModal(locale, submitted))
 
-    async def _may_continue(self, interaction: discord.Interaction["NanoBananaBot"], conversation: Any, *, refuse: bool = False) -> bool:
+    async def _may_continue(self, interaction: discord.Interaction[NanoBananaBot], conversation: Any, *, refuse: bool = False) -> bool:
         """The server's thread rule (requester / anyone) for buttons and forms that add a turn to
         a conversation, as for messages in its thread. ``conversation``: object or id."""
         svc = self.bot.services
@@ -262,7 +267,7 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(t("conversation.owner_only", normalize_locale(interaction.locale)), ephemeral=True)
         return False
 
-    async def delete_result(self, interaction: discord.Interaction["NanoBananaBot"], turn_id: int) -> None:
+    async def delete_result(self, interaction: discord.Interaction[NanoBananaBot], turn_id: int) -> None:
         locale = normalize_locale(interaction.locale)
         svc = self.bot.services
         job = await svc.job_for_turn(turn_id)
@@ -278,7 +283,7 @@ class Imagine(commands.Cog):
         except discord.HTTPException:
             await interaction.followup.send(t("delete.failed", locale), ephemeral=True)
 
-    async def cancel(self, interaction: discord.Interaction["NanoBananaBot"], job_id: int) -> None:
+    async def cancel(self, interaction: discord.Interaction[NanoBananaBot], job_id: int) -> None:
         locale = normalize_locale(interaction.locale)
         svc = self.bot.services
         job = await svc.get_job(job_id)
@@ -293,7 +298,7 @@ class Imagine(commands.Cog):
         self._interactions.pop(progress_message_id(job) or 0, None)
         await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
 
-    async def retry(self, interaction: discord.Interaction["NanoBananaBot"], job_id: int) -> None:
+    async def retry(self, interaction: discord.Interaction[NanoBananaBot], job_id: int) -> None:
         locale = normalize_locale(interaction.locale)
         # Claimed before the first await: a double click (two interactions a few ms apart)
         # makes one job; the second is told so. The button is removed below as well, and
@@ -325,7 +330,7 @@ class Imagine(commands.Cog):
 
     async def _continue(
         self,
-        interaction: discord.Interaction["NanoBananaBot"],
+        interaction: discord.Interaction[NanoBananaBot],
         turn_id: int,
         text: str,
         extra: Sequence[discord.Attachment],
@@ -339,7 +344,7 @@ class Imagine(commands.Cog):
 
     async def _request_from_turn(
         self,
-        interaction: discord.Interaction["NanoBananaBot"],
+        interaction: discord.Interaction[NanoBananaBot],
         turn_id: int,
         prompt: str,
         *,
@@ -371,7 +376,7 @@ class Imagine(commands.Cog):
 
     async def start(
         self,
-        interaction: discord.Interaction["NanoBananaBot"],
+        interaction: discord.Interaction[NanoBananaBot],
         req: JobRequest,
         *,
         attachments: Sequence[discord.Attachment],
@@ -388,7 +393,16 @@ class Imagine(commands.Cog):
         try:
             if req.post_channel_id == interaction.channel_id:
                 check_can_post(interaction.app_permissions, in_thread=isinstance(interaction.channel, discord.Thread))
-            await vet(svc, req, attachments, guild_id=interaction.guild_id, channel=interaction.channel, channel_id=interaction.channel_id, user_id=member.id, role_ids=role_ids)
+            await vet(
+                svc,
+                req,
+                attachments,
+                guild_id=interaction.guild_id,
+                channel=interaction.channel,
+                channel_id=interaction.channel_id,
+                user_id=member.id,
+                role_ids=role_ids,
+            )
         except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
             if not is_user_facing(exc):
                 raise
@@ -422,10 +436,12 @@ class Imagine(commands.Cog):
             return None
         position = await svc.queue_position(job.id)
         if position is not None:  # None: already running (or over), and its runner shows that
-            await self._edit_progress(job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True)
+            await self._edit_progress(
+                job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True
+            )
         return job
 
-    def _upload_limit(self, interaction: discord.Interaction["NanoBananaBot"]) -> int:
+    def _upload_limit(self, interaction: discord.Interaction[NanoBananaBot]) -> int:
         limit = getattr(interaction, "filesize_limit", None)
         if not limit and interaction.guild is not None:
             limit = interaction.guild.filesize_limit
@@ -536,7 +552,9 @@ class Imagine(commands.Cog):
             log.info("could not remove the progress message of job %s: %s", job.id, exc.status)
 
     async def on_position(self, job: Any, position: int) -> None:
-        await self._edit_progress(job, render.progress_text("queued", job_locale(job), position=position, since=job.created_at), cancel=True)
+        await self._edit_progress(
+            job, render.progress_text("queued", job_locale(job), position=position, since=job.created_at), cancel=True
+        )
 
     async def on_interrupted(self, job: Any) -> None:
         locale = job_locale(job)
@@ -553,7 +571,9 @@ class Imagine(commands.Cog):
         except (TypeError, ValueError, AttributeError):
             req = JobRequest(prompt="", model="")  # refused below, with the user told and refunded
         started = time.time()
-        await self._edit_progress(job, render.progress_text("generating", req.locale, since=started, model=req.model), force=True, cancel=True)
+        await self._edit_progress(
+            job, render.progress_text("generating", req.locale, since=started, model=req.model), force=True, cancel=True
+        )
         try:
             try:
                 if not req.prompt or not req.model:
@@ -565,7 +585,9 @@ class Imagine(commands.Cog):
                     prior = await svc.get_job(req.after_job_id)
                     if prior is not None and prior.result_turn_id is not None:
                         req.parent_turn_id = prior.result_turn_id
-                generated = await svc.studio.generate(guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id)
+                generated = await svc.studio.generate(
+                    guild_id=job.guild_id, channel_id=job.channel_id, user_id=job.user_id, req=req, job_id=job.id
+                )
                 # The picture exists and goes out now (the upload may land even if interrupted):
                 # a Cancel click from here on is too late, or it would refund a posted picture.
                 self._delivering.add(job.id)
@@ -588,7 +610,13 @@ class Imagine(commands.Cog):
                 raise
             # The picture is out: bookkeeping trouble from here on must not refund it.
             try:
-                await svc.record_result(job, turn_id=generated.turn.id if generated.turn else None, message_id=message.id, relay_name=generated.relay_name, latency_ms=int((time.time() - started) * 1000))
+                await svc.record_result(
+                    job,
+                    turn_id=generated.turn.id if generated.turn else None,
+                    message_id=message.id,
+                    relay_name=generated.relay_name,
+                    latency_ms=int((time.time() - started) * 1000),
+                )
             except Exception:
                 log.exception("job %s was delivered but its result could not be recorded", job.id)
             await self._drop_progress(job)
@@ -610,7 +638,7 @@ class Imagine(commands.Cog):
         display_prompt = req.display_prompt or req.prompt
         message: discord.Message | None = None
         tried_channels: set[int] = set()
-        for attempt in range(UPLOAD_RETRIES):
+        for _attempt in range(UPLOAD_RETRIES):
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
             filename = fitted.filename(f"nano-banana-{turn.id}" if turn is not None else f"nano-banana-job{job.id}")
             embed = render.result_embed(
@@ -629,7 +657,9 @@ class Imagine(commands.Cog):
                 fit_note="\n".join(
                     x
                     for x in (
-                        render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)),
+                        render.fit_note(
+                            fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)
+                        ),
                         note,
                         *(t(n.key, locale, **n.params) for n in result.notes),
                     )
@@ -765,7 +795,11 @@ def check_attachments(attachments: Sequence[discord.Attachment]) -> None:
             raise InvalidRequest("not an image", key="invalid.not_image", name=attachment.filename)
         if attachment.size > MAX_INPUT_BYTES:
             raise InvalidRequest(
-                "file too large", key="invalid.image_too_large", name=attachment.filename, size_mb=round(attachment.size / 2**20, 1), limit_mb=MAX_INPUT_BYTES // 2**20
+                "file too large",
+                key="invalid.image_too_large",
+                name=attachment.filename,
+                size_mb=round(attachment.size / 2**20, 1),
+                limit_mb=MAX_INPUT_BYTES // 2**20,
             )
 
 
@@ -802,5 +836,5 @@ def is_user_facing(exc: BaseException) -> bool:
     return isinstance(exc, (RelayError, UserFacingError)) or isinstance(getattr(exc, "key", None), str)
 
 
-async def setup(bot: "NanoBananaBot") -> None:
+async def setup(bot: NanoBananaBot) -> None:
     await bot.add_cog(Imagine(bot))

@@ -83,17 +83,25 @@ def recent_lines(status: QuotaStatus, locale: str) -> list[str]:
 
 
 class Members(commands.Cog):
-    def __init__(self, bot: "NanoBananaBot") -> None:
+    def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name=_k("quota.cmd", "quota"), description=_k("quota.cmd.desc", "Your credits left, when they reset, and your recent pictures"))
+    @app_commands.command(
+        name=_k("quota.cmd", "quota"), description=_k("quota.cmd.desc", "Your credits left, when they reset, and your recent pictures")
+    )
     @app_commands.guild_only()
-    async def quota(self, interaction: discord.Interaction["NanoBananaBot"]) -> None:
+    async def quota(self, interaction: discord.Interaction[NanoBananaBot]) -> None:
         svc = self.bot.services
         locale = normalize_locale(interaction.locale)
         g = await svc.guild(interaction.guild_id)
         roles = [r.id for r in getattr(interaction.user, "roles", [])]
-        status = await svc.quota.status(guild_id=interaction.guild_id, user_id=interaction.user.id, rules=await svc.quota_rules(interaction.guild_id, g), role_ids=roles, recent=RECENT_JOBS)
+        status = await svc.quota.status(
+            guild_id=interaction.guild_id,
+            user_id=interaction.user.id,
+            rules=await svc.quota_rules(interaction.guild_id, g),
+            role_ids=roles,
+            recent=RECENT_JOBS,
+        )
         embed = discord.Embed(colour=render.BRAND, title=t("quota.title", locale))
         embed.description = "\n".join(quota_lines(status, locale))
         size = canonical_size(g.default_model, g.default_size)
@@ -104,5 +112,5 @@ class Members(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
-async def setup(bot: "NanoBananaBot") -> None:
+async def setup(bot: NanoBananaBot) -> None:
     await bot.add_cog(Members(bot))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import discord
 
@@ -48,7 +48,9 @@ def result_embed(
     if width and height:
         # What came out, not what was asked (nothing asked used to read "default").
         has_sizes = bool(getattr(MODELS.get(model), "sizes", ()))
-        shape = " · ".join(x for x in (ratio_of(width, height), display_size(size_of(width, height)) if has_sizes else None, f"{width}×{height}") if x)
+        shape = " · ".join(
+            x for x in (ratio_of(width, height), display_size(size_of(width, height)) if has_sizes else None, f"{width}×{height}") if x
+        )
     else:
         shape = " · ".join(x for x in (aspect_ratio, display_size(size) if size else None) if x) or t("result.default_shape", locale)
     embed.add_field(name=t("result.shape", locale), value=shape, inline=True)

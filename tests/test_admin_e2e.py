@@ -11,8 +11,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -21,8 +22,8 @@ from PIL import Image
 from bot.app import NanoBananaBot
 from bot.quota import next_day
 from cogs.admin import FIELD_ALIASES, FIELD_KEY, FIELD_NAME, FIELD_URL
-from tests.doubles.discord_double import Call, DiscordDouble, Perm
 from tests import e2e
+from tests.doubles.discord_double import Call, DiscordDouble, Perm
 from tests.doubles.relay_double import Behaviour, RelayDouble
 
 OPERATOR_KEY = "operator-relay-key-123456"
@@ -62,8 +63,12 @@ class World:
         self.ada = dd.add_member(self.guild, username="ada", roles=[self.mods])  # may manage the server
         self.alice = dd.add_member(self.guild, username="alice")  # an ordinary member
 
-    async def command(self, command: str, /, *, user: Any, group: str | None = None, sub: str | None = None, locale: str = "en-US", **options: Any) -> dict[str, Any]:
-        payload = self.dd.slash_interaction(command, channel=self.channel, user=user, group=group, subcommand=sub, options=options, locale=locale)
+    async def command(
+        self, command: str, /, *, user: Any, group: str | None = None, sub: str | None = None, locale: str = "en-US", **options: Any
+    ) -> dict[str, Any]:
+        payload = self.dd.slash_interaction(
+            command, channel=self.channel, user=user, group=group, subcommand=sub, options=options, locale=locale
+        )
         return await self.dd.interact(payload)
 
     async def admin(self, group: str | None, sub: str, /, *, user: Any = None, locale: str = "en-US", **options: Any) -> dict[str, Any]:
@@ -83,7 +88,15 @@ class World:
         return await self.answer(inter, mark)
 
     async def submit_relay_form(
-        self, fields: dict[str, str], *, user: Any = None, locale: str = "en-US", member_permissions: Any = None, dialect: str = "gemini", auth: str = "query", edit: str | None = None
+        self,
+        fields: dict[str, str],
+        *,
+        user: Any = None,
+        locale: str = "en-US",
+        member_permissions: Any = None,
+        dialect: str = "gemini",
+        auth: str = "query",
+        edit: str | None = None,
     ) -> Call:
         user = user or self.ada
         mark = self.dd.mark()
@@ -110,7 +123,11 @@ class World:
 
     async def result_post(self, since: int, timeout: float = 20.0) -> Call:
         return await self.dd.wait_for(
-            "POST", rf"^/channels/{self.channel['id']}/messages$", since=since, predicate=lambda c: bool(c.files) and c.status < 300, timeout=timeout
+            "POST",
+            rf"^/channels/{self.channel['id']}/messages$",
+            since=since,
+            predicate=lambda c: bool(c.files) and c.status < 300,
+            timeout=timeout,
         )
 
 
@@ -169,11 +186,23 @@ async def test_a_non_admin_is_refused_every_admin_subcommand_and_an_admin_is_not
         subcommands = list(admin_subcommands(w.dd))
         names = {f"{g} {s}" if g else s for g, s, _ in subcommands}
         assert names == {
-            "relay add", "relay edit", "relay list", "relay test", "relay remove", "relay order",
-            "defaults set", "defaults models",
-            "access channel", "access role", "access threads",
-            "quota limits", "quota cost", "quota role-bonus", "quota exempt",
-            "usage", "settings",
+            "relay add",
+            "relay edit",
+            "relay list",
+            "relay test",
+            "relay remove",
+            "relay order",
+            "defaults set",
+            "defaults models",
+            "access channel",
+            "access role",
+            "access threads",
+            "quota limits",
+            "quota cost",
+            "quota role-bonus",
+            "quota exempt",
+            "usage",
+            "settings",
         }
         before = (await bot.services.guild(int(w.guild["id"]))).to_json()
 
@@ -218,7 +247,9 @@ def _leaks(blob: str | bytes) -> bool:
     return any(f in blob for f in forms)
 
 
-async def test_a_key_typed_into_the_form_is_stored_encrypted_and_never_sent_or_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_key_typed_into_the_form_is_stored_encrypted_and_never_sent_or_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     with RelayDouble(api_key=GUILD_KEY) as guild_relay:
         async with world(tmp_path) as (w, bot):
@@ -236,7 +267,11 @@ async def test_a_key_typed_into_the_form_is_stored_encrypted_and_never_sent_or_l
             form = (await w.answer(inter, mark)).json["data"]
             assert guild_relay.url in json.dumps(form)
             submit = w.dd.modal_submit_interaction(
-                form["custom_id"], {FIELD_NAME: "main", FIELD_URL: guild_relay.url, FIELD_KEY: "", FIELD_ALIASES: ""}, channel=w.channel, user=w.ada, modal=form
+                form["custom_id"],
+                {FIELD_NAME: "main", FIELD_URL: guild_relay.url, FIELD_KEY: "", FIELD_ALIASES: ""},
+                channel=w.channel,
+                user=w.ada,
+                modal=form,
             )
             await w.dd.interact(submit)
             assert "Relay **main** updated" in text_of(await w.answer(submit, mark))  # an empty key field keeps the key
@@ -312,7 +347,12 @@ async def test_a_relay_added_through_the_form_is_used_by_imagine_in_the_order_se
         async with world(tmp_path) as (w, bot):
             await w.add_relay("first", first.url, GUILD_KEY, auth="bearer")
             added = await w.submit_relay_form(
-                {FIELD_NAME: "second", FIELD_URL: second.url, FIELD_KEY: "sk-second-relay-key-0000000000", FIELD_ALIASES: "gemini-3.1-flash-image-preview=nano-banana-2"},
+                {
+                    FIELD_NAME: "second",
+                    FIELD_URL: second.url,
+                    FIELD_KEY: "sk-second-relay-key-0000000000",
+                    FIELD_ALIASES: "gemini-3.1-flash-image-preview=nano-banana-2",
+                },
                 dialect="gemini",
                 auth="x-goog-api-key",
             )

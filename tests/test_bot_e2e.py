@@ -9,17 +9,18 @@ import io
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from bot.app import NanoBananaBot
 from bot.quota import transaction
+from tests import e2e
 from tests.conftest import make_image
 from tests.doubles.discord_double import DiscordDouble, Perm
-from tests import e2e
 from tests.doubles.relay_double import Behaviour, RelayDouble
 
 API_KEY = "relay-secret-key-123456"
@@ -47,7 +48,11 @@ class World:
     async def result_post(self, channel: dict[str, Any] | None = None, since: int = 0, timeout: float = 20.0):
         channel = channel or self.channel
         return await self.dd.wait_for(
-            "POST", rf"^/channels/{channel['id']}/messages$", since=since, predicate=lambda c: bool(c.files) and c.status < 300, timeout=timeout
+            "POST",
+            rf"^/channels/{channel['id']}/messages$",
+            since=since,
+            predicate=lambda c: bool(c.files) and c.status < 300,
+            timeout=timeout,
         )
 
 
@@ -163,7 +168,13 @@ async def say_in_thread(w: World, bot: NanoBananaBot, thread_id: int, text: str,
 
 
 def model_signatures(contents: list[dict[str, Any]]) -> list[str]:
-    return [p["thoughtSignature"] for c in contents if c.get("role") == "model" for p in c["parts"] if "thoughtSignature" in p and "inlineData" in p]
+    return [
+        p["thoughtSignature"]
+        for c in contents
+        if c.get("role") == "model"
+        for p in c["parts"]
+        if "thoughtSignature" in p and "inlineData" in p
+    ]
 
 
 async def test_thread_message_edits_with_history_and_reply_branches(tmp_path: Path) -> None:
@@ -213,7 +224,9 @@ async def test_buttons_work_on_a_new_bot_instance_over_the_same_database(tmp_pat
                 # Same command definitions as last time: no sync (Discord rate-limits syncs).
                 assert dd.find("PUT", r"^/applications/\d+/commands$", since=restart_mark) == []
                 assert dd.find("PUT", r"^/applications/\d+/commands$")  # the first start did sync
-                reroll = next(c["custom_id"] for row in root["components"] for c in row["components"] if c["custom_id"].startswith("nb:reroll:"))
+                reroll = next(
+                    c["custom_id"] for row in root["components"] for c in row["components"] if c["custom_id"].startswith("nb:reroll:")
+                )
                 before = len(relay.requests)
                 mark = dd.mark()
                 await dd.interact(dd.component_interaction(root, reroll, user=w.alice))
@@ -221,7 +234,9 @@ async def test_buttons_work_on_a_new_bot_instance_over_the_same_database(tmp_pat
                 assert post.files and len(relay.requests) == before + 1
                 assert relay.requests[-1].json["contents"][0]["parts"][0]["text"] == "a red fox in snow"
 
-                delete = next(c["custom_id"] for row in post.response["components"] for c in row["components"] if c["custom_id"].startswith("nb:del:"))
+                delete = next(
+                    c["custom_id"] for row in post.response["components"] for c in row["components"] if c["custom_id"].startswith("nb:del:")
+                )
                 mark = dd.mark()
                 # bob is neither the requester nor a moderator: refused, ephemerally
                 inter = await dd.interact(dd.component_interaction(post.response, delete, user=w.bob))
@@ -304,7 +319,9 @@ async def test_edit_button_opens_a_modal_whose_instructions_edit_that_picture_in
         extra = w.dd.add_attachment(make_image(40, 40, "JPEG"), "hat.jpg", "image/jpeg")
         w.relay.enqueue(Behaviour("image", signature="sig-edit"))
         await w.dd.interact(
-            w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "give the fox a hat", ids[19]: [extra]}, channel=w.channel, user=w.alice, modal=modal)
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {ids[4]: "give the fox a hat", ids[19]: [extra]}, channel=w.channel, user=w.alice, modal=modal
+            )
         )
         post = await w.result_post(channel=w.dd.channels[thread_id], since=mark)
         assert post.files
@@ -326,7 +343,11 @@ async def test_edit_image_context_menu_starts_from_any_messages_picture(tmp_path
         assert opened.json["type"] == 9
         modal = w.dd.last_modal()
         ids = modal_ids(modal)
-        await w.dd.interact(w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "make it a watercolour", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal))
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {ids[4]: "make it a watercolour", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal
+            )
+        )
         post = await w.result_post(since=mark)
         assert post.files
         parts = w.relay.requests[-1].json["contents"][-1]["parts"]
@@ -346,7 +367,9 @@ async def test_an_edit_on_a_pruned_picture_says_its_images_expired(tmp_path: Pat
         mark = w.dd.mark()
         thread = w.dd.channels[thread_id]
         await w.dd.post_message(thread, w.alice, f"<@{bot.user.id}> make it blue")
-        call = await w.dd.wait_for("PATCH", rf"^/channels/{thread_id}/messages/\d+$", since=mark, predicate=lambda c: "too old" in json.dumps(c.json), timeout=10)
+        call = await w.dd.wait_for(
+            "PATCH", rf"^/channels/{thread_id}/messages/\d+$", since=mark, predicate=lambda c: "too old" in json.dumps(c.json), timeout=10
+        )
         assert "/imagine" in json.dumps(call.json)
         assert len(w.relay.requests) == before  # nothing was sent
 
@@ -372,9 +395,14 @@ async def test_cancel_refunds_and_the_relay_answer_is_not_posted(tmp_path: Path)
 
 async def test_autocomplete_offers_only_what_the_chosen_model_takes(tmp_path: Path) -> None:
     async with world(tmp_path) as (w, bot):
+
         async def choices(focused: str, **options: Any) -> list[str]:
             mark = w.dd.mark()
-            inter = await w.dd.interact(w.dd.autocomplete_interaction("imagine", focused=focused, channel=w.channel, user=w.alice, options={"prompt": "x", **options}))
+            inter = await w.dd.interact(
+                w.dd.autocomplete_interaction(
+                    "imagine", focused=focused, channel=w.channel, user=w.alice, options={"prompt": "x", **options}
+                )
+            )
             call = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
             assert call.json["type"] == 8
             return [c["value"] for c in call.json["data"]["choices"]]
@@ -415,9 +443,13 @@ async def test_a_safety_block_is_explained_with_the_models_words_and_refunded(tm
     async with world(tmp_path) as (w, bot):
         w.relay.enqueue(Behaviour("finish", reason="IMAGE_SAFETY", message="I can't draw that person."))
         mark = w.dd.mark()
-        inter = await w.imagine(prompt="a famous person doing something odd")
+        await w.imagine(prompt="a famous person doing something odd")
         call = await w.dd.wait_for(
-            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: "safety" in json.dumps((c.json or {}).get("embeds")), timeout=15
+            "PATCH",
+            r"/messages/@original$",
+            since=mark,
+            predicate=lambda c: "safety" in json.dumps((c.json or {}).get("embeds")),
+            timeout=15,
         )
         text = call.json["embeds"][0]["description"]
         assert "safety filter" in text and "Traceback" not in text
@@ -482,7 +514,9 @@ async def test_a_restart_interrupts_the_running_job_refunds_it_and_offers_retry(
                 def offers_retry(c: Any) -> bool:
                     return c.status < 300 and "nb:retry:" in json.dumps(c.json)
 
-                notice = await dd.wait_for("*", rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$", since=mark, predicate=offers_retry, timeout=15)
+                notice = await dd.wait_for(
+                    "*", rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$", since=mark, predicate=offers_retry, timeout=15
+                )
                 assert "restarted" in json.dumps(notice.json)
                 if notice.method == "POST":  # a new notice: the stale "Drawing…" + Cancel message goes
                     await dd.wait_for("DELETE", rf"^/channels/{w.channel['id']}/messages/{progress['id']}$", since=mark)
@@ -530,7 +564,13 @@ async def test_cancel_clicked_after_the_picture_was_posted_is_too_late_and_the_j
         w.dd.fail("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", 429, retry_after=1.5)
         mark = w.dd.mark()
         inter = await w.imagine(prompt="a picture nearly done")
-        progress = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: c.status < 300 and "nb:cancel:" in json.dumps(c.json), timeout=10)
+        progress = await w.dd.wait_for(
+            "PATCH",
+            r"/messages/@original$",
+            since=mark,
+            predicate=lambda c: c.status < 300 and "nb:cancel:" in json.dumps(c.json),
+            timeout=10,
+        )
         cancel_id = button_id(progress.json, "nb:cancel:")
         # Clicked while the button was still shown; it reaches the bot once the picture is posted.
         click = w.dd.component_interaction(w.dd.original_message(inter), cancel_id, user=w.alice)
@@ -541,7 +581,9 @@ async def test_cancel_clicked_after_the_picture_was_posted_is_too_late_and_the_j
         assert answered.json["type"] == 4 and answered.json["data"]["flags"] & 64
         assert "refunded" not in json.dumps(answered.json)
         # The job finishes normally: thread opened, progress removed, credits committed.
-        await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}/threads$", since=mark, predicate=lambda c: c.status < 300)
+        await w.dd.wait_for(
+            "POST", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}/threads$", since=mark, predicate=lambda c: c.status < 300
+        )
         await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)
         await bot.services.jobs.join()
         totals = await bot.services.quota.totals()
@@ -587,7 +629,11 @@ async def test_edit_image_on_someone_elses_result_starts_a_new_picture_when_thre
         modal = w.dd.last_modal()
         ids = modal_ids(modal)
         w.relay.enqueue(Behaviour("image", signature="sig-bob"))
-        await w.dd.interact(w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "paint it like Monet", ids[19]: []}, channel=w.channel, user=w.bob, modal=modal))
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {ids[4]: "paint it like Monet", ids[19]: []}, channel=w.channel, user=w.bob, modal=modal
+            )
+        )
         post = await w.result_post(since=mark)  # in the channel, not in alice's thread
         assert f"<@{user_id(w.bob)}>" in post.json["content"]
         sent = w.relay.requests[-1].json["contents"]
@@ -633,7 +679,11 @@ async def test_an_edit_whose_thread_was_locked_is_delivered_in_the_channel(tmp_p
         modal = w.dd.last_modal()
         ids = modal_ids(modal)
         w.relay.enqueue(Behaviour("image", signature="sig-edit"))
-        await w.dd.interact(w.dd.modal_submit_interaction(modal["custom_id"], {ids[4]: "add a scarf", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal))
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {ids[4]: "add a scarf", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal
+            )
+        )
         post = await w.result_post(since=mark)
         assert post.files
         await bot.services.jobs.join()
@@ -648,11 +698,19 @@ async def test_a_discord_permission_failure_on_delivery_is_explained_and_refunde
         # The interaction said the bot may post (the permission was taken away while it drew),
         # and the drawing outlived the interaction token, so no followup can carry it either.
         w.relay.enqueue(Behaviour("slow", delay=0.5))
-        payload = w.dd.slash_interaction("imagine", channel=w.channel, user=w.alice, options={"prompt": "a picture that cannot be attached"}, app_permissions=ALL_APP_PERMISSIONS)
+        payload = w.dd.slash_interaction(
+            "imagine",
+            channel=w.channel,
+            user=w.alice,
+            options={"prompt": "a picture that cannot be attached"},
+            app_permissions=ALL_APP_PERMISSIONS,
+        )
         inter = await w.dd.interact(payload)
         await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
         w.dd.expire_interaction_tokens()
-        call = await w.dd.wait_for("*", r"/messages", since=mark, predicate=lambda c: c.status < 300 and "missing a permission" in json.dumps(c.json), timeout=15)
+        call = await w.dd.wait_for(
+            "*", r"/messages", since=mark, predicate=lambda c: c.status < 300 and "missing a permission" in json.dumps(c.json), timeout=15
+        )
         assert "missing a permission" in json.dumps(call.json)
         await bot.services.jobs.join()
         totals = await bot.services.quota.totals()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFont
+from PIL import Image
 
 from bot import fonts
 from bot.usage import DayUsage, UsageReport, chart_locale, nice_ticks, reason_rows, render_chart, wrap
@@ -54,7 +54,9 @@ def test_without_any_cjk_font_the_chinese_chart_falls_back_to_english(tmp_path: 
         return
     (tmp_path / "fonts").mkdir()
     conf = tmp_path / "fonts.conf"
-    conf.write_text(f'<?xml version="1.0"?><fontconfig><dir>{tmp_path / "fonts"}</dir><cachedir>{tmp_path / "cache"}</cachedir></fontconfig>')
+    conf.write_text(
+        f'<?xml version="1.0"?><fontconfig><dir>{tmp_path / "fonts"}</dir><cachedir>{tmp_path / "cache"}</cachedir></fontconfig>'
+    )
     code = (
         "from bot.usage import chart_locale, render_chart, UsageReport;"
         "print(chart_locale('zh-CN'));"
@@ -86,13 +88,22 @@ def test_nb_font_with_chinese_glyphs_is_used_for_chinese_labels() -> None:
 
 @pytest.mark.parametrize(
     "top, whole, ticks",
-    [(1, True, [0, 1]), (3, True, [0, 1, 2, 3]), (7, True, [0, 2, 4, 6, 8]), (30, True, [0, 10, 20, 30]), (38.1, False, [0, 10, 20, 30, 40]), (0.4, False, [0, 0.1, 0.2, 0.3, 0.4])],
+    [
+        (1, True, [0, 1]),
+        (3, True, [0, 1, 2, 3]),
+        (7, True, [0, 2, 4, 6, 8]),
+        (30, True, [0, 10, 20, 30]),
+        (38.1, False, [0, 10, 20, 30, 40]),
+        (0.4, False, [0, 0.1, 0.2, 0.3, 0.4]),
+    ],
 )
 def test_axis_ticks_are_round_numbers_covering_the_maximum(top: float, whole: bool, ticks: list[float]) -> None:
     assert nice_ticks(top, whole=whole) == pytest.approx(ticks)
 
 
-@pytest.mark.parametrize("text", ["withheld by the safety filter", "backup-relay-for-the-weekend-crowd", "与受保护内容过于相似的图片被拦下", "x"])
+@pytest.mark.parametrize(
+    "text", ["withheld by the safety filter", "backup-relay-for-the-weekend-crowd", "与受保护内容过于相似的图片被拦下", "x"]
+)
 def test_wrapped_labels_keep_every_character_and_fit(text: str) -> None:
     font = fonts.load(14)
     lines = wrap(text, font, 90)
@@ -107,7 +118,15 @@ def _report(reasons: dict[str, int]) -> UsageReport:
 
 
 def test_reasons_beyond_four_are_one_other_row_with_their_sum() -> None:
-    reasons = {"no_image:safety": 9, "deliver.discord_refused": 6, "http_503": 5, "timeout": 4, "network": 3, "internal": 1, "interrupted": 1}
+    reasons = {
+        "no_image:safety": 9,
+        "deliver.discord_refused": 6,
+        "http_503": 5,
+        "timeout": 4,
+        "network": 3,
+        "internal": 1,
+        "interrupted": 1,
+    }
     rows = reason_rows(_report(reasons), "en", fonts.load(14), space=400)
     labels = [label for label, _, _ in rows]
     assert labels == ["withheld by the safety filter", "Discord refused the post", "HTTP 503", "timed out", "3 other reasons"]

@@ -12,8 +12,8 @@ import json
 import os
 import socket
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,20 +136,45 @@ def test_out_file_folder_and_new_folders(double, tmp_path) -> None:
 
 
 def test_options_reach_the_relay_in_its_own_form(double, tmp_path) -> None:
-    run = cli("a fox", "--model", "nano-banana-2", "--aspect-ratio", "1:8", "--size", "512px", "--thinking", "high", "--grounding", cwd=tmp_path, relay=double)
+    run = cli(
+        "a fox",
+        "--model",
+        "nano-banana-2",
+        "--aspect-ratio",
+        "1:8",
+        "--size",
+        "512px",
+        "--thinking",
+        "high",
+        "--grounding",
+        cwd=tmp_path,
+        relay=double,
+    )
     assert run.code == 0, run.err
     config = double.requests[-1].json["generationConfig"]
     assert config["imageConfig"] == {"aspectRatio": "1:8", "imageSize": "512"}
     assert config["thinkingConfig"]["thinkingLevel"] == "HIGH"
-    run = cli("a fox", "--model", PRO, "--aspect-ratio", "2:3", "--size", "4k", cwd=tmp_path, relay=double, fmt="openai-images", auth="bearer")
+    run = cli(
+        "a fox", "--model", PRO, "--aspect-ratio", "2:3", "--size", "4k", cwd=tmp_path, relay=double, fmt="openai-images", auth="bearer"
+    )
     assert run.code == 0, run.err
     body = double.requests[-1].json
     assert (body["size"], body["aspect_ratio"]) == ("4k", "2:3")
 
 
 def test_flags_override_the_environment(double, tmp_path) -> None:
-    run = cli("a fox", "--relay-url", double.url, "--format", "openai-chat", "--auth", "x-goog-api-key", cwd=tmp_path, key=KEY,
-              env={"NB_RELAY_URL": "http://127.0.0.1:9", "NB_RELAY_FORMAT": "gemini", "NB_RELAY_AUTH": "query"})
+    run = cli(
+        "a fox",
+        "--relay-url",
+        double.url,
+        "--format",
+        "openai-chat",
+        "--auth",
+        "x-goog-api-key",
+        cwd=tmp_path,
+        key=KEY,
+        env={"NB_RELAY_URL": "http://127.0.0.1:9", "NB_RELAY_FORMAT": "gemini", "NB_RELAY_AUTH": "query"},
+    )
     assert run.code == 0, run.err
     assert (double.requests[-1].dialect, double.requests[-1].auth_style) == ("openai-chat", "x-goog-api-key")
 
@@ -185,19 +210,22 @@ def test_edit_through_openai_images_uploads_the_file(double, tmp_path) -> None:
 # --- exit 2: invalid input, nothing sent ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["a fox", "--size", "3K"], "does not take the size"),
-    (["a fox", "--model", FLASH25, "--size", "2K"], "takes no size"),
-    (["a fox", "--model", PRO, "--size", "512px"], "Allowed: 1K, 2K, 4K"),
-    (["a fox", "--aspect-ratio", "7:3"], "does not take the aspect ratio"),
-    (["a fox", "--model", "dall-e-3"], "Unknown model"),
-    (["  "], "prompt is empty"),
-    (["a fox", "--model", PRO, "--thinking", "high"], "no thinking option"),
-    (["a fox", "--model", FLASH25, "--grounding"], "cannot use Google Search"),
-    (["a fox", "--format", "openai"], "invalid choice"),
-    (["a fox", "--no-such-flag"], "unrecognized arguments"),
-    ([], "required"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["a fox", "--size", "3K"], "does not take the size"),
+        (["a fox", "--model", FLASH25, "--size", "2K"], "takes no size"),
+        (["a fox", "--model", PRO, "--size", "512px"], "Allowed: 1K, 2K, 4K"),
+        (["a fox", "--aspect-ratio", "7:3"], "does not take the aspect ratio"),
+        (["a fox", "--model", "dall-e-3"], "Unknown model"),
+        (["  "], "prompt is empty"),
+        (["a fox", "--model", PRO, "--thinking", "high"], "no thinking option"),
+        (["a fox", "--model", FLASH25, "--grounding"], "cannot use Google Search"),
+        (["a fox", "--format", "openai"], "invalid choice"),
+        (["a fox", "--no-such-flag"], "unrecognized arguments"),
+        ([], "required"),
+    ],
+)
 def test_invalid_options_exit_2_without_sending(double, tmp_path, args, needle) -> None:
     run = cli(*args, "--json", cwd=tmp_path, relay=double)
     assert run.code == 2, run.err
@@ -218,14 +246,17 @@ def test_bad_input_files_exit_2_without_sending(double, tmp_path) -> None:
     assert double.requests == []
 
 
-@pytest.mark.parametrize(("env", "key", "needle"), [
-    ({"NB_RELAY_URL": ""}, KEY, "NB_RELAY_URL"),
-    ({}, None, "NB_API_KEY"),
-    ({"NB_RELAY_FORMAT": "claude"}, KEY, "NB_RELAY_FORMAT"),
-    ({"NB_RELAY_AUTH": "cookie"}, KEY, "NB_RELAY_AUTH"),
-    ({"NB_RELAY_URL": "ftp://relay.example"}, KEY, "http(s) URL"),
-    ({"NB_RETRY_ATTEMPTS": "many"}, KEY, "NB_RETRY_ATTEMPTS"),
-])
+@pytest.mark.parametrize(
+    ("env", "key", "needle"),
+    [
+        ({"NB_RELAY_URL": ""}, KEY, "NB_RELAY_URL"),
+        ({}, None, "NB_API_KEY"),
+        ({"NB_RELAY_FORMAT": "claude"}, KEY, "NB_RELAY_FORMAT"),
+        ({"NB_RELAY_AUTH": "cookie"}, KEY, "NB_RELAY_AUTH"),
+        ({"NB_RELAY_URL": "ftp://relay.example"}, KEY, "http(s) URL"),
+        ({"NB_RETRY_ATTEMPTS": "many"}, KEY, "NB_RETRY_ATTEMPTS"),
+    ],
+)
 def test_configuration_problems_exit_2_with_one_line(double, tmp_path, env, key, needle) -> None:
     run = cli("a fox", cwd=tmp_path, relay=double, key=key, env=env)
     assert run.code == 2, run.err
@@ -244,17 +275,24 @@ def test_unwritable_output_exits_2_before_sending(double, tmp_path) -> None:
 # --- exit 3: answered without a picture -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("fmt", "behaviour", "needles"), [
-    ("gemini", Behaviour("blocked", reason="PROHIBITED_CONTENT", message="This prompt is not allowed."), ["blocked", "PROHIBITED_CONTENT", "This prompt is not allowed."]),
-    ("gemini", Behaviour("finish", reason="IMAGE_SAFETY"), ["safety filter", "IMAGE_SAFETY", "Prohibited Use policy"]),
-    ("gemini", Behaviour("finish", reason="NO_IMAGE"), ["made none", "Unable to generate an image"]),
-    ("gemini", Behaviour("finish", reason="RECITATION"), ["protected content", "RECITATION"]),
-    ("gemini", Behaviour("text_only", text="I'd rather not draw that."), ["text only", "I'd rather not draw that."]),
-    ("openai-chat", Behaviour("blocked"), ["safety filter", "content policy"]),
-    ("openai-chat", Behaviour("text_only", text="Here is a poem instead."), ["text only", "Here is a poem instead."]),
-    ("openai-images", Behaviour("blocked"), ["blocked", "safety system"]),
-    ("openai-images", Behaviour("finish"), ["made none"]),
-])
+@pytest.mark.parametrize(
+    ("fmt", "behaviour", "needles"),
+    [
+        (
+            "gemini",
+            Behaviour("blocked", reason="PROHIBITED_CONTENT", message="This prompt is not allowed."),
+            ["blocked", "PROHIBITED_CONTENT", "This prompt is not allowed."],
+        ),
+        ("gemini", Behaviour("finish", reason="IMAGE_SAFETY"), ["safety filter", "IMAGE_SAFETY", "Prohibited Use policy"]),
+        ("gemini", Behaviour("finish", reason="NO_IMAGE"), ["made none", "Unable to generate an image"]),
+        ("gemini", Behaviour("finish", reason="RECITATION"), ["protected content", "RECITATION"]),
+        ("gemini", Behaviour("text_only", text="I'd rather not draw that."), ["text only", "I'd rather not draw that."]),
+        ("openai-chat", Behaviour("blocked"), ["safety filter", "content policy"]),
+        ("openai-chat", Behaviour("text_only", text="Here is a poem instead."), ["text only", "Here is a poem instead."]),
+        ("openai-images", Behaviour("blocked"), ["blocked", "safety system"]),
+        ("openai-images", Behaviour("finish"), ["made none"]),
+    ],
+)
 def test_no_picture_exits_3_with_reason_and_the_models_words(double, tmp_path, fmt, behaviour, needles) -> None:
     double.enqueue(behaviour)
     run = cli("something", "--model", PRO, "--json", cwd=tmp_path, relay=double, fmt=fmt, auth="bearer")
@@ -305,12 +343,15 @@ def test_redirect_to_an_address_with_the_key_is_shown_masked_and_whole(double, t
     assert "(redirect to /moved/v1beta?key=***). Use the final address" in run.err
 
 
-@pytest.mark.parametrize(("behaviours", "needle"), [
-    ([Behaviour("error", status=502, body="html")] * 4, "502 Bad Gateway"),
-    ([Behaviour("disconnect")] * 4, "Could not reach the relay"),
-    ([Behaviour("truncated", **SMALL)] * 4, "broken"),
-    ([Behaviour("raw", body="<html>maintenance</html>", content_type="text/html")] * 4, "broken"),
-])
+@pytest.mark.parametrize(
+    ("behaviours", "needle"),
+    [
+        ([Behaviour("error", status=502, body="html")] * 4, "502 Bad Gateway"),
+        ([Behaviour("disconnect")] * 4, "Could not reach the relay"),
+        ([Behaviour("truncated", **SMALL)] * 4, "broken"),
+        ([Behaviour("raw", body="<html>maintenance</html>", content_type="text/html")] * 4, "broken"),
+    ],
+)
 def test_faults_exit_4_after_retries(double, tmp_path, behaviours, needle) -> None:
     double.enqueue(*behaviours)
     run = cli("a fox", cwd=tmp_path, relay=double)
@@ -340,12 +381,15 @@ def test_unreachable_relay_exits_4(tmp_path) -> None:
 # --- retries and answer variants through the CLI --------------------------------------------
 
 
-@pytest.mark.parametrize("behaviour", [
-    Behaviour("error", status=429, retry_after=1),
-    Behaviour("error", status=500, body="google_list"),
-    Behaviour("truncated", **SMALL),
-    Behaviour("disconnect"),
-])
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        Behaviour("error", status=429, retry_after=1),
+        Behaviour("error", status=500, body="google_list"),
+        Behaviour("truncated", **SMALL),
+        Behaviour("disconnect"),
+    ],
+)
 def test_transient_faults_are_retried_to_success(double, tmp_path, behaviour) -> None:
     double.enqueue(behaviour)
     run = cli("a fox", "--json", cwd=tmp_path, relay=double)
@@ -355,15 +399,18 @@ def test_transient_faults_are_retried_to_success(double, tmp_path, behaviour) ->
     assert "retrying" in run.err
 
 
-@pytest.mark.parametrize(("fmt", "options"), [
-    ("gemini", {"thoughts": 3, "casing": "snake"}),
-    ("gemini", {"markdown": True, "escaped_slashes": True}),
-    ("gemini", {"casing": "mixed", "mime": "image/jpeg"}),
-    ("gemini", {"huge": True, "width": 2600, "height": 2600}),
-    ("openai-images", {"url": True}),
-    ("openai-chat", {"chat_images_field": True}),
-    ("openai-chat", {"escaped_slashes": True}),
-])
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        ("gemini", {"thoughts": 3, "casing": "snake"}),
+        ("gemini", {"markdown": True, "escaped_slashes": True}),
+        ("gemini", {"casing": "mixed", "mime": "image/jpeg"}),
+        ("gemini", {"huge": True, "width": 2600, "height": 2600}),
+        ("openai-images", {"url": True}),
+        ("openai-chat", {"chat_images_field": True}),
+        ("openai-chat", {"escaped_slashes": True}),
+    ],
+)
 def test_answer_variants_through_the_cli(double, tmp_path, fmt, options) -> None:
     double.enqueue(Behaviour("image", **{**SMALL, **options}))
     run = cli("a fox", "--model", PRO, "--json", cwd=tmp_path, relay=double, fmt=fmt, auth="bearer")
@@ -462,7 +509,9 @@ def test_line_wrapped_data_url_in_a_chat_answer_writes_the_whole_picture(double,
 
 def test_a_picture_cut_short_is_not_written_as_a_success(double, tmp_path) -> None:
     whole = make_image(150, 100, "PNG", (10, 200, 30))
-    cut = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(whole[:300]).decode()}}]}}]}
+    cut = {
+        "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(whole[:300]).decode()}}]}}]
+    }
     double.enqueue(*[Behaviour("raw", body=json.dumps(cut))] * 4)
     run = cli("a fox", "--json", cwd=tmp_path, relay=double)
     assert run.code == 4, run.err
@@ -517,6 +566,7 @@ def test_help_exits_0(tmp_path) -> None:
 
 
 # --- hostile relays (README "Security and limits") ------------------------------------------
+
 
 @pytest.mark.parametrize("attack", ["junk_list", "million_parts", "stacked_gzip_bomb"])
 def test_a_hostile_answer_is_turned_down_at_once_with_one_line(double, tmp_path, attack: str) -> None:

@@ -110,10 +110,18 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize(
     "link",
-    ["http://169.254.169.254/latest/meta-data/iam/security-credentials/", "http://[::ffff:169.254.169.254]/latest/", "http://100.100.100.200/latest/"],
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[::ffff:169.254.169.254]/latest/",
+        "http://100.100.100.200/latest/",
+    ],
 )
 async def test_the_operators_own_relay_cannot_point_a_download_at_metadata(loopback_only: list[str], link: str) -> None:
-    answer = {"candidates": [{"content": {"role": "model", "parts": [{"fileData": {"mimeType": "image/png", "fileUri": link}}]}, "finishReason": "STOP"}]}
+    answer = {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"fileData": {"mimeType": "image/png", "fileUri": link}}]}, "finishReason": "STOP"}
+        ]
+    }
     with RelayDouble(api_key=KEY) as double:
         double.enqueue(Behaviour("raw", body=json.dumps(answer)))
         relay = RelayConfig(base_url=double.url, api_key=KEY, trusted=True, name="operator")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from PIL import Image
 
 from bot import store
@@ -71,7 +70,7 @@ async def add(conv: Conversations, cid: int, parent: int | None, n: int, *, with
     """Turn number n: its own distinct final/draft images (distinct sizes → distinct bytes)."""
     final = make_image(60 + n, 40)
     draft = make_image(30 + n, 20)
-    u = user_turn(f"step {n}", *( [make_image(20 + n, 20)] if with_input else []))
+    u = user_turn(f"step {n}", *([make_image(20 + n, 20)] if with_input else []))
     m = model_turn(final, draft, f"sig{n}")
     turn = await conv.add_turn(cid, parent, u, m, final, "image/png", prompt=f"step {n}", settings={"size": "1K"})
     return turn, u, m, final
@@ -146,9 +145,7 @@ async def test_one_picture_used_many_times_is_stored_once(env: Conversations) ->
     cid = await new_conversation(env)
     t1, _, _, final1 = await add(env, cid, None, 1)
     # The user sends the previous result back as an input image: no second copy.
-    await env.add_turn(
-        cid, t1.id, user_turn("again", final1), model_turn(final1, None, "x"), final1, "image/png", prompt="again"
-    )
+    await env.add_turn(cid, t1.id, user_turn("again", final1), model_turn(final1, None, "x"), final1, "image/png", prompt="again")
     async with env.db.execute("SELECT COUNT(*) FROM images") as cur:
         count = (await cur.fetchone())[0]
     assert count == 2  # turn 1's final and its draft; nothing new for turn 2
@@ -329,7 +326,10 @@ async def test_a_big_answer_is_stored_from_its_bytes_and_replayed_byte_exact(env
 
             cid = await new_conversation(env)
             turn = await env.add_turn(cid, None, result.user_turn, result.model_turn, result.image, result.mime_type, prompt="a fox")
-            assert turn.model_parts[-1] == {"inlineData": {"mimeType": "image/png", "sha256": turn.image_sha256}, "thoughtSignature": "U0lHLWJpZw=="}
+            assert turn.model_parts[-1] == {
+                "inlineData": {"mimeType": "image/png", "sha256": turn.image_sha256},
+                "thoughtSignature": "U0lHLWJpZw==",
+            }
             assert await env.images.get(turn.image_sha256) == (picture, "image/png")
 
             history = await env.history(turn.id)
@@ -352,10 +352,14 @@ async def test_a_big_picture_inside_a_text_part_is_stored_as_that_text(env: Conv
     with RelayDouble(api_key="k") as double:
         async with RelayClient(max_attempts=1, timeout=20) as client:
             double.enqueue(Behaviour("raw", body=body.decode()))
-            result = await client.generate(RelayConfig(double.url, "gemini", "query", "k"), GenerationRequest("a fox", model="gemini-3-pro-image-preview"))
+            result = await client.generate(
+                RelayConfig(double.url, "gemini", "query", "k"), GenerationRequest("a fox", model="gemini-3-pro-image-preview")
+            )
     assert result.image == picture
     assert any(isinstance(p.get("text"), Blob) for p in result.model_turn["parts"])
-    turn = await env.add_turn(await new_conversation(env), None, result.user_turn, result.model_turn, result.image, result.mime_type, prompt="a fox")
+    turn = await env.add_turn(
+        await new_conversation(env), None, result.user_turn, result.model_turn, result.image, result.mime_type, prompt="a fox"
+    )
     history = await env.history(turn.id)
     assert dumps(history[1]["parts"]) == dumps(relay_content["parts"])
 
@@ -417,4 +421,4 @@ async def test_a_server_over_its_storage_cap_loses_its_least_recently_used_pictu
     assert not (await env.images.info(kept_elsewhere.image_sha256)).pruned  # another server's: untouched
     with pytest.raises(ImagePruned):
         await env.history(turns[0].id)
-    assert (await env.history(turns[-1].id))  # the newest still edits
+    assert await env.history(turns[-1].id)  # the newest still edits

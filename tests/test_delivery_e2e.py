@@ -9,12 +9,12 @@ import errno
 import json
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
-from bot.quota import transaction
 from tests import e2e
 from tests.doubles.discord_double import DiscordDouble
 from tests.doubles.relay_double import Behaviour, RelayDouble
@@ -62,7 +62,9 @@ async def bot_world(tmp_path: Path, **extra: str) -> AsyncIterator[tuple[Discord
 
 
 async def job_rows(bot: Any) -> list[tuple[Any, ...]]:
-    async with bot.services.db.execute("SELECT j.id, j.status, q.state FROM jobs j JOIN quota_ledger q ON q.job_id = j.id ORDER BY j.id") as cur:
+    async with bot.services.db.execute(
+        "SELECT j.id, j.status, q.state FROM jobs j JOIN quota_ledger q ON q.job_id = j.id ORDER BY j.id"
+    ) as cur:
         return [tuple(r) for r in await cur.fetchall()]
 
 
@@ -71,7 +73,13 @@ async def test_a_paid_picture_is_delivered_when_the_disk_is_full(tmp_path: Path)
         with full_disk(tmp_path / "data" / "images") as how:
             mark = dd.mark()
             await dd.interact(dd.slash_interaction("imagine", channel=channel, user=alice, options={"prompt": "a lighthouse"}))
-            post = await dd.wait_for("POST", rf"^/channels/{channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300, timeout=20)
+            post = await dd.wait_for(
+                "POST",
+                rf"^/channels/{channel['id']}/messages$",
+                since=mark,
+                predicate=lambda c: bool(c.files) and c.status < 300,
+                timeout=20,
+            )
             assert post.files[0].data == relay.images_served[-1]  # the picture the relay made
             footer = json.dumps(post.json["embeds"][0].get("footer") or {})
             assert "could not be saved" in footer, (how, footer)
@@ -116,7 +124,9 @@ async def test_text_echoed_back_pings_nobody_but_the_requester(tmp_path: Path) -
         thread = w.dd.channels[thread_id]
         mark = w.dd.mark()
         w.relay.enqueue(Behaviour("image", signature="sig-x"))
-        await w.dd.post_message(thread, w.alice, f"<@{bot.user.id}> put <@{w.bob['user']['id'] if 'user' in w.bob else w.bob['id']}> and @everyone on it")
+        await w.dd.post_message(
+            thread, w.alice, f"<@{bot.user.id}> put <@{w.bob['user']['id'] if 'user' in w.bob else w.bob['id']}> and @everyone on it"
+        )
         await w.result_post(channel=thread, since=mark)
         await bot.services.jobs.join()
         alice_id = str(w.alice["user"]["id"] if "user" in w.alice else w.alice["id"])
@@ -129,13 +139,17 @@ async def test_text_echoed_back_pings_nobody_but_the_requester(tmp_path: Path) -
             assert not allowed.get("replied_user")
 
 
-async def test_a_reference_image_discord_no_longer_serves_is_explained_without_a_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_reference_image_discord_no_longer_serves_is_explained_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with world(tmp_path) as (w, bot):
         att = w.dd.add_attachment(make_image(64, 64), "old.png", "image/png")
         w.dd.expire_attachment_urls()  # the CDN now answers 404
         mark = w.dd.mark()
         inter = await w.imagine(prompt="use this", image1=att)
-        edit = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: "could not be fetched" in json.dumps(c.json), timeout=10)
+        edit = await w.dd.wait_for(
+            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: "could not be fetched" in json.dumps(c.json), timeout=10
+        )
         assert inter["token"] in edit.path
         await asyncio.sleep(0.2)
         assert w.relay.requests == []  # nothing sent, nothing charged
@@ -157,8 +171,11 @@ async def test_a_double_click_on_retry_makes_one_job(tmp_path: Path) -> None:
             second = new_bot(relay, w.data_dir)
             async with dd.running(second):
                 notice = await dd.wait_for(
-                    "*", rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$", since=mark,
-                    predicate=lambda c: c.status < 300 and "nb:retry:" in json.dumps(c.json), timeout=15,
+                    "*",
+                    rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$",
+                    since=mark,
+                    predicate=lambda c: c.status < 300 and "nb:retry:" in json.dumps(c.json),
+                    timeout=15,
                 )
                 retry_id = next(c["custom_id"] for row in notice.json["components"] for c in row["components"])
                 shown = dd.messages[int(notice.response["id"])]

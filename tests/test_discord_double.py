@@ -29,7 +29,7 @@ class Again(discord.ui.DynamicItem[discord.ui.Button], template=r"again:(?P<n>\d
         self.n = n
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any) -> "Again":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any) -> Again:
         return cls(int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -117,7 +117,9 @@ def world(dd: DiscordDouble) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("base", [commands.Bot, commands.AutoShardedBot], ids=["Bot", "AutoShardedBot"])
-async def test_bot_connects_receives_guilds_and_identifies_with_its_intents(dd: DiscordDouble, world: dict[str, Any], base: type[commands.Bot]) -> None:
+async def test_bot_connects_receives_guilds_and_identifies_with_its_intents(
+    dd: DiscordDouble, world: dict[str, Any], base: type[commands.Bot]
+) -> None:
     default_base = discord.http.Route.BASE
     bot = make_bot(base)
     async with dd.running(bot):
@@ -229,8 +231,18 @@ async def test_subcommand_group_with_locale_gets_an_ephemeral_reply(dd: DiscordD
     bot = make_bot()
     async with dd.running(bot):
         await bot.tree.sync()
-        inter = dd.slash_interaction("settings", group="relay", subcommand="add", options={"name": "main"}, channel=world["channel"], user=world["alice"], locale="zh-CN")
-        assert inter["data"]["options"] == [{"type": 2, "name": "relay", "options": [{"type": 1, "name": "add", "options": [{"type": 3, "name": "name", "value": "main"}]}]}]
+        inter = dd.slash_interaction(
+            "settings",
+            group="relay",
+            subcommand="add",
+            options={"name": "main"},
+            channel=world["channel"],
+            user=world["alice"],
+            locale="zh-CN",
+        )
+        assert inter["data"]["options"] == [
+            {"type": 2, "name": "relay", "options": [{"type": 1, "name": "add", "options": [{"type": 3, "name": "name", "value": "main"}]}]}
+        ]
         await dd.interact(inter)
         await dd.wait_for("POST", rf"^/interactions/{inter['id']}/")
         reply = dd.original_message(inter)
@@ -238,14 +250,20 @@ async def test_subcommand_group_with_locale_gets_an_ephemeral_reply(dd: DiscordD
         assert dd.is_ephemeral(reply) and reply["flags"] & 64
         assert dd.channel_messages(world["channel"]) == []  # ephemeral: not in the channel
         with pytest.raises(ValueError, match="no option"):
-            dd.slash_interaction("settings", group="relay", subcommand="add", options={"nome": "x"}, channel=world["channel"], user=world["alice"])
+            dd.slash_interaction(
+                "settings", group="relay", subcommand="add", options={"nome": "x"}, channel=world["channel"], user=world["alice"]
+            )
 
 
 async def test_autocomplete_returns_choices(dd: DiscordDouble, world: dict[str, Any]) -> None:
     bot = make_bot()
     async with dd.running(bot):
         await bot.tree.sync()
-        inter = await dd.interact(dd.autocomplete_interaction("draw", focused="size", options={"prompt": "x", "size": "2"}, channel=world["channel"], user=world["alice"]))
+        inter = await dd.interact(
+            dd.autocomplete_interaction(
+                "draw", focused="size", options={"prompt": "x", "size": "2"}, channel=world["channel"], user=world["alice"]
+            )
+        )
         await dd.wait_for("POST", rf"^/interactions/{inter['id']}/")
         assert dd.response_type(inter) == 8
         assert dd.response_data(inter) == {"choices": [{"name": "2K", "value": "2K"}]}
@@ -263,7 +281,11 @@ async def test_message_context_menu_opens_a_modal_and_its_submit_is_handled(dd: 
         await dd.wait_for("POST", rf"^/interactions/{menu['id']}/")
         modal = dd.last_modal()
         assert modal is not None and modal["title"] == "Edit image"
-        submit = await dd.interact(dd.modal_submit_interaction("edit-modal", {"instructions": "make it blue"}, channel=world["channel"], user=world["alice"], modal=modal))
+        submit = await dd.interact(
+            dd.modal_submit_interaction(
+                "edit-modal", {"instructions": "make it blue"}, channel=world["channel"], user=world["alice"], modal=modal
+            )
+        )
         await dd.wait_for("POST", rf"^/interactions/{submit['id']}/")
         assert dd.original_message(submit)["content"] == "dog.png: make it blue"
 
@@ -271,7 +293,11 @@ async def test_message_context_menu_opens_a_modal_and_its_submit_is_handled(dd: 
 async def test_invalid_localized_command_name_is_rejected_by_sync(dd: DiscordDouble) -> None:
     class BadTranslator(app_commands.Translator):
         async def translate(self, string: app_commands.locale_str, locale: discord.Locale, context: Any) -> str | None:
-            return "画 图" if locale is discord.Locale.chinese and context.location is app_commands.TranslationContextLocation.command_name else None
+            return (
+                "画 图"
+                if locale is discord.Locale.chinese and context.location is app_commands.TranslationContextLocation.command_name
+                else None
+            )
 
     dd.add_guild()
     bot = make_bot()

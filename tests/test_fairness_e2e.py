@@ -36,7 +36,9 @@ async def test_a_third_server_starts_within_one_slot_time_while_two_servers_rela
                         channel = dd.text_channels(guild)[0]
                         members = [dd.add_member(guild, username=f"{label.lower()}{i}") for i in range(3)]
                         for i, hole in enumerate(hole_set):
-                            await svc.relays.add(int(guild["id"]), name=f"hole{i}", base_url=hole.url, api_key="hole-key-0123456789", auth="query")
+                            await svc.relays.add(
+                                int(guild["id"]), name=f"hole{i}", base_url=hole.url, api_key="hole-key-0123456789", auth="query"
+                            )
                         servers.append((guild, channel, members))
                     await asyncio.sleep(0.3)  # the GUILD_CREATEs reach the bot
 
@@ -57,7 +59,11 @@ async def test_a_third_server_starts_within_one_slot_time_while_two_servers_rela
                     asked = time.time()
                     await imagine(2, 0, "C picture")
                     end = loop.time() + 4 * slot_time
-                    while not any("C picture" in (r.json or {}).get("contents", [{}])[-1].get("parts", [{}])[0].get("text", "") for r in good.requests if r.json):
+                    while not any(
+                        "C picture" in (r.json or {}).get("contents", [{}])[-1].get("parts", [{}])[0].get("text", "")
+                        for r in good.requests
+                        if r.json
+                    ):
                         assert loop.time() < end, "server C's job never started"
                         await asyncio.sleep(0.02)
                     started = next(r.at for r in good.requests if r.json and "C picture" in str(r.json))
@@ -65,19 +71,29 @@ async def test_a_third_server_starts_within_one_slot_time_while_two_servers_rela
                     print(f"server C waited {wait:.2f} s for a slot; one slot time is {slot_time:.1f} s")
                     assert wait <= slot_time + 0.5, wait
                     # Delivered, and the hung connections are all closed by the deadline.
-                    await dd.wait_for("POST", rf"^/channels/{servers[2][1]['id']}/messages$", predicate=lambda c: bool(c.files) and c.status < 300, timeout=10)
+                    await dd.wait_for(
+                        "POST",
+                        rf"^/channels/{servers[2][1]['id']}/messages$",
+                        predicate=lambda c: bool(c.files) and c.status < 300,
+                        timeout=10,
+                    )
                     await asyncio.sleep(max(0.0, asked + slot_time + 0.5 - time.time()))
                     # (The doubles' handler threads notice a closed socket within 0.1 s; the
                     # margin is for a machine under load.)
                     end = loop.time() + 3
                     while sum(h.open_connections for h in holes) and loop.time() < end:
                         await asyncio.sleep(0.05)
-                    assert [h.open_connections for h in holes] == [0] * 10, ([h.open_connections for h in holes], [len(h.requests) for h in holes])
+                    assert [h.open_connections for h in holes] == [0] * 10, (
+                        [h.open_connections for h in holes],
+                        [len(h.requests) for h in holes],
+                    )
                     # Each hung job tried at most two of its server's relays, and A/B's later
                     # jobs were refused by the breaker rather than taking slots.
                     assert sum(len(h.requests) for h in holes) <= 4 * 2
                     # The third members of A and B were told why, without waiting a deadline.
-                    resting = [c for c in dd.find("PATCH", r"/messages/@original$", since=0) if "stopped answering" in json.dumps(c.json or {})]
+                    resting = [
+                        c for c in dd.find("PATCH", r"/messages/@original$", since=0) if "stopped answering" in json.dumps(c.json or {})
+                    ]
                     assert len(resting) == 2, len(resting)
                     totals = await svc.quota.totals()
                     assert totals["reserved"] == 0 and totals["committed"] == 1  # only C's picture is charged

@@ -11,16 +11,38 @@ from bot.relay.answer import error_info
 
 QUOTA = "You exceeded your current quota, please check your plan and billing details."
 # LiteLLM's 429 body on its /v1beta and /v1/chat routes (Google's error as text in its own).
-LITELLM_429 = json.dumps({"error": {
-    "message": "litellm.RateLimitError: litellm.RateLimitError: GeminiException - "
-    + json.dumps({"error": {"code": 429, "message": QUOTA, "status": "RESOURCE_EXHAUSTED",
-                            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}})
-    + "\n\nLiteLLM: model group 'gemini-3-pro-image-preview' failed with the error above. No fallback was attempted.",
-    "type": "throttling_error", "param": None, "code": "429"}})
-LITELLM_PARAM = json.dumps({"error": {
-    "message": "litellm.UnsupportedParamsError: Setting `response_format` is not supported by gemini, gemini-3-pro-image-preview. "
-    "To drop it from the call, set `litellm.drop_params = True`.\n\nLiteLLM: model group 'gemini-3-pro-image-preview' failed with the error above. No fallback was attempted.",
-    "type": "invalid_request_error", "param": None, "code": "400"}})
+LITELLM_429 = json.dumps(
+    {
+        "error": {
+            "message": "litellm.RateLimitError: litellm.RateLimitError: GeminiException - "
+            + json.dumps(
+                {
+                    "error": {
+                        "code": 429,
+                        "message": QUOTA,
+                        "status": "RESOURCE_EXHAUSTED",
+                        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}],
+                    }
+                }
+            )
+            + "\n\nLiteLLM: model group 'gemini-3-pro-image-preview' failed with the error above. No fallback was attempted.",
+            "type": "throttling_error",
+            "param": None,
+            "code": "429",
+        }
+    }
+)
+LITELLM_PARAM = json.dumps(
+    {
+        "error": {
+            "message": "litellm.UnsupportedParamsError: Setting `response_format` is not supported by gemini, gemini-3-pro-image-preview. "
+            "To drop it from the call, set `litellm.drop_params = True`.\n\nLiteLLM: model group 'gemini-3-pro-image-preview' failed with the error above. No fallback was attempted.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "400",
+        }
+    }
+)
 
 
 def test_the_innermost_provider_message_and_its_retry_delay_come_out_of_litellms_wrapping() -> None:

@@ -40,7 +40,10 @@ async def test_a_hostile_answer_is_explained_refunded_and_never_stalls_the_bot(t
             await w.imagine(prompt="a lighthouse")
             bystander = await w.imagine(user=w.bob, prompt="a cat")  # another member, meanwhile
             failed = await w.dd.wait_for(
-                "PATCH", r"/messages/@original$", since=mark, timeout=60,
+                "PATCH",
+                r"/messages/@original$",
+                since=mark,
+                timeout=60,
                 predicate=lambda c: words in json.dumps((c.json or {}).get("embeds") or []),
             )
         ack = await w.dd.wait_for("POST", rf"^/interactions/{bystander['id']}/", since=mark)

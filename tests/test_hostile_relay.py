@@ -8,7 +8,8 @@ import gzip
 import resource
 import time
 import zlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -52,7 +53,7 @@ class LoopLag:
             self.peak_rss = max(self.peak_rss, rss_mb())
             last = now
 
-    async def __aenter__(self) -> "LoopLag":
+    async def __aenter__(self) -> LoopLag:
         self._task = asyncio.create_task(self._tick())
         await asyncio.sleep(0.01)
         return self
@@ -149,13 +150,16 @@ async def test_inflate_refuses_encodings_we_did_not_ask_for(encoding: str) -> No
             pass
 
 
-@pytest.mark.parametrize("encoding,packed", [
-    ("gzip", gzip.compress(b'{"ok":1}' * 1000)),
-    ("deflate", zlib.compress(b'{"ok":1}' * 1000)),
-    ("deflate", zlib.compress(b'{"ok":1}' * 1000)[2:-4]),  # raw deflate, as some servers send
-    ("gzip", gzip.compress(b'{"ok":1}' * 500) + gzip.compress(b'{"ok":1}' * 500)),  # two members
-    ("identity", b'{"ok":1}' * 1000),
-])
+@pytest.mark.parametrize(
+    "encoding,packed",
+    [
+        ("gzip", gzip.compress(b'{"ok":1}' * 1000)),
+        ("deflate", zlib.compress(b'{"ok":1}' * 1000)),
+        ("deflate", zlib.compress(b'{"ok":1}' * 1000)[2:-4]),  # raw deflate, as some servers send
+        ("gzip", gzip.compress(b'{"ok":1}' * 500) + gzip.compress(b'{"ok":1}' * 500)),  # two members
+        ("identity", b'{"ok":1}' * 1000),
+    ],
+)
 async def test_inflate_reads_what_relays_really_send(encoding: str, packed: bytes) -> None:
     response = await _served(packed, {"Content-Encoding": encoding})
     assert b"".join([p async for p in inflate.body_pieces(response, 2**20)]) == b'{"ok":1}' * 1000

@@ -392,11 +392,7 @@ def test_scan_finds_the_kinds_of_key_uses_the_code_has(scan: Scan) -> None:
 
 def test_every_literal_key_used_in_code_exists_in_both_languages(scan: Scan, catalogs: dict[str, dict[str, str]]) -> None:
     missing = [
-        f"{u.where}: {u.key!r} missing in {loc}"
-        for u in scan.uses
-        if not u.dynamic
-        for loc in LOCALES
-        if u.key not in catalogs[loc]
+        f"{u.where}: {u.key!r} missing in {loc}" for u in scan.uses if not u.dynamic for loc in LOCALES if u.key not in catalogs[loc]
     ]
     assert not missing, "\n".join(missing)
 

@@ -72,9 +72,7 @@ async def test_concurrent_puts_of_one_image_leave_one_complete_file(images: Imag
     assert images.path_for(shas[0]).read_bytes() == jpeg
 
 
-async def test_a_write_that_dies_before_the_rename_leaves_nothing_behind(
-    images: ImageStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_write_that_dies_before_the_rename_leaves_nothing_behind(images: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
     png = make_image(64, 64)
 
     def disk_gone(src: object, dst: object) -> None:
@@ -161,15 +159,27 @@ async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: I
 
     queue = JobQueue(db, Quota(db), Settings(discord_token="", data_dir=data_dir, relay=None), never)
     rules = QuotaRules(user_daily=10)
-    gone = await queue.submit(NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"), rules=rules)
-    await queue.submit(NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"), rules=rules)
+    gone = await queue.submit(
+        NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"), rules=rules
+    )
+    await queue.submit(
+        NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"), rules=rules
+    )
     assert await queue.cancel(gone.id, by_user=1) == "cancelled"
     conversations = Conversations(db, images)
     conv = await conversations.create(1, 1, 1, "gemini-3.1-flash-image-preview")
     data, _ = await images.get(kept)
     await conversations.add_turn(
-        conv, None, {"role": "user", "parts": [{"text": "go"}, {"inlineData": {"mimeType": "image/png", "data": __import__("base64").b64encode(data).decode()}}]},
-        None, result, "image/png", prompt="go",
+        conv,
+        None,
+        {
+            "role": "user",
+            "parts": [{"text": "go"}, {"inlineData": {"mimeType": "image/png", "data": __import__("base64").b64encode(data).decode()}}],
+        },
+        None,
+        result,
+        "image/png",
+        prompt="go",
     )
     later = time.time() + 2 * 86400
     assert await images.prune_orphans(1.0, now=later) == 1

@@ -3,7 +3,6 @@ memory six decompression-bomb-sized PNGs cost when they arrive at once."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import struct
 import subprocess
@@ -26,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 def flat_png(width: int, height: int) -> bytes:
     """A one-colour RGB PNG written row by row (so making it costs no big buffer): the shape
     of the 322 KB 8944×8944 PNGs of the issue."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
@@ -151,7 +151,9 @@ def test_six_8944_pngs_through_the_bot_at_once_stay_under_the_memory_budget(tmp_
     shrunk, sent to the relay and the result posted."""
     path = tmp_path / "bomb.png"
     path.write_bytes(flat_png(8944, 8944))
-    out = subprocess.run([sys.executable, "-c", BOT_SIX_BOMBS, str(path), str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", BOT_SIX_BOMBS, str(path), str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     base, peak, posts, sent = (int(x) for x in out.stdout.split())
     print(f"six 8944x8944 PNGs through the bot: RSS {base} MB before, VmHWM {peak} MB, {posts} results")

@@ -6,8 +6,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -25,7 +26,9 @@ PLENTY = QuotaRules(user_daily=1000)
 
 
 def make_settings(data_dir: Path, **over: Any) -> Settings:
-    base: dict[str, Any] = dict(discord_token="", data_dir=data_dir, relay=None, max_concurrent_jobs=1, max_jobs_per_guild=1, max_jobs_per_user=1)
+    base: dict[str, Any] = dict(
+        discord_token="", data_dir=data_dir, relay=None, max_concurrent_jobs=1, max_jobs_per_guild=1, max_jobs_per_user=1
+    )
     base.update(over)
     return Settings(**base)
 
@@ -147,7 +150,9 @@ async def test_round_robin_by_member_and_positions_kept_current(db: aiosqlite.Co
     expected = {b.id: 1, c.id: 2, a[1].id: 3, a[2].id: 4, a[3].id: 5}
     assert queue.positions() == expected
     assert queue.position(a[0].id) is None  # running, not in line
-    await eventually(lambda: reported == {**reported, **expected} and all(reported[j] == p for j, p in expected.items()), "positions reported")
+    await eventually(
+        lambda: reported == {**reported, **expected} and all(reported[j] == p for j, p in expected.items()), "positions reported"
+    )
 
     gate.set()
     await queue.join()
@@ -156,7 +161,7 @@ async def test_round_robin_by_member_and_positions_kept_current(db: aiosqlite.Co
     # then moved up as the line moved, until it was next.
     told = [p for j, p in history if j == a[3].id]
     assert told[0] == 3 and max(told) == 5 and told[-1] == 1
-    after_peak = told[told.index(5):]
+    after_peak = told[told.index(5) :]
     assert after_peak == sorted(after_peak, reverse=True)  # never pushed back again
     await queue.stop()
 
@@ -229,7 +234,9 @@ async def test_a_server_alone_uses_its_cap_and_cannot_raise_it(db: aiosqlite.Con
 
     config = GuildConfigStore(db)
     await config.save(4, GuildSettings().with_limits(max_jobs=9, max_jobs_per_user=9))
-    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1), runner, config=config)
+    queue = JobQueue(
+        db, Quota(db), make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1), runner, config=config
+    )
     for user in (6, 7, 8):
         await queue.submit(new(user, 4), rules=PLENTY)
     await queue.start()
@@ -413,7 +420,9 @@ async def test_restart_after_a_crash_resumes_queued_and_refunds_interrupted(data
             told.append(job.id)
             assert job.status == "interrupted"
 
-        queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=2, max_jobs_per_guild=2), runner, on_interrupted=on_interrupted)
+        queue = JobQueue(
+            db, Quota(db), make_settings(data_dir, max_concurrent_jobs=2, max_jobs_per_guild=2), runner, on_interrupted=on_interrupted
+        )
         interrupted = await queue.start()
         assert sorted(j.id for j in interrupted) == was_running
         assert sorted(told) == was_running  # the bot can now offer Retry on their messages
@@ -454,6 +463,7 @@ async def test_clean_stop_takes_the_same_recovery_path(data_dir: Path) -> None:
 
     db = await store.connect(path)
     try:
+
         async def done(job: Job) -> None:
             return None
 
@@ -498,7 +508,9 @@ async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aios
     assert set(last) - set(range(1, 11)) <= {20, 50, 100, 200, 500, 1000}
 
 
-async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_lands(db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_lands(
+    db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Another writer holds the database past busy_timeout exactly when the job ends: the
     job must not stay 'running' with its credits 'reserved' until a restart."""
     import sqlite3
@@ -565,7 +577,9 @@ async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(d
     assert order.index("start second") > order.index("end first")
 
 
-async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_later(db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_later(
+    db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
     import bot.jobs as jobs_module
@@ -584,8 +598,10 @@ async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_lat
         job = await queue.submit(new(1), rules=PLENTY)
         await eventually(lambda: queue.running_count == 0 and not queue.queued_count, "slot given back")
         blocker.execute("COMMIT")  # the database takes writes again
+
         async def recorded() -> bool:
             return dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "done"}
+
         await eventually(recorded, "the end recorded in the background", limit=5)
         assert (await ledger(db)) == {job.id: "committed"}
     finally:

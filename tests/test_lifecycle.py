@@ -55,7 +55,9 @@ async def gone(dd: DiscordDouble) -> None:
         await asyncio.sleep(0.01)
 
 
-async def first_start_serves_imagine(dd: DiscordDouble, relay: RelayDouble, proc: asyncio.subprocess.Process, channel: Any, user: Any) -> bytes:
+async def first_start_serves_imagine(
+    dd: DiscordDouble, relay: RelayDouble, proc: asyncio.subprocess.Process, channel: Any, user: Any
+) -> bytes:
     """A bot process on its first start: commands synced, then one /imagine answered with the
     relay's picture. SIGTERM at the end, exit 0; returns its stderr."""
     try:
@@ -63,7 +65,9 @@ async def first_start_serves_imagine(dd: DiscordDouble, relay: RelayDouble, proc
         await dd.wait_until_identified(timeout=30)
         mark = dd.mark()
         await dd.interact(dd.slash_interaction("imagine", channel=channel, user=user, options={"prompt": "a lighthouse"}))
-        post = await dd.wait_for("POST", rf"^/channels/{channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files), timeout=60)
+        post = await dd.wait_for(
+            "POST", rf"^/channels/{channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files), timeout=60
+        )
         assert post.files[0].data == relay.images_served[-1]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -101,7 +105,12 @@ async def test_sigterm_mid_job_20_times_exits_0_within_5_s_and_the_next_start_of
                                 "*", rf"^/channels/{channel['id']}/messages(/\d+)?$", since=mark, predicate=offers_retry, timeout=30
                             )
                             mark = notice.index + 1
-                            seen |= {c["custom_id"] for row in notice.json["components"] for c in row["components"] if c["custom_id"].startswith("nb:retry:")}
+                            seen |= {
+                                c["custom_id"]
+                                for row in notice.json["components"]
+                                for c in row["components"]
+                                if c["custom_id"].startswith("nb:retry:")
+                            }
                         assert len(seen) == 2, seen
                     await dd.wait_until_identified(timeout=30)
                     before = len(relay.requests)
@@ -161,15 +170,24 @@ async def test_the_wheel_in_a_fresh_virtualenv_runs_from_another_directory(tmp_p
     requirements = tmp_path / "requirements.txt"
     exported = subprocess.run(
         [uv, "export", "--locked", "--no-dev", "--no-hashes", "--no-emit-project", "--project", str(source)],
-        check=True, capture_output=True, text=True, env=quiet, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=quiet,
+        timeout=120,
     ).stdout
     requirements.write_text(exported)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     subprocess.run(
         [uv, "pip", "install", "--python", str(venv / "bin" / "python"), "-r", str(requirements), str(wheel)],
-        check=True, capture_output=True, env=quiet, timeout=300,
+        check=True,
+        capture_output=True,
+        env=quiet,
+        timeout=300,
     )
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import bot; print(bot.__file__)"], cwd=elsewhere, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import bot; print(bot.__file__)"], cwd=elsewhere, capture_output=True, text=True, check=True
+    )
     assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy, not the checkout
 
     with RelayDouble(api_key=KEY) as relay:

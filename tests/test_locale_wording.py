@@ -26,7 +26,16 @@ EN = _catalog("en")
 
 @pytest.mark.parametrize(
     ("avoid", "use"),
-    [("点数", "积分"), ("中转格式", "接口格式"), ("宽高比", "画面比例"), ("尺寸", "分辨率"), ("接地", "联网搜索"), ("已重试", "共尝试 N 次"), ("线程", "子区"), ("帖子", "子区")],
+    [
+        ("点数", "积分"),
+        ("中转格式", "接口格式"),
+        ("宽高比", "画面比例"),
+        ("尺寸", "分辨率"),
+        ("接地", "联网搜索"),
+        ("已重试", "共尝试 N 次"),
+        ("线程", "子区"),
+        ("帖子", "子区"),
+    ],
 )
 def test_one_term_per_concept(avoid: str, use: str) -> None:
     assert not {k: v for k, v in ZH.items() if avoid in v}, f"use {use} instead of {avoid}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import ipaddress
+import json
 import ssl
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ class Recorder(httpcore.AsyncNetworkBackend):
         self.dialled: list[tuple[str, int]] = []
         self.real = httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None
+    ) -> httpcore.AsyncNetworkStream:
         self.dialled.append((host, port))
         if not ipaddress.ip_address(host).is_loopback:
             raise httpcore.ConnectError(f"test network: {host} is not dialled")
@@ -115,7 +117,9 @@ async def test_through_the_relay_client_the_request_reaches_the_vetted_address_a
         assert [r.headers["host"] for r in double.requests] == [f"relay.invalid:{port}"]
 
 
-@pytest.mark.parametrize("link", ["http://metadata.attacker.example/x.png", "http://[::ffff:169.254.169.254]/x.png", "http://168.63.129.16/x.png"])
+@pytest.mark.parametrize(
+    "link", ["http://metadata.attacker.example/x.png", "http://[::ffff:169.254.169.254]/x.png", "http://168.63.129.16/x.png"]
+)
 async def test_a_picture_url_on_a_metadata_address_is_refused_even_with_private_relays_allowed(link: str) -> None:
     # Found on main: with private relays allowed, a returned image URL reached 169.254.169.254.
     names = {"relay.invalid": "127.0.0.1", "metadata.attacker.example": "169.254.169.254"}
@@ -123,7 +127,11 @@ async def test_a_picture_url_on_a_metadata_address_is_refused_even_with_private_
     async def resolver(host: str, port: int) -> list[str]:
         return [names[host]]
 
-    answer = {"candidates": [{"content": {"role": "model", "parts": [{"fileData": {"mimeType": "image/png", "fileUri": link}}]}, "finishReason": "STOP"}]}
+    answer = {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"fileData": {"mimeType": "image/png", "fileUri": link}}]}, "finishReason": "STOP"}
+        ]
+    }
     with RelayDouble(api_key="k" * 20) as double:
         port = int(double.url.rsplit(":", 1)[1].split("/")[0])
         double.enqueue(Behaviour("raw", body=json.dumps(answer)))
@@ -137,9 +145,14 @@ async def test_a_picture_url_on_a_metadata_address_is_refused_even_with_private_
 @pytest.mark.parametrize(
     "address",
     [
-        "169.254.170.23", "fd00:ec2::23", "168.63.129.16", "::ffff:169.254.169.254",
+        "169.254.170.23",
+        "fd00:ec2::23",
+        "168.63.129.16",
+        "::ffff:169.254.169.254",
         "::ffff:0:169.254.169.254",  # IPv4-translated (RFC 2765)
-        str(ipaddress.IPv6Address(ipaddress.IPv6Address("64:ff9b:1::").packed[:6] + bytes([169, 254, 0, 169, 254]) + bytes(5))),  # RFC 6052 /48
+        str(
+            ipaddress.IPv6Address(ipaddress.IPv6Address("64:ff9b:1::").packed[:6] + bytes([169, 254, 0, 169, 254]) + bytes(5))
+        ),  # RFC 6052 /48
         "64:ff9b:1::a9fe:a9fe",  # local-use NAT64, /96 layout
     ],
 )
@@ -161,10 +174,14 @@ def test_embedded_private_ipv4_is_not_public(address: str) -> None:
 def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

@@ -26,7 +26,12 @@ def _texts(locale: str) -> dict[str, str]:
     [
         ("jobs.cancelled", {"credits": 1}, "Your 1 credit was refunded.", "Your 2 credits were refunded."),
         ("admin.quota.credits", {"credits": 1}, "1 credit", "2 credits"),
-        ("quota.held", {"held": 1}, "1 credit is held by your queued or running pictures; it comes back", "2 credits are held by your queued or running pictures; they come back"),
+        (
+            "quota.held",
+            {"held": 1},
+            "1 credit is held by your queued or running pictures; it comes back",
+            "2 credits are held by your queued or running pictures; they come back",
+        ),
         ("usage.summary.user", {"user": 7, "images": 1, "credits": 1}, "(1 picture, 1 credit)", "(2 pictures, 2 credits)"),
     ],
 )
@@ -47,6 +52,6 @@ def test_no_english_text_hedges_with_s_in_brackets_and_chinese_has_no_plural_fie
         specs = [spec for _, field, spec, _ in string.Formatter().parse(text) if field is not None and spec]
         assert not any("|" in s for s in specs), key
     for key, text in en.items():
-        for _, field, spec, _ in string.Formatter().parse(text):
+        for _, _field, spec, _ in string.Formatter().parse(text):
             if spec and "|" in spec:
                 assert spec.count("|") == 1 and re.fullmatch(r"[^|{}]+\|[^|{}]+", spec), (key, spec)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from bot.quota import Quota, QuotaExceeded, QuotaRules, next_day, next_month
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
 
-NOON = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp()
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
 FLASH = "gemini-3.1-flash-image-preview"
 
 
@@ -35,7 +35,9 @@ class Clock:
 
 
 def make_settings(data_dir: Path, **over: Any) -> Settings:
-    base: dict[str, Any] = dict(discord_token="", data_dir=data_dir, relay=None, max_concurrent_jobs=8, max_jobs_per_guild=8, max_jobs_per_user=2)
+    base: dict[str, Any] = dict(
+        discord_token="", data_dir=data_dir, relay=None, max_concurrent_jobs=8, max_jobs_per_guild=8, max_jobs_per_user=2
+    )
     base.update(over)
     return Settings(**base)
 
@@ -137,7 +139,9 @@ async def race(queues: list[JobQueue], conns: list[aiosqlite.Connection], outcom
     assert len(submitted) + len(refused) == 200
     assert refused, "the limits are small: some requests must have been refused"
 
-    async with db.execute("SELECT j.id, j.status, j.user_id, j.guild_id, q.credits, q.state, q.created_at, q.updated_at FROM jobs j LEFT JOIN quota_ledger q ON q.job_id = j.id") as cur:
+    async with db.execute(
+        "SELECT j.id, j.status, j.user_id, j.guild_id, q.credits, q.state, q.created_at, q.updated_at FROM jobs j LEFT JOIN quota_ledger q ON q.job_id = j.id"
+    ) as cur:
         rows = [tuple(r) for r in await cur.fetchall()]
     assert len(rows) == len(submitted)  # a refused request left no job row
 
@@ -191,7 +195,9 @@ async def db(data_dir: Path):
     await conn.close()
 
 
-async def reserve(quota: Quota, db: aiosqlite.Connection, user: int, credits: int, rules: QuotaRules, roles: tuple[int, ...] = (), guild: int | None = 1) -> int:
+async def reserve(
+    quota: Quota, db: aiosqlite.Connection, user: int, credits: int, rules: QuotaRules, roles: tuple[int, ...] = (), guild: int | None = 1
+) -> int:
     job_id = await insert_job(db, user, guild, credits)
     await quota.reserve(job_id, guild_id=guild, user_id=user, credits=credits, rules=rules, role_ids=roles)
     return job_id
@@ -206,7 +212,7 @@ async def test_daily_limit_refuses_with_reset_time_and_refund_frees_credits(db: 
         await reserve(quota, db, 42, 3, rules)
     exc = info.value
     assert (exc.scope, exc.limit, exc.used, exc.credits) == ("user_day", 5, 3, 3)
-    assert exc.resets_at == datetime(2026, 3, 11, tzinfo=timezone.utc).timestamp()
+    assert exc.resets_at == datetime(2026, 3, 11, tzinfo=UTC).timestamp()
     # The member reads it in their language, with a Discord timestamp for the reset.
     assert "<t:1773187200:R>" in t(exc.key, "en", **exc.params)
     assert "你今天的 5 积分已用掉 3" in t(exc.key, "zh-CN", **exc.params)
@@ -218,7 +224,7 @@ async def test_daily_limit_refuses_with_reset_time_and_refund_frees_credits(db: 
 
 
 async def test_limits_reset_at_utc_midnight_and_first_of_month(db: aiosqlite.Connection) -> None:
-    clock = Clock(datetime(2026, 3, 31, 23, 59, tzinfo=timezone.utc).timestamp())
+    clock = Clock(datetime(2026, 3, 31, 23, 59, tzinfo=UTC).timestamp())
     quota = Quota(db, clock=clock)
     rules = QuotaRules(user_daily=2, guild_monthly=3)
     job = await reserve(quota, db, 1, 2, rules)
@@ -226,10 +232,10 @@ async def test_limits_reset_at_utc_midnight_and_first_of_month(db: aiosqlite.Con
     with pytest.raises(QuotaExceeded) as info:
         await reserve(quota, db, 1, 1, rules)
     assert info.value.scope == "user_day"
-    clock.now = datetime(2026, 4, 1, 0, 0, 1, tzinfo=timezone.utc).timestamp()  # new day, new month
+    clock.now = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC).timestamp()  # new day, new month
     await reserve(quota, db, 1, 2, rules)
-    assert next_month(clock.now) == datetime(2026, 5, 1, tzinfo=timezone.utc).timestamp()
-    assert next_day(datetime(2026, 12, 31, 18, tzinfo=timezone.utc).timestamp()) == datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert next_month(clock.now) == datetime(2026, 5, 1, tzinfo=UTC).timestamp()
+    assert next_day(datetime(2026, 12, 31, 18, tzinfo=UTC).timestamp()) == datetime(2027, 1, 1, tzinfo=UTC).timestamp()
 
 
 async def test_the_limit_that_resets_last_is_reported(db: aiosqlite.Connection) -> None:
@@ -239,7 +245,7 @@ async def test_the_limit_that_resets_last_is_reported(db: aiosqlite.Connection) 
     with pytest.raises(QuotaExceeded) as info:
         await reserve(quota, db, 1, 1, rules)
     assert info.value.scope == "guild_month"  # waiting for tomorrow would not help
-    assert info.value.resets_at == datetime(2026, 4, 1, tzinfo=timezone.utc).timestamp()
+    assert info.value.resets_at == datetime(2026, 4, 1, tzinfo=UTC).timestamp()
 
 
 async def test_server_limit_binds_across_members_and_servers_are_separate(db: aiosqlite.Connection) -> None:
@@ -294,7 +300,7 @@ async def test_status_for_the_quota_command(db: aiosqlite.Connection, data_dir: 
     assert status.held == 8
     assert status.credits_left == 2
     assert status.allowances[0].scope == "user_day"
-    assert status.resets_at == datetime(2026, 3, 11, tzinfo=timezone.utc).timestamp()
+    assert status.resets_at == datetime(2026, 3, 11, tzinfo=UTC).timestamp()
     assert [j.status for j in status.recent] == ["queued", "running", "failed"]
     assert status.recent[2].error_code == "http_502"
     assert not status.exempt

@@ -110,7 +110,9 @@ async def test_a_key_echoed_after_450_characters_of_error_text_is_not_shown(doub
         assert shown_of(KEY, text) < 4, text
 
 
-async def test_the_key_in_a_successful_answers_text_is_masked_and_the_text_capped(double: RelayDouble, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_key_in_a_successful_answers_text_is_masked_and_the_text_capped(
+    double: RelayDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     double.enqueue(Behaviour("hostile", attack="key_in_text"), Behaviour("text_only", text="words " * 5000))
     async with RelayClient(max_attempts=1) as client:
         with caplog.at_level(logging.DEBUG):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -44,7 +44,9 @@ async def test_token_usage_endpoint_when_billing_is_absent(client: RelayClient) 
     with SeedRelayDouble("openai-chat", api_key=KEY) as relay:
         relay.set_balance(2.0, used=1.0, billing=False)
         found = await read_balance(client, config(relay, dialect="gemini"))  # any dialect: Bearer, /v1
-        assert found == Balance(remaining=2.0 * QUOTA_PER_USD, unit="quota", source="token_usage", used=1.0 * QUOTA_PER_USD, total=3.0 * QUOTA_PER_USD)
+        assert found == Balance(
+            remaining=2.0 * QUOTA_PER_USD, unit="quota", source="token_usage", used=1.0 * QUOTA_PER_USD, total=3.0 * QUOTA_PER_USD
+        )
         relay.set_balance(0.0, used=3.0, billing=False)
         versioned = RelayConfig(base_url=relay.url + "/v1", dialect="openai-chat", auth="bearer", api_key=KEY, trusted=False)
         empty = await read_balance(client, versioned)  # token info lives at the root, not under /v1

@@ -14,13 +14,16 @@ import traceback
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from bot.i18n import catalog, t
-from bot.relay import gemini as _gemini, openai_chat as _chat, openai_images as _images
+from bot.relay import gemini as _gemini
+from bot.relay import openai_chat as _chat
+from bot.relay import openai_images as _images
 from bot.relay.answer import AnswerError, BrokenAnswer
-from bot.relay.client import RelayClient, _SSE, retry_after_seconds
+from bot.relay.client import _SSE, RelayClient, retry_after_seconds
 from bot.relay.stream import THRESHOLD, Blob, DecodeError
 from bot.relay.types import (
     GenerationRequest,
@@ -105,7 +108,9 @@ async def test_wrong_key_is_an_auth_failure_that_is_not_retried(double, client, 
 
 
 async def test_gemini_request_is_camel_case_with_image_config(double, client) -> None:
-    await client.generate(cfg(double), GenerationRequest("a fox", model=PRO, aspect_ratio="16:9", size="2k", images=[InputImage(png(), "image/png")]))
+    await client.generate(
+        cfg(double), GenerationRequest("a fox", model=PRO, aspect_ratio="16:9", size="2k", images=[InputImage(png(), "image/png")])
+    )
     body = double.requests[-1].json
     assert body["generationConfig"] == {
         "responseModalities": ["TEXT", "IMAGE"],
@@ -118,7 +123,9 @@ async def test_gemini_request_is_camel_case_with_image_config(double, client) ->
 
 
 async def test_gemini_31_flash_options_512_thinking_grounding(double, client) -> None:
-    await client.generate(cfg(double), GenerationRequest("a fox", model=FLASH31, aspect_ratio="1:8", size="512px", thinking="High", grounding=True))
+    await client.generate(
+        cfg(double), GenerationRequest("a fox", model=FLASH31, aspect_ratio="1:8", size="512px", thinking="High", grounding=True)
+    )
     body = double.requests[-1].json
     assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:8", "imageSize": "512"}
     assert body["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "HIGH", "includeThoughts": False}
@@ -176,14 +183,17 @@ async def test_gemini_answers_in_any_casing_deliver_the_final_non_thought_pictur
     assert result.text == ""  # thought texts are never the model's words
 
 
-@pytest.mark.parametrize("options", [
-    {"markdown": True},
-    {"markdown": True, "text": "Here is your fox."},
-    {"escaped_slashes": True},
-    {"escaped_slashes": True, "markdown": True},
-    {"mime": "image/jpeg"},
-    {"pretty": False},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"markdown": True},
+        {"markdown": True, "text": "Here is your fox."},
+        {"escaped_slashes": True},
+        {"escaped_slashes": True, "markdown": True},
+        {"mime": "image/jpeg"},
+        {"pretty": False},
+    ],
+)
 async def test_gemini_answer_variants(double, client, options) -> None:
     double.enqueue(Behaviour("image", **SMALL, **options))
     result = await client.generate(cfg(double), GenerationRequest("a fox", model=PRO))
@@ -196,15 +206,18 @@ async def test_gemini_answer_variants(double, client, options) -> None:
 BIG = {"huge": True, "width": 420, "height": 420}  # ~0.5 MB of noise: decoded as a Blob, not a str
 
 
-@pytest.mark.parametrize(("dialect", "options"), [
-    ("gemini", {}),
-    ("gemini", {"casing": "snake", "thoughts": 3}),
-    ("gemini", {"markdown": True, "text": "Here."}),
-    ("gemini", {"markdown": True, "escaped_slashes": True}),
-    ("openai-images", {}),
-    ("openai-chat", {"text": "Here."}),
-    ("openai-chat", {"chat_images_field": True}),
-])
+@pytest.mark.parametrize(
+    ("dialect", "options"),
+    [
+        ("gemini", {}),
+        ("gemini", {"casing": "snake", "thoughts": 3}),
+        ("gemini", {"markdown": True, "text": "Here."}),
+        ("gemini", {"markdown": True, "escaped_slashes": True}),
+        ("openai-images", {}),
+        ("openai-chat", {"text": "Here."}),
+        ("openai-chat", {"chat_images_field": True}),
+    ],
+)
 async def test_large_pictures_in_every_answer_position(double, client, dialect, options) -> None:
     double.enqueue(Behaviour("image", **BIG, **options))
     result = await client.generate(cfg(double, dialect, "bearer"), GenerationRequest("a fox", model=PRO))
@@ -229,17 +242,28 @@ async def test_gemini_text_beside_the_picture_and_grounding_sources(double, clie
 async def test_image_search_sources_link_to_their_pages(double, client) -> None:
     picture = png()
     body = {
-        "candidates": [{
-            "content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "c2ln"}]},
-            "finishReason": "STOP",
-            "groundingMetadata": {
-                "imageSearchQueries": ["timareta butterfly"],
-                "groundingChunks": [
-                    {"image": {"sourceUri": "https://butterflies.example/timareta", "imageUri": "https://img.example/1.jpg", "title": "Timareta"}},
-                    {"web": {"uri": "https://wiki.example/Timareta", "title": "Wiki"}},
-                ],
-            },
-        }]
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "c2ln"}],
+                },
+                "finishReason": "STOP",
+                "groundingMetadata": {
+                    "imageSearchQueries": ["timareta butterfly"],
+                    "groundingChunks": [
+                        {
+                            "image": {
+                                "sourceUri": "https://butterflies.example/timareta",
+                                "imageUri": "https://img.example/1.jpg",
+                                "title": "Timareta",
+                            }
+                        },
+                        {"web": {"uri": "https://wiki.example/Timareta", "title": "Wiki"}},
+                    ],
+                },
+            }
+        ]
     }
     double.enqueue(Behaviour("raw", body=json.dumps(body)))
     result = await client.generate(cfg(double), GenerationRequest("a timareta butterfly", model=FLASH31, grounding=True))
@@ -271,8 +295,18 @@ async def test_streamed_gemini_answers_are_merged(double, client) -> None:
     events = [
         {"candidates": [{"content": {"role": "model", "parts": [{"text": "Here ", "thoughtSignature": "dA=="}]}}]},
         {"candidates": [{"content": {"role": "model", "parts": [{"text": "it is."}]}}]},
-        {"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "aQ=="}]}, "finishReason": "STOP"}],
-         "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1120, "totalTokenCount": 1123}},
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "aQ=="}],
+                    },
+                    "finishReason": "STOP",
+                }
+            ],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1120, "totalTokenCount": 1123},
+        },
     ]
     sse = "".join(f"data: {json.dumps(e)}\r\n\r\n" for e in events)
     double.enqueue(Behaviour("raw", body=sse, content_type="text/event-stream"))
@@ -300,7 +334,9 @@ async def test_line_wrapped_data_url_images_are_read_whole(double, client, newli
     double.enqueue(Behaviour("raw", body=json.dumps(gemini_body)))
     result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
     assert (result.image, result.text) == (picture, "Here:")
-    chat_body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"好的\n\n![image]({url})"}, "finish_reason": "stop"}]}
+    chat_body = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": f"好的\n\n![image]({url})"}, "finish_reason": "stop"}]
+    }
     double.enqueue(Behaviour("raw", body=json.dumps(chat_body)))
     result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
     assert (result.image, result.text) == (picture, "好的")
@@ -325,7 +361,9 @@ async def test_large_line_wrapped_pictures_are_streamed_whole(double, client, ne
     result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
     assert result.image == picture
     url = f"data:image/png;base64,{wrapped}"
-    chat_body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"好的\n\n![image]({url})"}, "finish_reason": "stop"}]}
+    chat_body = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": f"好的\n\n![image]({url})"}, "finish_reason": "stop"}]
+    }
     double.enqueue(Behaviour("raw", body=json.dumps(chat_body)))
     result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
     assert (result.image, result.text) == (picture, "好的")
@@ -338,7 +376,12 @@ async def test_a_picture_cut_short_inside_a_valid_answer_is_retried(double, clie
     whole = make_image(120, 90, fmt)
     cut = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(whole[: len(whole) // 2])}}]}}]}
     double.enqueue(Behaviour("raw", body=json.dumps(cut)), Behaviour("raw", body=json.dumps(cut)))
-    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(whole)}}]}}]})))
+    double.enqueue(
+        Behaviour(
+            "raw",
+            body=json.dumps({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": b64(whole)}}]}}]}),
+        )
+    )
     result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
     assert result.image == whole and len(double.requests) == 3
     double.enqueue(*[Behaviour("raw", body=json.dumps(cut))] * 4)
@@ -351,7 +394,11 @@ async def test_url_safe_base64_pictures_are_decoded(double, client) -> None:
     picture = make_image(97, 61, "PNG", (250, 251, 252))
     safe = base64.urlsafe_b64encode(picture).decode()
     assert "-" in safe or "_" in safe
-    double.enqueue(Behaviour("raw", body=json.dumps({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": safe}}]}}]})))
+    double.enqueue(
+        Behaviour(
+            "raw", body=json.dumps({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": safe}}]}}]})
+        )
+    )
     result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
     assert result.image == picture
     assert result.model_turn["parts"][0]["inlineData"]["data"] == b64(picture)
@@ -383,7 +430,9 @@ async def test_openai_images_edits_take_at_most_six_pictures_and_nothing_is_sent
 
 async def test_data_url_inside_inline_data_and_a_v1_base_url(double, client) -> None:
     picture = png()
-    body = {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": f"data:image/png;base64,{b64(picture)}"}}]}}]}
+    body = {
+        "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": f"data:image/png;base64,{b64(picture)}"}}]}}]
+    }
     double.enqueue(Behaviour("raw", body=json.dumps(body)))
     relay = RelayConfig(double.url + "/v1", "gemini", "query", KEY)  # an OpenAI-style base pasted in
     result = await client.generate(relay, GenerationRequest("x", model=PRO))
@@ -406,15 +455,18 @@ async def test_blocked_prompt(double, client, reason, message) -> None:
     assert len(double.requests) == 1
 
 
-@pytest.mark.parametrize(("finish", "reason"), [
-    ("IMAGE_SAFETY", "safety"),
-    ("PROHIBITED_CONTENT", "safety"),
-    ("IMAGE_PROHIBITED_CONTENT", "safety"),
-    ("NO_IMAGE", "no_image"),
-    ("IMAGE_OTHER", "no_image"),
-    ("RECITATION", "recitation"),
-    ("IMAGE_RECITATION", "recitation"),
-])
+@pytest.mark.parametrize(
+    ("finish", "reason"),
+    [
+        ("IMAGE_SAFETY", "safety"),
+        ("PROHIBITED_CONTENT", "safety"),
+        ("IMAGE_PROHIBITED_CONTENT", "safety"),
+        ("NO_IMAGE", "no_image"),
+        ("IMAGE_OTHER", "no_image"),
+        ("RECITATION", "recitation"),
+        ("IMAGE_RECITATION", "recitation"),
+    ],
+)
 async def test_finish_reasons_without_a_picture(double, client, finish, reason) -> None:
     double.enqueue(Behaviour("finish", reason=finish, message=f"The model says {finish.lower()}."))
     with pytest.raises(NoImage) as info:
@@ -506,10 +558,15 @@ async def test_big_history_strings_are_sent_exactly(double, client) -> None:
 async def test_streamed_gemini_answer_with_a_big_picture(double, client) -> None:
     picture = _big_picture()
     final = {
-        "candidates": [{
-            "content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "aQ=="}]},
-            "finishReason": "STOP",
-        }],
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(picture)}, "thoughtSignature": "aQ=="}],
+                },
+                "finishReason": "STOP",
+            }
+        ],
         "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1120, "totalTokenCount": 1123},
     }
     sse = (
@@ -568,7 +625,7 @@ _SSE_BODY, _SSE_EVENTS, _SSE_MARKS = _sse_body()
 async def test_event_stream_split_anywhere_gives_the_same_events(cuts) -> None:
     edges = [0, *sorted(set(cuts)), len(_SSE_BODY)]
     sse = _SSE()
-    for start, end in zip(edges, edges[1:]):
+    for start, end in zip(edges, edges[1:], strict=False):
         await sse.feed(_SSE_BODY[start:end])
     events = sse.close()
     assert isinstance(events[1]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"], Blob)
@@ -582,18 +639,24 @@ async def test_snake_case_history_from_a_caller_is_sent_camel_case(double, clien
     ]
     await client.generate(cfg(double), GenerationRequest("bluer", model=PRO, history=history))
     sent = double.requests[-1].json["contents"][1]
-    assert sent == {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(png())}, "thoughtSignature": "c2lnLTE="}]}
+    assert sent == {
+        "role": "model",
+        "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(png())}, "thoughtSignature": "c2lnLTE="}],
+    }
 
 
 def _history_with_draft() -> tuple[list[dict[str, Any]], bytes]:
     draft, final = png(30, 30, (255, 0, 0)), png(30, 30, (0, 0, 255))
     history = [
         {"role": "user", "parts": [{"text": "a fox"}]},
-        {"role": "model", "parts": [
-            {"inlineData": {"mimeType": "image/png", "data": b64(draft)}, "thought": True},
-            {"text": "Done."},
-            {"inlineData": {"mimeType": "image/png", "data": b64(final)}, "thoughtSignature": "c2ln"},
-        ]},
+        {
+            "role": "model",
+            "parts": [
+                {"inlineData": {"mimeType": "image/png", "data": b64(draft)}, "thought": True},
+                {"text": "Done."},
+                {"inlineData": {"mimeType": "image/png", "data": b64(final)}, "thoughtSignature": "c2ln"},
+            ],
+        },
     ]
     return history, final
 
@@ -619,7 +682,9 @@ async def test_images_dialect_falls_back_to_latest_picture_plus_instruction(doub
 async def test_fallback_keeps_explicit_images(double, client) -> None:
     history, final = _history_with_draft()
     mine = png(12, 12, (0, 255, 0))
-    await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO, history=history, images=[InputImage(mine, "image/png")]))
+    await client.generate(
+        cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO, history=history, images=[InputImage(mine, "image/png")])
+    )
     content = double.requests[-1].json["messages"][0]["content"]
     assert [decode_data_url(p["image_url"]["url"])[1] for p in content[1:]] == [mine]
 
@@ -627,13 +692,16 @@ async def test_fallback_keeps_explicit_images(double, client) -> None:
 # --- OpenAI Images --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("model", "ratio", "size", "fields"), [
-    (FLASH25, "16:9", None, {"size": "16:9"}),
-    (FLASH25, None, None, {}),
-    (PRO, "2:3", "4K", {"size": "4k", "aspect_ratio": "2:3"}),
-    (PRO, None, "2k", {"size": "2k"}),
-    (FLASH31, "1:1", "1K", {"size": "1k", "aspect_ratio": "1:1"}),
-])
+@pytest.mark.parametrize(
+    ("model", "ratio", "size", "fields"),
+    [
+        (FLASH25, "16:9", None, {"size": "16:9"}),
+        (FLASH25, None, None, {}),
+        (PRO, "2:3", "4K", {"size": "4k", "aspect_ratio": "2:3"}),
+        (PRO, None, "2k", {"size": "2k"}),
+        (FLASH31, "1:1", "1K", {"size": "1k", "aspect_ratio": "1:1"}),
+    ],
+)
 async def test_openai_images_size_fields(double, client, model, ratio, size, fields) -> None:
     await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("a fox", model=model, aspect_ratio=ratio, size=size))
     body = double.requests[-1].json
@@ -651,7 +719,9 @@ async def test_openai_images_sized_alias_takes_the_ratio_in_size(double, client)
 
 async def test_openai_images_edit_with_one_picture_uses_image_field(double, client) -> None:
     picture = png()
-    await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("add a hat", model=PRO, images=[InputImage(picture, "image/png")]))
+    await client.generate(
+        cfg(double, "openai-images", "bearer"), GenerationRequest("add a hat", model=PRO, images=[InputImage(picture, "image/png")])
+    )
     seen = double.requests[-1]
     assert seen.path == "/v1/images/edits"
     assert [(u.name, u.content_type, u.data) for u in seen.uploads] == [("image", "image/png", picture)]
@@ -660,14 +730,18 @@ async def test_openai_images_edit_with_one_picture_uses_image_field(double, clie
 
 async def test_openai_images_edit_with_several_pictures_uses_image_array(double, client) -> None:
     pictures = [png(20, 20, (i * 40, 0, 0)) for i in range(3)]
-    await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=[InputImage(p, "image/png") for p in pictures]))
+    await client.generate(
+        cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=[InputImage(p, "image/png") for p in pictures])
+    )
     assert [(u.name, u.data) for u in double.requests[-1].uploads] == [("image[]", p) for p in pictures]
 
 
 async def test_openai_images_edit_falls_back_to_json_when_the_form_is_refused(double, client) -> None:
     pictures = [png(20, 20, (i * 60, 0, 0)) for i in range(2)]
     double.enqueue(Behaviour("error", status=400, body="openai", message="Invalid request: body must be JSON"))
-    result = await client.generate(cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=[InputImage(p, "image/png") for p in pictures]))
+    result = await client.generate(
+        cfg(double, "openai-images", "bearer"), GenerationRequest("merge", model=PRO, images=[InputImage(p, "image/png") for p in pictures])
+    )
     assert result.image == double.images_served[-1]
     first, second = double.requests
     assert first.uploads and second.json is not None
@@ -704,7 +778,9 @@ async def test_openai_images_empty_answer_is_no_image(double, client, kind) -> N
 
 async def test_chat_request_shape(double, client) -> None:
     picture = png()
-    await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("add a hat", model=PRO, images=[InputImage(picture, "image/png")]))
+    await client.generate(
+        cfg(double, "openai-chat", "bearer"), GenerationRequest("add a hat", model=PRO, images=[InputImage(picture, "image/png")])
+    )
     body = double.requests[-1].json
     assert body["model"] == PRO and body["stream"] is False
     content = body["messages"][0]["content"]
@@ -712,7 +788,17 @@ async def test_chat_request_shape(double, client) -> None:
     assert decode_data_url(content[1]["image_url"]["url"]) == ("image/png", picture)
 
 
-@pytest.mark.parametrize("options", [{}, {"text": "Here you go."}, {"chat_images_field": True}, {"chat_images_field": True, "text": "Done."}, {"escaped_slashes": True}, {"mime": "image/jpeg"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"text": "Here you go."},
+        {"chat_images_field": True},
+        {"chat_images_field": True, "text": "Done."},
+        {"escaped_slashes": True},
+        {"mime": "image/jpeg"},
+    ],
+)
 async def test_chat_answer_variants(double, client, options) -> None:
     double.enqueue(Behaviour("image", **SMALL, **options))
     result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("a fox", model=PRO))
@@ -826,8 +912,14 @@ async def test_retry_after_is_honoured(double, caplog) -> None:
 
 async def test_google_retry_delay_is_honoured_without_a_header(double, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="bot.relay")
-    envelope = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED", "details": [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.3s"}]}}
+    envelope = {
+        "error": {
+            "code": 429,
+            "message": "Quota exceeded",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.3s"}],
+        }
+    }
     double.enqueue(Behaviour("raw", status=429, body=json.dumps(envelope)))
     async with RelayClient(backoff_base=0.01, max_backoff=30) as client:
         await client.generate(cfg(double), GenerationRequest("x", model=PRO))
@@ -843,7 +935,7 @@ async def test_retry_after_is_capped_by_max_backoff(double, client, caplog) -> N
 
 def test_retry_after_parsing() -> None:
     now = 1_700_000_000.0
-    date = email.utils.format_datetime(dt.datetime.fromtimestamp(now + 30, tz=dt.timezone.utc), usegmt=True)
+    date = email.utils.format_datetime(dt.datetime.fromtimestamp(now + 30, tz=dt.UTC), usegmt=True)
     assert retry_after_seconds({"Retry-After": date}, now=now) == pytest.approx(30, abs=1)
     assert retry_after_seconds({"Retry-After": "7"}) == 7
     assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
@@ -866,11 +958,14 @@ async def test_always_truncated_bodies_fail_as_broken(double, client) -> None:
     assert len(double.requests) == 4
 
 
-@pytest.mark.parametrize("body", [
-    "<html><body>upstream error</body></html>",
-    '{"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "aGVsbG8gd29ybGQ="}}]}}]}',
-    '{"candidates": [',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html><body>upstream error</body></html>",
+        '{"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "aGVsbG8gd29ybGQ="}}]}}]}',
+        '{"candidates": [',
+    ],
+)
 async def test_broken_bodies_are_retried(double, client, body) -> None:
     double.enqueue(Behaviour("raw", status=200, body=body, content_type="application/json"))
     result = await client.generate(cfg(double), GenerationRequest("x", model=PRO))
@@ -983,22 +1078,25 @@ async def test_guard_refusal_sends_nothing(double) -> None:
 # --- bad input: refused before anything is sent ---------------------------------------------
 
 
-@pytest.mark.parametrize(("request_kwargs", "key"), [
-    ({"prompt": "   "}, "invalid.empty_prompt"),
-    ({"prompt": "x" * 30_001}, "invalid.prompt_too_long"),
-    ({"model": "dall-e-3"}, "invalid.model"),
-    ({"aspect_ratio": "1:8"}, "invalid.ratio"),
-    ({"aspect_ratio": "banana"}, "invalid.ratio"),
-    ({"model": FLASH25, "size": "2K"}, "invalid.size_fixed"),
-    ({"size": "512px"}, "invalid.size"),
-    ({"size": "8K"}, "invalid.size"),
-    ({"model": FLASH25, "images": [InputImage(b"x", "image/png")] * 4}, "invalid.too_many_images"),
-    ({"model": FLASH25, "grounding": True}, "invalid.grounding"),
-    ({"thinking": "high"}, "invalid.thinking_unsupported"),
-    ({"model": FLASH31, "thinking": "extreme"}, "invalid.thinking"),
-    ({"images": [InputImage(b"just some text", "image/png")]}, "invalid.not_image"),
-    ({"images": [InputImage(b"", "image/png")]}, "invalid.not_image"),
-])
+@pytest.mark.parametrize(
+    ("request_kwargs", "key"),
+    [
+        ({"prompt": "   "}, "invalid.empty_prompt"),
+        ({"prompt": "x" * 30_001}, "invalid.prompt_too_long"),
+        ({"model": "dall-e-3"}, "invalid.model"),
+        ({"aspect_ratio": "1:8"}, "invalid.ratio"),
+        ({"aspect_ratio": "banana"}, "invalid.ratio"),
+        ({"model": FLASH25, "size": "2K"}, "invalid.size_fixed"),
+        ({"size": "512px"}, "invalid.size"),
+        ({"size": "8K"}, "invalid.size"),
+        ({"model": FLASH25, "images": [InputImage(b"x", "image/png")] * 4}, "invalid.too_many_images"),
+        ({"model": FLASH25, "grounding": True}, "invalid.grounding"),
+        ({"thinking": "high"}, "invalid.thinking_unsupported"),
+        ({"model": FLASH31, "thinking": "extreme"}, "invalid.thinking"),
+        ({"images": [InputImage(b"just some text", "image/png")]}, "invalid.not_image"),
+        ({"images": [InputImage(b"", "image/png")]}, "invalid.not_image"),
+    ],
+)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_invalid_requests_send_nothing(double, client, request_kwargs, key, dialect) -> None:
     kwargs = {"prompt": "a fox", "model": PRO, **request_kwargs}
@@ -1042,7 +1140,9 @@ async def test_large_inputs_are_shrunk_to_fit_the_body_budget(double) -> None:
 # --- probe ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("dialect", "auth"), [("gemini", "query"), ("gemini", "x-goog-api-key"), ("openai-images", "bearer"), ("openai-chat", "bearer")])
+@pytest.mark.parametrize(
+    ("dialect", "auth"), [("gemini", "query"), ("gemini", "x-goog-api-key"), ("openai-images", "bearer"), ("openai-chat", "bearer")]
+)
 async def test_probe_is_a_real_model_list_call(double, client, dialect, auth) -> None:
     latency = await client.probe(cfg(double, dialect, auth))
     assert latency >= 0
@@ -1126,16 +1226,54 @@ def test_every_error_key_has_english_and_chinese_text() -> None:
 # --- odd answers never crash the parsers ----------------------------------------------------
 
 _LEAF = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=12),
     st.sampled_from(["data:image/png;base64,AAAA", "https://x.example/y.png", "IMAGE_SAFETY", "STOP", "content_filter", "aGVsbG8="]),
 )
-_KEYS = st.sampled_from([
-    "candidates", "content", "parts", "inlineData", "inline_data", "data", "mimeType", "text", "thought", "finishReason",
-    "promptFeedback", "blockReason", "error", "choices", "message", "images", "image_url", "url", "b64_json", "usage",
-    "usageMetadata", "groundingMetadata", "groundingChunks", "web", "uri", "title", "delta", "finish_reason", "refusal",
-    "type", "code", "details", "retryDelay", "fileData", "fileUri",
-])
-_SHAPES = st.recursive(_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)), max_leaves=30)
+_KEYS = st.sampled_from(
+    [
+        "candidates",
+        "content",
+        "parts",
+        "inlineData",
+        "inline_data",
+        "data",
+        "mimeType",
+        "text",
+        "thought",
+        "finishReason",
+        "promptFeedback",
+        "blockReason",
+        "error",
+        "choices",
+        "message",
+        "images",
+        "image_url",
+        "url",
+        "b64_json",
+        "usage",
+        "usageMetadata",
+        "groundingMetadata",
+        "groundingChunks",
+        "web",
+        "uri",
+        "title",
+        "delta",
+        "finish_reason",
+        "refusal",
+        "type",
+        "code",
+        "details",
+        "retryDelay",
+        "fileData",
+        "fileUri",
+    ]
+)
+_SHAPES = st.recursive(
+    _LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)), max_leaves=30
+)
 
 
 @settings(max_examples=400, deadline=None)

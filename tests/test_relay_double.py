@@ -235,7 +235,11 @@ def test_image_size_follows_the_request_or_the_behaviour(relay):
         assert pixels(relay.images_served[-1])[1] == expected, image_config
 
     # An edit without a ratio follows the input picture's shape.
-    edit = {"contents": [{"parts": [{"text": "x"}, {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(make_image(300, 400)).decode()}}]}]}
+    edit = {
+        "contents": [
+            {"parts": [{"text": "x"}, {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(make_image(300, 400)).decode()}}]}
+        ]
+    }
     post_gemini(relay, edit)
     assert pixels(relay.images_served[-1])[1] == (896, 1200)  # 3:4
 
@@ -252,7 +256,12 @@ def test_bad_requests_are_refused_like_the_api(relay):
     assert bad_json.status_code == 400
     # A trailing-slash or wrong-prefix URL is a 404, not a silent success.
     assert httpx.post(relay.url + "//v1beta/models/x:generateContent", params={"key": KEY}).status_code == 404
-    assert httpx.post(relay.url + "/v1beta/models/gpt-4o:generateContent", params={"key": KEY}, json={"contents": [{"parts": [{"text": "x"}]}]}).status_code == 404
+    assert (
+        httpx.post(
+            relay.url + "/v1beta/models/gpt-4o:generateContent", params={"key": KEY}, json={"contents": [{"parts": [{"text": "x"}]}]}
+        ).status_code
+        == 404
+    )
     assert relay.images_served == []
     with pytest.raises(TypeError):
         Behaviour("image", colour="red")
@@ -320,7 +329,9 @@ def test_openai_images_edit_json_data_url(relay):
     )
     assert base64.b64decode(response.json()["data"][0]["b64_json"]) == relay.images_served[-1]
     assert pixels(relay.images_served[-1])[1] == (1376, 768)
-    missing = httpx.post(relay.url + "/v1/images/edits", headers={"Authorization": f"Bearer {KEY}"}, json={"model": "m-image", "prompt": "x"})
+    missing = httpx.post(
+        relay.url + "/v1/images/edits", headers={"Authorization": f"Bearer {KEY}"}, json={"model": "m-image", "prompt": "x"}
+    )
     assert missing.status_code == 400 and missing.json()["error"]["type"] == "invalid_request_error"
 
 
@@ -403,7 +414,10 @@ def test_server_errors_in_each_body_style(relay, status):
 
 def test_truncated_body_is_a_read_error(relay):
     relay.enqueue(Behaviour("truncated"))
-    with httpx.Client() as client, client.stream("POST", relay.url + GEN, params={"key": KEY}, json={"contents": [{"parts": [{"text": "x"}]}]}) as response:
+    with (
+        httpx.Client() as client,
+        client.stream("POST", relay.url + GEN, params={"key": KEY}, json={"contents": [{"parts": [{"text": "x"}]}]}) as response,
+    ):
         announced = int(response.headers["content-length"])
         received = bytearray()
         with pytest.raises(httpx.RemoteProtocolError):
@@ -444,7 +458,10 @@ def test_slow_answers(relay):
 
     # trickle: the whole body arrives, in many pieces.
     relay.enqueue(Behaviour("slow", delay=0.05, trickle=0.4, width=300, height=300, mime="image/jpeg"))  # ~10 KB: 10 pieces
-    with httpx.Client(timeout=10) as client, client.stream("POST", relay.url + GEN, params={"key": KEY}, json={"contents": [{"parts": [{"text": "x"}]}]}) as response:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", relay.url + GEN, params={"key": KEY}, json={"contents": [{"parts": [{"text": "x"}]}]}) as response,
+    ):
         pieces = list(response.iter_raw())
     assert len(pieces) > 3
     body = json.loads(b"".join(pieces))
@@ -478,7 +495,10 @@ def test_wrong_or_missing_key_is_refused_in_each_dialect(relay):
         error = gemini.json()["error"]
         assert error["status"] == "INVALID_ARGUMENT" and error["details"][0]["reason"] == "API_KEY_INVALID"
         assert "wrong-key" not in gemini.text
-    for path, body in (("/v1/images/generations", {"model": "nano-banana", "prompt": "x"}), ("/v1/chat/completions", {"model": PRO, "messages": []})):
+    for path, body in (
+        ("/v1/images/generations", {"model": "nano-banana", "prompt": "x"}),
+        ("/v1/chat/completions", {"model": PRO, "messages": []}),
+    ):
         refused = httpx.post(relay.url + path, headers={"Authorization": "Bearer wrong-key"}, json=body)
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
         assert "wrong-key" not in refused.text

@@ -52,12 +52,15 @@ def _ftyp(major: bytes, *compatible: bytes) -> bytes:
     return box + b"\x00\x00\x00\x08mdat" + b"\x00" * 64
 
 
-@pytest.mark.parametrize(("major", "compatible", "mime"), [
-    (b"heic", (b"mif1", b"heic"), "image/heic"),
-    (b"mif1", (b"mif1", b"heic"), "image/heic"),
-    (b"mif1", (b"mif1",), "image/heif"),
-    (b"heix", (b"mif1",), "image/heic"),
-])
+@pytest.mark.parametrize(
+    ("major", "compatible", "mime"),
+    [
+        (b"heic", (b"mif1", b"heic"), "image/heic"),
+        (b"mif1", (b"mif1", b"heic"), "image/heic"),
+        (b"mif1", (b"mif1",), "image/heif"),
+        (b"heix", (b"mif1",), "image/heic"),
+    ],
+)
 def test_heic_and_heif_are_recognised_by_their_ftyp_box(major: bytes, compatible: tuple[bytes, ...], mime: str) -> None:
     data = _ftyp(major, *compatible)
     prepared = images.prepare(data, "phone photo")
@@ -126,7 +129,9 @@ def test_cmyk_and_16_bit_tiffs_convert_to_viewable_png() -> None:
     assert 120 <= out.getpixel((1, 0)) <= 135  # scaled, not clipped to white
 
 
-@pytest.mark.parametrize("data", [b"hello, I am a text file\n", b"%PDF-1.7\n...", b"\x00" * 100, b"<svg xmlns='http://www.w3.org/2000/svg'/>"])
+@pytest.mark.parametrize(
+    "data", [b"hello, I am a text file\n", b"%PDF-1.7\n...", b"\x00" * 100, b"<svg xmlns='http://www.w3.org/2000/svg'/>"]
+)
 def test_non_images_are_refused_with_a_translated_key(data: bytes) -> None:
     with pytest.raises(InvalidRequest) as info:
         images.prepare(data, "notes.txt")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, AsyncIterator
-
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -119,7 +119,9 @@ async def test_rest_grows_with_repeated_failures(db: aiosqlite.Connection, data_
     assert rests == [60.0, 120.0, 240.0]
 
 
-async def test_refusals_and_bad_requests_are_not_failed_over(db: aiosqlite.Connection, data_dir: Path, client: RelayClient, doubles: Any) -> None:
+async def test_refusals_and_bad_requests_are_not_failed_over(
+    db: aiosqlite.Connection, data_dir: Path, client: RelayClient, doubles: Any
+) -> None:
     a, b = doubles
     clock = Clock()
     relays = await two_relays(db, data_dir, a, b, clock)
@@ -215,8 +217,15 @@ async def test_add_edit_reorder_remove(db: aiosqlite.Connection, data_dir: Path)
         return {"relay.example": ["93.184.216.34"], "internal.example": ["10.1.1.1"]}[host]
 
     relays = RelayStore(db, ring, resolver=resolver)
-    one = await relays.add(GUILD, name="one", base_url="https://relay.example/", api_key=KEY_A, dialect="openai-images", auth="bearer",
-                           model_aliases={"gemini-3-pro-image-preview": "nano-banana-pro"})
+    one = await relays.add(
+        GUILD,
+        name="one",
+        base_url="https://relay.example/",
+        api_key=KEY_A,
+        dialect="openai-images",
+        auth="bearer",
+        model_aliases={"gemini-3-pro-image-preview": "nano-banana-pro"},
+    )
     assert (one.base_url, one.position, one.key_hint) == ("https://relay.example", 0, "sk-…cdef")
     await relays.add(GUILD, name="two", base_url="https://relay.example/v1beta", api_key=KEY_B)
     await relays.add(GUILD, name="three", base_url="https://relay.example/x", api_key=KEY_B)
@@ -224,7 +233,11 @@ async def test_add_edit_reorder_remove(db: aiosqlite.Connection, data_dir: Path)
     with pytest.raises(ConfigError) as taken:
         await relays.add(GUILD, name="one", base_url="https://relay.example", api_key=KEY_A)
     assert taken.value.key == "admin.relay.name_taken"
-    for url, reason in (("http://relay.example", "scheme"), ("https://internal.example", "private_address"), ("https://169.254.169.254", "metadata")):
+    for url, reason in (
+        ("http://relay.example", "scheme"),
+        ("https://internal.example", "private_address"),
+        ("https://169.254.169.254", "metadata"),
+    ):
         with pytest.raises(UnsafeURL) as refused:
             await relays.add(GUILD, name="bad", base_url=url, api_key=KEY_A)
         assert refused.value.reason == reason
@@ -297,7 +310,9 @@ async def test_five_black_hole_relays_cost_one_deadline_two_relays_and_no_open_c
             hole.close()
 
 
-async def test_retries_and_failover_share_one_deadline_and_the_last_attempt_is_cut_and_closed(db: aiosqlite.Connection, data_dir: Path) -> None:
+async def test_retries_and_failover_share_one_deadline_and_the_last_attempt_is_cut_and_closed(
+    db: aiosqlite.Connection, data_dir: Path
+) -> None:
     """A relay answering 503 (retried with backoff) and then a silent one: the silent relay
     gets only the time left, not a full allowance, and its connection is closed."""
     with RelayDouble(api_key=KEY_A) as flaky, RelayDouble(api_key=KEY_A) as hole:
@@ -323,7 +338,9 @@ async def test_retries_and_failover_share_one_deadline_and_the_last_attempt_is_c
 
 
 @contextlib.asynccontextmanager
-async def hung_server(db: aiosqlite.Connection, data_dir: Path, count: int) -> AsyncIterator[tuple[RelayPool, list[RelayDouble], Clock, RelayStore]]:
+async def hung_server(
+    db: aiosqlite.Connection, data_dir: Path, count: int
+) -> AsyncIterator[tuple[RelayPool, list[RelayDouble], Clock, RelayStore]]:
     """A pool whose server GUILD has ``count`` relays that never answer (0.2 s allowance)."""
     holes = [RelayDouble(api_key=KEY_A) for _ in range(count)]
     try:

@@ -7,8 +7,8 @@ describe (routes, one auth style, its model names); the probe gets nothing but t
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiosqlite
 import pytest
@@ -56,14 +56,21 @@ def double(style: str, **kw: object) -> SeedRelayDouble:
         ("openai-chat", "openai-chat", "bearer", {}),
     ],
 )
-async def test_each_seed_style_is_detected_from_url_and_key_alone(client: RelayClient, style: str, dialect: str, auth: str, aliases: dict[str, str]) -> None:
+async def test_each_seed_style_is_detected_from_url_and_key_alone(
+    client: RelayClient, style: str, dialect: str, auth: str, aliases: dict[str, str]
+) -> None:
     with double(style) as relay:
         result = await probe_relay(client, relay.url, KEY)
         assert result.found, result.summary()
         assert (result.dialect, result.auth, dict(result.models.aliases)) == (dialect, auth, aliases)
         assert result.auth_confirmed and not result.generated
         assert result.models.served  # the catalogue models it lists
-        assert not any(r.path.endswith((":generateContent", "/generations", "/completions")) and r.json and ("prompt" in r.json or "messages" in r.json or "contents" in r.json) for r in relay.requests)
+        assert not any(
+            r.path.endswith((":generateContent", "/generations", "/completions"))
+            and r.json
+            and ("prompt" in r.json or "messages" in r.json or "contents" in r.json)
+            for r in relay.requests
+        )
         # The stored config really works: one generation through it succeeds.
         config = result.relay_config(KEY, trusted=False)
         picture = await client.generate(config, GenerationRequest(prompt="a cat", model=result.models.served[0]))

@@ -165,7 +165,9 @@ def _run_bot_briefly(tmp_path: Path, env: dict[str, str]) -> subprocess.Complete
 def test_cli_exits_2_on_a_malformed_relay_url(tmp_path: Path, url: str) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NB_", "DISCORD_"))}
     clean.update({"NB_ENV_FILE": str(tmp_path / "absent.env"), "NB_RELAY_URL": url, "NB_API_KEY": "k"})
-    proc = subprocess.run([sys.executable, "-m", "bot", "generate", "a cat"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "generate", "a cat"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2, proc.stderr
     assert "NB_RELAY_URL" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -181,9 +183,18 @@ async def test_a_refused_token_after_the_database_opened_closes_it_and_exits_at_
 
     async with DiscordDouble() as dd:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("NB_", "DISCORD_"))}
-        clean.update({"NB_ENV_FILE": str(tmp_path / "absent.env"), "NB_DATA_DIR": str(tmp_path / "data"), "DISCORD_TOKEN": "not-the-token", "DISCORD_API_BASE": dd.api_base})
+        clean.update(
+            {
+                "NB_ENV_FILE": str(tmp_path / "absent.env"),
+                "NB_DATA_DIR": str(tmp_path / "data"),
+                "DISCORD_TOKEN": "not-the-token",
+                "DISCORD_API_BASE": dd.api_base,
+            }
+        )
         t0 = time.monotonic()
-        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "run"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=30)
+        proc = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "bot", "run"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=30
+        )
         took = time.monotonic() - t0
     assert proc.returncode == 2, proc.stderr
     assert "Discord refused the token" in proc.stderr and "Traceback" not in proc.stderr

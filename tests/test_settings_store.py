@@ -60,13 +60,18 @@ def test_a_pasted_endpoint_becomes_the_relays_base_url(pasted: str, base: str, t
 
 def test_a_relay_url_with_a_query_is_refused_without_echoing_it(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as info:
-        load_settings({"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example/?key=sk-secret", "NB_API_KEY": "k"}, require_token=False)
+        load_settings(
+            {"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example/?key=sk-secret", "NB_API_KEY": "k"},
+            require_token=False,
+        )
     assert "without a query" in str(info.value) and "sk-secret" not in str(info.value)
 
 
 def test_dotenv_fills_but_does_not_override(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nDISCORD_TOKEN='from-file'\nexport NB_DATA_DIR=/tmp/x\nNB_RELAY_URL=https://r.example   # the relay\nNB_API_KEY='k#1'\n")
+    env_file.write_text(
+        "# comment\nDISCORD_TOKEN='from-file'\nexport NB_DATA_DIR=/tmp/x\nNB_RELAY_URL=https://r.example   # the relay\nNB_API_KEY='k#1'\n"
+    )
     s = load_settings({"NB_ENV_FILE": str(env_file), "NB_DATA_DIR": "/srv/data"})
     assert s.discord_token == "from-file"
     assert s.data_dir == Path("/srv/data")
@@ -103,12 +108,20 @@ async def test_failed_migration_leaves_database_as_it_was(tmp_path: Path) -> Non
 
 def test_model_aliases_reach_the_operator_relay(tmp_path: Path) -> None:
     s = load_settings(
-        {"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example", "NB_API_KEY": "k", "NB_MODEL_ALIASES": "nano-banana-pro=nano-banana-pro-2k"},
+        {
+            "NB_ENV_FILE": str(tmp_path / "none"),
+            "NB_RELAY_URL": "https://r.example",
+            "NB_API_KEY": "k",
+            "NB_MODEL_ALIASES": "nano-banana-pro=nano-banana-pro-2k",
+        },
         require_token=False,
     )
     assert s.relay is not None and s.relay.model_aliases == {"gemini-3-pro-image-preview": "nano-banana-pro-2k"}
     with pytest.raises(SettingsError, match="unknown model"):
-        load_settings({"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example", "NB_API_KEY": "k", "NB_MODEL_ALIASES": "dall-e=x"}, require_token=False)
+        load_settings(
+            {"NB_ENV_FILE": str(tmp_path / "none"), "NB_RELAY_URL": "https://r.example", "NB_API_KEY": "k", "NB_MODEL_ALIASES": "dall-e=x"},
+            require_token=False,
+        )
 
 
 # ---------------------------------------------------------------- packaging and start-up checks
@@ -154,8 +167,17 @@ def test_bot_run_refuses_a_newer_database_in_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NB_", "DISCORD_"))}
     # Discord on a port nothing listens on: the database is opened before the login, so the
     # refusal must come first (exit 3), not "cannot reach Discord".
-    env.update({"NB_ENV_FILE": str(tmp_path / "none"), "NB_DATA_DIR": str(data), "DISCORD_TOKEN": "x", "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10"})
-    proc = subprocess.run([sys.executable, "-m", "bot", "run"], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=60)
+    env.update(
+        {
+            "NB_ENV_FILE": str(tmp_path / "none"),
+            "NB_DATA_DIR": str(data),
+            "DISCORD_TOKEN": "x",
+            "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "newer release" in lines[0] and "Traceback" not in proc.stderr
@@ -163,7 +185,9 @@ def test_bot_run_refuses_a_newer_database_in_one_line(tmp_path: Path) -> None:
 
 def test_dotenv_with_a_byte_order_mark_keeps_its_first_line(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_bytes("DISCORD_TOKEN=from-bom-file\nNB_RELAY_URL=\"https://r.example\"\n# note\nNB_API_KEY=k # trailing\n".encode("utf-8-sig"))
+    env_file.write_bytes(
+        'DISCORD_TOKEN=from-bom-file\nNB_RELAY_URL="https://r.example"\n# note\nNB_API_KEY=k # trailing\n'.encode("utf-8-sig")
+    )
     s = load_settings({"NB_ENV_FILE": str(env_file)})
     assert s.discord_token == "from-bom-file"
     assert s.relay is not None and s.relay.url == "https://r.example" and s.relay.api_key == "k"

@@ -59,7 +59,7 @@ def gemini_body(images: list[bytes], *, casing: str = "camel", thoughts: int = 0
     inline, mime = ("inlineData", "mimeType") if casing == "camel" else ("inline_data", "mime_type")
     parts: list[dict[str, Any]] = []
     for n in range(thoughts):
-        parts.append({"text": f"**Thinking {n}** about the \"scene\"…", "thought": True})
+        parts.append({"text": f'**Thinking {n}** about the "scene"…', "thought": True})
         parts.append({inline: {mime: "image/png", "data": b64(noise_png(40, 30, seed=100 + n))}, "thought": True})
     if text:
         parts.append({"text": text})
@@ -163,8 +163,8 @@ def test_bare_data_url_field() -> None:
 
 def test_unicode_and_escapes_in_small_strings_survive() -> None:
     answer = {
-        "text": "Chinese 中文, emoji 🍌, quote \", backslash \\, tab \t, newline \n, nul \u0000, lone \ud800",
-        "keys \"é\"": ["\u2028", "/path/", "\\/not an escape"],
+        "text": 'Chinese 中文, emoji 🍌, quote ", backslash \\, tab \t, newline \n, nul \u0000, lone \ud800',
+        'keys "é"': ["\u2028", "/path/", "\\/not an escape"],
         "n": [1, -2.5e-3, True, False, None],
     }
     for ascii_only in (True, False):
@@ -258,7 +258,7 @@ def small_gemini_body() -> bytes:
             {
                 "content": {
                     "parts": [
-                        {"text": "思考 \"x\"\\n", "thought": True},
+                        {"text": '思考 "x"\\n', "thought": True},
                         {"inlineData": {"mimeType": "image/png", "data": b64(image)}, "thoughtSignature": "c2ln"},
                         {"text": content},
                     ]
@@ -293,7 +293,7 @@ LOOKALIKES = [
     "data:image/png;base64," + "QUJD" * 9 + "QQ",
     "see data:image/png;base64," + "QUJD" * 9 + "QQ==) and data:image/gif;base64," + "QUJD" * 8 + "QUI= end",
     "x/" * 30 + "QUJD" * 9,
-    "\\" * 5 + "/QUJD" * 9 + "\"\\u00e9" + "QUJD" * 9 + "\n",
+    "\\" * 5 + "/QUJD" * 9 + '"\\u00e9' + "QUJD" * 9 + "\n",
 ]
 
 
@@ -331,7 +331,7 @@ def test_invalid_json_is_a_decode_error(body: bytes) -> None:
 
 def test_invalid_bytes_inside_a_streamed_string_are_a_decode_error() -> None:
     run = b"QUJD" * 40
-    for bad in (b"\xff", b"\n", b'\\x', b"\\u12G4"):
+    for bad in (b"\xff", b"\n", b"\\x", b"\\u12G4"):
         body = b'{"data": "' + run + bad + run + b'"}'
         with pytest.raises(DecodeError):
             decode(body, size=5, **SMALL)
@@ -343,8 +343,14 @@ json_leaf = st.one_of(
     st.integers(-(10**6), 10**6),
     st.text(max_size=30),
     st.binary(min_size=0, max_size=120).map(b64),
-    st.builds(lambda raw, words: f"{words} ![x](data:image/png;base64,{b64(raw)}) {words}", st.binary(min_size=1, max_size=90), st.text(max_size=8)),
-    st.sampled_from(["QUJD" * 12 + "QR==", "QUJD" * 10 + "Q", "A" * 50 + " b", "QUJD" * 9 + "=", "data:image/png;base64," + "QUJD" * 9 + "QQ"]),
+    st.builds(
+        lambda raw, words: f"{words} ![x](data:image/png;base64,{b64(raw)}) {words}",
+        st.binary(min_size=1, max_size=90),
+        st.text(max_size=8),
+    ),
+    st.sampled_from(
+        ["QUJD" * 12 + "QR==", "QUJD" * 10 + "Q", "A" * 50 + " b", "QUJD" * 9 + "=", "data:image/png;base64," + "QUJD" * 9 + "QQ"]
+    ),
 )
 json_value = st.recursive(
     json_leaf,
@@ -354,7 +360,9 @@ json_value = st.recursive(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=json_value, cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12), escaped=st.booleans(), ascii_only=st.booleans())
+@given(
+    value=json_value, cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12), escaped=st.booleans(), ascii_only=st.booleans()
+)
 def test_any_answer_cut_anywhere_matches_json_loads(value: Any, cuts: list[int], escaped: bool, ascii_only: bool) -> None:
     body = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
     if escaped:

@@ -36,18 +36,32 @@ async def test_a_turn_too_big_to_replay_is_sent_as_the_input_picture_instead(dat
         studio, db, http = await open_studio(relay, data_dir, history_budget=200_000)
         try:
             relay.enqueue(Behaviour("image", width=640, height=640, signature="sig-small"))
-            first = await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a small fox", model="gemini-3-pro-image-preview"))
+            first = await studio.generate(
+                guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a small fox", model="gemini-3-pro-image-preview")
+            )
             relay.enqueue(Behaviour("image", width=640, height=640))
-            await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="make it blue", model="gemini-3-pro-image-preview", parent_turn_id=first.turn.id))
+            await studio.generate(
+                guild_id=1,
+                channel_id=2,
+                user_id=3,
+                req=JobRequest(prompt="make it blue", model="gemini-3-pro-image-preview", parent_turn_id=first.turn.id),
+            )
             small = relay.requests[-1].json["contents"]
             assert [c["role"] for c in small] == ["user", "model", "user"]  # fits: replayed with its signature
 
             big_picture = noise_png(400, 400)  # ~480 KB: noise does not compress
             relay.enqueue(Behaviour("raw", status=200, content_type="application/json", body=_answer(big_picture)))
-            big = await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a big fox", model="gemini-3-pro-image-preview"))
+            big = await studio.generate(
+                guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a big fox", model="gemini-3-pro-image-preview")
+            )
             assert len(big.result.image) > 200_000
             relay.enqueue(Behaviour("image", width=640, height=640))
-            edited = await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="make it red", model="gemini-3-pro-image-preview", parent_turn_id=big.turn.id))
+            edited = await studio.generate(
+                guild_id=1,
+                channel_id=2,
+                user_id=3,
+                req=JobRequest(prompt="make it red", model="gemini-3-pro-image-preview", parent_turn_id=big.turn.id),
+            )
             sent = relay.requests[-1].json["contents"]
             assert [c["role"] for c in sent] == ["user"]  # no history: the picture itself is the input
             assert any("inlineData" in p for p in sent[0]["parts"]) and sent[0]["parts"][0]["text"] == "make it red"
@@ -64,7 +78,18 @@ def _answer(image: bytes) -> str:
     return json.dumps(
         {
             "candidates": [
-                {"content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()}, "thoughtSignature": "sig-big"}]}, "finishReason": "STOP"}
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [
+                            {
+                                "inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()},
+                                "thoughtSignature": "sig-big",
+                            }
+                        ],
+                    },
+                    "finishReason": "STOP",
+                }
             ]
         }
     )
@@ -88,7 +113,9 @@ async def test_a_paid_picture_comes_back_even_when_the_disk_is_full(data_dir: Pa
         studio, db, http = await open_studio(relay, data_dir, history_budget=200_000)
         try:
             with full_disk(data_dir / "images"):
-                generated = await studio.generate(guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a lighthouse", model="gemini-3.1-flash-image-preview"))
+                generated = await studio.generate(
+                    guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="a lighthouse", model="gemini-3.1-flash-image-preview")
+                )
             assert generated.result.image == relay.images_served[-1]  # the picture, to deliver
             assert generated.turn is None  # not recorded: nothing to edit later
         finally:
@@ -103,10 +130,15 @@ async def test_a_thread_edit_keeps_grounding_and_thinking(data_dir: Path) -> Non
             flash = "gemini-3.1-flash-image-preview"
             relay.enqueue(Behaviour("image", width=640, height=640))
             first = await studio.generate(
-                guild_id=1, channel_id=2, user_id=3, req=JobRequest(prompt="today's weather in Paris", model=flash, grounding=True, thinking="high")
+                guild_id=1,
+                channel_id=2,
+                user_id=3,
+                req=JobRequest(prompt="today's weather in Paris", model=flash, grounding=True, thinking="high"),
             )
             assert first.turn is not None
-            edit = continue_from(first.turn, flash, "as a poster", post_channel_id=2, upload_limit=10 * 2**20, locale="en", guild_locale="en")
+            edit = continue_from(
+                first.turn, flash, "as a poster", post_channel_id=2, upload_limit=10 * 2**20, locale="en", guild_locale="en"
+            )
             relay.enqueue(Behaviour("image", width=640, height=640))
             await studio.generate(guild_id=1, channel_id=2, user_id=3, req=edit)
             sent = relay.requests[-1].json

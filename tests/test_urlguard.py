@@ -80,12 +80,12 @@ async def test_unsafe_urls_are_refused(url: str, reason: str, liftable: bool) ->
     assert isinstance(info.value, InvalidRequest)
 
 
-@pytest.mark.parametrize(("url", "reason", "liftable"), [r for r in REFUSED if r[2]], ids=[u for u, _, l in REFUSED if l])
+@pytest.mark.parametrize(("url", "reason", "liftable"), [r for r in REFUSED if r[2]], ids=[u for u, _, lift in REFUSED if lift])
 async def test_operator_can_lift_the_address_and_scheme_checks(url: str, reason: str, liftable: bool) -> None:
     await check_url(url, allow_private=True, resolver=fake_dns)
 
 
-@pytest.mark.parametrize(("url", "reason", "liftable"), [r for r in REFUSED if not r[2]], ids=[u for u, _, l in REFUSED if not l])
+@pytest.mark.parametrize(("url", "reason", "liftable"), [r for r in REFUSED if not r[2]], ids=[u for u, _, lift in REFUSED if not lift])
 async def test_metadata_credentials_and_garbage_stay_refused_when_lifted(url: str, reason: str, liftable: bool) -> None:
     with pytest.raises(UnsafeURL) as info:
         await check_url(url, allow_private=True, resolver=fake_dns)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from bot.usage import (
 
 FLASH = "gemini-3.1-flash-image-preview"
 PRO = "gemini-3-pro-image-preview"
-MAR9 = datetime(2026, 3, 9, 15, 0, tzinfo=timezone.utc).timestamp()
-MAR10 = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc).timestamp()
+MAR9 = datetime(2026, 3, 9, 15, 0, tzinfo=UTC).timestamp()
+MAR10 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC).timestamp()
 
 
 class Clock:
@@ -116,7 +116,7 @@ async def test_summary_in_both_languages(history: Any) -> None:
     zh = summary_text(report, "zh-CN")
     assert "5 张图" in zh and "10 积分" in zh and "约 0.44 美元" in zh and "中位数 2.0 秒" in zh
 
-    empty = await usage_report(db, 1, *period_bounds("day", datetime(2026, 2, 1, tzinfo=timezone.utc).timestamp()))
+    empty = await usage_report(db, 1, *period_bounds("day", datetime(2026, 2, 1, tzinfo=UTC).timestamp()))
     assert "No pictures were requested" in summary_text(empty, "en")
 
 
@@ -146,6 +146,6 @@ def test_percentiles_and_periods() -> None:
     assert percentile(list(range(1, 101)), 95) == 95
     assert percentile([30, 10, 20], 50) == 20
     start, end = period_bounds("month", MAR10)
-    assert (start, end) == (datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp(), datetime(2026, 4, 1, tzinfo=timezone.utc).timestamp())
+    assert (start, end) == (datetime(2026, 3, 1, tzinfo=UTC).timestamp(), datetime(2026, 4, 1, tzinfo=UTC).timestamp())
     with pytest.raises(ValueError):
         period_bounds("fortnight", MAR10)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .redact import cut, redact
+from .redact import cut
 from .stream import Blob
 from .types import GroundingSource, NoImage, Usage
 

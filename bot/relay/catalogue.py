@@ -164,8 +164,7 @@ def validate(request: GenerationRequest) -> GenerationRequest:
         )
     if request.grounding and not spec.grounding:
         raise InvalidRequest(
-            f"{spec.id} cannot use search grounding; models that can: "
-            + ", ".join(m.id for m in MODELS.values() if m.grounding),
+            f"{spec.id} cannot use search grounding; models that can: " + ", ".join(m.id for m in MODELS.values() if m.grounding),
             key="invalid.grounding",
             model=spec.id,
             allowed=", ".join(m.id for m in MODELS.values() if m.grounding),
@@ -197,9 +196,16 @@ def display_size(size: str) -> str:
 # table (exact entries first, else the nearest ratio and the size by sqrt(W*H): <768 -> 512,
 # <1536 -> 1K, <3072 -> 2K, else 4K). 2.5 Flash has one size (about 1 MP) per ratio.
 PIXELS_25: dict[str, tuple[int, int]] = {
-    "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184),
-    "4:3": (1184, 864), "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344),
-    "16:9": (1344, 768), "21:9": (1536, 672),
+    "1:1": (1024, 1024),
+    "2:3": (832, 1248),
+    "3:2": (1248, 832),
+    "3:4": (864, 1184),
+    "4:3": (1184, 864),
+    "4:5": (896, 1152),
+    "5:4": (1152, 896),
+    "9:16": (768, 1344),
+    "16:9": (1344, 768),
+    "21:9": (1536, 672),
 }
 _SIZES = ("512", "1K", "2K", "4K")
 PIXELS_3: dict[str, tuple[tuple[int, int], ...]] = {  # ratio -> (512, 1K, 2K, 4K)
@@ -287,9 +293,21 @@ def dialect_notes(request: GenerationRequest, dialect: str) -> list[Note]:
         return []
     notes: list[Note] = []
     if request.grounding:
-        notes.append(Note("note.grounding_dropped", f"Google Search grounding cannot be sent through the {dialect} format; the picture was made without it", {"dialect": dialect}))
+        notes.append(
+            Note(
+                "note.grounding_dropped",
+                f"Google Search grounding cannot be sent through the {dialect} format; the picture was made without it",
+                {"dialect": dialect},
+            )
+        )
     if request.thinking:
-        notes.append(Note("note.thinking_dropped", f"the thinking level cannot be sent through the {dialect} format; the model used its default", {"dialect": dialect}))
+        notes.append(
+            Note(
+                "note.thinking_dropped",
+                f"the thinking level cannot be sent through the {dialect} format; the model used its default",
+                {"dialect": dialect},
+            )
+        )
     return notes
 
 

@@ -43,8 +43,9 @@ import random
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -57,12 +58,12 @@ from .gateway_errors import retry_after_seconds, retry_hint
 from .redact import cut, redact, register_secret, relay_scope
 from .stream import Blob, Budget, DecodeError, RefusedAnswer, StreamDecoder
 from .types import (
-    RelayError,
     GenerationRequest,
     GenerationResult,
     InputImage,
     InvalidRequest,
     RelayConfig,
+    RelayError,
     RelayFailed,
     RelayTimeout,
 )
@@ -79,6 +80,7 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("relay_
 def _time_left(timeout: float) -> float:
     deadline = _DEADLINE.get()
     return timeout if deadline is None else min(timeout, deadline - time.monotonic())
+
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 # Failures that are about this relay (its key, account, model list), not about the request.
@@ -203,7 +205,7 @@ class RelayClient:
             self._picture_guard, self._picture_client = guard, _pinned_client(guard)
         return self._picture_guard, self._picture_client
 
-    async def __aenter__(self) -> "RelayClient":
+    async def __aenter__(self) -> RelayClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -315,7 +317,7 @@ class RelayClient:
                         raise
         return time.monotonic() - started
 
-    def limited(self, *, max_attempts: int | None = None, max_answer_bytes: int | None = None) -> "RelayClient":
+    def limited(self, *, max_attempts: int | None = None, max_answer_bytes: int | None = None) -> RelayClient:
         """A client sharing this one's HTTP client (connection pool, transport) and URL guard,
         with tighter limits: the relay probe and balance checks read small answers, once."""
         return RelayClient(
@@ -397,9 +399,15 @@ class RelayClient:
             url = self._endpoint(relay, openai_images.EDITS)
             failure: RelayFailed | None = None
             try:
-                return await self._request(relay, _Sent("POST", url, data=fields, files=files), timeout=timeout, parse=_checked(openai_images.parse))
+                return await self._request(
+                    relay, _Sent("POST", url, data=fields, files=files), timeout=timeout, parse=_checked(openai_images.parse)
+                )
             except RelayFailed as exc:
-                if not (exc.status in (400, 415, 422) and exc.key != "error.param_refused" and gateway_errors.wants_json_body(exc.relay_message, fields)):
+                if not (
+                    exc.status in (400, 415, 422)
+                    and exc.key != "error.param_refused"
+                    and gateway_errors.wants_json_body(exc.relay_message, fields)
+                ):
                     raise
                 failure = exc
             # Some relays take edits only as JSON with data-URL pictures (field notes §1).
@@ -428,7 +436,7 @@ class RelayClient:
     def _prepare_inputs(self, req: GenerationRequest) -> tuple[list[InputImage], dict[str, Any]]:
         """The inputs, identified and fitted to the budget, and the user turn carrying them."""
         labels = [f"input image {i + 1}" for i in range(len(req.images))]
-        prepared = [images.prepare(img.data, label) for img, label in zip(req.images, labels)]
+        prepared = [images.prepare(img.data, label) for img, label in zip(req.images, labels, strict=True)]
         fixed = approx_json_size(req.history) + len(req.prompt.encode("utf-8")) + 2_000
         if fixed > self.body_budget:
             raise InvalidRequest(
@@ -491,7 +499,11 @@ class RelayClient:
                 break  # the caller's deadline comes first: no time for another attempt
             log.warning(
                 "relay %s: %s; retrying in %.2f s (attempt %d of %d)",
-                relay.name, failure.error, delay, attempt + 1, most,
+                relay.name,
+                failure.error,
+                delay,
+                attempt + 1,
+                most,
             )
             await asyncio.sleep(delay)
         assert failure is not None
@@ -643,9 +655,7 @@ class RelayClient:
             )
         return self._envelope_failure(relay, info, status=status, headers=response.headers)
 
-    def _envelope_failure(
-        self, relay: RelayConfig, info: ErrorInfo, *, status: int | None, headers: httpx.Headers | None = None
-    ) -> _Fail:
+    def _envelope_failure(self, relay: RelayConfig, info: ErrorInfo, *, status: int | None, headers: httpx.Headers | None = None) -> _Fail:
         info = gateway_errors.readable(info)  # a gateway's wrapping taken off: the provider's words
         if status is None or status == 500:
             # An envelope inside a 2xx answer, or a catch-all 500 around the provider's own
@@ -755,7 +765,12 @@ class RelayClient:
             try:
                 async with asyncio.timeout(timeout):
                     async with client.stream(
-                        "GET", current, params=params or None, headers=headers, timeout=httpx.Timeout(timeout, connect=30.0), follow_redirects=False
+                        "GET",
+                        current,
+                        params=params or None,
+                        headers=headers,
+                        timeout=httpx.Timeout(timeout, connect=30.0),
+                        follow_redirects=False,
                     ) as response:
                         log.info("relay %s: GET %s -> HTTP %d", relay.name, shown, response.status_code)
                         if response.is_redirect and response.headers.get("location"):
@@ -794,7 +809,7 @@ class RelayClient:
             except (inflate.RefusedEncoding, httpx.DecodingError) as exc:
                 detail = f"the picture at {shown} came in an encoding refused or broken ({_describe(exc, relay)})"
                 return _Fail(RelayFailed(detail, relay_message=detail, retryable=True, key="error.answer_refused"), retry=False)
-            except (httpx.TransportError,) as exc:
+            except httpx.TransportError as exc:
                 fail = _Fail(_network(f"downloading the picture failed: {_describe(exc, relay)}"), retry=True)
             if fail is not None:
                 return fail
@@ -818,6 +833,7 @@ def _pinned_client(guard: UrlGuard) -> httpx.AsyncClient:
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": inflate.ACCEPT_ENCODING},
         timeout=httpx.Timeout(60.0),
     )
+
 
 _JSON = {"Content-Type": "application/json"}
 # Request fields that a picture can do without (a refusal naming one is answered by one

@@ -32,8 +32,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .answer import ErrorInfo, error_info
 
@@ -205,5 +206,7 @@ def notice(relay_name: str, base_url: str, headers: Mapping[str, str] | Any, att
         "relay %s is a LiteLLM gateway (%s); it retries failed upstream calls itself (num_retries, "
         "3 calls by default), so each of our %d attempts may cost several upstream calls. Set "
         "num_retries: 0 in its router_settings, or lower NB_RETRY_ATTEMPTS here.",
-        relay_name, version, attempts,
+        relay_name,
+        version,
+        attempts,
     )

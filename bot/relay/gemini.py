@@ -87,9 +87,7 @@ def b64_text(data: bytes) -> str:
     if len(data) <= _B64_SLICE:
         return pybase64.b64encode(data).decode("ascii")
     view = memoryview(data)
-    return "".join(
-        pybase64.b64encode(view[i : i + _B64_SLICE]).decode("ascii") for i in range(0, len(data), _B64_SLICE)
-    )
+    return "".join(pybase64.b64encode(view[i : i + _B64_SLICE]).decode("ascii") for i in range(0, len(data), _B64_SLICE))
 
 
 def user_turn(prompt: str, images: list[InputImage]) -> dict[str, Any]:
@@ -294,7 +292,12 @@ def parse(data: Any) -> Parsed:
             if isinstance(file_data, dict):
                 uri = get(file_data, "fileUri")
                 mime = str(get(file_data, "mimeType") or "")
-                if not thought and isinstance(uri, str) and uri.startswith(("http://", "https://")) and (mime.startswith("image/") or not mime):
+                if (
+                    not thought
+                    and isinstance(uri, str)
+                    and uri.startswith(("http://", "https://"))
+                    and (mime.startswith("image/") or not mime)
+                ):
                     hosted, image = uri, None
                 continue
             text = part.get("text")

@@ -19,7 +19,7 @@ multiplies the expansion.
 from __future__ import annotations
 
 import zlib
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 

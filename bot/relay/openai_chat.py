@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .answer import (
     AnswerError,

@@ -31,7 +31,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .answer import AnswerError, BrokenAnswer, Parsed, error_info, no_image, openai_usage
 from .catalogue import MODELS, image_config
@@ -87,9 +88,7 @@ def build_edit(
     fields = {k: v for k, v in fields.items() if k not in drop}
     name = "image" if len(images) == 1 else "image[]"
     ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/heic": "heic", "image/heif": "heif"}
-    files = [
-        (name, (f"image-{i + 1}.{ext.get(img.mime_type, 'png')}", img.data, img.mime_type)) for i, img in enumerate(images)
-    ]
+    files = [(name, (f"image-{i + 1}.{ext.get(img.mime_type, 'png')}", img.data, img.mime_type)) for i, img in enumerate(images)]
     return fields, files
 
 
@@ -122,7 +121,9 @@ def parse(data: Any) -> Parsed:
     # The last picture: drafts (thought images) come first when a gateway lists them all.
     item = next((i for i in reversed(items) if isinstance(i, dict) and isinstance(i.get("b64_json") or i.get("url"), (str, Blob))), None)
     if item is None:
-        raise no_image("no_image", "no picture in the answer", str(items[0].get("revised_prompt") or "") if isinstance(items[0], dict) else "")
+        raise no_image(
+            "no_image", "no picture in the answer", str(items[0].get("revised_prompt") or "") if isinstance(items[0], dict) else ""
+        )
     text = str(item.get("revised_prompt") or "")
     try:
         b64 = item.get("b64_json")

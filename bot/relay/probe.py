@@ -36,8 +36,9 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..settings import SettingsError, relay_base_url
@@ -177,7 +178,7 @@ def map_models(names: Iterable[str]) -> ModelMap:
     unknown: list[str] = []
     for raw in names:
         name = raw.strip()
-        short = name[len("models/"):] if name.startswith("models/") else name
+        short = name[len("models/") :] if name.startswith("models/") else name
         short = short.rsplit("/", 1)[-1]
         if not short:
             continue
@@ -292,7 +293,7 @@ def _pasted_hint(url: str) -> tuple[str, Dialect | None, str | None]:
         register_secret(value)  # a pasted "?key=..." never reaches a result or a log
     clean = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/")
     base = relay_base_url(clean)
-    cut = clean[len(base):]
+    cut = clean[len(base) :]
     if m := re.search(r"/models/([^/:]+):(?:stream)?[gG]enerateContent$", cut):
         return base, "gemini", m.group(1)
     if "/images/" in cut:
@@ -328,7 +329,12 @@ async def probe_relay(
         return ProbeResult("bad_url", base_url="")
     run = _Run(client, base, key, trusted, step_timeout)
     if hint:
-        run.decide("dialect", key="probe.why.pasted_endpoint", detail=f"the pasted URL was a {hint} endpoint" + (f" (model {hint_model})" if hint_model else ""), dialect=hint)
+        run.decide(
+            "dialect",
+            key="probe.why.pasted_endpoint",
+            detail=f"the pasted URL was a {hint} endpoint" + (f" (model {hint_model})" if hint_model else ""),
+            dialect=hint,
+        )
 
     def done(outcome: Outcome, **kw: Any) -> ProbeResult:
         result = ProbeResult(
@@ -414,9 +420,19 @@ async def _finish(
             run.decide("auth", key="probe.why.unconfirmed", detail=f"the model list answers without a key, so {auth} is a guess", auth=auth)
         elif _kind(exc) == "auth":
             confirmed = True
-            run.decide("auth", key="probe.why.listing", detail=f"the model list answered with {auth} auth and refuses requests without a key", auth=auth)
+            run.decide(
+                "auth",
+                key="probe.why.listing",
+                detail=f"the model list answered with {auth} auth and refuses requests without a key",
+                auth=auth,
+            )
         else:  # a network failure or an odd answer: no proof either way
-            run.decide("auth", key="probe.why.unchecked", detail=f"could not check whether the model list needs a key, so {auth} is unconfirmed", auth=auth)
+            run.decide(
+                "auth",
+                key="probe.why.unchecked",
+                detail=f"could not check whether the model list needs a key, so {auth} is unconfirmed",
+                auth=auth,
+            )
     if not confirmed and allow_generation and models.served:
         ok = await _tiny_generation(run, dialect, auth, models, generation_timeout)
         confirmed = generated = ok
@@ -441,7 +457,12 @@ async def _openai_dialect(run: _Run, names: Sequence[str], hint: Dialect | None)
     lowered = [n.lower().rsplit("/", 1)[-1] for n in names]
     if models.sized or any(n.startswith("nano-banana") for n in lowered):
         shown = ", ".join(n for n in names if n.lower().rsplit("/", 1)[-1].startswith("nano-banana"))[:200]
-        run.decide("dialect", key="probe.why.size_names", detail=f"the model list has per-size / nano-banana names ({shown}), which relays serve on /v1/images", models=shown)
+        run.decide(
+            "dialect",
+            key="probe.why.size_names",
+            detail=f"the model list has per-size / nano-banana names ({shown}), which relays serve on /v1/images",
+            models=shown,
+        )
         return "openai-images", ()
     if hint in ("openai-images", "openai-chat"):
         return hint, ()
@@ -451,7 +472,9 @@ async def _openai_dialect(run: _Run, names: Sequence[str], hint: Dialect | None)
     wire = models.aliases.get(model, model) if model else "gemini-2.5-flash-image"
     images_cfg = run.config("openai-images", "bearer")
     chat_cfg = run.config("openai-chat", "bearer")
-    _, images_exc = await run.call("POST /v1/images/generations (empty, no prompt)", images_cfg, "/images/generations", body={"model": wire})
+    _, images_exc = await run.call(
+        "POST /v1/images/generations (empty, no prompt)", images_cfg, "/images/generations", body={"model": wire}
+    )
     _, chat_exc = await run.call("POST /v1/chat/completions (empty, no messages)", chat_cfg, "/chat/completions", body={"model": wire})
     images_there = _route_there(images_exc)
     chat_there = _route_there(chat_exc)
@@ -464,7 +487,9 @@ async def _openai_dialect(run: _Run, names: Sequence[str], hint: Dialect | None)
     if images_there is False and chat_there is False:
         run.decide("dialect", key="probe.why.no_routes", detail="neither OpenAI image route is there")
         return None, ()
-    run.decide("dialect", key="probe.why.both_routes", detail="both OpenAI routes are there and the model names do not tell which one draws")
+    run.decide(
+        "dialect", key="probe.why.both_routes", detail="both OpenAI routes are there and the model names do not tell which one draws"
+    )
     return None, ("openai-images", "openai-chat")
 
 

@@ -35,9 +35,10 @@ import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -53,7 +54,7 @@ _HEADER = re.compile(r"(?i)((?:x-goog-api-key|x-api-key|api-key|authorization)[\
 _SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
 # Where a key may sit: a run without spaces, quotes or brackets. A key holding one of those
 # characters is matched by a pattern of its own instead (see _Matcher).
-_TOKEN = re.compile(r"[^\s\"'<>()\[\]{},;]{%d,}" % MIN_SECRET)
+_TOKEN = re.compile(rf"[^\s\"'<>()\[\]{{}},;]{{{MIN_SECRET},}}")
 _TOKEN_CHAR = re.compile(r"[^\s\"'<>()\[\]{},;]+")
 
 _lock = threading.Lock()
@@ -62,7 +63,7 @@ _stored: set[str] = set()
 _version = 0  # bumped when the operator's keys change: the scoped matchers are cached by them
 
 
-_everything: tuple[int, "_Matcher"] | None = None  # (version, matcher of every key), kept up to date
+_everything: tuple[int, _Matcher] | None = None  # (version, matcher of every key), kept up to date
 
 
 def _variants(secret: str) -> frozenset[str]:

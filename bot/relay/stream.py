@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from array import array
 import ctypes
 import io
 import json
@@ -35,6 +34,7 @@ import platform
 import re
 import secrets
 import time
+from array import array
 from typing import Any
 
 import pybase64
@@ -106,6 +106,7 @@ def _with_breaks(text: str, breaks: array | None) -> str:
     out.append(text[last:])
     return "".join(out)
 
+
 _OUT, _STR, _B64 = 0, 1, 2
 
 
@@ -173,9 +174,7 @@ class Blob:
 
     __slots__ = ("data", "prefix", "_suffix", "next", "breaks")
 
-    def __init__(
-        self, data: bytes, prefix: str = "", suffix: str = "", next: Blob | None = None, breaks: array | None = None
-    ) -> None:
+    def __init__(self, data: bytes, prefix: str = "", suffix: str = "", next: Blob | None = None, breaks: array | None = None) -> None:
         self.data = data
         self.prefix = prefix
         self._suffix = suffix
@@ -213,7 +212,11 @@ class Blob:
         if not isinstance(other, Blob):
             return NotImplemented
         return (self.data, self.prefix, self._suffix, self.next, self.breaks) == (
-            other.data, other.prefix, other._suffix, other.next, other.breaks
+            other.data,
+            other.prefix,
+            other._suffix,
+            other.next,
+            other.breaks,
         )
 
     def __repr__(self) -> str:
@@ -561,7 +564,7 @@ class StreamDecoder:
     def _exact(self, text: str) -> str:
         texts, runs = self._pieces(text)
         out = [texts[0]]
-        for run, after in zip(runs, texts[1:]):
+        for run, after in zip(runs, texts[1:], strict=True):
             out += (_with_breaks(pybase64.b64encode(run.data).decode("ascii"), run.breaks), after)
         return "".join(out)
 
@@ -573,9 +576,7 @@ class StreamDecoder:
             return Blob(runs[0].data, breaks=runs[0].breaks)
         # Otherwise only data URLs: each run introduced by "data:<mime>;base64," and not
         # followed by more padding (which would make it invalid base64).
-        if not all(_DATA_URL_PREFIX.search(before) for before in texts[:-1]) or any(
-            after.startswith("=") for after in texts[1:]
-        ):
+        if not all(_DATA_URL_PREFIX.search(before) for before in texts[:-1]) or any(after.startswith("=") for after in texts[1:]):
             return self._exact(text)
         chain: Blob | None = None
         for i in range(len(runs) - 1, -1, -1):

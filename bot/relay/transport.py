@@ -17,12 +17,16 @@ httpx's ``AsyncHTTPTransport`` takes no network backend, so this builds the same
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import httpcore
 import httpx
 
 from ..urlguard import UnsafeURL
+
+# httpx's own defaults, named once (a call in the signature would be evaluated at import anyway).
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 class AddressSource(Protocol):
@@ -52,13 +56,17 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         failure: Exception | None = None
         for address in addresses:
             try:
-                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+                return await self.inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None  # addresses_for never returns an empty list
         raise failure
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("refused to connect: Unix sockets are not relays")
 
     async def sleep(self, seconds: float) -> None:
@@ -69,7 +77,13 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
     """``httpx.AsyncHTTPTransport`` whose connections go through :class:`PinnedBackend`.
     No proxies from the environment: a proxy would do its own lookup of the name."""
 
-    def __init__(self, source: AddressSource, *, inner: httpcore.AsyncNetworkBackend | None = None, limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)) -> None:
+    def __init__(
+        self,
+        source: AddressSource,
+        *,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__(trust_env=False, limits=limits)
         ssl_context = self._pool._ssl_context  # the context httpx made (certifi, verification on)
         self._pool = httpcore.AsyncConnectionPool(

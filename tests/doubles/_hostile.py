@@ -19,19 +19,19 @@ ATTACKS = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def junk_list(size: int = 8 * 2**20) -> bytes:
     """200 with ``[{},{},...]``: 8 MiB of the cheapest JSON values there are."""
     return b"[" + b",".join([b"{}"] * (size // 3)) + b"]"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def million_parts(count: int = 1_000_000) -> bytes:
     parts = b",".join([b'{"text":"a"}'] * count)
     return b'{"candidates":[{"content":{"role":"model","parts":[' + parts + b']},"finishReason":"STOP"}]}'
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gzip_bomb(inflated: int = 512 * 2**20) -> bytes:
     """One layer of gzip (~2.3 MB) that inflates to ``inflated`` bytes: a Gemini answer whose
     inlineData is a run of "A" (valid base64 for zero bytes)."""
@@ -44,7 +44,7 @@ def gzip_bomb(inflated: int = 512 * 2**20) -> bytes:
     return b"".join(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def stacked_gzip_bomb() -> bytes:
     """``Content-Encoding: gzip, gzip``: the one-layer bomb gzipped again (a few KB)."""
     return gzip.compress(gzip_bomb(), 9)

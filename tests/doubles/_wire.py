@@ -43,9 +43,19 @@ FINISH_MESSAGES = {
 }
 REFUSAL_TEXT = "I'm sorry, but I can't create that image because it may violate the content policy."
 GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
-    500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 GOOGLE_MESSAGES = {
     400: "Request contains an invalid argument.",
@@ -58,9 +68,16 @@ GOOGLE_MESSAGES = {
     504: "The service is currently unavailable. Deadline exceeded.",
 }
 HTML_TITLES = {
-    400: "400 Bad Request", 401: "401 Authorization Required", 403: "403 Forbidden", 404: "404 Not Found",
-    413: "413 Request Entity Too Large", 429: "429 Too Many Requests", 500: "500 Internal Server Error",
-    502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable", 504: "504 Gateway Time-out",
+    400: "400 Bad Request",
+    401: "401 Authorization Required",
+    403: "403 Forbidden",
+    404: "404 Not Found",
+    413: "413 Request Entity Too Large",
+    429: "429 Too Many Requests",
+    500: "500 Internal Server Error",
+    502: "502 Bad Gateway",
+    503: "503 Service Temporarily Unavailable",
+    504: "504 Gateway Time-out",
 }
 
 
@@ -153,7 +170,7 @@ def grounding_metadata(sources: list[dict[str, str]], queries: list[str], image_
     meta: dict[str, Any] = {
         "webSearchQueries": queries,
         "searchEntryPoint": {
-            "renderedContent": '<style>.container{display:flex}.chip{padding:4px 8px}</style>'
+            "renderedContent": "<style>.container{display:flex}.chip{padding:4px 8px}</style>"
             f'<div class="container"><div class="carousel">{chips}</div></div>'
         },
         "groundingChunks": [{"web": {"uri": s["uri"], "title": s["title"]}} for s in sources],
@@ -263,7 +280,9 @@ def gemini_stream_chunks(answer: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def drafts_for(final: Picture, count: int = 2) -> list[Picture]:
-    return [picture(final.width, final.height, final.mime if final.mime != "image/webp" else "image/png", f"draft-{i}") for i in range(count)]
+    return [
+        picture(final.width, final.height, final.mime if final.mime != "image/webp" else "image/png", f"draft-{i}") for i in range(count)
+    ]
 
 
 def gemini_answer_body(

@@ -39,8 +39,9 @@ import re
 import secrets
 import time
 import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
@@ -88,19 +89,39 @@ class Perm(enum.IntFlag):
 
 ALL_PERMISSIONS = (1 << 53) - 1
 DEFAULT_EVERYONE_PERMISSIONS = int(
-    Perm.CREATE_INSTANT_INVITE | Perm.ADD_REACTIONS | Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.EMBED_LINKS
-    | Perm.ATTACH_FILES | Perm.READ_MESSAGE_HISTORY | Perm.USE_EXTERNAL_EMOJIS | Perm.CHANGE_NICKNAME
-    | Perm.USE_APPLICATION_COMMANDS | Perm.CREATE_PUBLIC_THREADS | Perm.CREATE_PRIVATE_THREADS
+    Perm.CREATE_INSTANT_INVITE
+    | Perm.ADD_REACTIONS
+    | Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.READ_MESSAGE_HISTORY
+    | Perm.USE_EXTERNAL_EMOJIS
+    | Perm.CHANGE_NICKNAME
+    | Perm.USE_APPLICATION_COMMANDS
+    | Perm.CREATE_PUBLIC_THREADS
+    | Perm.CREATE_PRIVATE_THREADS
     | Perm.SEND_MESSAGES_IN_THREADS
 )
 DEFAULT_BOT_PERMISSIONS = int(
-    Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.SEND_MESSAGES_IN_THREADS | Perm.CREATE_PUBLIC_THREADS
-    | Perm.EMBED_LINKS | Perm.ATTACH_FILES | Perm.READ_MESSAGE_HISTORY | Perm.ADD_REACTIONS
+    Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.SEND_MESSAGES_IN_THREADS
+    | Perm.CREATE_PUBLIC_THREADS
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.READ_MESSAGE_HISTORY
+    | Perm.ADD_REACTIONS
     | Perm.USE_EXTERNAL_EMOJIS
 )
 _DM_PERMISSIONS = int(
-    Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.EMBED_LINKS | Perm.ATTACH_FILES | Perm.READ_MESSAGE_HISTORY
-    | Perm.ADD_REACTIONS | Perm.USE_EXTERNAL_EMOJIS
+    Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.READ_MESSAGE_HISTORY
+    | Perm.ADD_REACTIONS
+    | Perm.USE_EXTERNAL_EMOJIS
 )
 
 
@@ -121,8 +142,7 @@ _PRIVILEGED = {"members": Intent.GUILD_MEMBERS, "presences": Intent.GUILD_PRESEN
 
 # Locales Discord accepts in name_localizations / description_localizations.
 VALID_LOCALES = frozenset(
-    "id da de en-GB en-US es-ES es-419 fr hr it lt hu nl no pl pt-BR ro fi sv-SE vi tr cs el bg ru uk hi th "
-    "zh-CN ja zh-TW ko".split()
+    "id da de en-GB en-US es-ES es-419 fr hr it lt hu nl no pl pt-BR ro fi sv-SE vi tr cs el bg ru uk hi th zh-CN ja zh-TW ko".split()
 )
 # Chat-input command/option names: lowercase where the script has case, no spaces, 1-32 chars.
 _COMMAND_NAME = re.compile(r"^[-_'\w\u0900-\u097F\u0E00-\u0E7F]{1,32}$")
@@ -236,7 +256,7 @@ def _perm_value(p: Any) -> int:
 
 
 def _iso(ts: float | None = None) -> str:
-    return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, _dt.timezone.utc).isoformat()
+    return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, _dt.UTC).isoformat()
 
 
 def _truthy(v: str | None) -> bool:
@@ -352,7 +372,9 @@ class DiscordDouble:
         self.token = token
         self._sf = _Snowflakes()
         self.application_id = self._sf.next()
-        self.bot_user: dict[str, Any] = self._user_json(self.application_id, bot_name.lower().replace(" ", "-"), bot=True, global_name=bot_name)
+        self.bot_user: dict[str, Any] = self._user_json(
+            self.application_id, bot_name.lower().replace(" ", "-"), bot=True, global_name=bot_name
+        )
         self.owner_user = self._user_json(self._sf.next(), "app-owner")
         self.users: dict[int, dict[str, Any]] = {self.application_id: self.bot_user, _id(self.owner_user): self.owner_user}
         self.guilds: dict[int, dict[str, Any]] = {}
@@ -391,7 +413,7 @@ class DiscordDouble:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> "DiscordDouble":
+    async def __aenter__(self) -> DiscordDouble:
         await self.start()
         return self
 
@@ -589,7 +611,9 @@ class DiscordDouble:
         self._emit("GUILD_ROLE_CREATE", {"guild_id": g["id"], "role": role}, guild_id=_id(g))
         return copy.deepcopy(role)
 
-    def add_member(self, guild: Any, user: Any = None, *, username: str | None = None, roles: Iterable[Any] = (), nick: str | None = None) -> dict[str, Any]:
+    def add_member(
+        self, guild: Any, user: Any = None, *, username: str | None = None, roles: Iterable[Any] = (), nick: str | None = None
+    ) -> dict[str, Any]:
         """Add a user (an existing one, or a new one named ``username``) to a guild."""
         gid = _id(guild)
         if user is None:
@@ -697,7 +721,9 @@ class DiscordDouble:
         self._emit("THREAD_CREATE", {**thread, "newly_created": True}, guild_id=int(p["guild_id"]))
         return copy.deepcopy(thread)
 
-    def _thread_json(self, parent: dict[str, Any], tid: int, name: str, owner_id: int, *, private: bool, auto_archive_duration: int) -> dict[str, Any]:
+    def _thread_json(
+        self, parent: dict[str, Any], tid: int, name: str, owner_id: int, *, private: bool, auto_archive_duration: int
+    ) -> dict[str, Any]:
         now = _iso()
         return {
             "id": str(tid),
@@ -768,9 +794,7 @@ class DiscordDouble:
 
     def _guild_channels(self, gid: int, *, threads: bool) -> list[dict[str, Any]]:
         return [
-            copy.deepcopy(c)
-            for c in self.channels.values()
-            if c.get("guild_id") == str(gid) and ((c["type"] in _THREAD_TYPES) == threads)
+            copy.deepcopy(c) for c in self.channels.values() if c.get("guild_id") == str(gid) and ((c["type"] in _THREAD_TYPES) == threads)
         ]
 
     def upload_limit_for(self, guild_id: int | None) -> int:
@@ -829,14 +853,31 @@ class DiscordDouble:
 
     # ------------------------------------------------------------------ attachments
 
-    def add_attachment(self, data: bytes, filename: str, content_type: str | None = None, *, description: str | None = None, channel: Any = None) -> dict[str, Any]:
+    def add_attachment(
+        self, data: bytes, filename: str, content_type: str | None = None, *, description: str | None = None, channel: Any = None
+    ) -> dict[str, Any]:
         """Store bytes on the double's CDN; returns Discord's attachment object (usable in
         interaction ``resolved.attachments`` and message ``attachments``)."""
-        return self._store_attachment(data, filename, content_type, channel_id=_id(channel) if channel is not None else 0, description=description)
+        return self._store_attachment(
+            data, filename, content_type, channel_id=_id(channel) if channel is not None else 0, description=description
+        )
 
-    def _store_attachment(self, data: bytes, filename: str, content_type: str | None, *, channel_id: int, description: str | None = None, ephemeral: bool = False) -> dict[str, Any]:
+    def _store_attachment(
+        self,
+        data: bytes,
+        filename: str,
+        content_type: str | None,
+        *,
+        channel_id: int,
+        description: str | None = None,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
         aid = self._sf.next()
-        ctype = content_type if content_type and content_type != "application/octet-stream" else (mimetypes.guess_type(filename)[0] or "application/octet-stream")
+        ctype = (
+            content_type
+            if content_type and content_type != "application/octet-stream"
+            else (mimetypes.guess_type(filename)[0] or "application/octet-stream")
+        )
         hm = hashlib.sha256(f"{aid}:{secrets.token_hex(8)}".encode()).hexdigest()
         self._blobs[aid] = (data, ctype, hm)
         now = int(time.time())
@@ -982,7 +1023,12 @@ class DiscordDouble:
         if nonce is not None:
             msg["nonce"] = nonce
         if reference is not None:
-            msg["message_reference"] = {"type": 0, "channel_id": reference["channel_id"], "message_id": reference["id"], **({"guild_id": str(gid)} if gid else {})}
+            msg["message_reference"] = {
+                "type": 0,
+                "channel_id": reference["channel_id"],
+                "message_id": reference["id"],
+                **({"guild_id": str(gid)} if gid else {}),
+            }
             msg["referenced_message"] = copy.deepcopy({k: v for k, v in reference.items() if k != "referenced_message"})
         if webhook_id is not None:
             msg["webhook_id"] = str(webhook_id)
@@ -992,7 +1038,9 @@ class DiscordDouble:
                 "id": str(interaction.id),
                 "type": interaction.type,
                 "user": copy.deepcopy(interaction.user),
-                "authorizing_integration_owners": {"0": str(interaction.guild_id)} if interaction.guild_id else {"1": interaction.user["id"]},
+                "authorizing_integration_owners": {"0": str(interaction.guild_id)}
+                if interaction.guild_id
+                else {"1": interaction.user["id"]},
             }
             if interaction.name:
                 meta["name"] = interaction.name
@@ -1002,7 +1050,12 @@ class DiscordDouble:
                 meta["interacted_message_id"] = str(interaction.message_id)
             msg["interaction_metadata"] = meta
             if interaction.name:
-                msg["interaction"] = {"id": str(interaction.id), "type": interaction.type, "name": interaction.name, "user": copy.deepcopy(interaction.user)}
+                msg["interaction"] = {
+                    "id": str(interaction.id),
+                    "type": interaction.type,
+                    "name": interaction.name,
+                    "user": copy.deepcopy(interaction.user),
+                }
         if ch["type"] in _THREAD_TYPES:
             ch["message_count"] = ch.get("message_count", 0) + 1
             ch["total_message_sent"] = ch.get("total_message_sent", 0) + 1
@@ -1041,7 +1094,7 @@ class DiscordDouble:
     # ------------------------------------------------------------------ interactions (builders)
 
     def _find_command(self, name: str, guild_id: int | None, ctype: int) -> dict[str, Any] | None:
-        for scope in ((guild_id, None) if guild_id is not None else (None,)):
+        for scope in (guild_id, None) if guild_id is not None else (None,):
             for cmd in self.commands.get(scope, []):
                 if cmd["name"] == name and cmd.get("type", 1) == ctype:
                     return cmd
@@ -1091,7 +1144,9 @@ class DiscordDouble:
                 guild={"id": str(gid), "locale": g["preferred_locale"], "features": list(g["features"])},
                 guild_locale=g["preferred_locale"],
                 member=member,
-                app_permissions=str(_perm_value(app_permissions) if app_permissions is not None else self.permissions_in(ch, self.application_id)),
+                app_permissions=str(
+                    _perm_value(app_permissions) if app_permissions is not None else self.permissions_in(ch, self.application_id)
+                ),
                 authorizing_integration_owners={"0": str(gid)},
                 context=0,
             )
@@ -1110,7 +1165,26 @@ class DiscordDouble:
         return payload, rec
 
     def _partial_channel(self, ch: dict[str, Any], uid: int) -> dict[str, Any]:
-        keys = ("id", "type", "guild_id", "name", "parent_id", "position", "topic", "nsfw", "flags", "last_message_id", "rate_limit_per_user", "thread_metadata", "owner_id", "member_count", "message_count", "total_message_sent", "recipients", "permission_overwrites")
+        keys = (
+            "id",
+            "type",
+            "guild_id",
+            "name",
+            "parent_id",
+            "position",
+            "topic",
+            "nsfw",
+            "flags",
+            "last_message_id",
+            "rate_limit_per_user",
+            "thread_metadata",
+            "owner_id",
+            "member_count",
+            "message_count",
+            "total_message_sent",
+            "recipients",
+            "permission_overwrites",
+        )
         out = {k: copy.deepcopy(ch[k]) for k in keys if k in ch}
         out["permissions"] = str(self.permissions_in(ch, uid))
         return out
@@ -1137,7 +1211,9 @@ class DiscordDouble:
         gid = int(ch["guild_id"]) if ch.get("guild_id") else None
         cmd = self._find_command(name, gid, 1)
         itype = 4 if _focused else 2
-        payload, rec = self._base_interaction(itype, channel, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, name=name)
+        payload, rec = self._base_interaction(
+            itype, channel, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, name=name
+        )
         resolved: dict[str, dict[str, Any]] = {}
         defs = cmd.get("options", []) if cmd else None
         leaf_defs = defs
@@ -1166,14 +1242,25 @@ class DiscordDouble:
         payload["data"] = data
         return payload
 
-    def autocomplete_interaction(self, name: str, *, focused: str, channel: Any, user: Any, options: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    def autocomplete_interaction(
+        self, name: str, *, focused: str, channel: Any, user: Any, options: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         """An APPLICATION_COMMAND_AUTOCOMPLETE interaction; ``focused`` names the option being typed
         (its value in ``options`` is the partial text, "" if absent)."""
         opts = dict(options or {})
         opts.setdefault(focused, "")
         return self.slash_interaction(name, channel=channel, user=user, options=opts, _focused=focused, **kwargs)
 
-    def _build_options(self, values: Mapping[str, Any], defs: list[dict[str, Any]] | None, resolved: dict[str, dict[str, Any]], gid: int | None, *, focused: str | None, path: list[str]) -> list[dict[str, Any]]:
+    def _build_options(
+        self,
+        values: Mapping[str, Any],
+        defs: list[dict[str, Any]] | None,
+        resolved: dict[str, dict[str, Any]],
+        gid: int | None,
+        *,
+        focused: str | None,
+        path: list[str],
+    ) -> list[dict[str, Any]]:
         out = []
         if defs is not None:
             unknown = [n for n in values if n not in {d["name"] for d in defs}]
@@ -1228,7 +1315,9 @@ class DiscordDouble:
             return str(uid)
         if otype == 7:
             ch = self.channels[_id(value)]
-            resolved.setdefault("channels", {})[ch["id"]] = {k: copy.deepcopy(ch[k]) for k in ("id", "type", "name", "parent_id", "thread_metadata") if k in ch} | {"permissions": str(self.permissions_in(ch, self.application_id))}
+            resolved.setdefault("channels", {})[ch["id"]] = {
+                k: copy.deepcopy(ch[k]) for k in ("id", "type", "name", "parent_id", "thread_metadata") if k in ch
+            } | {"permissions": str(self.permissions_in(ch, self.application_id))}
             return ch["id"]
         if otype in (8, 9) and isinstance(value, Mapping):
             role = copy.deepcopy(dict(value))
@@ -1261,7 +1350,9 @@ class DiscordDouble:
         if custom_id not in ids:
             raise ValueError(f"message {msg['id']} has no component with custom_id {custom_id!r} (has {sorted(i for i in ids if i)})")
         ch = self.channels[int(msg["channel_id"])]
-        payload, rec = self._base_interaction(3, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, message_id=_id(msg))
+        payload, rec = self._base_interaction(
+            3, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, message_id=_id(msg)
+        )
         payload["message"] = copy.deepcopy(msg)
         data: dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
         if values is not None or component_type in (3, 5, 6, 7, 8):
@@ -1287,7 +1378,15 @@ class DiscordDouble:
         data of the bot's type-9 callback, e.g. ``dd.last_modal()``) to mirror its layout
         (action rows vs. labels) and check the ids; otherwise labels are used."""
         ch = self.channels[_id(channel)]
-        payload, rec = self._base_interaction(5, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, message_id=_id(message) if message is not None else None)
+        payload, rec = self._base_interaction(
+            5,
+            ch,
+            user,
+            locale=locale,
+            app_permissions=app_permissions,
+            member_permissions=member_permissions,
+            message_id=_id(message) if message is not None else None,
+        )
         resolved: dict[str, dict[str, Any]] = {}
 
         def submitted(cid: str, kind: int | None, num: int = 0) -> dict[str, Any]:
@@ -1308,12 +1407,22 @@ class DiscordDouble:
                 raise ValueError(f"modal has no inputs {sorted(unknown)} (has {sorted(k for k in known if k)})")
             for i, top in enumerate(modal.get("components", []), 1):
                 if top.get("type") == 1:
-                    inner = [submitted(c["custom_id"], c.get("type"), c.get("id", 0)) for c in top.get("components", []) if c.get("custom_id") in fields]
+                    inner = [
+                        submitted(c["custom_id"], c.get("type"), c.get("id", 0))
+                        for c in top.get("components", [])
+                        if c.get("custom_id") in fields
+                    ]
                     if inner:
                         comps.append({"type": 1, "id": i, "components": inner})
                 elif top.get("type") == 18 and top.get("component", {}).get("custom_id") in fields:
                     inner_c = top["component"]
-                    comps.append({"type": 18, "id": top.get("id", i), "component": submitted(inner_c["custom_id"], inner_c.get("type"), inner_c.get("id", 0))})
+                    comps.append(
+                        {
+                            "type": 18,
+                            "id": top.get("id", i),
+                            "component": submitted(inner_c["custom_id"], inner_c.get("type"), inner_c.get("id", 0)),
+                        }
+                    )
         else:
             for i, cid in enumerate(fields, 1):
                 comps.append({"type": 18, "id": i, "component": submitted(cid, None)})
@@ -1341,7 +1450,9 @@ class DiscordDouble:
         ch = self.channels[int(msg["channel_id"])]
         gid = int(ch["guild_id"]) if ch.get("guild_id") else None
         cmd = self._find_command(name, gid, 3)
-        payload, rec = self._base_interaction(2, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, name=name)
+        payload, rec = self._base_interaction(
+            2, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, name=name
+        )
         data: dict[str, Any] = {
             "id": cmd["id"] if cmd else str(self._sf.next()),
             "name": name,
@@ -1409,7 +1520,17 @@ class DiscordDouble:
 
     # ------------------------------------------------------------------ faults
 
-    def fail(self, method: str, path_regex: str, status: int, json_body: Any = None, *, times: int | None = 1, headers: Mapping[str, str] | None = None, retry_after: float = 0.05) -> Fault:
+    def fail(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        json_body: Any = None,
+        *,
+        times: int | None = 1,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float = 0.05,
+    ) -> Fault:
         """Answer the next ``times`` (None: all) requests matching ``method`` ("*" for any) and
         ``path_regex`` (searched in the path relative to the API base) with ``status``.
         429s carry ``retry_after`` and the ``Via`` header discord.py needs to retry them.
@@ -1438,14 +1559,25 @@ class DiscordDouble:
 
     def find(self, method: str, path_regex: str, *, since: int = 0, status: int | None = None) -> list[Call]:
         rx = re.compile(path_regex)
-        return [c for c in self.calls[since:] if (method == "*" or c.method == method.upper()) and rx.search(c.path) and (status is None or c.status == status)]
+        return [
+            c
+            for c in self.calls[since:]
+            if (method == "*" or c.method == method.upper()) and rx.search(c.path) and (status is None or c.status == status)
+        ]
 
-    async def wait_for(self, method: str, path_regex: str, *, since: int = 0, predicate: Callable[[Call], bool] | None = None, timeout: float = 5.0) -> Call:
+    async def wait_for(
+        self, method: str, path_regex: str, *, since: int = 0, predicate: Callable[[Call], bool] | None = None, timeout: float = 5.0
+    ) -> Call:
         """The first call (at or after ``since``) matching method/path/predicate, waiting for it."""
         rx = re.compile(path_regex)
 
         def match(c: Call) -> bool:
-            return c.index >= since and (method == "*" or c.method == method.upper()) and rx.search(c.path) is not None and (predicate is None or predicate(c))
+            return (
+                c.index >= since
+                and (method == "*" or c.method == method.upper())
+                and rx.search(c.path) is not None
+                and (predicate is None or predicate(c))
+            )
 
         for c in self.calls[since:]:
             if match(c):
@@ -1455,7 +1587,7 @@ class DiscordDouble:
         self._call_waiters.append(entry)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             seen = "\n  ".join(repr(c) for c in self.calls[since:]) or "(none)"
             raise TimeoutError(f"no {method} {path_regex} within {timeout}s; calls since #{since}:\n  {seen}") from None
         finally:
@@ -1492,7 +1624,7 @@ class DiscordDouble:
             assert self._session_ready is not None
             try:
                 await asyncio.wait_for(self._session_ready.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RuntimeError(f"no gateway session to dispatch {event} to (is the bot connected?)") from None
         futures = self._emit(event, data, exact=exact, guild_id=_guild_of(data))
         if futures is None:
@@ -1501,7 +1633,9 @@ class DiscordDouble:
             await asyncio.wait_for(asyncio.gather(*futures), timeout)
         return True
 
-    def _emit(self, event: str, data: dict[str, Any], *, guild_id: int | None = None, exact: bool = False) -> list[asyncio.Future[None]] | None:
+    def _emit(
+        self, event: str, data: dict[str, Any], *, guild_id: int | None = None, exact: bool = False
+    ) -> list[asyncio.Future[None]] | None:
         """Queue an event to every session allowed to see it. None if none was."""
         sent = False
         futures: list[asyncio.Future[None]] = []
@@ -1662,7 +1796,9 @@ class DiscordDouble:
         self._send_dispatch(s, "READY", ready)
         for gid in list(self.guilds):
             if s.owns_guild(gid) and intents & Intent.GUILDS:
-                self._send_dispatch(s, "GUILD_CREATE", self.guild_json(gid, for_gateway=True, all_members=bool(intents & Intent.GUILD_PRESENCES)))
+                self._send_dispatch(
+                    s, "GUILD_CREATE", self.guild_json(gid, for_gateway=True, all_members=bool(intents & Intent.GUILD_PRESENCES))
+                )
         assert self._session_ready is not None
         self._session_ready.set()
 
@@ -1803,7 +1939,11 @@ class DiscordDouble:
         ("PUT", r"/channels/(?P<cid>\d+)/thread-members/(?P<uid>@me|\d+)", "_no_content"),
         ("DELETE", r"/channels/(?P<cid>\d+)/thread-members/(?P<uid>@me|\d+)", "_no_content"),
         ("PUT", r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)/reactions/(?P<emoji>[^/]+)/@me", "_add_reaction"),
-        ("DELETE", r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)/reactions(?:/(?P<emoji>[^/]+)(?:/(?P<uid>@me|\d+))?)?", "_remove_reaction"),
+        (
+            "DELETE",
+            r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)/reactions(?:/(?P<emoji>[^/]+)(?:/(?P<uid>@me|\d+))?)?",
+            "_remove_reaction",
+        ),
         ("POST", r"/channels/(?P<cid>\d+)/typing", "_typing"),
         ("GET", r"/guilds/(?P<gid>\d+)", "_get_guild"),
         ("GET", r"/guilds/(?P<gid>\d+)/channels", "_get_guild_channels"),
@@ -1902,7 +2042,9 @@ class DiscordDouble:
     async def _get_command_permissions(self, call: Call, app: str, gid: str) -> Any:
         return []
 
-    def _normalize_command(self, data: dict[str, Any], gid: int | None, existing: list[dict[str, Any]], index: int | None = None) -> dict[str, Any]:
+    def _normalize_command(
+        self, data: dict[str, Any], gid: int | None, existing: list[dict[str, Any]], index: int | None = None
+    ) -> dict[str, Any]:
         where: list[str | int] = [index] if index is not None else []
         _validate_command(data, where)
         ctype = data.get("type", 1)
@@ -1991,16 +2133,28 @@ class DiscordDouble:
             5: {4, 5, 6, 7, 10, 12} if rec.message_id else {4, 5, 10, 12},
         }[rec.type]
         if rtype not in allowed:
-            raise _form_error(["type"], "INTERACTION_RESPONSE_TYPE_INVALID", f"Interaction response type {rtype} is not valid for interaction type {rec.type}.")
+            raise _form_error(
+                ["type"],
+                "INTERACTION_RESPONSE_TYPE_INVALID",
+                f"Interaction response type {rtype} is not valid for interaction type {rec.type}.",
+            )
         ch = self.channels.get(rec.channel_id) if rec.channel_id else None
         message: dict[str, Any] | None = None
         if rtype == 4:
             self._check_message_payload(data, call.files, creating=True, guild_id=rec.guild_id)
-            message = self._message_from_payload(ch, data, call.files, author=self.bot_user, interaction=rec, ephemeral=bool(data.get("flags", 0) & _MESSAGE_FLAG_EPHEMERAL))
+            message = self._message_from_payload(
+                ch, data, call.files, author=self.bot_user, interaction=rec, ephemeral=bool(data.get("flags", 0) & _MESSAGE_FLAG_EPHEMERAL)
+            )
             rec.original_id = _id(message)
         elif rtype == 5:
             ephemeral = bool(data.get("flags", 0) & _MESSAGE_FLAG_EPHEMERAL)
-            message = self._interaction_message(ch, rec, {"content": "", "flags": _MESSAGE_FLAG_LOADING | (_MESSAGE_FLAG_EPHEMERAL if ephemeral else 0)}, [], ephemeral=ephemeral)
+            message = self._interaction_message(
+                ch,
+                rec,
+                {"content": "", "flags": _MESSAGE_FLAG_LOADING | (_MESSAGE_FLAG_EPHEMERAL if ephemeral else 0)},
+                [],
+                ephemeral=ephemeral,
+            )
             rec.original_id = _id(message)
         elif rtype in (6, 7):
             rec.original_id = rec.message_id
@@ -2028,7 +2182,9 @@ class DiscordDouble:
                 result["resource"]["message"] = copy.deepcopy(message)
         return result
 
-    def _interaction_message(self, ch: dict[str, Any] | None, rec: _Interaction, payload: dict[str, Any], files: list[Upload], *, ephemeral: bool) -> dict[str, Any]:
+    def _interaction_message(
+        self, ch: dict[str, Any] | None, rec: _Interaction, payload: dict[str, Any], files: list[Upload], *, ephemeral: bool
+    ) -> dict[str, Any]:
         if ch is None:
             raise ApiError(404, 10003, "Unknown Channel")
         return self._message_from_payload(ch, payload, files, author=self.bot_user, interaction=rec, ephemeral=ephemeral)
@@ -2060,7 +2216,11 @@ class DiscordDouble:
 
     def _webhook_message(self, rec: _Interaction, mid: str) -> dict[str, Any]:
         target = rec.original_id if mid == "@original" else int(mid)
-        if target is None or target not in self.messages or (mid != "@original" and target not in rec.followups and target != rec.original_id):
+        if (
+            target is None
+            or target not in self.messages
+            or (mid != "@original" and target not in rec.followups and target != rec.original_id)
+        ):
             raise ApiError(404, 10008, "Unknown Message")
         return self.messages[target]
 
@@ -2117,7 +2277,11 @@ class DiscordDouble:
         for k in ("name", "topic", "rate_limit_per_user", "flags", "applied_tags"):
             if k in body:
                 ch[k] = body[k]
-        self._emit("THREAD_UPDATE" if ch["type"] in _THREAD_TYPES else "CHANNEL_UPDATE", ch, guild_id=int(ch["guild_id"]) if ch.get("guild_id") else None)
+        self._emit(
+            "THREAD_UPDATE" if ch["type"] in _THREAD_TYPES else "CHANNEL_UPDATE",
+            ch,
+            guild_id=int(ch["guild_id"]) if ch.get("guild_id") else None,
+        )
         return copy.deepcopy(ch)
 
     async def _delete_channel(self, call: Call, cid: str) -> Any:
@@ -2227,8 +2391,17 @@ class DiscordDouble:
             raise _form_error(["name"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
         return self._start_thread(ch, self._sf.next(), name, private=private, body=body, starter=None)
 
-    def _start_thread(self, ch: dict[str, Any], tid: int, name: str, *, private: bool, body: dict[str, Any], starter: dict[str, Any] | None) -> Any:
-        thread = self._thread_json(ch, tid, name, self.application_id, private=private, auto_archive_duration=int(body.get("auto_archive_duration") or ch.get("default_auto_archive_duration") or 1440))
+    def _start_thread(
+        self, ch: dict[str, Any], tid: int, name: str, *, private: bool, body: dict[str, Any], starter: dict[str, Any] | None
+    ) -> Any:
+        thread = self._thread_json(
+            ch,
+            tid,
+            name,
+            self.application_id,
+            private=private,
+            auto_archive_duration=int(body.get("auto_archive_duration") or ch.get("default_auto_archive_duration") or 1440),
+        )
         thread["rate_limit_per_user"] = int(body.get("rate_limit_per_user") or 0)
         self.channels[tid] = thread
         member = {"id": str(tid), "user_id": self.bot_user["id"], "join_timestamp": _iso(), "flags": 1}
@@ -2251,7 +2424,16 @@ class DiscordDouble:
         reactions = msg.setdefault("reactions", [])
         r = next((r for r in reactions if r["emoji"]["name"] == name), None)
         if r is None:
-            reactions.append({"count": 1, "count_details": {"burst": 0, "normal": 1}, "me": True, "me_burst": False, "burst_colors": [], "emoji": {"id": None, "name": name}})
+            reactions.append(
+                {
+                    "count": 1,
+                    "count_details": {"burst": 0, "normal": 1},
+                    "me": True,
+                    "me_burst": False,
+                    "burst_colors": [],
+                    "emoji": {"id": None, "name": name},
+                }
+            )
         elif not r["me"]:
             r["me"] = True
             r["count"] += 1
@@ -2353,11 +2535,17 @@ class DiscordDouble:
                 raise _form_error(["components"], "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
             for i, row in enumerate(comps):
                 if row.get("type") != 1:
-                    raise _form_error(["components", i, "type"], "UNION_TYPE_CHOICES", "Value must be an action row without the IS_COMPONENTS_V2 flag.")
+                    raise _form_error(
+                        ["components", i, "type"], "UNION_TYPE_CHOICES", "Value must be an action row without the IS_COMPONENTS_V2 flag."
+                    )
                 if len(row.get("components") or []) > 5:
                     raise _form_error(["components", i, "components"], "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
         elif content:
-            raise _form_error(["content"], "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2", "The 'content' field cannot be used when using MessageFlags.IS_COMPONENTS_V2")
+            raise _form_error(
+                ["content"],
+                "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                "The 'content' field cannot be used when using MessageFlags.IS_COMPONENTS_V2",
+            )
         seen: set[str] = set()
         for c in _walk_components(comps):
             cid = c.get("custom_id")
@@ -2365,14 +2553,25 @@ class DiscordDouble:
                 if not 1 <= len(cid) <= 100:
                     raise _form_error(["components", "custom_id"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
                 if cid in seen:
-                    raise _form_error(["components", "custom_id"], "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated")
+                    raise _form_error(
+                        ["components", "custom_id"], "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"
+                    )
                 seen.add(cid)
             if c.get("type") == 2 and len(c.get("label") or "") > 80:
                 raise _form_error(["components", "label"], "BASE_TYPE_MAX_LENGTH", "Must be 80 or fewer in length.")
         if creating and not (content or embeds or files or comps or data.get("sticker_ids") or data.get("poll") or data.get("attachments")):
             raise ApiError(400, 50006, "Cannot send an empty message")
 
-    def _message_from_payload(self, ch: dict[str, Any] | None, data: dict[str, Any], files: list[Upload], *, author: dict[str, Any], interaction: _Interaction | None = None, ephemeral: bool = False) -> dict[str, Any]:
+    def _message_from_payload(
+        self,
+        ch: dict[str, Any] | None,
+        data: dict[str, Any],
+        files: list[Upload],
+        *,
+        author: dict[str, Any],
+        interaction: _Interaction | None = None,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
         if ch is None:
             raise ApiError(404, 10003, "Unknown Channel")
         ref = None
@@ -2391,7 +2590,9 @@ class DiscordDouble:
         if interaction is not None:
             ctype = interaction.type
             if ctype == 2:
-                is_menu = interaction.name is not None and any(c.get("type", 1) != 1 and c["name"] == interaction.name for cs in self.commands.values() for c in cs)
+                is_menu = interaction.name is not None and any(
+                    c.get("type", 1) != 1 and c["name"] == interaction.name for cs in self.commands.values() for c in cs
+                )
                 msg_type = 23 if is_menu else 20
         msg = self._new_message(
             ch,
@@ -2415,7 +2616,9 @@ class DiscordDouble:
             self._emit("MESSAGE_CREATE", self.message_event(msg), guild_id=int(ch["guild_id"]) if ch.get("guild_id") else None)
         return msg
 
-    def _attachments_for(self, ch: dict[str, Any], data: dict[str, Any], files: list[Upload], *, existing: list[dict[str, Any]], ephemeral: bool) -> list[dict[str, Any]]:
+    def _attachments_for(
+        self, ch: dict[str, Any], data: dict[str, Any], files: list[Upload], *, existing: list[dict[str, Any]], ephemeral: bool
+    ) -> list[dict[str, Any]]:
         by_index: dict[int, Upload] = {}
         for n, f in enumerate(files):
             m = re.fullmatch(r"files\[(\d+)\]", f.field)
@@ -2437,7 +2640,16 @@ class DiscordDouble:
                     raise _form_error(["attachments"], "ATTACHMENT_NOT_FOUND", f"Attachment {aid} not found in request")
                 f = by_index[idx]
                 used.add(idx)
-                out.append(self._store_attachment(f.data, a.get("filename") or f.filename or "file", f.content_type, channel_id=_id(ch), description=a.get("description"), ephemeral=ephemeral))
+                out.append(
+                    self._store_attachment(
+                        f.data,
+                        a.get("filename") or f.filename or "file",
+                        f.content_type,
+                        channel_id=_id(ch),
+                        description=a.get("description"),
+                        ephemeral=ephemeral,
+                    )
+                )
         for idx in sorted(by_index):
             if idx not in used:
                 f = by_index[idx]
@@ -2514,7 +2726,7 @@ def _check_name(name: Any, where: list[str | int], *, chat_input: bool) -> None:
 def _check_localizations(mapping: Any, where: list[str | int], *, names: bool, chat_input: bool) -> None:
     for loc, text in (mapping or {}).items():
         if loc not in VALID_LOCALES:
-            raise _form_error([*where, loc], "ENUM_TYPE_COERCE", f"Value \"{loc}\" is not a valid enum value.")
+            raise _form_error([*where, loc], "ENUM_TYPE_COERCE", f'Value "{loc}" is not a valid enum value.')
         if names:
             _check_name(text, [*where, loc], chat_input=chat_input)
         elif not 1 <= len(text or "") <= 100:
@@ -2555,7 +2767,11 @@ def _validate_options(options: list[dict[str, Any]], where: list[str | int]) -> 
             continue
         if o.get("required"):
             if seen_optional:
-                raise _form_error([*w, "required"], "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID", "Required options must be placed before non-required options")
+                raise _form_error(
+                    [*w, "required"],
+                    "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                    "Required options must be placed before non-required options",
+                )
         else:
             seen_optional = True
         choices = o.get("choices") or []

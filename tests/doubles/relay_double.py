@@ -46,13 +46,28 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from . import _hostile, _wire as wire
-from ._images import FLASH_25, HUGE_SIZE, RATIOS, SIZES, Picture, dimensions, huge_picture, is_flash_25, nearest_ratio, picture, sniff_b64_size, sniff_size
+from . import _hostile
+from . import _wire as wire
+from ._images import (
+    FLASH_25,
+    HUGE_SIZE,
+    RATIOS,
+    SIZES,
+    Picture,
+    dimensions,
+    huge_picture,
+    is_flash_25,
+    nearest_ratio,
+    picture,
+    sniff_b64_size,
+    sniff_size,
+)
 from ._wire import chat_answer_body, gemini_answer_body, openai_images_answer_body
 
 __all__ = [
@@ -73,8 +88,20 @@ __all__ = [
 
 _IMAGE_OPTIONS = frozenset(
     {
-        "width", "height", "mime", "casing", "thoughts", "text", "signature", "grounding", "markdown",
-        "chat_images_field", "escaped_slashes", "huge", "url", "pretty",
+        "width",
+        "height",
+        "mime",
+        "casing",
+        "thoughts",
+        "text",
+        "signature",
+        "grounding",
+        "markdown",
+        "chat_images_field",
+        "escaped_slashes",
+        "huge",
+        "url",
+        "pretty",
     }
 )
 _ANSWER_OPTIONS = frozenset({"casing", "escaped_slashes", "pretty"})
@@ -105,7 +132,9 @@ class Behaviour:
             raise ValueError(f"unknown behaviour kind {kind!r}; known: {', '.join(KINDS)}")
         unknown = set(options) - KINDS[kind]
         if unknown:
-            raise TypeError(f"behaviour {kind!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(KINDS[kind])) or 'none'}")
+            raise TypeError(
+                f"behaviour {kind!r} takes no option(s) {', '.join(sorted(unknown))}; it takes {', '.join(sorted(KINDS[kind])) or 'none'}"
+            )
         if kind == "hostile" and options.get("attack") not in _hostile.ATTACKS:
             raise ValueError(f"hostile attack must be one of {', '.join(sorted(_hostile.ATTACKS))}")
         if kind == "error" and options.get("body", "google") not in ("google", "google_list", "openai", "html", None):
@@ -325,7 +354,9 @@ def _gemini_ask(model: str, body: Any, *, stream: bool, sse: bool) -> _Ask:
         if size is not None:
             size = "512" if size == "512px" else size
             if size not in SIZES:
-                raise _Invalid(f"Invalid value at 'generation_config.image_config.image_size' ({size!r}): use 1K, 2K or 4K (uppercase K), or 512.")
+                raise _Invalid(
+                    f"Invalid value at 'generation_config.image_config.image_size' ({size!r}): use 1K, 2K or 4K (uppercase K), or 512."
+                )
             ask.size = size
     texts: list[str] = []
     for content in contents:
@@ -681,7 +712,12 @@ class RelayDouble:
         self._signatures = 0
         self._server = _Server((host, port), self)
         self.url = f"http://{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"relay-double:{self._server.server_address[1]}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"relay-double:{self._server.server_address[1]}",
+            daemon=True,
+        )
         self._thread.start()
 
     # -- public API ---------------------------------------------------------------------------
@@ -840,7 +876,9 @@ class RelayDouble:
         elif invalid:
             refusal = self._error_reply(route.dialect, 400, invalid)
         elif route.model is not None and not _model_ok(route.model):
-            refusal = self._error_reply(route.dialect, 404, f"models/{route.model} is not found for API version v1beta, or is not supported for generateContent.")
+            refusal = self._error_reply(
+                route.dialect, 404, f"models/{route.model} is not found for API version v1beta, or is not supported for generateContent."
+            )
         else:
             record.behaviour = self._next_behaviour()
         with self._lock:
@@ -851,7 +889,9 @@ class RelayDouble:
         else:
             self._act(h, route, record, parsed, record.behaviour)
 
-    def _styled(self, command: str, path: str, route: _Route, record: Recorded, query: dict[str, str], headers: dict[str, str]) -> _Reply | None:
+    def _styled(
+        self, command: str, path: str, route: _Route, record: Recorded, query: dict[str, str], headers: dict[str, str]
+    ) -> _Reply | None:
         """A reply that replaces the normal handling (see SeedRelayDouble); None: handle normally."""
         return None
 
@@ -902,18 +942,29 @@ class RelayDouble:
             fraction = float(b.get("fraction", 0.5))
             self._send(h, reply, cut=int(reply.length * fraction), record_images=False)
         elif kind == "slow":
-            self._send(h, reply, delay=float(b.get("delay", 1.0)), trickle=float(b.get("trickle", 0.0)), headers_first=bool(b.get("headers_first")))
+            self._send(
+                h, reply, delay=float(b.get("delay", 1.0)), trickle=float(b.get("trickle", 0.0)), headers_first=bool(b.get("headers_first"))
+            )
         else:
             self._send(h, reply)
 
     def _content_reply(self, route: _Route, record: Recorded, parsed: _Parsed, b: Behaviour) -> _Reply:
         if route.endpoint == "gemini-models":
-            return _Reply.json(200, {"models": [_gemini_model(m) for m in KNOWN_MODELS if m.startswith("gemini")]}, )
+            return _Reply.json(
+                200,
+                {"models": [_gemini_model(m) for m in KNOWN_MODELS if m.startswith("gemini")]},
+            )
         if route.endpoint == "openai-models" and record.auth_style in ("query", "x-goog-api-key"):
             # GET /v1/models is also Gemini's v1 model list; a Google-style key says which.
             return _Reply.json(200, {"models": [_gemini_model(m) for m in KNOWN_MODELS if m.startswith("gemini")]})
         if route.endpoint == "openai-models":
-            return _Reply.json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 1732000000, "owned_by": "google"} for m in KNOWN_MODELS]})
+            return _Reply.json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": 1732000000, "owned_by": "google"} for m in KNOWN_MODELS],
+                },
+            )
         if route.endpoint == "gemini":
             ask = _gemini_ask(route.model or "", parsed.json, stream=route.stream, sse=parsed.query.get("alt") == "sse")
             return self._gemini_reply(ask, b)
@@ -953,8 +1004,11 @@ class RelayDouble:
         elif b.kind == "finish":
             reason = b.get("reason", "IMAGE_SAFETY")
             answer = wire.gemini_response(
-                None, model=ask.model, usage=wire.gemini_usage(ask.prompt_tokens(), 0),
-                finish_reason=reason, finish_message=b.get("message", wire.FINISH_MESSAGES.get(reason)),
+                None,
+                model=ask.model,
+                usage=wire.gemini_usage(ask.prompt_tokens(), 0),
+                finish_reason=reason,
+                finish_message=b.get("message", wire.FINISH_MESSAGES.get(reason)),
             )
         elif b.kind == "text_only":
             text = b.get("text", "I can describe it, but I couldn't draw this one. Try asking differently.")
@@ -1007,11 +1061,17 @@ class RelayDouble:
         image_tokens = 258 * len(ask.inputs)
         text_tokens = max(1, len(ask.prompt) // 4)
         if b.kind == "blocked":
-            return _Reply.json(400, wire.openai_error(
+            return _Reply.json(
                 400,
-                b.get("message", "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system."),
-                code="content_policy_violation",
-            ))
+                wire.openai_error(
+                    400,
+                    b.get(
+                        "message",
+                        "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+                    ),
+                    code="content_policy_violation",
+                ),
+            )
         if b.kind in ("finish", "text_only"):
             # Relays that convert a Gemini answer without a picture send an empty data list.
             answer = wire.openai_images_response([], prompt_tokens=text_tokens, image_tokens=image_tokens, out_tokens=0)
@@ -1027,7 +1087,9 @@ class RelayDouble:
         else:
             item = {"b64_json": wire.token(0)}
             pictures = [final]
-        answer = wire.openai_images_response([item], prompt_tokens=text_tokens, image_tokens=image_tokens, out_tokens=wire.output_tokens(ask.model, ask.size))
+        answer = wire.openai_images_response(
+            [item], prompt_tokens=text_tokens, image_tokens=image_tokens, out_tokens=wire.output_tokens(ask.model, ask.size)
+        )
         return _Reply(200, wire.render(answer, pictures, escaped_slashes=escaped), served=[final])
 
     def _chat_reply(self, ask: _Ask, b: Behaviour) -> _Reply:
@@ -1036,17 +1098,32 @@ class RelayDouble:
         pictures: list[Picture] = []
         served: list[Picture] = []
         if b.kind == "blocked":
-            answer = wire.chat_response(model=ask.model, content=b.get("message", wire.REFUSAL_TEXT), finish_reason="content_filter", prompt_tokens=prompt_tokens)
+            answer = wire.chat_response(
+                model=ask.model, content=b.get("message", wire.REFUSAL_TEXT), finish_reason="content_filter", prompt_tokens=prompt_tokens
+            )
         elif b.kind == "finish":
             reason = b.get("reason", "IMAGE_SAFETY")
-            answer = wire.chat_response(model=ask.model, content=b.get("message", wire.FINISH_MESSAGES.get(reason, "")), finish_reason="content_filter", prompt_tokens=prompt_tokens)
+            answer = wire.chat_response(
+                model=ask.model,
+                content=b.get("message", wire.FINISH_MESSAGES.get(reason, "")),
+                finish_reason="content_filter",
+                prompt_tokens=prompt_tokens,
+            )
         elif b.kind == "text_only":
             text = b.get("text", "I can describe it, but I couldn't draw this one. Try asking differently.")
-            answer = wire.chat_response(model=ask.model, content=text, prompt_tokens=prompt_tokens, completion_tokens=max(1, len(text) // 4))
+            answer = wire.chat_response(
+                model=ask.model, content=text, prompt_tokens=prompt_tokens, completion_tokens=max(1, len(text) // 4)
+            )
         else:
             final = self._final_picture(ask, b)
             content, images = wire.chat_image_message(final, b.get("text"), bool(b.get("chat_images_field")))
-            answer = wire.chat_response(model=ask.model, content=content, images=images, prompt_tokens=prompt_tokens, completion_tokens=wire.output_tokens(ask.model, ask.size))
+            answer = wire.chat_response(
+                model=ask.model,
+                content=content,
+                images=images,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=wire.output_tokens(ask.model, ask.size),
+            )
             pictures = served = [final]
         if ask.stream:
             segments: list[bytes] = []
@@ -1060,7 +1137,7 @@ class RelayDouble:
 
     def _file_reply(self, path: str) -> _Reply:
         with self._lock:
-            pic = self._files.get(path[len("/files/"):])
+            pic = self._files.get(path[len("/files/") :])
         if pic is None:
             return _Reply(404, [wire.html_page(404)], "text/html")
         return _Reply(200, [pic.data], pic.mime)
@@ -1076,7 +1153,10 @@ class RelayDouble:
         if dialect == "gemini":
             return _Reply.json(400, wire.google_error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"))
         # Never echo the key back, not even masked: the bot must never see it in an error.
-        return _Reply.json(401, wire.openai_error(401, "Incorrect API key provided. You can find your API key in the relay's console.", code="invalid_api_key"))
+        return _Reply.json(
+            401,
+            wire.openai_error(401, "Incorrect API key provided. You can find your API key in the relay's console.", code="invalid_api_key"),
+        )
 
     def _error_behaviour(self, dialect: str | None, b: Behaviour) -> _Reply:
         status = int(b.get("status", 500))
@@ -1094,7 +1174,17 @@ class RelayDouble:
 
     # -- the wire -----------------------------------------------------------------------------
 
-    def _send(self, h: _Handler, reply: _Reply, *, cut: int | None = None, delay: float = 0.0, trickle: float = 0.0, headers_first: bool = False, record_images: bool = True) -> None:
+    def _send(
+        self,
+        h: _Handler,
+        reply: _Reply,
+        *,
+        cut: int | None = None,
+        delay: float = 0.0,
+        trickle: float = 0.0,
+        headers_first: bool = False,
+        record_images: bool = True,
+    ) -> None:
         if delay and not headers_first and not self._wait(h, delay):
             h.close_connection = True
             return
@@ -1165,7 +1255,7 @@ class RelayDouble:
     # -- HTTP control -------------------------------------------------------------------------
 
     def _control(self, h: _Handler, path: str, query: dict[str, str], body: bytes) -> None:
-        action = path[len("/__double/"):]
+        action = path[len("/__double/") :]
         try:
             payload = json.loads(body) if body else None
             if action == "enqueue" and h.command == "POST":
@@ -1244,17 +1334,29 @@ class SeedStyle:
 _GEMINI_ROUTES = frozenset({"gemini", "gemini-models"})
 SEED_STYLES: dict[str, SeedStyle] = {
     # Seeds 000/001 (cdn.12ai.org): Gemini native, the key as ?key=.
-    "gemini-query": SeedStyle(_GEMINI_ROUTES, "query", ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")),
+    "gemini-query": SeedStyle(
+        _GEMINI_ROUTES, "query", ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")
+    ),
     # Seeds 003/004 (api.ikuncode.cc, api.apiyi.com native mode): Gemini native, Bearer.
     "gemini-bearer": SeedStyle(_GEMINI_ROUTES, "bearer", ("gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")),
     # Seed 002 (api.gpt.ge): OpenAI Images (and Chat), Bearer, nano-banana* per-size names.
     "openai-images": SeedStyle(
         frozenset({"images", "edits", "chat", "openai-models", "file"}),
         "bearer",
-        ("nano-banana", "nano-banana-pro", "nano-banana-pro-2k", "nano-banana-pro-4k", "gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-4o-mini"),
+        (
+            "nano-banana",
+            "nano-banana-pro",
+            "nano-banana-pro-2k",
+            "nano-banana-pro-4k",
+            "gemini-3-pro-image-preview",
+            "gemini-2.5-flash-image",
+            "gpt-4o-mini",
+        ),
     ),
     # Seed 004's OpenAI-compatible mode alone: /v1/chat/completions, Bearer, Google's names.
-    "openai-chat": SeedStyle(frozenset({"chat", "openai-models"}), "bearer", ("gemini-2.5-flash-image", "gpt-4o-mini", "text-embedding-3-small")),
+    "openai-chat": SeedStyle(
+        frozenset({"chat", "openai-models"}), "bearer", ("gemini-2.5-flash-image", "gpt-4o-mini", "text-embedding-3-small")
+    ),
     # Google's own API: Gemini native, the key in x-goog-api-key.
     "gemini-goog": SeedStyle(_GEMINI_ROUTES, "x-goog-api-key", ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-pro")),
     # A web server that is no relay (a wrong URL, a parked domain).
@@ -1262,7 +1364,15 @@ SEED_STYLES: dict[str, SeedStyle] = {
 }
 
 # new-api's balance routes (router/dashboard.go, router/api-router.go).
-BALANCE_PATHS = frozenset({"/v1/dashboard/billing/subscription", "/dashboard/billing/subscription", "/v1/dashboard/billing/usage", "/dashboard/billing/usage", "/api/usage/token"})
+BALANCE_PATHS = frozenset(
+    {
+        "/v1/dashboard/billing/subscription",
+        "/dashboard/billing/subscription",
+        "/v1/dashboard/billing/usage",
+        "/dashboard/billing/usage",
+        "/api/usage/token",
+    }
+)
 QUOTA_PER_USD = 500_000  # new-api's default QuotaPerUnit: raw quota units per US dollar
 
 
@@ -1289,7 +1399,9 @@ class SeedRelayDouble(RelayDouble):
         auth = headers.get("authorization", "")
         return query.get("key") or headers.get("x-goog-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
 
-    def _styled(self, command: str, path: str, route: _Route, record: Recorded, query: dict[str, str], headers: dict[str, str]) -> _Reply | None:
+    def _styled(
+        self, command: str, path: str, route: _Route, record: Recorded, query: dict[str, str], headers: dict[str, str]
+    ) -> _Reply | None:
         if path.rstrip("/") in BALANCE_PATHS:
             return self._balance_reply(path.rstrip("/"), record, query, headers)
         style = self.style
@@ -1308,7 +1420,13 @@ class SeedRelayDouble(RelayDouble):
         if route.endpoint == "gemini-models":
             return _Reply.json(200, {"models": [_gemini_model(m) for m in style.models]})
         if route.endpoint == "openai-models":
-            return _Reply.json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 1732000000, "owned_by": "relay"} for m in style.models]})
+            return _Reply.json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": 1732000000, "owned_by": "relay"} for m in style.models],
+                },
+            )
         return None
 
     def _styled_auth_error(self, route: _Route, query: dict[str, str], headers: dict[str, str]) -> _Reply:
@@ -1330,11 +1448,36 @@ class SeedRelayDouble(RelayDouble):
         remaining, used, unlimited = balance
         if path.endswith("/subscription"):
             total = 100_000_000.0 if unlimited else remaining + used  # new-api: unlimited = 1e8
-            return _Reply.json(200, {"object": "billing_subscription", "has_payment_method": True, "soft_limit_usd": total, "hard_limit_usd": total, "system_hard_limit_usd": total, "access_until": 0})
+            return _Reply.json(
+                200,
+                {
+                    "object": "billing_subscription",
+                    "has_payment_method": True,
+                    "soft_limit_usd": total,
+                    "hard_limit_usd": total,
+                    "system_hard_limit_usd": total,
+                    "access_until": 0,
+                },
+            )
         if path.endswith("/usage"):
             return _Reply.json(200, {"object": "list", "total_usage": used * 100})  # cents
         quota_left, quota_used = int(remaining * QUOTA_PER_USD), int(used * QUOTA_PER_USD)
-        return _Reply.json(200, {"code": True, "message": "ok", "data": {"object": "token_usage", "name": "probe", "total_granted": quota_left + quota_used, "total_used": quota_used, "total_available": quota_left, "unlimited_quota": unlimited, "expires_at": 0}})
+        return _Reply.json(
+            200,
+            {
+                "code": True,
+                "message": "ok",
+                "data": {
+                    "object": "token_usage",
+                    "name": "probe",
+                    "total_granted": quota_left + quota_used,
+                    "total_used": quota_used,
+                    "total_available": quota_left,
+                    "unlimited_quota": unlimited,
+                    "expires_at": 0,
+                },
+            },
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from bot.relay.catalogue import pixel_size
 from bot.relay.client import RelayClient
@@ -35,8 +36,12 @@ class Outcome:
 def routes(gateway_url: str) -> dict[str, RelayConfig]:
     """How an operator points the bot at each LiteLLM route."""
     return {
-        "gemini pass-through (/gemini)": RelayConfig(base_url=f"{gateway_url}/gemini", dialect="gemini", auth="query", api_key=MASTER_KEY, name="ll-pass"),
-        "gemini native (/v1beta)": RelayConfig(base_url=gateway_url, dialect="gemini", auth="x-goog-api-key", api_key=MASTER_KEY, name="ll-native"),
+        "gemini pass-through (/gemini)": RelayConfig(
+            base_url=f"{gateway_url}/gemini", dialect="gemini", auth="query", api_key=MASTER_KEY, name="ll-pass"
+        ),
+        "gemini native (/v1beta)": RelayConfig(
+            base_url=gateway_url, dialect="gemini", auth="x-goog-api-key", api_key=MASTER_KEY, name="ll-native"
+        ),
         "chat completions": RelayConfig(base_url=gateway_url, dialect="openai-chat", auth="bearer", api_key=MASTER_KEY, name="ll-chat"),
         "images gen/edits": RelayConfig(base_url=gateway_url, dialect="openai-images", auth="bearer", api_key=MASTER_KEY, name="ll-images"),
     }
@@ -107,16 +112,23 @@ async def two_turn(relay: RelayConfig, double: RelayDouble) -> Outcome:
         if first.model_turn is not None and first.user_turn is not None:
             history = [first.user_turn, first.model_turn]
         else:  # what the bot does on dialects without turns: the latest picture as input
-            history = [{"role": "user", "parts": [{"text": "a red fox"}]}, {"role": "model", "parts": [{"inlineData": {"mimeType": first.mime_type, "data": _b64(first.image)}}]}]
+            history = [
+                {"role": "user", "parts": [{"text": "a red fox"}]},
+                {"role": "model", "parts": [{"inlineData": {"mimeType": first.mime_type, "data": _b64(first.image)}}]},
+            ]
         second = await _generate(relay, GenerationRequest(prompt="now in snow", model=MODEL, history=history))
     except Exception as exc:  # noqa: BLE001
         return Outcome(False, _describe_error(exc))
     body = double.requests[-1].json if isinstance(double.requests[-1].json, dict) else {}
     contents = body.get("contents") or []
-    signed = any(isinstance(p, dict) and p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c.get("parts") or [])
+    signed = any(
+        isinstance(p, dict) and p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c.get("parts") or []
+    )
     if relay.dialect == "gemini":
         ok = len(contents) == 3 and signed and second.model_turn is not None
-        return Outcome(ok, "history replayed, signatures intact" if ok else f"history lost ({len(contents)} turns upstream, signed={signed})")
+        return Outcome(
+            ok, "history replayed, signatures intact" if ok else f"history lost ({len(contents)} turns upstream, signed={signed})"
+        )
     ok = _upstream_carries_input(double) and _same_picture(double, second.image)
     return Outcome(ok, "no turns on this dialect: latest picture sent as input" if ok else "latest picture not forwarded")
 
@@ -157,7 +169,10 @@ async def rate_limited(relay: RelayConfig, double: RelayDouble, caplog: Any = No
         honoured = bool(waits) and min(waits) >= 1.0
         ok = readable and honoured and exc.status == 429 and exc.retryable
         shown = re.sub(r"\s+", " ", exc.relay_message)
-        return Outcome(ok, f"waited {', '.join(f'{w:.2f}' for w in waits) or '-'} s (hint 1 s); shown: {shown[:70]}{'…' if len(shown) > 70 else ''} [{elapsed:.1f} s]")
+        return Outcome(
+            ok,
+            f"waited {', '.join(f'{w:.2f}' for w in waits) or '-'} s (hint 1 s); shown: {shown[:70]}{'…' if len(shown) > 70 else ''} [{elapsed:.1f} s]",
+        )
     except Exception as exc:  # noqa: BLE001
         return Outcome(False, _describe_error(exc))
     finally:

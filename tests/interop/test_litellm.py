@@ -39,13 +39,17 @@ def _relay(gateway: Gateway, route: str) -> RelayConfig:
     return cases.routes(gateway.url)[route]
 
 
-async def test_images_route_resends_once_without_response_format_and_keeps_ratio_and_size(gateway: Gateway, double: RelayDouble, caplog: pytest.LogCaptureFixture) -> None:
+async def test_images_route_resends_once_without_response_format_and_keeps_ratio_and_size(
+    gateway: Gateway, double: RelayDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     double.default = Behaviour("image")
     caplog.set_level(logging.INFO, logger="bot.relay")
     async with RelayClient(max_attempts=2, backoff_base=0.05, timeout=120) as client:
         edited = await client.generate(
             _relay(gateway, "images gen/edits"),
-            GenerationRequest(prompt="wider", model=cases.MODEL, images=[InputImage(make_image(300, 300), "image/png")], aspect_ratio="21:9", size="1K"),
+            GenerationRequest(
+                prompt="wider", model=cases.MODEL, images=[InputImage(make_image(300, 300), "image/png")], aspect_ratio="21:9", size="1K"
+            ),
         )
     assert (edited.width, edited.height) == (1584, 672) and not edited.notes
     # LiteLLM refused response_format (HTTP 400, nothing sent upstream); the one resend kept
@@ -61,7 +65,9 @@ async def test_a_shape_the_relay_did_not_honour_is_told_not_reported_as_success(
     # The upstream ignores the ratio (as a gateway that drops it would): a square comes back.
     double.default = Behaviour("image", width=1024, height=1024)
     async with RelayClient(max_attempts=1, timeout=120) as client:
-        result = await client.generate(_relay(gateway, "chat completions"), GenerationRequest(prompt="a valley", model=cases.MODEL, aspect_ratio="16:9", size="2K"))
+        result = await client.generate(
+            _relay(gateway, "chat completions"), GenerationRequest(prompt="a valley", model=cases.MODEL, aspect_ratio="16:9", size="2K")
+        )
     assert [n.key for n in result.notes] == ["note.ratio_differs", "note.size_differs"]
     assert "16:9" in str(result.notes[0]) and "1024×1024" in str(result.notes[0])
 
@@ -89,7 +95,9 @@ async def test_the_gateways_own_timeout_is_explained_retried_once_and_failover_a
     assert exc.params.get("attempts") == 2  # one more try, not four: the same limit applies again
 
 
-async def test_the_operator_is_told_once_per_relay_that_litellm_retries_too(gateway: Gateway, double: RelayDouble, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_operator_is_told_once_per_relay_that_litellm_retries_too(
+    gateway: Gateway, double: RelayDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.relay")
     relay = replace(_relay(gateway, "gemini native (/v1beta)"), name="ll-notice-once")
     async with RelayClient(max_attempts=3, timeout=120) as client:
@@ -139,7 +147,9 @@ async def test_admin_relay_test_and_what_the_member_sees_through_litellm(gateway
         double.default = Behaviour("error", status=429, retry_after=0.2, message=cases.QUOTA)
         mark = w.dd.mark()
         await w.imagine(w.alice, prompt="another harbour")
-        failed = await w.dd.wait_for("PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=120)
+        failed = await w.dd.wait_for(
+            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=120
+        )
         said = failed.json["embeds"][0]["description"]
         assert cases.QUOTA in said and "litellm" not in said.lower() and '{"error"' not in said, said
         assert MASTER_KEY not in json.dumps(failed.json)
@@ -154,12 +164,16 @@ def _cli(gateway: Gateway, tmp_path: Path, fmt: str, auth: str, *args: str):
 
 def test_cli_on_the_images_route_gets_16_9_2k_or_says_it_did_not(gateway: Gateway, double: RelayDouble, tmp_path: Path) -> None:
     double.default = Behaviour("image")
-    run = _cli(gateway, tmp_path, "openai-images", "bearer", "a wide valley", "--model", cases.MODEL, "--aspect-ratio", "16:9", "--size", "2k")
+    run = _cli(
+        gateway, tmp_path, "openai-images", "bearer", "a wide valley", "--model", cases.MODEL, "--aspect-ratio", "16:9", "--size", "2k"
+    )
     assert run.code == 0, run.err
     assert (run.last_json["width"], run.last_json["height"]) == (2752, 1536) and run.last_json["notes"] == []
 
     double.default = Behaviour("image", width=512, height=512)  # an upstream that ignores both
-    run = _cli(gateway, tmp_path, "openai-images", "bearer", "a wide valley", "--model", cases.MODEL, "--aspect-ratio", "16:9", "--size", "2k")
+    run = _cli(
+        gateway, tmp_path, "openai-images", "bearer", "a wide valley", "--model", cases.MODEL, "--aspect-ratio", "16:9", "--size", "2k"
+    )
     assert run.code == 0, run.err
     assert [n["key"] for n in run.last_json["notes"]] == ["note.ratio_differs", "note.size_differs"]
     assert "did not pass the ratio on" in run.err and "did not pass the size on" in run.err
@@ -186,7 +200,9 @@ def tuned_gateway(litellm_bin: Path, upstream: RelayDouble, tmp_path_factory: py
         proxy.stop()
 
 
-async def test_retries_multiply_on_defaults_and_not_with_num_retries_0(gateway: Gateway, tuned_gateway: Gateway, double: RelayDouble) -> None:
+async def test_retries_multiply_on_defaults_and_not_with_num_retries_0(
+    gateway: Gateway, tuned_gateway: Gateway, double: RelayDouble
+) -> None:
     double.default = Behaviour("error", status=429, retry_after=0.2, message=cases.QUOTA)
     calls = {}
     for name, proxy in (("defaults", gateway), ("num_retries 0", tuned_gateway)):
@@ -198,10 +214,14 @@ async def test_retries_multiply_on_defaults_and_not_with_num_retries_0(gateway: 
     assert calls == {"defaults": 6, "num_retries 0": 2}, calls
 
 
-async def test_with_drop_params_the_images_route_takes_the_first_request_as_is(tuned_gateway: Gateway, double: RelayDouble, caplog: pytest.LogCaptureFixture) -> None:
+async def test_with_drop_params_the_images_route_takes_the_first_request_as_is(
+    tuned_gateway: Gateway, double: RelayDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     double.default = Behaviour("image")
     caplog.set_level(logging.INFO, logger="bot.relay")
     async with RelayClient(max_attempts=1, timeout=120) as client:
-        result = await client.generate(_relay(tuned_gateway, "images gen/edits"), GenerationRequest(prompt="tall", model=cases.MODEL, aspect_ratio="9:16", size="1K"))
+        result = await client.generate(
+            _relay(tuned_gateway, "images gen/edits"), GenerationRequest(prompt="tall", model=cases.MODEL, aspect_ratio="9:16", size="1K")
+        )
     assert (result.width, result.height) == (768, 1376) and not result.notes
     assert "resending" not in caplog.text
