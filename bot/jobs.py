@@ -63,6 +63,7 @@ import aiosqlite
 from .guild_config import GuildConfigStore, GuildSettings, canonical_size
 from .quota import Quota, QuotaRules, transaction
 from .relay.types import InvalidRequest, NoImage, RelayError, RelayFailed, RelayTimeout
+from .rules import job_caps
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -516,13 +517,8 @@ class JobQueue:
 
     async def _caps(self, guild_id: int | None) -> tuple[int, int]:
         guild = await self._guild(guild_id)
-        per_guild = self.settings.max_jobs_per_guild
-        per_user = self.settings.max_jobs_per_user
-        if guild.max_jobs is not None:
-            per_guild = min(per_guild, guild.max_jobs)
-        if guild.max_jobs_per_user is not None:
-            per_user = min(per_user, guild.max_jobs_per_user)
-        return max(1, per_guild), max(1, per_user)
+        s = self.settings
+        return job_caps(s.max_jobs_per_guild, s.max_jobs_per_user, guild.max_jobs, guild.max_jobs_per_user)
 
     async def _scheduler(self) -> None:
         while True:
