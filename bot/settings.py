@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-DIALECTS = ("gemini", "openai-images", "openai-chat")
-AUTH_STYLES = ("query", "bearer", "x-goog-api-key")
+from .relay.types import AUTH_STYLES, DIALECTS, default_auth
+
 DEFAULT_DISCORD_API = "https://discord.com/api/v10"
 
 
@@ -194,8 +194,7 @@ def parse_relay(
     fmt = dialect or _choice(env, "NB_RELAY_FORMAT", DIALECTS, "gemini")
     if fmt not in DIALECTS:
         raise SettingsError(f"format {fmt!r} is not valid; use one of: {', '.join(DIALECTS)}")
-    default_auth = "query" if fmt == "gemini" else "bearer"
-    style = auth or _choice(env, "NB_RELAY_AUTH", AUTH_STYLES, default_auth)
+    style = auth or _choice(env, "NB_RELAY_AUTH", AUTH_STYLES, default_auth(fmt))
     if style not in AUTH_STYLES:
         raise SettingsError(f"auth {style!r} is not valid; use one of: {', '.join(AUTH_STYLES)}")
     key = env.get("NB_API_KEY", "").strip()

@@ -7,10 +7,20 @@ so the bot can say them in the user's language; ``str()`` is the English form fo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Dialect = Literal["gemini", "openai-images", "openai-chat"]
 AuthStyle = Literal["query", "bearer", "x-goog-api-key"]
+
+# The one list of each, for settings, the CLI, the admin commands and the relay store.
+DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
+AUTH_STYLES: tuple[AuthStyle, ...] = get_args(AuthStyle)
+
+
+def default_auth(dialect: str) -> AuthStyle:
+    """How a relay of ``dialect`` takes its key unless told otherwise: Google's own API (and the
+    relays copying it) reads ``?key=``; OpenAI-style APIs read ``Authorization: Bearer``."""
+    return "query" if dialect == "gemini" else "bearer"
 
 
 @dataclass(frozen=True)
