@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .blob import Blob
 from .redact import cut
-from .stream import Blob
 from .types import GroundingSource, NoImage, Usage
 
 
