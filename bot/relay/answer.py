@@ -124,6 +124,11 @@ _POLICY_WORDS = (
 )
 
 
+def envelope_error(data: dict[str, Any]) -> AnswerError:
+    """The AnswerError of an answer that has an ``error`` member, whatever its shape."""
+    return AnswerError(error_info(data) or ErrorInfo(message=str(data["error"])))
+
+
 def error_info(body: Any) -> ErrorInfo | None:
     """The error inside a decoded body: ``{"error":{...}}``, a list-wrapped one, a bare
     ``{"message":...}``/``{"detail":...}``; None when the body carries no error."""

@@ -28,8 +28,8 @@ import pybase64
 from .answer import (
     AnswerError,
     BrokenAnswer,
-    ErrorInfo,
     Parsed,
+    envelope_error,
     error_info,
     finish_to_reason,
     get,
@@ -286,7 +286,7 @@ def _answer_object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BrokenAnswer("the answer is not a JSON object")
     if "error" in data:
-        raise AnswerError(error_info(data) or error_info({"error": str(data["error"])}) or ErrorInfo(message=str(data["error"])))
+        raise envelope_error(data)
     return data
 
 

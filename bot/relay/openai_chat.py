@@ -24,8 +24,8 @@ from typing import Any
 from .answer import (
     AnswerError,
     BrokenAnswer,
-    ErrorInfo,
     Parsed,
+    envelope_error,
     error_info,
     finish_to_reason,
     hosted_images,
@@ -173,7 +173,7 @@ def _message(data: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
     if not isinstance(data, dict):
         raise BrokenAnswer("the answer is not a JSON object")
     if data.get("error"):
-        raise AnswerError(error_info(data) or ErrorInfo(message=str(data["error"])))
+        raise envelope_error(data)
     choices = data.get("choices")
     if not isinstance(choices, list):
         info = error_info(data)

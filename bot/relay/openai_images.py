@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .answer import AnswerError, BrokenAnswer, ErrorInfo, Parsed, error_info, no_image, openai_usage
+from .answer import AnswerError, BrokenAnswer, Parsed, envelope_error, error_info, no_image, openai_usage
 from .blob import Blob, DecodeError, b64_bytes, data_urls
 from .catalogue import MODELS, image_config
 from .types import GenerationRequest, InputImage
@@ -108,7 +108,7 @@ def parse(data: Any) -> Parsed:
             raise AnswerError(info)
         raise BrokenAnswer("the answer is not a JSON object")
     if data.get("error"):
-        raise AnswerError(error_info(data) or ErrorInfo(message=str(data["error"])))
+        raise envelope_error(data)
     items = data.get("data")
     if items is None:
         info = error_info(data)
