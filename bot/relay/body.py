@@ -19,6 +19,9 @@ import pybase64
 
 from .blob import Blob
 
+# One multipart file field as httpx takes it: (field name, (file name, bytes, content type)).
+FormFile = tuple[str, tuple[str, bytes, str]]
+
 
 @dataclass
 class Sent:
@@ -28,7 +31,7 @@ class Sent:
     url: str
     content: bytes | Body | None = None
     data: dict[str, str] | None = None
-    files: list[Any] | None = None
+    files: list[FormFile] | None = None
     headers: dict[str, str] | None = None
 
 

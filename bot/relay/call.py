@@ -21,7 +21,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
@@ -57,6 +57,7 @@ HEAVY_SKELETON = 128 * 2**10
 USER_AGENT = "nano-banana-bot/0.1 (+relay client)"
 
 UrlGuard = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -161,9 +162,11 @@ class Caller:
         sent: Sent,
         *,
         timeout: float,
-        parse: Callable[[Any], Any],
+        parse: Callable[[Any], T],
         attempts: int | None = None,
-    ) -> Any:
+    ) -> T:
+        """``sent``, attempted until ``parse`` accepts the answer or the retry policy gives up
+        (then the last failure is raised); ``parse`` gets the decoded JSON."""
         limit = attempts or self.max_attempts
         failure: Fail | None = None
         for attempt in range(1, limit + 1):
@@ -200,7 +203,7 @@ class Caller:
         exp = self.backoff_base * (2 ** (attempt - 1))
         return min(self.max_backoff, exp) * random.uniform(0.75, 1.0)
 
-    async def _attempt(self, relay: RelayConfig, sent: Sent, *, timeout: float, parse: Callable[[Any], Any]) -> Any:
+    async def _attempt(self, relay: RelayConfig, sent: Sent, *, timeout: float, parse: Callable[[Any], T]) -> T | Fail:
         timeout = max(0.001, time_left(timeout))
         refusal = await self.guard(relay, sent.url)
         if refusal:
