@@ -70,7 +70,8 @@ async def decoder(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[No
     the rest of RelayClient.generate (validation, retries, parsing the answer)."""
     import httpx
 
-    from bot.relay.stream import StreamDecoder, b64_bytes
+    from bot.relay.blob import b64_bytes
+    from bot.relay.stream import StreamDecoder
 
     http = httpx.AsyncClient(timeout=600.0)
     body = json.dumps(_gemini_body(size)).encode()

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from bot.relay import inflate
+from bot.relay.blob import RefusedAnswer
 from bot.relay.client import RelayClient
-from bot.relay.stream import Budget, RefusedAnswer, StreamDecoder
+from bot.relay.stream import Budget, StreamDecoder
 from bot.relay.types import GenerationRequest, RelayConfig, RelayFailed
 from tests.doubles import _hostile
 from tests.doubles.relay_double import Behaviour, RelayDouble

@@ -23,9 +23,14 @@ from bot.relay import gemini as _gemini
 from bot.relay import openai_chat as _chat
 from bot.relay import openai_images as _images
 from bot.relay.answer import AnswerError, BrokenAnswer
-from bot.relay.client import _SSE, RelayClient, retry_after_seconds
-from bot.relay.stream import THRESHOLD, Blob, DecodeError
+from bot.relay.blob import Blob, DecodeError
+from bot.relay.client import RelayClient
+from bot.relay.gateway_errors import retry_after_seconds
+from bot.relay.sse import EventStream
+from bot.relay.stream import THRESHOLD
 from bot.relay.types import (
+    AUTH_STYLES,
+    DIALECTS,
     GenerationRequest,
     InputImage,
     InvalidRequest,
@@ -71,8 +76,7 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
 
 # --- dialect x auth -------------------------------------------------------------------------
 
-DIALECTS = ("gemini", "openai-images", "openai-chat")
-AUTHS = ("query", "bearer", "x-goog-api-key")
+AUTHS = AUTH_STYLES
 
 
 @pytest.mark.parametrize("auth", AUTHS)
@@ -624,7 +628,7 @@ _SSE_BODY, _SSE_EVENTS, _SSE_MARKS = _sse_body()
 @given(st.lists(st.one_of(st.sampled_from(_SSE_MARKS), st.integers(0, len(_SSE_BODY))), max_size=12))
 async def test_event_stream_split_anywhere_gives_the_same_events(cuts) -> None:
     edges = [0, *sorted(set(cuts)), len(_SSE_BODY)]
-    sse = _SSE()
+    sse = EventStream()
     for start, end in zip(edges, edges[1:], strict=False):
         await sse.feed(_SSE_BODY[start:end])
     events = sse.close()

@@ -17,7 +17,9 @@ from bot import store
 from bot.guild_config import ConfigError, RelayStore
 from bot.i18n import t
 from bot.relay.client import RelayClient
-from bot.relay.probe import OUTCOME_KEYS, map_models, probe_relay, store_probed
+from bot.relay.model_names import map_models
+from bot.relay.probe import probe_relay, store_probed
+from bot.relay.probe_result import OUTCOME_KEYS
 from bot.relay.types import GenerationRequest
 from bot.secrets import load_keyring
 from bot.urlguard import make_guard

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.relay.stream import Blob, DecodeError, StreamDecoder, b64_bytes, data_urls, plain_text
+from bot.relay.blob import Blob, DecodeError, b64_bytes, data_urls, plain_text
+from bot.relay.stream import StreamDecoder
 
 # Small knobs so short bodies take the streaming path (the defaults are 64 KiB / 32 KiB).
 SMALL = {"threshold": 24, "min_run": 12}

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .blob import Blob
 from .redact import cut
-from .stream import Blob
 from .types import GroundingSource, NoImage, Usage
 
 
@@ -122,6 +122,11 @@ _POLICY_WORDS = (
     "image_generation_user_error",
     "blocked",
 )
+
+
+def envelope_error(data: dict[str, Any]) -> AnswerError:
+    """The AnswerError of an answer that has an ``error`` member, whatever its shape."""
+    return AnswerError(error_info(data) or ErrorInfo(message=str(data["error"])))
 
 
 def error_info(body: Any) -> ErrorInfo | None:

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .types import GenerationRequest, InvalidRequest, Note
+from .types import Dialect, GenerationRequest, InvalidRequest, Note
 
 BASE_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 EXTREME_RATIOS = ("1:4", "4:1", "1:8", "8:1")
@@ -286,7 +286,7 @@ def image_config(request: GenerationRequest) -> dict[str, str]:
     return config
 
 
-def dialect_notes(request: GenerationRequest, dialect: str) -> list[Note]:
+def dialect_notes(request: GenerationRequest, dialect: Dialect) -> list[Note]:
     """Controls the OpenAI-style formats have no field for, so the picture is made without
     them (said rather than dropped silently). Gemini's format carries them all."""
     if dialect == "gemini":

@@ -29,6 +29,7 @@ from .answer import (
     AnswerError,
     BrokenAnswer,
     Parsed,
+    envelope_error,
     error_info,
     finish_to_reason,
     get,
@@ -36,7 +37,7 @@ from .answer import (
     no_image,
     strip_hosted_images,
 )
-from .stream import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
+from .blob import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
 from .types import GenerationRequest, GroundingSource, InputImage, Usage
 
 
@@ -111,7 +112,7 @@ def build(
     ``turn``: the user turn already made by :func:`user_turn` for ``images`` (saves encoding
     them again). ``request.history`` may hold :class:`Blob` objects in place of base64 strings
     (a ``model_turn`` reused as is, or a replayed conversation): they stay Blobs in the body,
-    which only a serialiser that knows them (``client._json_body``) turns into JSON.
+    which only a serialiser that knows them (``body.json_body``) turns into JSON.
     """
     if turn is None:
         turn = user_turn(request.prompt, images)
@@ -183,6 +184,7 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
                     pending.append(part["text"])
                     continue
                 if pending:
+                    assert prev is not None  # pending text is always prev's
                     prev["text"] = "".join([prev["text"], *pending])
                     pending = []
                 if len(parts) == MAX_PARTS:
@@ -241,81 +243,15 @@ def _sources(candidate: dict[str, Any]) -> list[GroundingSource]:
 
 
 def parse(data: Any) -> Parsed:
-    if isinstance(data, list):
-        info = error_info(data)
-        if info:
-            raise AnswerError(info)
-        data = merge_chunks(data)
-    if not isinstance(data, dict):
-        raise BrokenAnswer("the answer is not a JSON object")
-    if "error" in data:
-        raise AnswerError(error_info(data) or error_info({"error": str(data["error"])}))  # type: ignore[arg-type]
-    usage = _usage(data)
-    feedback = get(data, "promptFeedback")
-    candidates = get(data, "candidates") or []
-    if not isinstance(candidates, list) or not candidates:
-        block = get(feedback, "blockReason")
-        if block:
-            raise no_image("blocked", str(block), str(get(feedback, "blockReasonMessage") or ""))
-        if "candidates" not in data and "promptFeedback" not in data and "prompt_feedback" not in data:
-            info = error_info(data)
-            if info:
-                raise AnswerError(info)
-            raise BrokenAnswer("the answer has no candidates")
-        raise no_image("no_image", "no candidates")
-
-    candidate = candidates[0] if isinstance(candidates[0], dict) else {}
+    data = _answer_object(data)
+    candidate = _first_candidate(data)
     content = get(candidate, "content") or {}
     parts = get(content, "parts") or []
     if isinstance(parts, list) and len(parts) > MAX_PARTS:
         raise _too_many_parts()
     finish = str(get(candidate, "finishReason") or "")
-
-    image: tuple[bytes, str] | None = None
-    hosted: str | None = None
-    texts: list[str] = []
     try:
-        for part in parts if isinstance(parts, list) else []:
-            if not isinstance(part, dict):
-                continue
-            thought = part.get("thought") is True
-            inline = get(part, "inlineData")
-            if isinstance(inline, dict):
-                mime = str(get(inline, "mimeType") or "")
-                raw = inline.get("data")
-                if not thought and isinstance(raw, (str, Blob)) and (mime.startswith("image/") or not mime):
-                    # Some relays put a whole data URL where the bare base64 belongs.
-                    embedded = data_urls(raw) if isinstance(raw, str) and raw.startswith("data:") else []
-                    image, hosted = (embedded[-1][1], embedded[-1][0]) if embedded else (b64_bytes(raw), mime), None
-                continue
-            file_data = get(part, "fileData")
-            if isinstance(file_data, dict):
-                uri = get(file_data, "fileUri")
-                mime = str(get(file_data, "mimeType") or "")
-                if (
-                    not thought
-                    and isinstance(uri, str)
-                    and uri.startswith(("http://", "https://"))
-                    and (mime.startswith("image/") or not mime)
-                ):
-                    hosted, image = uri, None
-                continue
-            text = part.get("text")
-            if text is None or thought:
-                continue
-            if isinstance(text, (str, Blob)):
-                check_text(text)
-            embedded = data_urls(text)
-            if embedded:
-                mime, raw_bytes = embedded[-1]
-                image, hosted = (raw_bytes, mime), None
-            words = plain_text(text)
-            links = hosted_images(words)
-            if links:
-                hosted, image = links[-1], None
-                words = strip_hosted_images(words)
-            if words:
-                texts.append(words)
+        image, hosted, texts = _read_parts(parts if isinstance(parts, list) else [])
     except DecodeError as exc:
         raise BrokenAnswer(str(exc)) from None
 
@@ -325,7 +261,7 @@ def parse(data: Any) -> Parsed:
     _canonical_base64(turn)
     parsed = Parsed(
         text=text,
-        usage=usage,
+        usage=_usage(data),
         sources=_sources(candidate),
         model_turn=turn,
         finish_reason=finish,
@@ -340,6 +276,88 @@ def parse(data: Any) -> Parsed:
     raise no_image(finish_to_reason(finish, bool(text)), finish, model_text)
 
 
+def _answer_object(data: Any) -> dict[str, Any]:
+    """The answer as one response object (a streamed one merged); an error envelope raised."""
+    if isinstance(data, list):
+        info = error_info(data)
+        if info:
+            raise AnswerError(info)
+        data = merge_chunks(data)
+    if not isinstance(data, dict):
+        raise BrokenAnswer("the answer is not a JSON object")
+    if "error" in data:
+        raise envelope_error(data)
+    return data
+
+
+def _first_candidate(data: dict[str, Any]) -> dict[str, Any]:
+    """The answer's first candidate; a blocked prompt or an answer without any raised."""
+    feedback = get(data, "promptFeedback")
+    candidates = get(data, "candidates") or []
+    if not isinstance(candidates, list) or not candidates:
+        block = get(feedback, "blockReason")
+        if block:
+            raise no_image("blocked", str(block), str(get(feedback, "blockReasonMessage") or ""))
+        if "candidates" not in data and "promptFeedback" not in data and "prompt_feedback" not in data:
+            info = error_info(data)
+            if info:
+                raise AnswerError(info)
+            raise BrokenAnswer("the answer has no candidates")
+        raise no_image("no_image", "no candidates")
+    return candidates[0] if isinstance(candidates[0], dict) else {}
+
+
+_Picture = tuple[bytes, str]  # (bytes, the mime type the relay claimed)
+
+
+def _read_parts(parts: list[Any]) -> tuple[_Picture | None, str | None, list[str]]:
+    """The last picture (inline, or the URL of a hosted one) and the model's words. Thought
+    parts (the model's drafts) are skipped."""
+    image: _Picture | None = None
+    hosted: str | None = None
+    texts: list[str] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        thought = part.get("thought") is True
+        inline = get(part, "inlineData")
+        file_data = get(part, "fileData")
+        if isinstance(inline, dict):
+            mime = str(get(inline, "mimeType") or "")
+            raw = inline.get("data")
+            if not thought and isinstance(raw, (str, Blob)) and (mime.startswith("image/") or not mime):
+                # Some relays put a whole data URL where the bare base64 belongs.
+                embedded = data_urls(raw) if isinstance(raw, str) and raw.startswith("data:") else []
+                image, hosted = (embedded[-1][1], embedded[-1][0]) if embedded else (b64_bytes(raw), mime), None
+        elif isinstance(file_data, dict):
+            uri = get(file_data, "fileUri")
+            mime = str(get(file_data, "mimeType") or "")
+            if not thought and isinstance(uri, str) and uri.startswith(("http://", "https://")) and (mime.startswith("image/") or not mime):
+                hosted, image = uri, None
+        elif part.get("text") is not None and not thought:
+            image, hosted = _read_text(part["text"], image, hosted, texts)
+    return image, hosted, texts
+
+
+def _read_text(text: Any, image: _Picture | None, hosted: str | None, texts: list[str]) -> tuple[_Picture | None, str | None]:
+    """A text part: pictures embedded in it (data URLs, links to hosted ones) replace the
+    ones found so far; its words go to ``texts``."""
+    if isinstance(text, (str, Blob)):
+        check_text(text)
+    embedded = data_urls(text)
+    if embedded:
+        mime, raw_bytes = embedded[-1]
+        image, hosted = (raw_bytes, mime), None
+    words = plain_text(text)
+    links = hosted_images(words)
+    if links:
+        hosted, image = links[-1], None
+        words = strip_hosted_images(words)
+    if words:
+        texts.append(words)
+    return image, hosted
+
+
 def _canonical_base64(turn: dict[str, Any]) -> None:
     """Pictures in a model turn as standard, unbroken base64 (in place).
 
@@ -349,7 +367,9 @@ def _canonical_base64(turn: dict[str, Any]) -> None:
     parts = turn.get("parts")
     for part in parts if isinstance(parts, list) else []:
         inline = part.get("inlineData") if isinstance(part, dict) else None
-        data = inline.get("data") if isinstance(inline, dict) else None
+        if not isinstance(inline, dict):
+            continue
+        data = inline.get("data")
         if not isinstance(data, str) or data.startswith("data:"):
             continue
         if any(c in data for c in "\n\r\t -_"):

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions dialect (seeds 002, 004): ``POST /v1/chat/completions``.
+"""OpenAI Chat Completions dialect: ``POST /v1/chat/completions``.
 
 The request is one user message whose content parts are the prompt and the input pictures as
 ``data:`` URLs; ``stream`` is false. The dialect has no size or ratio field of its own (relays
@@ -9,8 +9,8 @@ and the client's result check tells the member when the shape came back otherwis
 signatures, so there is no multi-turn: history becomes "latest picture + new instruction".
 
 The picture comes back in ``message.content`` as a markdown data URL, as content parts
-(``image_url``), in ``message.images[]`` (some gateways), as a hosted picture link, or - the
-seed-004 fallback - as a bare base64 run in the text. ``finish_reason: content_filter`` and
+(``image_url``), in ``message.images[]`` (some gateways), as a hosted picture link, or - as
+some relays do when nothing else is there - as a bare base64 run in the text. ``finish_reason: content_filter`` and
 ``message.refusal`` are refusals.
 """
 
@@ -25,6 +25,7 @@ from .answer import (
     AnswerError,
     BrokenAnswer,
     Parsed,
+    envelope_error,
     error_info,
     finish_to_reason,
     hosted_images,
@@ -32,9 +33,9 @@ from .answer import (
     openai_usage,
     strip_hosted_images,
 )
+from .blob import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
 from .catalogue import image_config
 from .images import sniff
-from .stream import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
 from .types import GenerationRequest, InputImage
 
 PATH = "/chat/completions"
@@ -143,60 +144,9 @@ def _bare_base64(text: str) -> tuple[str, bytes] | None:
 
 
 def parse(data: Any) -> Parsed:
-    if isinstance(data, list):
-        data = merge_chunks(data)
-    if not isinstance(data, dict):
-        raise BrokenAnswer("the answer is not a JSON object")
-    if data.get("error"):
-        raise AnswerError(error_info(data))  # type: ignore[arg-type]
-    choices = data.get("choices")
-    if not isinstance(choices, list):
-        info = error_info(data)
-        if info:
-            raise AnswerError(info)
-        raise BrokenAnswer("the answer has no choices")
-    if not choices:
-        raise no_image("no_image", "no choices")
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or choice.get("delta") or {}
-    if not isinstance(message, dict):
-        raise BrokenAnswer("the answer's message is not an object")
-    finish = str(choice.get("finish_reason") or "")
-    content = message.get("content")
-    found: list[tuple[str, Any]] = []
-    texts: list[str] = []
+    data, message, finish = _message(data)
     try:
-        pieces = content if isinstance(content, list) else [content] if content is not None else []
-        extra = message.get("images")
-        if len(pieces) > MAX_PARTS or (isinstance(extra, list) and len(extra) > MAX_PARTS):
-            raise RefusedAnswer(f"the answer holds more than {MAX_PARTS} parts")
-        for piece in pieces:
-            if isinstance(piece, dict) and piece.get("type") in (None, "text", "output_text") and "text" in piece:
-                piece = piece["text"]
-            if isinstance(piece, (str, Blob)):
-                check_text(piece)
-                for mime, raw in data_urls(piece):
-                    found.append(("data", (mime, raw)))
-                words = plain_text(piece)
-                for link in hosted_images(words):
-                    found.append(("url", link))
-                words = strip_hosted_images(words)
-                if words:
-                    texts.append(words)
-            else:
-                item = _image_from_part(piece)
-                if item:
-                    found.append(item)
-        for part in extra if isinstance(extra, list) else []:
-            item = _image_from_part(part)
-            if item:
-                found.append(item)
-        if not found and texts:
-            bare = _bare_base64("\n".join(texts))
-            if bare:
-                found.append(("data", bare))
-                texts = [_BARE_B64.sub("", t).strip() for t in texts]
-                texts = [t for t in texts if t]
+        found, texts = _read_message(message)
     except DecodeError as exc:
         raise BrokenAnswer(str(exc)) from None
 
@@ -213,3 +163,68 @@ def parse(data: Any) -> Parsed:
         words = (str(refusal) if refusal else "") or text
         raise no_image("safety" if finish.lower() == "content_filter" else "blocked", finish or "refusal", words)
     raise no_image(finish_to_reason(finish, bool(text)), finish, text)
+
+
+def _message(data: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The answer (a streamed one merged), its first choice's message and finish reason; an
+    error envelope or an answer without choices raised."""
+    if isinstance(data, list):
+        data = merge_chunks(data)
+    if not isinstance(data, dict):
+        raise BrokenAnswer("the answer is not a JSON object")
+    if data.get("error"):
+        raise envelope_error(data)
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        info = error_info(data)
+        if info:
+            raise AnswerError(info)
+        raise BrokenAnswer("the answer has no choices")
+    if not choices:
+        raise no_image("no_image", "no choices")
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or choice.get("delta") or {}
+    if not isinstance(message, dict):
+        raise BrokenAnswer("the answer's message is not an object")
+    return data, message, str(choice.get("finish_reason") or "")
+
+
+def _read_message(message: dict[str, Any]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Every picture in the message in order, as ('data', (mime, bytes)) or ('url', address),
+    and its words. A picture written into the text as bare base64 counts only when there is
+    no other."""
+    content = message.get("content")
+    found: list[tuple[str, Any]] = []
+    texts: list[str] = []
+    pieces = content if isinstance(content, list) else [content] if content is not None else []
+    extra = message.get("images")
+    if len(pieces) > MAX_PARTS or (isinstance(extra, list) and len(extra) > MAX_PARTS):
+        raise RefusedAnswer(f"the answer holds more than {MAX_PARTS} parts")
+    for piece in pieces:
+        if isinstance(piece, dict) and piece.get("type") in (None, "text", "output_text") and "text" in piece:
+            piece = piece["text"]
+        if isinstance(piece, (str, Blob)):
+            check_text(piece)
+            for mime, raw in data_urls(piece):
+                found.append(("data", (mime, raw)))
+            words = plain_text(piece)
+            for link in hosted_images(words):
+                found.append(("url", link))
+            words = strip_hosted_images(words)
+            if words:
+                texts.append(words)
+        else:
+            item = _image_from_part(piece)
+            if item:
+                found.append(item)
+    for part in extra if isinstance(extra, list) else []:
+        item = _image_from_part(part)
+        if item:
+            found.append(item)
+    if not found and texts:
+        bare = _bare_base64("\n".join(texts))
+        if bare:
+            found.append(("data", bare))
+            texts = [_BARE_B64.sub("", t).strip() for t in texts]
+            texts = [t for t in texts if t]
+    return found, texts

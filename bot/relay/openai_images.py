@@ -1,4 +1,4 @@
-"""OpenAI Images dialect (seed 002): ``/v1/images/generations`` and ``/v1/images/edits``.
+"""OpenAI Images dialect: ``/v1/images/generations`` and ``/v1/images/edits``.
 
 Wire decisions:
 - Text only goes to ``generations`` as JSON; with input pictures to ``edits`` as
@@ -7,7 +7,7 @@ Wire decisions:
   new-api-style relays read when ``image`` is absent). Mixing the two would make those relays
   keep only the ``image`` field. A relay that refuses the form with a message about the body
   format (JSON, content type, missing image) gets the edit once more as JSON with data-URL
-  pictures in ``image`` - the other form field notes §1 records.
+  pictures in ``image`` - the form such relays take instead.
 - ``size``: for 2.5 Flash it carries the aspect ratio (``"16:9"``) and ``aspect_ratio`` is not
   sent; for 3 Pro / 3.1 Flash it is the relay's lowercase ``1k``/``2k``/``4k`` (``512`` for
   the smallest, unverified on any relay) with ``aspect_ratio`` beside it. A relay model
@@ -34,9 +34,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .answer import AnswerError, BrokenAnswer, Parsed, error_info, no_image, openai_usage
+from .answer import AnswerError, BrokenAnswer, Parsed, envelope_error, error_info, no_image, openai_usage
+from .blob import Blob, DecodeError, b64_bytes, data_urls
 from .catalogue import MODELS, image_config
-from .stream import Blob, DecodeError, b64_bytes, data_urls
 from .types import GenerationRequest, InputImage
 
 GENERATIONS = "/images/generations"
@@ -108,7 +108,7 @@ def parse(data: Any) -> Parsed:
             raise AnswerError(info)
         raise BrokenAnswer("the answer is not a JSON object")
     if data.get("error"):
-        raise AnswerError(error_info(data))  # type: ignore[arg-type]
+        raise envelope_error(data)
     items = data.get("data")
     if items is None:
         info = error_info(data)

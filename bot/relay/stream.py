@@ -26,18 +26,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ctypes
-import io
 import json
-import os
-import platform
 import re
 import secrets
 import time
-from array import array
 from typing import Any
 
 import pybase64
+
+from .b64run import ALPHABET, OTHER_ESCAPE, RUN, STR_BODY, Run, strict_decode, unescape_run, with_breaks
+from .blob import DATA_URL_PREFIX, Blob, DecodeError, RefusedAnswer
 
 # A string is considered for streaming once it reaches this many bytes...
 THRESHOLD = 64 * 1024
@@ -53,80 +51,8 @@ STEP_BUDGET = 0.00005
 SLOW_SLICE = 0.002
 MIN_SLICE = 256
 
-_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-# Inside a JSON string, one character of a base64 run: a plain alphabet byte, an escaped
-# slash (PHP-style encoders write "/" as "\/"), or an escaped line break ("\n", "\r"): MIME
-# encoders, and relays built on them, break base64 into 76-character lines.
-_RUN = re.compile(rb"(?:[A-Za-z0-9+/]++|\\[/nr])*+")
-# Everything in a JSON string up to its closing quote or an escape cut by the chunk end.
-_STR_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
-# A backslash that starts none of those escapes (or that ends the region, so we cannot tell yet).
-_OTHER_ESCAPE = re.compile(rb"\\(?![/nr])")
-
-
-_RUN_ESCAPE = re.compile(rb"\\([/nr])")
-_BREAK_CHARS = {b"n": 1, b"r": 0}  # what a break records beside its offset: 1 "\n", 0 "\r"
-
-
-def _unescape_run(text: bytes) -> tuple[bytes, list[int]]:
-    r"""Base64 characters from a run's JSON text ("\/" read as "/", line breaks dropped), and
-    where each dropped break stood: ``offset * 2 + kind`` in the clean text (kind 1 for
-    ``\n``, 0 for ``\r``), so the exact string can be rebuilt (:func:`_with_breaks`)."""
-    if b"\\" not in text:
-        return text, []
-    if b"\\n" not in text and b"\\r" not in text:
-        return text.translate(None, b"\\"), []
-    pieces: list[bytes] = []
-    breaks: list[int] = []
-    at = last = 0
-    for m in _RUN_ESCAPE.finditer(text):
-        piece = text[last : m.start()]
-        pieces.append(piece)
-        at += len(piece)
-        if m.group(1) == b"/":
-            pieces.append(b"/")
-            at += 1
-        else:
-            breaks.append(at * 2 + _BREAK_CHARS[m.group(1)])
-        last = m.end()
-    pieces.append(text[last:])
-    return b"".join(pieces), breaks
-
-
-def _with_breaks(text: str, breaks: array | None) -> str:
-    """``text`` (a run's base64) with its recorded line breaks put back."""
-    if not breaks:
-        return text
-    out: list[str] = []
-    last = 0
-    for code in breaks:
-        offset = code >> 1
-        out += (text[last:offset], "\n" if code & 1 else "\r")
-        last = offset
-    out.append(text[last:])
-    return "".join(out)
-
 
 _OUT, _STR, _B64 = 0, 1, 2
-
-
-def _strict_decode(text: bytes | memoryview) -> bytes:
-    """Whole base64 groups (no padding) to bytes; ``binascii.Error`` on any other character.
-
-    pybase64 (SIMD) instead of ``binascii.a2b_base64(strict_mode=True)``: measured on a 4K
-    answer's 35 MB, 69 ms -> 3-9 ms, and the same refusals: ``validate=True`` raises
-    ``binascii.Error`` for a byte outside the alphabet or a length that is not whole groups.
-    """
-    return pybase64.b64decode(text, validate=True)
-
-
-class DecodeError(ValueError):
-    """The body is not complete, valid JSON (e.g. truncated), or holds invalid base64."""
-
-
-class RefusedAnswer(Exception):
-    """The answer is past a bound (structure, size of what is not picture data, parts):
-    refused, and not worth asking the same relay again."""
 
 
 # What an answer may hold besides picture base64. A real answer (parts, usage, grounding)
@@ -136,8 +62,13 @@ class RefusedAnswer(Exception):
 MAX_SKELETON = 1 * 2**20
 MAX_TOKENS = 64_000
 # A single text value longer than this is no model's words: refused before any pattern
-# looks at it (each pattern is linear, but a few ms per MB add up).
-MAX_TEXT = 64 * 2**10
+
+
+def _match_end(pattern: re.Pattern[bytes], buf: bytes, pos: int, limit: int) -> int:
+    """Where ``pattern`` (one that matches the empty string too) stops from ``pos``."""
+    match = pattern.match(buf, pos, limit)
+    assert match is not None
+    return match.end()
 
 
 class Budget:
@@ -162,132 +93,6 @@ class Budget:
             raise RefusedAnswer(f"the answer holds more than {self.max_skeleton // 2**10} KB besides picture data")
 
 
-class Blob:
-    """A large JSON string decoded on the fly: ``prefix`` + base64(``data``) + ``suffix``.
-
-    For a plain base64 field, prefix and suffix are empty. For a markdown data URL
-    (``![image](data:image/png;base64,....)``), prefix holds the text up to the comma.
-    A string with several data URLs is a chain: ``next`` is the Blob for the following
-    image (its prefix is the text between the two), and ``suffix`` is then everything after
-    this image as text. :meth:`text` rebuilds the exact string.
-    """
-
-    __slots__ = ("data", "prefix", "_suffix", "next", "breaks")
-
-    def __init__(self, data: bytes, prefix: str = "", suffix: str = "", next: Blob | None = None, breaks: array | None = None) -> None:
-        self.data = data
-        self.prefix = prefix
-        self._suffix = suffix
-        self.next = next
-        # Line breaks the relay put inside the base64 (MIME style), for text() to be exact.
-        self.breaks = breaks or None
-
-    @property
-    def suffix(self) -> str:
-        # Only a chain pays for re-encoding here; the last (or only) link is plain text.
-        return self._suffix if self.next is None else self._suffix + self.next.text()
-
-    @property
-    def mime_type(self) -> str | None:
-        match = _DATA_URL_PREFIX.search(self.prefix)
-        return match.group(1) if match else None
-
-    def links(self) -> list[Blob]:
-        """This Blob and the ones chained after it."""
-        out: list[Blob] = []
-        link: Blob | None = self
-        while link is not None:
-            out.append(link)
-            link = link.next
-        return out
-
-    def text(self) -> str:
-        """The JSON string exactly as ``json.loads`` would have returned it."""
-        pieces: list[str] = []
-        for link in self.links():
-            pieces += (link.prefix, _with_breaks(pybase64.b64encode(link.data).decode("ascii"), link.breaks), link._suffix)
-        return "".join(pieces)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Blob):
-            return NotImplemented
-        return (self.data, self.prefix, self._suffix, self.next, self.breaks) == (
-            other.data,
-            other.prefix,
-            other._suffix,
-            other.next,
-            other.breaks,
-        )
-
-    def __repr__(self) -> str:
-        more = f", next={self.next!r}" if self.next is not None else ""
-        return f"Blob({len(self.data)} bytes, prefix={self.prefix[-60:]!r}, suffix={self._suffix[:60]!r}{more})"
-
-
-# The end of a text that introduces a data URL: "...data:image/png;base64,".
-_DATA_URL_PREFIX = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,\Z")
-
-
-# Process-wide allocator tweak (glibc only), made once, on the first big decode.
-#
-# Why: glibc raises its mmap threshold to the size of any large block freed (up to 32 MiB), so
-# after the first decoded image is dropped, the next ones grow on the heap: every growth step
-# copies them and the heap fragments. With 8 concurrent 4K answers that measured 308 MB peak
-# RSS instead of 233 MB. A fixed threshold keeps big buffers in their own mappings, which grow
-# in place (mremap) and go back to the system when freed.
-#
-# Scope: mallopt(M_MMAP_THRESHOLD) applies to every allocation of >= 1 MiB in the whole
-# process (Pillow, discord.py, ...) and turns off glibc's sliding threshold; smaller blocks
-# are not affected. The cost: such a block always starts as fresh pages, never reused heap,
-# so whoever first fills it pays the page faults (measured no slower for a 35 MB string).
-#
-# Harmless elsewhere: on musl, macOS, Windows or any non-glibc libc nothing is called; an
-# operator's own MALLOC_MMAP_THRESHOLD_ or glibc.malloc.mmap_threshold tunable is left
-# alone; and if the call is missing or refused, only memory use differs.
-MMAP_THRESHOLD = 1 << 20
-_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
-_allocator_tuned = False
-
-
-def _tune_allocator() -> None:
-    global _allocator_tuned
-    _allocator_tuned = True
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
-        return  # the operator chose the allocator's settings
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # returns 0 on refusal: nothing to undo
-    except (OSError, AttributeError):
-        pass
-
-
-class _Run:
-    """One base64 run being decoded: where its bytes go and whether it ended cleanly."""
-
-    __slots__ = ("out", "data", "clean", "chars", "breaks")
-
-    def __init__(self) -> None:
-        if not _allocator_tuned:
-            _tune_allocator()
-        self.out: io.BytesIO | None = io.BytesIO()
-        self.data = b""
-        self.chars = 0  # base64 characters fed so far (where the next break would stand)
-        self.breaks = array("q")  # see _unescape_run
-        # False when the run ended on a partial group (not valid base64 as it stands); the
-        # string then goes back to being a str.
-        self.clean = True
-
-    def took(self, clean: bytes, breaks: list[int]) -> None:
-        """Account for ``clean`` base64 characters fed, with the breaks found among them."""
-        if breaks:
-            base = self.chars * 2
-            self.breaks.extend(base + code for code in breaks)
-        self.chars += len(clean)
-
-
 class StreamDecoder:
     """Feed the body chunk by chunk; ``close()`` returns the parsed JSON.
 
@@ -307,8 +112,8 @@ class StreamDecoder:
         self._carry = b""  # bytes held back because an escape or padding was cut by the chunk end
         self._seg_start = 0  # skeleton offset where the current string's text segment starts
         self._next_check = 0  # skeleton offset at which that segment is examined for base64
-        self._runs: list[_Run] = []
-        self._run: _Run | None = None
+        self._runs: list[Run] = []
+        self._run: Run | None = None
         self._pending = b""  # 0-3 base64 characters waiting for the rest of their group
         self._nonce = secrets.token_hex(8)
         self._closed = False
@@ -386,7 +191,7 @@ class StreamDecoder:
         end = len(buf)
         # Stop exactly at the check point so the outcome never depends on how the body was cut.
         limit = min(end, pos + max(0, self._next_check - len(self._skel)))
-        stop = _STR_BODY.match(buf, pos, limit).end()
+        stop = _match_end(STR_BODY, buf, pos, limit)
         if stop < limit and buf[stop] == 0x5C and stop + 1 < end:  # an escape straddles the limit
             stop += 2
         self._skel += buf[pos:stop]
@@ -401,12 +206,16 @@ class StreamDecoder:
             self._consider_run()
         return stop
 
+    def _current(self) -> Run:
+        assert self._run is not None, "no base64 run is being decoded"
+        return self._run
+
     def _consider_run(self) -> None:
         """The current string is long: start decoding its trailing base64 run, if it has one."""
         seg = bytes(self._skel[self._seg_start :])
         # Candidate run: trailing alphabet bytes and backslashes; then walk its escapes from
         # the left, as the run may only start after the last escape that is not "\/".
-        start = len(seg.rstrip(_ALPHABET + b"\\"))
+        start = len(seg.rstrip(ALPHABET + b"\\"))
         begin = start
         while True:
             slash = seg.find(b"\\", start)
@@ -420,9 +229,9 @@ class StreamDecoder:
         if len(seg) - begin < self._min_run:
             self._next_check = len(self._skel) + self._threshold
             return
-        run_text, breaks = _unescape_run(seg[begin:])  # every backslash here starts "\/", "\n" or "\r"
+        run_text, breaks = unescape_run(seg[begin:])  # every backslash here starts "\/", "\n" or "\r"
         del self._skel[self._seg_start + begin :]
-        self._run = _Run()
+        self._run = Run()
         self._pending = b""
         self._run.took(run_text, breaks)
         self._decode(run_text)
@@ -436,7 +245,7 @@ class StreamDecoder:
             text = self._pending + text
         whole = len(text) & ~3
         if whole:
-            self._run.out.write(_strict_decode(memoryview(text)[:whole]))
+            self._current().write(strict_decode(memoryview(text)[:whole]))
         self._pending = text[whole:]
 
     def _feed_b64(self, buf: bytes, pos: int) -> int:
@@ -447,8 +256,8 @@ class StreamDecoder:
             region = buf[pos:] if pos else buf
             breaks: list[int] = []
             if b"\\" in region:
-                if _OTHER_ESCAPE.search(region) is None:
-                    region, breaks = _unescape_run(region)
+                if OTHER_ESCAPE.search(region) is None:
+                    region, breaks = unescape_run(region)
                 else:
                     region = b""
             if region and b"=" not in region:  # padding means the run ends: careful path
@@ -456,14 +265,15 @@ class StreamDecoder:
                 whole = len(text) & ~3
                 rest = text[whole:]
                 try:
-                    if rest.translate(None, _ALPHABET):  # the 0-3 bytes kept for later: check them too
+                    if rest.translate(None, ALPHABET):  # the 0-3 bytes kept for later: check them too
                         raise binascii.Error
-                    decoded = _strict_decode(memoryview(text)[:whole])
+                    decoded = strict_decode(memoryview(text)[:whole])
                 except binascii.Error:
                     pass  # not clean base64 after all: let the careful path find where it stops
                 else:
-                    self._run.out.write(decoded)
-                    self._run.took(region, breaks)
+                    run = self._current()
+                    run.write(decoded)
+                    run.took(region, breaks)
                     self._pending = rest
                     return end
         return self._finish_run(buf, pos)
@@ -471,17 +281,16 @@ class StreamDecoder:
     def _finish_run(self, buf: bytes, pos: int) -> int:
         """The careful path: find exactly where the run stops in this chunk."""
         end = len(buf)
-        stop = _RUN.match(buf, pos).end()
-        clean, breaks = _unescape_run(buf[pos:stop])
-        assert self._run is not None
-        self._run.took(clean, breaks)
+        stop = _match_end(RUN, buf, pos, end)
+        clean, breaks = unescape_run(buf[pos:stop])
+        run = self._current()
+        run.took(clean, breaks)
         self._decode(clean)
         if stop == end:
             return end
         if stop == end - 1 and buf[stop] == 0x5C:  # maybe "\/" cut in two: wait for more
             self._carry = buf[stop:]
             return end
-        run = self._run
         tail = b""
         if buf[stop] == 0x3D and len(self._pending) >= 2:  # "=" padding closes the last group
             need = 4 - len(self._pending)
@@ -493,7 +302,7 @@ class StreamDecoder:
                 group = self._pending + got
                 decoded = binascii.a2b_base64(group)
                 if base64.b64encode(decoded) == group:  # canonical: re-encodes to the same text
-                    run.out.write(decoded)
+                    run.write(decoded)
                     self._pending = b""
                     stop += need
         if self._pending:
@@ -504,14 +313,14 @@ class StreamDecoder:
             later = [code for code in run.breaks if (code >> 1) > whole]
             if later:  # breaks among the tail's characters go back into it, as JSON escapes
                 del run.breaks[len(run.breaks) - len(later) :]
-                pieces, last = [], 0
+                pieces: list[bytes] = []
+                last = 0
                 for code in later:
                     offset = (code >> 1) - whole
                     pieces += (tail[last:offset], b"\\n" if code & 1 else b"\\r")
                     last = offset
                 tail = b"".join(pieces) + tail[last:]
-        run.data = run.out.getvalue()  # BytesIO hands over its buffer without a copy
-        run.out = None
+        run.finish()
         self._run = None
         # The rest of the string is ordinary text (a closing ")" and maybe more data URLs).
         self._skel += tail
@@ -557,7 +366,7 @@ class StreamDecoder:
             return value
         return value
 
-    def _pieces(self, text: str) -> tuple[list[str], list[_Run]]:
+    def _pieces(self, text: str) -> tuple[list[str], list[Run]]:
         parts = self._find(text)
         return parts[0::2], [self._runs[int(i)] for i in parts[1::2]]
 
@@ -565,7 +374,7 @@ class StreamDecoder:
         texts, runs = self._pieces(text)
         out = [texts[0]]
         for run, after in zip(runs, texts[1:], strict=True):
-            out += (_with_breaks(pybase64.b64encode(run.data).decode("ascii"), run.breaks), after)
+            out += (with_breaks(pybase64.b64encode(run.data).decode("ascii"), run.breaks), after)
         return "".join(out)
 
     def _blob(self, text: str) -> Blob | str:
@@ -576,67 +385,10 @@ class StreamDecoder:
             return Blob(runs[0].data, breaks=runs[0].breaks)
         # Otherwise only data URLs: each run introduced by "data:<mime>;base64," and not
         # followed by more padding (which would make it invalid base64).
-        if not all(_DATA_URL_PREFIX.search(before) for before in texts[:-1]) or any(after.startswith("=") for after in texts[1:]):
+        if not all(DATA_URL_PREFIX.search(before) for before in texts[:-1]) or any(after.startswith("=") for after in texts[1:]):
             return self._exact(text)
         chain: Blob | None = None
         for i in range(len(runs) - 1, -1, -1):
             chain = Blob(runs[i].data, texts[i], texts[-1] if chain is None else "", chain, runs[i].breaks)
+        assert chain is not None  # a text with a marker has at least one run
         return chain
-
-
-def b64_bytes(value: str | Blob) -> bytes:
-    if isinstance(value, Blob):
-        if not value.prefix and not value._suffix and value.next is None:
-            return value.data
-        value = value.text()  # not a plain base64 field: decode it as the text it is
-    if "-" in value or "_" in value:
-        # URL-safe base64, which proto3 JSON allows: b64decode would silently drop "-" and "_".
-        value = value.translate(_URLSAFE)
-    try:
-        return base64.b64decode(value, validate=False)
-    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
-        raise DecodeError(f"invalid base64 image data: {exc}") from None
-
-
-_URLSAFE = str.maketrans("-_", "+/")
-# The base64 of a data URL, MIME-wrapped or not: some relays break it into lines (76 or 64
-# characters, as MIME/PEM encoders do). Only full-width lines may end in a line break, so text
-# after a bare data URL on the next line is not taken for more base64.
-_B64_BODY = r"(?:[A-Za-z0-9+/]{60,}+\r?\n)*[A-Za-z0-9+/]++={0,2}"
-_DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,(" + _B64_BODY + ")")
-# (No quantifier here may cross the bracket or parenthesis that starts another match, and
-# none gives back what it took: on text made of "[" or "![a](data:image/" repeated a
-# backtracking pattern took minutes; these stay linear.)
-_MARKDOWN_IMAGE = re.compile(r"!?\[[^\[\]]*+\]\(data:image/[^()]*+\)")
-_BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64," + _B64_BODY)
-# Stands in for a Blob's base64 when reading its text (a valid run, matched by the regexes).
-_STAND_IN = "AAAA"
-
-
-def check_text(value: str | Blob) -> None:
-    """Refuse a text value from a relay past :data:`MAX_TEXT` characters (see there), before
-    the patterns of :func:`data_urls`/:func:`plain_text` look at it; for a Blob, its text
-    without the pictures."""
-    size = sum(len(link.prefix) + len(link._suffix) for link in value.links()) if isinstance(value, Blob) else len(value)
-    if size > MAX_TEXT:
-        raise RefusedAnswer(f"a text in the answer is longer than {MAX_TEXT // 2**10} KB")
-
-
-def data_urls(value: str | Blob | None) -> list[tuple[str, bytes]]:
-    """Images embedded as ``data:`` URLs, as (mime type, bytes)."""
-    if value is None:
-        return []
-    if isinstance(value, Blob):
-        # A Blob is made only of data URLs, each run whole, so each link is one image.
-        return [(link.mime_type, link.data) for link in value.links() if (link.mime_type or "").startswith("image/")]
-    return [(m.group(1), b64_bytes(m.group(2))) for m in _DATA_URL.finditer(value)]
-
-
-def plain_text(value: str | Blob | None) -> str:
-    """Text with data-URL images (and their markdown wrappers) removed."""
-    if value is None:
-        return ""
-    if isinstance(value, Blob):
-        # Same rules as for a str, with a short stand-in where each image's base64 was.
-        value = "".join(link.prefix + _STAND_IN + link._suffix for link in value.links())
-    return _BARE_DATA_URL.sub("", _MARKDOWN_IMAGE.sub("", value)).strip()
