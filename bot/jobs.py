@@ -60,7 +60,7 @@ from typing import Any
 
 import aiosqlite
 
-from .guild_config import GuildConfigStore, GuildSettings, canonical_size
+from .guild_config import GuildConfigStore, GuildSettings
 from .quota import Quota, QuotaRules, transaction
 from .relay.types import InvalidRequest, NoImage, RelayError, RelayFailed, RelayTimeout
 from .rules import job_caps
@@ -287,22 +287,13 @@ class JobQueue:
 
     # --- submitting ----------------------------------------------------------------------
 
-    async def submit(
-        self,
-        new: NewJob,
-        *,
-        role_ids: Iterable[int] = (),
-        cost: int | None = None,
-        rules: QuotaRules | None = None,
-    ) -> Job:
-        """Create the job and reserve its credits, or raise :class:`~bot.quota.QuotaExceeded`
-        (nothing written). ``cost``/``rules`` default to the server's settings."""
+    async def submit(self, new: NewJob, *, credits: int, rules: QuotaRules, role_ids: Iterable[int] = ()) -> Job:
+        """Create the job and reserve its ``credits`` under ``rules``, or raise
+        :class:`~bot.quota.QuotaExceeded` (nothing written). The caller prices the job and
+        passes ``new.size`` as it is to be stored."""
         if self._closing:
             raise QueueClosed("the bot is shutting down")
-        guild = await self._guild(new.guild_id)
-        size = canonical_size(new.model, new.size)
-        credits = guild.cost(new.model, size) if cost is None else cost
-        limits = guild.quota if rules is None else rules
+        size, limits = new.size, rules
         async with transaction(self.db) as db:
             now = self.clock()
             # Check first (reads only), so a refusal commits an empty transaction, no rollback.
@@ -350,27 +341,6 @@ class JobQueue:
         self._positions_dirty.set()
         return job
 
-    async def retry(self, job_id: int, *, by_user: int, role_ids: Iterable[int] = ()) -> Job:
-        """A new job with the request of a failed/interrupted/cancelled one (the Retry button)."""
-        old = await self.get(job_id)
-        if old is None:
-            raise LookupError(job_id)
-        return await self.submit(
-            NewJob(
-                user_id=by_user,
-                guild_id=old.guild_id,
-                channel_id=old.channel_id,
-                request=old.request,
-                model=old.model,
-                size=old.size,
-                kind="retry",
-                locale=old.locale,
-                conversation_id=old.conversation_id,
-                parent_turn_id=old.parent_turn_id,
-            ),
-            role_ids=role_ids,
-        )
-
     # --- reading and updating -----------------------------------------------------------
 
     async def get(self, job_id: int) -> Job | None:
@@ -399,10 +369,6 @@ class JobQueue:
         if job_id in self._running:
             found.append(self._running[job_id][0])
         return found
-
-    @property
-    def queued_count(self) -> int:
-        return sum(len(q) for q in self._queued.values())
 
     @property
     def running_count(self) -> int:

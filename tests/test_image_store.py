@@ -160,10 +160,14 @@ async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: I
     queue = JobQueue(db, Quota(db), Settings(discord_token="", data_dir=data_dir, relay=None), never)
     rules = QuotaRules(user_daily=10)
     gone = await queue.submit(
-        NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"), rules=rules
+        NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"),
+        credits=1,
+        rules=rules,
     )
     await queue.submit(
-        NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"), rules=rules
+        NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"),
+        credits=1,
+        rules=rules,
     )
     assert await queue.cancel(gone.id, by_user=1) == "cancelled"
     conversations = Conversations(db, images)

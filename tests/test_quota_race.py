@@ -122,9 +122,13 @@ async def race(queues: list[JobQueue], conns: list[aiosqlite.Connection], outcom
         size = "2K" if n % 3 == 0 else "1K"  # 2 or 1 credits
         await asyncio.sleep(0)
         try:
+            assert queue.config is not None
+            guild = await queue.config.get(guild_of(user))
             return await queue.submit(
                 NewJob(user_id=user, guild_id=guild_of(user), channel_id=5, request={"prompt": f"p{n}"}, model=FLASH, size=size),
                 role_ids=roles_of(user),
+                credits=guild.cost(FLASH, size),
+                rules=guild.quota,
             )
         except QuotaExceeded as exc:
             refused.append(exc)
@@ -289,11 +293,23 @@ async def test_status_for_the_quota_command(db: aiosqlite.Connection, data_dir: 
 
     queue = JobQueue(db, quota, make_settings(data_dir, max_jobs_per_user=1), runner, config=config, clock=clock)
     await queue.start()
-    failed = await queue.submit(NewJob(user_id=5, guild_id=1, channel_id=2, request={"fail": True}, model=FLASH, size="2K"))
+    failed = await queue.submit(
+        NewJob(user_id=5, guild_id=1, channel_id=2, request={"fail": True}, model=FLASH, size="2K"),
+        credits=settings.cost(FLASH, "2K"),
+        rules=settings.quota,
+    )
     while (await queue.get(failed.id)).status != "failed":
         await asyncio.sleep(0.01)
-    running = await queue.submit(NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model=FLASH, size="2K"))
-    await queue.submit(NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model="gemini-3-pro-image-preview", size="4K"))
+    running = await queue.submit(
+        NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model=FLASH, size="2K"),
+        credits=settings.cost(FLASH, "2K"),
+        rules=settings.quota,
+    )
+    await queue.submit(
+        NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model="gemini-3-pro-image-preview", size="4K"),
+        credits=settings.cost("gemini-3-pro-image-preview", "4K"),
+        rules=settings.quota,
+    )
 
     status = await quota.status(guild_id=1, user_id=5, rules=settings.quota)
     # 2 (running, 2K) + 6 (queued Pro 4K) held; the failed job's 2 came back.
