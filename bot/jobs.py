@@ -51,7 +51,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -65,6 +64,7 @@ from .quota import Quota, QuotaRules, transaction
 from .relay.types import InvalidRequest, NoImage, RelayError, RelayFailed, RelayTimeout
 from .rules import job_caps
 from .settings import Settings
+from .store import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -593,7 +593,7 @@ class JobQueue:
             try:
                 await self._finish(job, status, ledger, error=error)
                 return
-            except (sqlite3.Error, OSError) as exc:
+            except DatabaseError as exc:
                 if delay is None:
                     # The slot is given back; the write goes on being tried in the background.
                     log.error(
@@ -610,7 +610,7 @@ class JobQueue:
             await asyncio.sleep(SETTLE_BACKGROUND_S)
             try:
                 await self._finish(job, status, ledger, error=error)
-            except (sqlite3.Error, OSError) as exc:
+            except DatabaseError as exc:
                 log.warning("job %d: still cannot record it as %s (%s)", job.id, status, exc)
                 continue
             log.info("job %d: recorded as %s at last", job.id, status)

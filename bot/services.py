@@ -94,9 +94,9 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = await store.connect(settings.db_path)
+        db = await store.connect(settings.database)
         try:
-            reader = await store.connect_reader(settings.db_path)
+            reader = await store.connect_reader(settings.database)
         except BaseException:
             await db.close()
             raise

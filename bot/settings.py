@@ -241,14 +241,31 @@ class Settings:
     retry: RetryPolicy = RetryPolicy()
     # A font file for the usage chart; unset: fontconfig's best CJK-capable match.
     font: Path | None = None
+    # NB_DATABASE_URL: a postgresql:// server shared by several processes; None: SQLite in data_dir.
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "bot.sqlite3"
 
     @property
+    def database(self) -> str | Path:
+        """What :func:`bot.store.connect` opens: the PostgreSQL URL, else the SQLite file."""
+        return self.database_url or self.db_path
+
+    @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+
+def database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("NB_DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        # The value may hold a password: name the variable, never echo it.
+        raise SettingsError("NB_DATABASE_URL must be a postgresql://user:password@host:port/database URL (unset: SQLite in NB_DATA_DIR)")
+    return raw
 
 
 def data_dir_from(env: Mapping[str, str]) -> Path:
@@ -307,6 +324,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),
         retry=retry_policy(env),
         font=Path(font_raw) if font_raw else None,
+        database_url=database_url(env),
     )
 
 
