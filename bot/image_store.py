@@ -252,12 +252,13 @@ class ImageStore:
         for start in range(0, len(candidates), 200):
             chunk = candidates[start : start + 200]
             marks = ",".join("(?)" for _ in chunk)
-            # A sha256 is 64 hex digits: it cannot appear in a JSON text by accident.
+            # A sha256 is 64 hex digits: it cannot appear in a JSON text by accident, and holds
+            # no LIKE wildcard (LIKE, unlike instr/strpos, means the same on both backends).
             async with self.db.execute(
                 f"WITH c(sha) AS (VALUES {marks}) SELECT sha FROM c WHERE"
                 " NOT EXISTS (SELECT 1 FROM turns t WHERE t.image_sha256 = c.sha"
-                "   OR instr(t.user_parts, c.sha) > 0 OR instr(t.model_parts, c.sha) > 0)"
-                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND instr(j.request, c.sha) > 0)",
+                "   OR t.user_parts LIKE '%' || c.sha || '%' OR t.model_parts LIKE '%' || c.sha || '%')"
+                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND j.request LIKE '%' || c.sha || '%')",
                 chunk,
             ) as cur:
                 orphans += [row[0] for row in await cur.fetchall()]

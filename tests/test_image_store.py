@@ -11,14 +11,18 @@ import pytest
 from bot import store
 from bot.i18n import t
 from bot.image_store import ImagePruned, ImageStore
+from tests import pg
 from tests.conftest import make_image
+
+# The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
+backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
 
 DAY = 86400.0
 
 
 @pytest.fixture
-async def images(tmp_path: Path, data_dir: Path):
-    db = await store.connect(tmp_path / "db" / "bot.sqlite3")
+async def images(db_target: str | Path, data_dir: Path):
+    db = await store.connect(db_target)
     try:
         yield ImageStore(db, data_dir / "images")
     finally:

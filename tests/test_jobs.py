@@ -19,6 +19,10 @@ from bot.jobs import Job, JobQueue, NewJob, QueueClosed
 from bot.quota import Quota, QuotaExceeded, QuotaRules
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
+from tests import pg
+
+# The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
+backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH = "gemini-3.1-flash-image-preview"
@@ -62,7 +66,15 @@ async def ledger(db: aiosqlite.Connection) -> dict[int, str]:
 
 
 @pytest.fixture
-async def db(data_dir: Path):
+async def db(db_target: str | Path):
+    conn = await store.connect(db_target)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def sqlite_db(data_dir: Path):
+    """For the tests that lock the SQLite file itself."""
     conn = await store.connect(data_dir / "bot.sqlite3")
     yield conn
     await conn.close()
@@ -520,8 +532,9 @@ async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aios
 
 
 async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_lands(
-    db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture
+    sqlite_db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    db = sqlite_db
     """Another writer holds the database past busy_timeout exactly when the job ends: the
     job must not stay 'running' with its credits 'reserved' until a restart."""
     import sqlite3
@@ -589,8 +602,9 @@ async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(d
 
 
 async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_later(
-    db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    db = sqlite_db
     import sqlite3
 
     import bot.jobs as jobs_module

@@ -17,6 +17,10 @@ from bot.jobs import Job, JobQueue, NewJob
 from bot.quota import Quota, QuotaExceeded, QuotaRules, next_day, next_month
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
+from tests import pg
+
+# The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
+backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
 FLASH = "gemini-3.1-flash-image-preview"
@@ -72,11 +76,11 @@ def guild_of(user: int) -> int:
 
 
 @pytest.fixture
-async def four_connections(data_dir: Path):
-    """Four connections to one SQLite file, as four bot processes would have."""
-    path = data_dir / "race.sqlite3"
-    conns = [await store.connect(path)]
-    conns += [await store.connect(path) for _ in range(3)]
+async def four_connections(db_target: str | Path):
+    """Four connections to one database (a SQLite file, or four pools on one PostgreSQL
+    database), as four bot processes would have."""
+    conns = [await store.connect(db_target)]
+    conns += [await store.connect(db_target) for _ in range(3)]
     yield conns
     for conn in conns:
         await conn.close()
@@ -193,8 +197,8 @@ async def race(queues: list[JobQueue], conns: list[aiosqlite.Connection], outcom
 
 
 @pytest.fixture
-async def db(data_dir: Path):
-    conn = await store.connect(data_dir / "bot.sqlite3")
+async def db(db_target: str | Path):
+    conn = await store.connect(db_target)
     yield conn
     await conn.close()
 
