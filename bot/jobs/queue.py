@@ -1,188 +1,41 @@
-"""The job queue: every generation is a job row before it is a request.
+"""The in-process job queue: rows first, slots by the fairness rule, recovery after a restart.
 
-Life of a job::
-
-    submit ──► queued ──► running ──► done          (runner returned: credits committed)
-      │          │           ├──────► failed        (runner raised, NoImage included: refunded)
-      │          └───────────┴──────► cancelled     (requester cancelled: refunded)
-      │                      └──────► interrupted   (process died while running: refunded at
-      ▼                                              the next start, ``on_interrupted`` called)
-    QuotaExceeded: no row, nothing queued, nothing sent
-
-- **Reservation** happens in the same transaction that inserts the job row (see bot/quota.py
-  for why at creation): a refused request leaves no trace and a queued job holds its credits.
-- **Limits:** at most ``settings.max_concurrent_jobs`` running in all, ``max_jobs_per_guild``
-  per server and ``max_jobs_per_user`` per member; a server may lower its own caps
-  (``GuildSettings.max_jobs`` / ``max_jobs_per_user``), never raise them.
-- **Fairness:** by server first, then round-robin by member. Each free slot goes to a job of
-  the server holding the fewest running jobs (so with ``NB_MAX_JOBS=4`` and three servers
-  waiting, no server starts a second job while another server's job waits); among servers
-  with as many, members form a rotation: the first member in the rotation with a job that may
-  run now is served, then moves to the back. One member's burst of ten waits behind everyone
-  else's first job, and one server's hundred members wait behind another server's first job.
-  Slots already taken are not pre-empted: a server's jobs hold them at most one job deadline
-  (see bot/relay_pool.py), which bounds every other server's wait.
-  Positions shown to users follow the same rule (see :meth:`JobQueue.positions`); they are
-  exact up to :data:`EXACT_POSITIONS` and coarse after it (:func:`shown_position`), so a queue
-  of N jobs costs O(N log N) position updates while it drains, not N².
-- **Runner:** ``async runner(job) -> None``, supplied by the bot. Returning means "delivered"
-  (commit); raising means "failed" (refund). It may set ``job.relay_name``,
-  ``job.latency_ms`` and ``job.result_message_id``; they are saved with the final status.
-- **Chains:** a job whose ``request["after_job_id"]`` names a queued or running job waits
-  until that one has finished (the second of two quick messages in a thread builds on the
-  first one's result; the runner resolves which turn that is).
-- **Recording the end** (:meth:`JobQueue._settle`): a final write the database refuses (disk
-  full, locked past busy_timeout) is tried again for about a minute, holding the slot, so a
-  job is not left ``running`` with credits ``reserved`` until a restart.
-- **Cancel:** the requester (or a moderator, ``by_user=None``) cancels a queued job (dropped
-  and refunded) or a running one (its task is cancelled, then refunded). A job whose runner has
-  already returned can no longer be cancelled: the picture is out.
-- **Restart:** :meth:`JobQueue.start` turns jobs left ``running`` by a crash into
-  ``interrupted``, refunds them and calls ``on_interrupted(job)`` so the bot can offer Retry;
-  queued jobs resume in their old order. :meth:`JobQueue.stop` leaves jobs it had to cancel as
-  ``running`` on purpose, so a clean stop and a crash take the same recovery path.
-- One process owns a database's queue (with several processes, each would need its own
-  database or a shard filter here).
+See bot/jobs/__init__.py for the life of a job. This queue keeps the waiting jobs in memory
+(the database holds them too, so a restart resumes them); one process owns a SQLite database's
+queue. On PostgreSQL, bot/jobs/leases.py lets the database drive it across processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import aiosqlite
-
-from .guild_config import GuildConfigStore, GuildSettings
-from .quota import Quota, QuotaRules, transaction
-from .relay.types import InvalidRequest, NoImage, RelayError, RelayFailed, RelayTimeout
-from .rules import job_caps
-from .settings import Settings
-from .store import DatabaseError
+from ..guild_config import GuildConfigStore, GuildSettings
+from ..quota import Quota, QuotaRules, transaction
+from ..relay.types import RelayError
+from ..rules import job_caps
+from ..settings import Settings
+from ..store import Connection, DatabaseError
+from .fairness import Snapshot, choose, positions, take
+from .model import UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("done", "failed", "cancelled", "interrupted")
 # Waits before trying again to record a job's end when the database refuses the write (disk
 # full, locked beyond busy_timeout): about a minute in all, during which the job keeps its slot.
 SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 SETTLE_BACKGROUND_S = 60.0  # then, slot given back, every this often until the write lands
 
-# Places in line shown exactly; beyond it a member sees "within the first N" (N from
-# POSITION_BUCKETS, then powers of ten), which changes only when a bucket boundary is crossed.
-EXACT_POSITIONS = 10
-POSITION_BUCKETS = (20, 50, 100, 200, 500, 1000)
-
-
-def shown_position(position: int) -> int:
-    """The place in line a member is told: exact up to EXACT_POSITIONS, else the smallest
-    bucket bound at or above it. Each job crosses each bound at most once while the queue
-    drains, so updates per job are EXACT_POSITIONS + O(log N)."""
-    if position <= EXACT_POSITIONS:
-        return position
-    for bound in POSITION_BUCKETS:
-        if position <= bound:
-            return bound
-    bound = POSITION_BUCKETS[-1]
-    while bound < position:
-        bound *= 10
-    return bound
-
-
-@dataclass
-class NewJob:
-    """What the bot knows when a member asks for a picture."""
-
-    user_id: int
-    guild_id: int | None
-    channel_id: int | None
-    request: dict[str, Any]  # JSON-able: prompt, model, ratio, size, options, image hashes
-    model: str
-    size: str | None = None
-    kind: str = "imagine"  # imagine | edit | reroll | upscale | retry
-    locale: str = "en"
-    conversation_id: int | None = None
-    parent_turn_id: int | None = None
-
-
-@dataclass
-class Job:
-    id: int
-    guild_id: int | None
-    channel_id: int | None
-    user_id: int
-    kind: str
-    status: str
-    request: dict[str, Any]
-    model: str
-    size: str | None
-    cost: int
-    locale: str
-    conversation_id: int | None = None
-    parent_turn_id: int | None = None
-    result_turn_id: int | None = None
-    progress_message_id: int | None = None
-    result_message_id: int | None = None
-    relay_name: str | None = None
-    error_code: str | None = None
-    error_detail: str | None = None
-    latency_ms: int | None = None
-    created_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Job:
-        data = {k: row[k] for k in row.keys() if k in _JOB_FIELDS}
-        try:
-            data["request"] = json.loads(data.get("request") or "{}")
-        except ValueError:
-            data["request"] = {}
-        return cls(**data)
-
-
-_JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}
-# Fields the bot may set on a job after creation (progress message, links to turns...).
-_UPDATABLE = {"progress_message_id", "result_message_id", "result_turn_id", "conversation_id", "parent_turn_id", "relay_name", "latency_ms"}
-
-Runner = Callable[[Job], Awaitable[None]]
-PositionCallback = Callable[[Job, int], Awaitable[None]]
-JobCallback = Callable[[Job], Awaitable[None]]
-
-
-class QueueClosed(RuntimeError):
-    key = "jobs.closed"
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """``(error_code, detail)`` stored on a failed job; codes group failures in usage reports."""
-    detail = str(exc)[:500]
-    if isinstance(exc, NoImage):
-        return f"no_image:{exc.reason}", detail
-    if isinstance(exc, RelayTimeout):
-        return "timeout", detail
-    if isinstance(exc, RelayFailed):
-        return (f"http_{exc.status}" if exc.status else "network"), detail
-    if isinstance(exc, InvalidRequest):
-        return "invalid", detail
-    if isinstance(exc, RelayError):
-        return exc.key, detail
-    key = getattr(exc, "key", None)
-    if isinstance(key, str):
-        return key, detail
-    return "internal", type(exc).__name__
-
 
 class JobQueue:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         quota: Quota,
         settings: Settings,
         runner: Runner,
@@ -318,7 +171,8 @@ class JobQueue:
                     now,
                 ),
             )
-            job_id = int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT always has one
+            job_id = cur.lastrowid
             await self.quota.hold_in(db, job_id=job_id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
         job = Job(
             id=job_id,
@@ -353,7 +207,7 @@ class JobQueue:
 
     async def update(self, job_id: int, **fields: Any) -> None:
         """Record what the bot learned about a job (e.g. ``progress_message_id``)."""
-        bad = set(fields) - _UPDATABLE
+        bad = set(fields) - UPDATABLE
         if bad:
             raise ValueError(f"not updatable: {sorted(bad)}")
         for job in self._live(job_id):
@@ -374,44 +228,12 @@ class JobQueue:
     def running_count(self) -> int:
         return len(self._running)
 
-    def _rotation(self) -> list[int]:
-        """Members with queued jobs, next to be served first."""
-        return sorted(
-            self._queued,
-            key=lambda u: (self._served.get(u, 0), self._queued[u][0].created_at, self._queued[u][0].id),
-        )
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(self._queued, self._served, [job for job, _ in self._running.values()])
 
     def positions(self) -> dict[int, int]:
-        """Job id -> 1-based place in line, by the dispatch rule without the caps: a server's
-        i-th queued job (its jobs ordered round-robin by member, members in rotation order)
-        comes in round ``running(server) + i``; within a round, servers go in the order of
-        their first member in the rotation. (Caps can let a later job start earlier; the
-        number is what the member is told, kept current.) O(N log N) in the queue."""
-        running: dict[int | None, int] = {}
-        for job, _ in self._running.values():
-            running[job.guild_id] = running.get(job.guild_id, 0) + 1
-        per_guild: dict[int | None, list[deque[Job]]] = {}
-        for user_id in self._rotation():
-            q = self._queued[user_id]
-            per_guild.setdefault(q[0].guild_id, []).append(q)
-        keyed: list[tuple[int, int, int]] = []  # (round, server order, job id)
-        for order, (guild_id, queues) in enumerate(per_guild.items()):
-            # A member's jobs may name other servers (DMs, several servers): each job counts
-            # in the server its member's first job is in, an approximation the caps ignore too.
-            i = running.get(guild_id, 0)
-            depth = 0
-            while True:
-                served = False
-                for q in queues:
-                    if depth < len(q):
-                        keyed.append((i, order, q[depth].id))
-                        i += 1
-                        served = True
-                if not served:
-                    break
-                depth += 1
-        keyed.sort()
-        return {job_id: n for n, (_, _, job_id) in enumerate(keyed, start=1)}
+        """Job id -> 1-based place in line (see :func:`bot.jobs.fairness.positions`)."""
+        return positions(self._snapshot())
 
     def position(self, job_id: int) -> int | None:
         return self.positions().get(job_id)
@@ -457,10 +279,10 @@ class JobQueue:
                 await self._finish(job, "cancelled", "refunded", error=("cancelled", ""))
                 self._changed()
             return "cancelled" if job.status == "cancelled" else "too_late"
-        job = await self.get(job_id)
-        if job is None:
+        found = await self.get(job_id)
+        if found is None:
             return "not_found"
-        if by_user is not None and by_user != job.user_id:
+        if by_user is not None and by_user != found.user_id:
             return "not_owner"
         return "too_late"
 
@@ -502,42 +324,11 @@ class JobQueue:
         for guild_id in {job.guild_id for q in list(self._queued.values()) for job in q}:
             caps[guild_id] = await self._caps(guild_id)
         # No awaits from here on: the queue cannot change under the loop.
+        snap = self._snapshot()
         started = False
-        # A job chained after another (``request["after_job_id"]``: the second of two quick
-        # messages in a thread) waits until that one has finished, so it can build on its result.
-        waiting = {job.id for q in self._queued.values() for job in q}
-        while len(self._running) < self.settings.max_concurrent_jobs:
-            by_guild: dict[int | None, int] = {}
-            by_user: dict[int, int] = {}
-            for job, _ in self._running.values():
-                by_guild[job.guild_id] = by_guild.get(job.guild_id, 0) + 1
-                by_user[job.user_id] = by_user.get(job.user_id, 0) + 1
-            chosen: Job | None = None
-            fewest = 0
-            for user_id in self._rotation():
-                for job in self._queued[user_id]:
-                    if job.guild_id not in caps:
-                        continue  # arrived during this dispatch; the next wake-up takes it
-                    after = job.request.get("after_job_id") if isinstance(job.request, dict) else None
-                    if after is not None and (after in waiting or after in self._running):
-                        continue
-                    guild_cap, user_cap = caps[job.guild_id]
-                    held = by_guild.get(job.guild_id, 0)
-                    if held < guild_cap and by_user.get(user_id, 0) < user_cap:
-                        # The server holding the fewest slots wins; the rotation breaks ties.
-                        if chosen is None or held < fewest:
-                            chosen, fewest = job, held
-                        break
-                if chosen is not None and fewest == 0:
-                    break  # nobody can hold fewer than none
-            if chosen is None:
-                break
-            q = self._queued[chosen.user_id]
-            q.remove(chosen)
-            if not q:
-                del self._queued[chosen.user_id]
+        while (chosen := choose(snap, caps, self.settings.max_concurrent_jobs)) is not None:
             self._seq += 1
-            self._served[chosen.user_id] = self._seq
+            take(snap, chosen, self._seq)
             chosen.status = "running"
             task = asyncio.create_task(self._run(chosen), name=f"job-{chosen.id}")
             self._running[chosen.id] = (chosen, task)
