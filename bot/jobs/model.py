@@ -82,6 +82,7 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    worker_id: str | None = None  # the process running it (PostgreSQL; see bot/jobs/leases.py)
 
     @classmethod
     def from_row(cls, row: Row) -> Job:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..db.postgres import PgConnection
 from ..guild_config import GuildConfigStore, GuildSettings
 from ..quota import Quota, QuotaRules, transaction
 from ..relay.types import RelayError
@@ -33,6 +34,17 @@ SETTLE_BACKGROUND_S = 60.0  # then, slot given back, every this often until the 
 
 
 class JobQueue:
+    """``JobQueue(db, …)`` on a PostgreSQL connection is a :class:`~bot.jobs.leases.LeasedQueue`:
+    the database drives it, so any number of processes may share it. On SQLite, one process
+    owns the queue and keeps its waiting jobs in memory (faster; the same tests hold)."""
+
+    def __new__(cls, db: Connection, *args: Any, **kwargs: Any) -> JobQueue:
+        if cls is JobQueue and isinstance(db, PgConnection):
+            from .leases import LeasedQueue
+
+            return super().__new__(LeasedQueue)
+        return super().__new__(cls)
+
     def __init__(
         self,
         db: Connection,
@@ -190,10 +202,13 @@ class JobQueue:
             parent_turn_id=new.parent_turn_id,
             created_at=now,
         )
+        self._submitted(job)
+        return job
+
+    def _submitted(self, job: Job) -> None:
         self._enqueue(job)
         self._wake.set()
         self._positions_dirty.set()
-        return job
 
     # --- reading and updating -----------------------------------------------------------
 
@@ -297,6 +312,10 @@ class JobQueue:
         self._positions_dirty.set()
         if not self._queued and not self._running:
             self._idle.set()
+
+    def _tells(self, job: Job) -> bool:
+        """Whether this process tells ``job``'s member their place in line (every job here)."""
+        return True
 
     async def _guild(self, guild_id: int | None) -> GuildSettings:
         if self.config is None:
@@ -430,7 +449,7 @@ class JobQueue:
             if self.on_position is None:
                 continue
             for job, position in changed:
-                if job.status != "queued":
+                if job.status != "queued" or not self._tells(job):
                     continue
                 try:
                     await self.on_position(job, position)
