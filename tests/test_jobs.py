@@ -607,7 +607,7 @@ async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_lat
     db = sqlite_db
     import sqlite3
 
-    import bot.jobs.queue as jobs_module
+    import bot.jobs.records as jobs_module
 
     monkeypatch.setattr(jobs_module, "SETTLE_RETRY_DELAYS", (0.05, 0.05))
     monkeypatch.setattr(jobs_module, "SETTLE_BACKGROUND_S", 0.3)

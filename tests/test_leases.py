@@ -148,16 +148,17 @@ async def test_cancel_reaches_the_worker_running_the_job(workers: Any) -> None:
     assert await ledger(b.db) == {job.id: "refunded"}
 
 
-async def test_a_clean_stop_and_restart_touch_only_their_own_jobs(workers: Any, url: str, data_dir: Path) -> None:
-    a, b = await workers("a"), await workers("b")
+async def test_a_clean_stop_and_restart_touch_only_their_own_jobs(workers: Any) -> None:
+    # Either worker claims any job; a, allowed one at a time, leaves the second job to b.
+    a, b = await workers("a", max_concurrent_jobs=1), await workers("b")
     await a.queue.start()
-    await b.queue.start()
     mine = await a.queue.submit(new(1), credits=1, rules=PLENTY)
     await eventually(lambda: mine.id in a.running, "a runs its job")
+    await b.queue.start()
     theirs = await b.queue.submit(new(2), credits=1, rules=PLENTY)
     await eventually(lambda: theirs.id in b.running, "b runs its job")
     await a.queue.stop()  # a clean stop: a's job is left as a crash would leave it
-    again = await workers("a")  # the same worker, restarted
+    again = await workers("a", max_concurrent_jobs=1)  # the same worker, restarted
     interrupted = await again.queue.start()
     assert [j.id for j in interrupted] == [mine.id]
     assert dict(await rows(b.db, "SELECT id, status FROM jobs ORDER BY id")) == {mine.id: "interrupted", theirs.id: "running"}

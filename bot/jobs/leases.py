@@ -35,6 +35,7 @@ from ..store import Connection, transaction
 from .fairness import Snapshot, choose, take
 from .model import Job
 from .queue import JobQueue
+from .records import interrupt, record_end
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class LeasedQueue(JobQueue):
         now = self.clock()
         async with transaction(self.db) as db:
             mine = await _jobs(db, "status = 'running' AND worker_id = ?", (self.worker_id,))
-            interrupted = [await self._interrupt(db, job, now) for job in mine]
+            interrupted = [await interrupt(db, self.quota, job, now) for job in mine]
         interrupted += await self._reap()
         self._started = True
         self._tasks = [
@@ -208,16 +209,7 @@ class LeasedQueue(JobQueue):
         now = self.clock()
         async with transaction(self.db) as db:
             expired = await _jobs(db, f"status = 'running' AND lease_until < {DB_NOW}", ())
-            return [await self._interrupt(db, job, now) for job in expired]
-
-    async def _interrupt(self, db: Connection, job: Job, now: float) -> Job:
-        await db.execute(
-            "UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ? AND status = 'running'",
-            (now, job.id),
-        )
-        await self.quota.settle_in(db, job.id, "refunded", now)
-        job.status, job.error_code, job.finished_at = "interrupted", "interrupted", now
-        return job
+            return [await interrupt(db, self.quota, job, now) for job in expired]
 
     async def _tell_interrupted(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -230,20 +222,11 @@ class LeasedQueue(JobQueue):
     # --- ending and cancelling ------------------------------------------------------------
 
     async def _finish(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
-        code, detail = error or (None, None)
         async with transaction(self.db) as db:
-            now = self.clock()
-            cur = await db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error_code = ?, error_detail = ?, relay_name = ?, latency_ms = ?,"
-                " result_message_id = COALESCE(?, result_message_id) WHERE id = ? AND status = 'running' AND worker_id = ?",
-                (status, now, code, detail, job.relay_name, job.latency_ms, job.result_message_id, job.id, self.worker_id),
-            )
-            if cur.rowcount == 0:
+            if not await record_end(db, self.quota, job, status, ledger, error, self.clock(), worker_id=self.worker_id):
                 # Fenced: this worker's lease was reaped (the job is interrupted and refunded).
                 log.warning("job %d: its lease had expired; its end (%s) is not recorded", job.id, status)
                 return
-            await self.quota.settle_in(db, job.id, ledger, now)
-        job.status, job.finished_at, job.error_code, job.error_detail = status, now, code, detail
         self._all_running = [j for j in self._all_running if j.id != job.id]
 
     async def cancel(self, job_id: int, *, by_user: int | None) -> str:

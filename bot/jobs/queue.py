@@ -21,16 +21,12 @@ from ..quota import Quota, QuotaRules, transaction
 from ..relay.types import RelayError
 from ..rules import job_caps
 from ..settings import Settings
-from ..store import Connection, DatabaseError
+from ..store import Connection
 from .fairness import Snapshot, choose, positions, take
 from .model import UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
+from .records import interrupt, record_end, repair_ledger, settle
 
 log = logging.getLogger(__name__)
-
-# Waits before trying again to record a job's end when the database refuses the write (disk
-# full, locked beyond busy_timeout): about a minute in all, during which the job keeps its slot.
-SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-SETTLE_BACKGROUND_S = 60.0  # then, slot given back, every this often until the write lands
 
 
 class JobQueue:
@@ -92,23 +88,8 @@ class JobQueue:
             async with db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id") as cur:
                 interrupted = [Job.from_row(r) for r in await cur.fetchall()]
             for job in interrupted:
-                await db.execute(
-                    "UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ?",
-                    (now, job.id),
-                )
-                await self.quota.settle_in(db, job.id, "refunded", now)
-                job.status, job.error_code, job.finished_at = "interrupted", "interrupted", now
-            # Repair: a reservation must never outlive its job (e.g. a row written by older code).
-            await db.execute(
-                "UPDATE quota_ledger SET state = 'committed', updated_at = ? WHERE state = 'reserved'"
-                " AND job_id IN (SELECT id FROM jobs WHERE status = 'done')",
-                (now,),
-            )
-            await db.execute(
-                "UPDATE quota_ledger SET state = 'refunded', updated_at = ? WHERE state = 'reserved'"
-                " AND job_id IN (SELECT id FROM jobs WHERE status IN ('failed', 'cancelled', 'interrupted'))",
-                (now,),
-            )
+                await interrupt(db, self.quota, job, now)
+            await repair_ledger(db, now)
             async with db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY created_at, id") as cur:
                 queued = [Job.from_row(r) for r in await cur.fetchall()]
         # The database is the truth: jobs submitted before start() are among these rows.
@@ -393,50 +374,12 @@ class JobQueue:
             self._changed()
 
     async def _settle(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
-        """:meth:`_finish`, tried again while the database refuses the write, so a failed
-        final commit leaves no job ``running`` and no credits ``reserved``. Past about a minute
-        the slot is given back and the write is retried in the background; if the process
-        stops first, the row is still ``running`` and the next :meth:`start` refunds it like
-        any job the process lost (a delivered picture is then given away, never charged
-        twice)."""
-        for delay in (*SETTLE_RETRY_DELAYS, None):
-            try:
-                await self._finish(job, status, ledger, error=error)
-                return
-            except DatabaseError as exc:
-                if delay is None:
-                    # The slot is given back; the write goes on being tried in the background.
-                    log.error(
-                        "job %d: could not record it as %s (%s); trying every %.0f s meanwhile", job.id, status, exc, SETTLE_BACKGROUND_S
-                    )
-                    task = asyncio.create_task(self._settle_later(job, status, ledger, error), name=f"job-{job.id}-settle")
-                    self._tasks.append(task)
-                    return
-                log.warning("job %d: could not record it as %s (%s); trying again in %.1f s", job.id, status, exc, delay)
-                await asyncio.sleep(delay)
-
-    async def _settle_later(self, job: Job, status: str, ledger: str, error: tuple[str, str] | None) -> None:
-        while True:
-            await asyncio.sleep(SETTLE_BACKGROUND_S)
-            try:
-                await self._finish(job, status, ledger, error=error)
-            except DatabaseError as exc:
-                log.warning("job %d: still cannot record it as %s (%s)", job.id, status, exc)
-                continue
-            log.info("job %d: recorded as %s at last", job.id, status)
-            return
+        await settle(lambda: self._finish(job, status, ledger, error=error), job, status, self._tasks)
 
     async def _finish(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
-        code, detail = error or (None, None)
         async with transaction(self.db) as db:
-            now = self.clock()  # inside: timestamps then follow the order writes really happened
-            await db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error_code = ?, error_detail = ?, relay_name = ?,"
-                " latency_ms = ?, result_message_id = COALESCE(?, result_message_id) WHERE id = ?",
-                (status, now, code, detail, job.relay_name, job.latency_ms, job.result_message_id, job.id),
-            )
-            await self.quota.settle_in(db, job.id, ledger, now)
-        job.status, job.finished_at, job.error_code, job.error_detail = status, now, code, detail
+            # The clock is read inside: timestamps then follow the order writes really happened.
+            await record_end(db, self.quota, job, status, ledger, error, self.clock())
 
     async def _notifier(self) -> None:
         while True:
