@@ -107,6 +107,8 @@ class LeasedQueue(JobQueue):
         return job
 
     async def _dispatch(self) -> None:
+        if self.settings.role == "gateway":
+            return  # a gateway takes commands and submits; workers claim and run
         started = False
         while not self._closing and len(self._running) < self.settings.max_concurrent_jobs:
             job = await self._claim()
