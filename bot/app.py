@@ -18,10 +18,13 @@ from collections.abc import Awaitable
 from typing import Any
 
 import discord
+import yarl  # discord.py's own URL type (its dependency, through aiohttp)
 from discord import app_commands
 from discord.ext import commands
 
 from . import health, i18n
+from .db import locks
+from .db.postgres import PgConnection
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,12 @@ class NanoBananaBot(commands.AutoShardedBot):
         intents = discord.Intents.default()
         # Privileged: without it, thread messages are read only when they mention the bot or reply.
         intents.message_content = settings.message_content_intent
+        # A gateway process's own range (NB_SHARD_COUNT / NB_SHARD_IDS); else discord.py's.
+        shards: dict[str, Any] = {}
+        if settings.shard_count:
+            shards["shard_count"] = settings.shard_count
+        if settings.shard_ids:
+            shards["shard_ids"] = list(settings.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -79,6 +88,7 @@ class NanoBananaBot(commands.AutoShardedBot):
             # and with the members intent off nothing is chunked), and a guild that arrives later
             # is still cached (discord.py then dispatches guild_available). So 0.5 s suffices.
             guild_ready_timeout=0.5,
+            **shards,
         )
         self.settings = settings
         # bot.services.Services: opened by the runner before the login (so a database problem
@@ -86,6 +96,31 @@ class NanoBananaBot(commands.AutoShardedBot):
         self.services: Any = services
         self._heartbeat: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
+        self._max_concurrency = 1  # shards identifying per 5 s (GET /gateway/bot)
+
+    async def launch_shards(self) -> None:
+        """With an explicit shard count discord.py skips ``GET /gateway/bot`` and dials its
+        built-in gateway address: ask once anyway, for the URL (which follows
+        ``DISCORD_API_BASE``) and ``max_concurrency``, then start this process's shards."""
+        if self.settings.shard_count is None:
+            await super().launch_shards()
+            return
+        _, url, limit = await self.http.get_bot_gateway()
+        self._max_concurrency = max(1, int(limit.get("max_concurrency", 1)))
+        self._connection.shard_count = self.shard_count
+        shard_ids = self.shard_ids or list(range(self.settings.shard_count))
+        self._connection.shard_ids = shard_ids
+        for shard_id in shard_ids:
+            await self.launch_shard(yarl.URL(url), shard_id, initial=shard_id == shard_ids[0])
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Discord allows ``max_concurrency`` identifies per 5 s across *all* processes;
+        discord.py paces only its own. On PostgreSQL each bucket is an advisory lock held 5 s."""
+        db = getattr(self.services, "db", None)
+        if not isinstance(db, PgConnection):
+            await super().before_identify_hook(shard_id, initial=initial)
+            return
+        await locks.hold_for(db, locks.IDENTIFY_LOCK + (shard_id or 0) % self._max_concurrency, 5.0)
 
     async def setup_hook(self) -> None:
         from .services import Services
@@ -96,7 +131,7 @@ class NanoBananaBot(commands.AutoShardedBot):
         for name in COGS:
             await self.load_extension(name)
         try:
-            await self.sync_commands_if_changed()
+            await self._sync_once()
         except discord.HTTPException as exc:
             # Commands synced earlier still work; a failed sync must not keep the bot offline.
             log.error("could not sync application commands (%s %s); continuing with what Discord has", exc.status, exc.text)
@@ -106,6 +141,18 @@ class NanoBananaBot(commands.AutoShardedBot):
             log.error("could not read Discord's answer to the command sync (%r); continuing", exc)
         await self.services.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def _sync_once(self) -> None:
+        """Command sync is a gateway's duty, run by one process at a time (workers skip it)."""
+        if self.settings.role == "worker":
+            return
+        db = getattr(self.services, "db", None)
+        if not isinstance(db, PgConnection):
+            await self.sync_commands_if_changed()
+            return
+        async with locks.only_one(db, 1) as mine:
+            if mine:
+                await self.sync_commands_if_changed()
 
     def connected(self) -> bool:
         """Logged in and every shard's gateway socket open with a measured heartbeat."""

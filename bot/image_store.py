@@ -34,9 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
-from bot.store import write
+from bot.store import Connection, write
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +132,7 @@ def _unlink_all(paths: list[Path]) -> None:
 class ImageStore:
     """Images stored once by SHA-256 under ``root``, indexed in the ``images`` table."""
 
-    def __init__(self, db: aiosqlite.Connection, root: Path | str) -> None:
+    def __init__(self, db: Connection, root: Path | str) -> None:
         self.db = db
         self.root = Path(root)
         self._lock = asyncio.Lock()
@@ -178,10 +176,9 @@ class ImageStore:
             "SELECT sha256, mime_type, byte_size, width, height, created_at, last_used, pruned FROM images WHERE sha256 = ?",
             (sha256,),
         )
-        if not rows:
-            return None
-        row = rows[0]
-        return ImageInfo(row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7]))
+        for row in rows:
+            return ImageInfo(row[0], row[1], int(row[2]), row[3], row[4], float(row[5]), float(row[6]), bool(row[7]))
+        return None
 
     async def infos(self, shas: list[str]) -> dict[str, ImageInfo]:
         """Rows for many hashes in one query (unknown hashes are simply absent)."""
@@ -252,12 +249,13 @@ class ImageStore:
         for start in range(0, len(candidates), 200):
             chunk = candidates[start : start + 200]
             marks = ",".join("(?)" for _ in chunk)
-            # A sha256 is 64 hex digits: it cannot appear in a JSON text by accident.
+            # A sha256 is 64 hex digits: it cannot appear in a JSON text by accident, and holds
+            # no LIKE wildcard (LIKE, unlike instr/strpos, means the same on both backends).
             async with self.db.execute(
                 f"WITH c(sha) AS (VALUES {marks}) SELECT sha FROM c WHERE"
                 " NOT EXISTS (SELECT 1 FROM turns t WHERE t.image_sha256 = c.sha"
-                "   OR instr(t.user_parts, c.sha) > 0 OR instr(t.model_parts, c.sha) > 0)"
-                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND instr(j.request, c.sha) > 0)",
+                "   OR t.user_parts LIKE '%' || c.sha || '%' OR t.model_parts LIKE '%' || c.sha || '%')"
+                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND j.request LIKE '%' || c.sha || '%')",
                 chunk,
             ) as cur:
                 orphans += [row[0] for row in await cur.fetchall()]

@@ -38,9 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
-from .store import transaction
+from .store import Connection, transaction
 
 __all__ = ["Quota", "QuotaExceeded", "QuotaRules", "QuotaStatus", "transaction"]
 
@@ -199,7 +197,7 @@ class QuotaStatus:
 
 
 class Quota:
-    def __init__(self, db: aiosqlite.Connection, *, clock: Clock = time.time, reader: aiosqlite.Connection | None = None) -> None:
+    def __init__(self, db: Connection, *, clock: Clock = time.time, reader: Connection | None = None) -> None:
         self.db = db
         self.clock = clock
         # check() (an acknowledgement waits for it) reads here when given: a connection of its
@@ -209,7 +207,7 @@ class Quota:
 
     async def _allowances(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         guild_id: int | None,
         user_id: int,
         rules: QuotaRules,
@@ -252,7 +250,7 @@ class Quota:
 
     async def check_in(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         *,
         guild_id: int | None,
         user_id: int,
@@ -286,7 +284,7 @@ class Quota:
             self.reader or self.db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=self.clock()
         )
 
-    async def hold_in(self, db: aiosqlite.Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float) -> None:
+    async def hold_in(self, db: Connection, *, job_id: int, guild_id: int | None, user_id: int, credits: int, now: float) -> None:
         """Write the reservation row (inside the transaction that ran :meth:`check_in`)."""
         await db.execute(
             "INSERT INTO quota_ledger (job_id, guild_id, user_id, credits, state, created_at, updated_at)"
@@ -310,7 +308,7 @@ class Quota:
             await self.check_in(db, guild_id=guild_id, user_id=user_id, credits=credits, rules=rules, role_ids=role_ids, now=now)
             await self.hold_in(db, job_id=job_id, guild_id=guild_id, user_id=user_id, credits=credits, now=now)
 
-    async def settle_in(self, db: aiosqlite.Connection, job_id: int, state: str, now: float) -> bool:
+    async def settle_in(self, db: Connection, job_id: int, state: str, now: float) -> bool:
         """``reserved`` -> ``committed``/``refunded``; False if not reserved (already settled)."""
         if state not in ("committed", "refunded"):
             raise ValueError(state)
@@ -345,7 +343,8 @@ class Quota:
             "SELECT COALESCE(SUM(credits), 0) FROM quota_ledger WHERE guild_id IS ? AND user_id = ? AND state = 'reserved'",
             (guild_id, user_id),
         ) as cur:
-            held = int((await cur.fetchone())[0])
+            row = await cur.fetchone()
+        held = int(row[0]) if row else 0
         async with self.db.execute(
             "SELECT id, status, kind, model, size, cost, created_at, error_code FROM jobs"
             " WHERE guild_id IS ? AND user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",

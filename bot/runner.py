@@ -65,7 +65,10 @@ async def _serve(settings: Settings) -> None:
     except BaseException:
         await services.close()
         raise
-    running = asyncio.create_task(bot.start(settings.discord_token), name="discord")
+    # A worker holds no gateway connection: it logs in (REST, setup_hook: cogs and the job
+    # queue) and delivers through REST; gateways and `all` connect their shards.
+    serve = _login_only(bot, settings.discord_token) if settings.role == "worker" else bot.start(settings.discord_token)
+    running = asyncio.create_task(serve, name="discord")
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
         await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -84,6 +87,21 @@ async def _serve(settings: Settings) -> None:
         await asyncio.gather(running, return_exceptions=True)
     if not stop.is_set() and running.done() and not running.cancelled() and running.exception():
         raise running.exception()  # type: ignore[misc]
+
+
+async def _login_only(bot: Any, token: str) -> None:
+    await bot.login(token)
+    await asyncio.Event().wait()  # until the runner's stop closes the bot
+
+
+def _role(argv: list[str]) -> str:
+    """``--role gateway`` / ``--role=worker``; default ``all``."""
+    for i, arg in enumerate(argv):
+        if arg == "--role":
+            return argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("--role="):
+            return arg.split("=", 1)[1]
+    return "all"
 
 
 def _discord_errors() -> dict[type[BaseException], Any]:
@@ -107,10 +125,15 @@ def _discord_errors() -> dict[type[BaseException], Any]:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: python -m bot run   (configuration comes from the environment / .env; see README)")
+        print(
+            "usage: python -m bot run [--role all|gateway|worker]   (configuration comes from the environment / .env; see README)\n"
+            "  all      the default: one process does everything\n"
+            "  gateway  holds Discord gateway shards (NB_SHARD_COUNT, NB_SHARD_IDS) and takes commands; needs NB_DATABASE_URL\n"
+            "  worker   runs queued jobs and delivers results through Discord's REST API; needs NB_DATABASE_URL"
+        )
         return 0
     try:
-        settings = load_settings()
+        settings = load_settings(role=_role(argv))
         check_data_dir(settings)
         # The master key too (NB_SECRET_KEY, or data/secret.key: generated here if absent),
         # so an unusable one is reported before the Discord login rather than after it.

@@ -94,9 +94,9 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = await store.connect(settings.db_path)
+        db = await store.connect(settings.database)
         try:
-            reader = await store.connect_reader(settings.db_path)
+            reader = await store.connect_reader(settings.database)
         except BaseException:
             await db.close()
             raise
@@ -257,13 +257,14 @@ class Services:
                 channel_id=channel_id,
                 request=req.to_json(),
                 model=req.model,
-                size=req.size,
+                size=canonical_size(req.model, req.size),
                 kind=kind,
                 locale=req.locale,
                 conversation_id=req.conversation_id,
                 parent_turn_id=req.parent_turn_id,
             ),
             role_ids=list(role_ids),
+            credits=(await self.guild(guild_id)).cost(req.model, canonical_size(req.model, req.size)),
             rules=await self.quota_rules(guild_id),
         )
         if progress_message_id:

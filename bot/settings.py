@@ -241,21 +241,76 @@ class Settings:
     retry: RetryPolicy = RetryPolicy()
     # A font file for the usage chart; unset: fontconfig's best CJK-capable match.
     font: Path | None = None
+    # NB_DATABASE_URL: a postgresql:// server shared by several processes; None: SQLite in data_dir.
+    database_url: str | None = field(default=None, repr=False)
+    # What this process does (`python -m bot run --role`): all | gateway | worker.
+    role: str = "all"
+    # NB_SHARD_COUNT / NB_SHARD_IDS: this gateway process's shard range (None: discord.py's own).
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "bot.sqlite3"
 
     @property
+    def database(self) -> str | Path:
+        """What :func:`bot.store.connect` opens: the PostgreSQL URL, else the SQLite file."""
+        return self.database_url or self.db_path
+
+    @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+
+def database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("NB_DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        # The value may hold a password: name the variable, never echo it.
+        raise SettingsError("NB_DATABASE_URL must be a postgresql://user:password@host:port/database URL (unset: SQLite in NB_DATA_DIR)")
+    return raw
+
+
+ROLES = ("all", "gateway", "worker")
+
+
+def shards(env: Mapping[str, str]) -> tuple[int | None, tuple[int, ...] | None]:
+    """NB_SHARD_COUNT and NB_SHARD_IDS (``0,1`` or ``0-3``): ids need a count, each below it."""
+    count = _optional_int(env, "NB_SHARD_COUNT")
+    raw = env.get("NB_SHARD_IDS", "").replace(" ", "")
+    if count is not None and count < 1:
+        raise SettingsError("NB_SHARD_COUNT must be 1 or more")
+    if not raw:
+        return count, None
+    if count is None:
+        raise SettingsError("NB_SHARD_IDS needs NB_SHARD_COUNT (the total number of shards across all gateway processes)")
+    ids: list[int] = []
+    for part in raw.split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise SettingsError(f"NB_SHARD_IDS must be shard numbers or ranges, e.g. 0,1 or 0-3; got {part!r}")
+        ids += range(int(low), int(high or low) + 1)
+    if any(i >= count for i in ids) or len(set(ids)) != len(ids):
+        raise SettingsError(f"NB_SHARD_IDS must name distinct shards below NB_SHARD_COUNT={count}")
+    return count, tuple(sorted(ids))
+
+
+def check_role(role: str, database_url: str | None) -> str:
+    if role not in ROLES:
+        raise SettingsError(f"--role must be one of {', '.join(ROLES)}; got {role!r}")
+    if role != "all" and database_url is None:
+        # SQLite is one process's database: a gateway and a worker cannot share it.
+        raise SettingsError(f"--role {role} needs NB_DATABASE_URL (a PostgreSQL server the processes share)")
+    return role
 
 
 def data_dir_from(env: Mapping[str, str]) -> Path:
     return Path(env.get("NB_DATA_DIR", "").strip() or "./data")
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bool = True) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bool = True, role: str = "all") -> Settings:
     env = dict(os.environ if environ is None else environ)
     load_dotenv(Path(env.get("NB_ENV_FILE", ".env")), env)
 
@@ -287,6 +342,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
     font_raw = env.get("NB_FONT", "").strip()
     if font_raw and not Path(font_raw).is_file():
         raise SettingsError(f"NB_FONT={font_raw!r} is not a font file")
+    url = database_url(env)
+    shard_count, shard_ids = shards(env)
     return Settings(
         discord_token=token,
         data_dir=data_dir_from(env),
@@ -307,6 +364,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),
         retry=retry_policy(env),
         font=Path(font_raw) if font_raw else None,
+        database_url=url,
+        role=check_role(role, url),
+        shard_count=shard_count,
+        shard_ids=shard_ids,
     )
 
 

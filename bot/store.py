@@ -1,8 +1,17 @@
-"""The SQLite store: one aiosqlite connection in WAL mode, and numbered SQL migrations.
+"""The store: SQLite (one aiosqlite connection in WAL mode, the default) or PostgreSQL
+(``NB_DATABASE_URL``, an asyncpg pool: bot/db/postgres.py), and numbered SQL migrations.
 
-Migrations are ``migrations/NNNN_name.sql``, applied in order at start-up, each inside one
-transaction together with its ``schema_migrations`` row, so a migration either lands whole
-or not at all and never runs twice.
+The interface the services use is aiosqlite's subset on both (:data:`Connection`):
+``await db.execute(sql, params)`` or ``async with db.execute(...) as cur`` (``fetchone``,
+``fetchall``, ``rowcount``, ``lastrowid``), ``db.execute_fetchall``, :func:`transaction` around
+writes; :data:`IntegrityError` and :data:`DatabaseError` catch either driver's errors. SQL is
+written once, SQLite-style (``?``, ``IS ?``); the PostgreSQL side translates those.
+
+Migrations are ``migrations/NNNN_name.sql`` (SQLite) and ``migrations/postgres/NNNN_name.sql``
+(the same numbers and names, in PostgreSQL's types), applied in order at start-up, each inside
+one transaction together with its ``schema_migrations`` row, so a migration either lands whole
+or not at all and never runs twice. On PostgreSQL a session advisory lock makes processes
+starting together migrate one after the other.
 
 The top-level ``migrations/`` folder is shipped inside the package as ``bot.migrations``
 (pyproject maps it with setuptools' ``package-dir``), so an installed wheel finds its SQL
@@ -25,6 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import asyncpg
+
+from .db.postgres import PgConnection
+from .db.postgres import connect as connect_postgres
+
+# What the services hold: either backend answers the same calls (see the module docstring).
+Connection = aiosqlite.Connection | PgConnection
+IntegrityError = (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+# A refused statement (disk full, locked, connection lost) on either backend.
+DatabaseError = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+MIGRATE_LOCK = 0x6E62_0002  # pg_advisory_lock key held while migrating
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -77,6 +97,16 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
+def _pending(known: list[tuple[int, str, Traversable]], done: set[int]) -> list[tuple[int, str, Traversable]]:
+    unknown = sorted(done - {v for v, _, _ in known})
+    if unknown:
+        raise MigrationError(
+            f"the database was migrated by a newer release (migration {', '.join(map(str, unknown))} is unknown to this one); "
+            "run the newer release or restore a backup"
+        )
+    return [m for m in known if m[0] not in done]
+
+
 async def migrate(db: aiosqlite.Connection, directory: Traversable | None = None) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
     known = discover(directory)
@@ -88,16 +118,8 @@ async def migrate(db: aiosqlite.Connection, directory: Traversable | None = None
     await db.commit()
     async with db.execute("SELECT version FROM schema_migrations") as cur:
         done = {row[0] for row in await cur.fetchall()}
-    unknown = sorted(done - {v for v, _, _ in known})
-    if unknown:
-        raise MigrationError(
-            f"the database was migrated by a newer release (migration {', '.join(map(str, unknown))} is unknown to this one); "
-            "run the newer release or restore a backup"
-        )
     applied: list[int] = []
-    for version, name, path in known:
-        if version in done:
-            continue
+    for version, name, path in _pending(known, done):
         try:
             # executescript would commit on its own; statements one by one keep them in ours.
             await db.execute("BEGIN IMMEDIATE")
@@ -112,7 +134,53 @@ async def migrate(db: aiosqlite.Connection, directory: Traversable | None = None
     return applied
 
 
-async def connect(path: Path | str, *, migrations: Traversable | None = None) -> aiosqlite.Connection:
+async def migrate_postgres(db: PgConnection, directory: Traversable | None = None) -> list[int]:
+    """:func:`migrate` for PostgreSQL, from ``migrations/postgres/``."""
+    known = discover(migrations_dir() / "postgres" if directory is None else directory)
+    applied: list[int] = []
+    async with db.pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TEXT NOT NULL DEFAULT (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')))"
+            )
+            done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, path in _pending(known, done):
+                try:
+                    async with conn.transaction():
+                        await conn.execute(path.read_text(encoding="utf-8"))  # a script: asyncpg runs it whole
+                        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"migration postgres/{path.name} failed and was rolled back: {exc}") from exc
+                applied.append(version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+    return applied
+
+
+def is_postgres(target: Path | str) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+async def connect(target: Path | str, *, migrations: Traversable | None = None) -> Connection:
+    """Open and migrate the database: a ``postgresql://`` URL, else a SQLite file path."""
+    if not is_postgres(target):
+        return await connect_sqlite(target, migrations=migrations)
+    try:
+        db = await connect_postgres(str(target))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # asyncpg's messages name host, port and user, never the password.
+        raise MigrationError(f"cannot open the PostgreSQL database (NB_DATABASE_URL): {exc}") from exc
+    try:
+        await migrate_postgres(db, migrations)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def connect_sqlite(path: Path | str, *, migrations: Traversable | None = None) -> aiosqlite.Connection:
     """Open the database (creating its folder), switch on WAL and foreign keys, migrate."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -135,14 +203,15 @@ async def connect(path: Path | str, *, migrations: Traversable | None = None) ->
 
 async def connect_reader(path: Path | str) -> aiosqlite.Connection | None:
     """A second, read-only connection to a database :func:`connect` opened (None for
-    ``:memory:``, which another connection cannot see).
+    ``:memory:``, which another connection cannot see, and for PostgreSQL, whose pool
+    already reads beside the writer).
 
     Its own aiosqlite thread: reads on it never queue behind the statements on the main
     connection. In WAL mode (set by :func:`connect`) it sees every committed transaction and
     neither blocks nor waits for the writer; ``mode=ro`` and ``query_only`` make sure it
     cannot write.
     """
-    if str(path) == ":memory:":
+    if str(path) == ":memory:" or is_postgres(path):
         return None
     db = await aiosqlite.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
     try:
@@ -161,14 +230,20 @@ _locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.
 
 
 @asynccontextmanager
-async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), one at a time per connection.
+async def transaction(db: Connection) -> AsyncIterator[Connection]:
+    """A write transaction on either backend (PostgreSQL: :meth:`PgConnection.transaction`).
+
+    SQLite: ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error), one at a time per connection.
 
     IMMEDIATE takes SQLite's write lock at BEGIN, so read-then-write logic inside cannot be
     invalidated by another connection or process; they wait (``busy_timeout``) instead. A
     COMMIT that fails is rolled back too: a connection must never be left inside a
     transaction, or every later BEGIN on it fails.
     """
+    if isinstance(db, PgConnection):
+        async with db.transaction() as tx:
+            yield tx
+        return
     lock = _locks.get(db)
     if lock is None:
         lock = _locks[db] = asyncio.Lock()
@@ -187,7 +262,7 @@ async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conne
             raise
 
 
-async def write(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+async def write(db: Connection, sql: str, params: Iterable[Any] = ()) -> list[Any]:
     """Run one write statement in its own transaction; returns its rows (``RETURNING``) fully read."""
     async with transaction(db) as tx:
         return list(await tx.execute_fetchall(sql, tuple(params)))

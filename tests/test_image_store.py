@@ -11,14 +11,18 @@ import pytest
 from bot import store
 from bot.i18n import t
 from bot.image_store import ImagePruned, ImageStore
+from tests import pg
 from tests.conftest import make_image
+
+# The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
+backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
 
 DAY = 86400.0
 
 
 @pytest.fixture
-async def images(tmp_path: Path, data_dir: Path):
-    db = await store.connect(tmp_path / "db" / "bot.sqlite3")
+async def images(db_target: str | Path, data_dir: Path):
+    db = await store.connect(db_target)
     try:
         yield ImageStore(db, data_dir / "images")
     finally:
@@ -160,10 +164,14 @@ async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: I
     queue = JobQueue(db, Quota(db), Settings(discord_token="", data_dir=data_dir, relay=None), never)
     rules = QuotaRules(user_daily=10)
     gone = await queue.submit(
-        NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"), rules=rules
+        NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"),
+        credits=1,
+        rules=rules,
     )
     await queue.submit(
-        NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"), rules=rules
+        NewJob(user_id=2, guild_id=1, channel_id=1, request={"images": [waiting]}, model="gemini-3.1-flash-image-preview"),
+        credits=1,
+        rules=rules,
     )
     assert await queue.cancel(gone.id, by_user=1) == "cancelled"
     conversations = Conversations(db, images)

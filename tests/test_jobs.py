@@ -19,6 +19,10 @@ from bot.jobs import Job, JobQueue, NewJob, QueueClosed
 from bot.quota import Quota, QuotaExceeded, QuotaRules
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
+from tests import pg
+
+# The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
+backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH = "gemini-3.1-flash-image-preview"
@@ -62,7 +66,15 @@ async def ledger(db: aiosqlite.Connection) -> dict[int, str]:
 
 
 @pytest.fixture
-async def db(data_dir: Path):
+async def db(db_target: str | Path):
+    conn = await store.connect(db_target)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def sqlite_db(data_dir: Path):
+    """For the tests that lock the SQLite file itself."""
     conn = await store.connect(data_dir / "bot.sqlite3")
     yield conn
     await conn.close()
@@ -87,7 +99,7 @@ async def test_delivery_commits_failures_refund_and_are_recorded(db: aiosqlite.C
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
-    jobs = [await queue.submit(new(1, do=d), rules=PLENTY) for d in ("ok", "503", "blocked", "bug")]
+    jobs = [await queue.submit(new(1, do=d), credits=1, rules=PLENTY) for d in ("ok", "503", "blocked", "bug")]
     await queue.join()
     await queue.stop()
     found = {r[0]: r[1:] for r in await rows(db, "SELECT id, status, error_code, relay_name, latency_ms FROM jobs")}
@@ -109,16 +121,17 @@ async def test_over_limit_request_leaves_nothing_behind(db: aiosqlite.Connection
     await config.save(1, GuildSettings(quota=QuotaRules(user_daily=1)))
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner, config=config)
     await queue.start()
-    ok = await queue.submit(new(1))
+    guild = await config.get(1)
+    ok = await queue.submit(new(1), credits=guild.cost(FLASH, "1K"), rules=guild.quota)
     assert ok.cost == 1  # 1K Flash from the server's (default) cost table
     with pytest.raises(QuotaExceeded):
-        await queue.submit(new(1))
+        await queue.submit(new(1), credits=guild.cost(FLASH, "1K"), rules=guild.quota)
     await queue.join()
     await queue.stop()
     assert ran == [ok.id]
     assert await rows(db, "SELECT id FROM jobs") == [(ok.id,)]
     with pytest.raises(QueueClosed):
-        await queue.submit(new(2))
+        await queue.submit(new(2), credits=1, rules=PLENTY)
 
 
 # --- fairness and positions ----------------------------------------------------------------
@@ -141,9 +154,9 @@ async def test_round_robin_by_member_and_positions_kept_current(db: aiosqlite.Co
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner, on_position=on_position)
     await queue.start()
-    a = [await queue.submit(new(100, n=n), rules=PLENTY) for n in (1, 2, 3, 4)]  # a burst of four
-    b = await queue.submit(new(200, n=1), rules=PLENTY)
-    c = await queue.submit(new(300, n=1), rules=PLENTY)
+    a = [await queue.submit(new(100, n=n), credits=1, rules=PLENTY) for n in (1, 2, 3, 4)]  # a burst of four
+    b = await queue.submit(new(200, n=1), credits=1, rules=PLENTY)
+    c = await queue.submit(new(300, n=1), credits=1, rules=PLENTY)
     await eventually(lambda: len(order) == 1, "the first job starts")
 
     # A's first job runs; B and C have not been served yet, so they go before A's second.
@@ -174,12 +187,12 @@ async def test_a_member_resubmitting_at_once_does_not_jump_the_line(db: aiosqlit
         order.append(job.user_id)
         # B asks again the moment each of its pictures is done.
         if job.user_id == 2 and order.count(2) < 3:
-            await queue.submit(new(2), rules=PLENTY)
+            await queue.submit(new(2), credits=1, rules=PLENTY)
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
     for _ in range(3):
-        await queue.submit(new(1), rules=PLENTY)
-    await queue.submit(new(2), rules=PLENTY)
+        await queue.submit(new(1), credits=1, rules=PLENTY)
+    await queue.submit(new(2), credits=1, rules=PLENTY)
     await queue.start()
     await queue.join()
     await queue.stop()
@@ -209,7 +222,7 @@ async def test_concurrency_caps_global_per_server_per_member(db: aiosqlite.Conne
     settings = make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1)
     queue = JobQueue(db, Quota(db), settings, runner, config=config)
     for user, guild in [(1, 1), (1, 1), (2, 1), (3, 1), (4, 3), (5, 3), (6, 4), (7, 4), (8, 4), (9, 2), (9, 2)]:
-        await queue.submit(new(user, guild), rules=PLENTY)
+        await queue.submit(new(user, guild), credits=1, rules=PLENTY)
     await queue.start()
     await eventually(lambda: len(running) == 5, "five jobs running")
     # Every waiting server gets a slot before any gets a second (server 2, which asked last,
@@ -238,7 +251,7 @@ async def test_a_server_alone_uses_its_cap_and_cannot_raise_it(db: aiosqlite.Con
         db, Quota(db), make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1), runner, config=config
     )
     for user in (6, 7, 8):
-        await queue.submit(new(user, 4), rules=PLENTY)
+        await queue.submit(new(user, 4), credits=1, rules=PLENTY)
     await queue.start()
     await eventually(lambda: len(running) == 2, "two jobs running")
     await asyncio.sleep(0.1)
@@ -262,15 +275,15 @@ async def test_no_server_gets_a_second_slot_while_another_servers_job_waits(db: 
 
     settings = make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=1)
     queue = JobQueue(db, Quota(db), settings, runner)
-    a_jobs = [await queue.submit(new(user, 1), rules=PLENTY) for user in range(10, 16)]  # six members of A
-    await queue.submit(new(20, 2), rules=PLENTY)
-    await queue.submit(new(30, 3), rules=PLENTY)
+    a_jobs = [await queue.submit(new(user, 1), credits=1, rules=PLENTY) for user in range(10, 16)]  # six members of A
+    await queue.submit(new(20, 2), credits=1, rules=PLENTY)
+    await queue.submit(new(30, 3), credits=1, rules=PLENTY)
     await queue.start()
     await eventually(lambda: len(running) == 4, "four running")
     assert sorted(j.guild_id for j in running) == [1, 1, 2, 3]
     # Positions follow the rule too: A's waiting members are next, in their order.
     assert [queue.position(j.id) for j in a_jobs[2:]] == [1, 2, 3, 4]
-    d = await queue.submit(new(40, 4), rules=PLENTY)
+    d = await queue.submit(new(40, 4), credits=1, rules=PLENTY)
     assert queue.position(d.id) == 1  # server 4 holds nothing: it goes before A's third
     first_a = next(j for j in running if j.guild_id == 1)
     gates[first_a.id].set()
@@ -278,7 +291,7 @@ async def test_no_server_gets_a_second_slot_while_another_servers_job_waits(db: 
     assert sorted(j.guild_id for j in running) == [1, 2, 3, 4]
     for gate in gates.values():
         gate.set()
-    while queue.queued_count or queue.running_count:
+    while queue.positions() or queue.running_count:
         for gate in list(gates.values()):
             gate.set()
         await asyncio.sleep(0.01)
@@ -302,8 +315,8 @@ async def test_cancel_queued_and_running_jobs_refunds(db: aiosqlite.Connection, 
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
-    running = await queue.submit(new(1), rules=PLENTY)
-    queued = await queue.submit(new(1), rules=PLENTY)
+    running = await queue.submit(new(1), credits=1, rules=PLENTY)
+    queued = await queue.submit(new(1), credits=1, rules=PLENTY)
     await eventually(lambda: started == [running.id], "first job running")
 
     assert await queue.cancel(queued.id, by_user=2) == "not_owner"
@@ -331,7 +344,7 @@ async def test_cancel_in_the_instant_a_job_is_dispatched_still_refunds_and_frees
         ran.append(job.id)
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
-    job = await queue.submit(new(1), rules=PLENTY)  # not started: nothing dispatches by itself
+    job = await queue.submit(new(1), credits=1, rules=PLENTY)  # not started: nothing dispatches by itself
     await queue._dispatch()  # the task exists now, and has not run a single step
     assert await queue.cancel(job.id, by_user=1) == "cancelled"
     assert ran == [] and queue.running_count == 0
@@ -346,7 +359,7 @@ async def test_a_moderator_may_cancel_anyones_job(db: aiosqlite.Connection, data
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
-    job = await queue.submit(new(1), rules=PLENTY)
+    job = await queue.submit(new(1), credits=1, rules=PLENTY)
     assert await queue.cancel(job.id, by_user=None) == "cancelled"
     await queue.stop()
 
@@ -378,7 +391,7 @@ CRASHING_BOT = textwrap.dedent(
             await queue.submit(
                 NewJob(user_id=n % 3 + 1, guild_id=1, channel_id=10, request={"n": n},
                        model="gemini-3.1-flash-image-preview", size="2K"),
-                rules=QuotaRules(user_daily=100),
+                credits=2, rules=QuotaRules(user_daily=100),
             )
         while len(started) < 2:
             await asyncio.sleep(0.01)
@@ -437,7 +450,17 @@ async def test_restart_after_a_crash_resumes_queued_and_refunds_interrupted(data
 
         # Retry makes a new job with the same request, which runs and is charged.
         old = await queue.get(was_running[0])
-        retried = await queue.retry(old.id, by_user=old.user_id)
+        retry = NewJob(
+            user_id=old.user_id,
+            guild_id=old.guild_id,
+            channel_id=old.channel_id,
+            request=old.request,
+            model=old.model,
+            size=old.size,
+            kind="retry",
+            locale=old.locale,
+        )
+        retried = await queue.submit(retry, credits=old.cost, rules=PLENTY)
         await queue.join()
         assert retried.kind == "retry" and retried.request == old.request
         assert (await queue.get(retried.id)).status == "done"
@@ -456,7 +479,7 @@ async def test_clean_stop_takes_the_same_recovery_path(data_dir: Path) -> None:
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), hang)
     await queue.start()
-    job = await queue.submit(new(1), rules=PLENTY)
+    job = await queue.submit(new(1), credits=1, rules=PLENTY)
     await eventually(lambda: queue.running_count == 1, "job running")
     await queue.stop(grace=0)
     await db.close()
@@ -492,7 +515,7 @@ async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aios
     await queue.start()
     n = 1000
     for i in range(n):
-        await queue.submit(new(1000 + i, 1), rules=QuotaRules(user_daily=10))
+        await queue.submit(new(1000 + i, 1), credits=1, rules=QuotaRules(user_daily=10))
     release.set()
     await queue.join()
     await asyncio.sleep(0.05)  # the notifier's last round
@@ -509,8 +532,9 @@ async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aios
 
 
 async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_lands(
-    db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture
+    sqlite_db: aiosqlite.Connection, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    db = sqlite_db
     """Another writer holds the database past busy_timeout exactly when the job ends: the
     job must not stay 'running' with its credits 'reserved' until a restart."""
     import sqlite3
@@ -529,14 +553,14 @@ async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_l
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
-    job = await queue.submit(new(1), rules=PLENTY)
+    job = await queue.submit(new(1), credits=1, rules=PLENTY)
     await queue.join()
     try:
         assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "done"}
         assert (await ledger(db)) == {job.id: "committed"}
         assert any("trying again" in r.getMessage() for r in caplog.records)
         # The slot is free again: the next job runs.
-        nxt = await queue.submit(new(2), rules=PLENTY)
+        nxt = await queue.submit(new(2), credits=1, rules=PLENTY)
         await queue.join()
         assert (await queue.get(nxt.id)).status == "done"
     finally:
@@ -566,9 +590,9 @@ async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(d
 
     queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=4), runner)
     await queue.start()
-    first = await queue.submit(new(1, name="first"), rules=PLENTY)
-    await queue.submit(new(2, name="second", after_job_id=first.id), rules=PLENTY)
-    await queue.submit(new(3, name="other"), rules=PLENTY)
+    first = await queue.submit(new(1, name="first"), credits=1, rules=PLENTY)
+    await queue.submit(new(2, name="second", after_job_id=first.id), credits=1, rules=PLENTY)
+    await queue.submit(new(3, name="other"), credits=1, rules=PLENTY)
     await eventually(lambda: "end other" in order, "an unrelated job runs meanwhile")
     assert "start second" not in order  # held back, though slots are free
     gate.set()
@@ -578,11 +602,12 @@ async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(d
 
 
 async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_later(
-    db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_db: aiosqlite.Connection, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    db = sqlite_db
     import sqlite3
 
-    import bot.jobs as jobs_module
+    import bot.jobs.records as jobs_module
 
     monkeypatch.setattr(jobs_module, "SETTLE_RETRY_DELAYS", (0.05, 0.05))
     monkeypatch.setattr(jobs_module, "SETTLE_BACKGROUND_S", 0.3)
@@ -595,8 +620,8 @@ async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_lat
     queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
     try:
-        job = await queue.submit(new(1), rules=PLENTY)
-        await eventually(lambda: queue.running_count == 0 and not queue.queued_count, "slot given back")
+        job = await queue.submit(new(1), credits=1, rules=PLENTY)
+        await eventually(lambda: queue.running_count == 0 and not queue.positions(), "slot given back")
         blocker.execute("COMMIT")  # the database takes writes again
 
         async def recorded() -> bool:

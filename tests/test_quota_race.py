@@ -17,6 +17,10 @@ from bot.jobs import Job, JobQueue, NewJob
 from bot.quota import Quota, QuotaExceeded, QuotaRules, next_day, next_month
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
+from tests import pg
+
+# The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
+backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
 FLASH = "gemini-3.1-flash-image-preview"
@@ -72,11 +76,11 @@ def guild_of(user: int) -> int:
 
 
 @pytest.fixture
-async def four_connections(data_dir: Path):
-    """Four connections to one SQLite file, as four bot processes would have."""
-    path = data_dir / "race.sqlite3"
-    conns = [await store.connect(path)]
-    conns += [await store.connect(path) for _ in range(3)]
+async def four_connections(db_target: str | Path):
+    """Four connections to one database (a SQLite file, or four pools on one PostgreSQL
+    database), as four bot processes would have."""
+    conns = [await store.connect(db_target)]
+    conns += [await store.connect(db_target) for _ in range(3)]
     yield conns
     for conn in conns:
         await conn.close()
@@ -122,9 +126,13 @@ async def race(queues: list[JobQueue], conns: list[aiosqlite.Connection], outcom
         size = "2K" if n % 3 == 0 else "1K"  # 2 or 1 credits
         await asyncio.sleep(0)
         try:
+            assert queue.config is not None
+            guild = await queue.config.get(guild_of(user))
             return await queue.submit(
                 NewJob(user_id=user, guild_id=guild_of(user), channel_id=5, request={"prompt": f"p{n}"}, model=FLASH, size=size),
                 role_ids=roles_of(user),
+                credits=guild.cost(FLASH, size),
+                rules=guild.quota,
             )
         except QuotaExceeded as exc:
             refused.append(exc)
@@ -189,8 +197,8 @@ async def race(queues: list[JobQueue], conns: list[aiosqlite.Connection], outcom
 
 
 @pytest.fixture
-async def db(data_dir: Path):
-    conn = await store.connect(data_dir / "bot.sqlite3")
+async def db(db_target: str | Path):
+    conn = await store.connect(db_target)
     yield conn
     await conn.close()
 
@@ -289,11 +297,23 @@ async def test_status_for_the_quota_command(db: aiosqlite.Connection, data_dir: 
 
     queue = JobQueue(db, quota, make_settings(data_dir, max_jobs_per_user=1), runner, config=config, clock=clock)
     await queue.start()
-    failed = await queue.submit(NewJob(user_id=5, guild_id=1, channel_id=2, request={"fail": True}, model=FLASH, size="2K"))
+    failed = await queue.submit(
+        NewJob(user_id=5, guild_id=1, channel_id=2, request={"fail": True}, model=FLASH, size="2K"),
+        credits=settings.cost(FLASH, "2K"),
+        rules=settings.quota,
+    )
     while (await queue.get(failed.id)).status != "failed":
         await asyncio.sleep(0.01)
-    running = await queue.submit(NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model=FLASH, size="2K"))
-    await queue.submit(NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model="gemini-3-pro-image-preview", size="4K"))
+    running = await queue.submit(
+        NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model=FLASH, size="2K"),
+        credits=settings.cost(FLASH, "2K"),
+        rules=settings.quota,
+    )
+    await queue.submit(
+        NewJob(user_id=5, guild_id=1, channel_id=2, request={}, model="gemini-3-pro-image-preview", size="4K"),
+        credits=settings.cost("gemini-3-pro-image-preview", "4K"),
+        rules=settings.quota,
+    )
 
     status = await quota.status(guild_id=1, user_id=5, rules=settings.quota)
     # 2 (running, 2K) + 6 (queued Pro 4K) held; the failed job's 2 came back.

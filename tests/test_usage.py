@@ -64,7 +64,12 @@ async def history(data_dir: Path) -> Any:
     queue = JobQueue(db, Quota(db, clock=clock), settings, runner, config=config, clock=clock)
 
     async def ask(user: int, model: str, size: str, guild_id: int = 1, **request: Any) -> Job:
-        return await queue.submit(NewJob(user_id=user, guild_id=guild_id, channel_id=5, request=request, model=model, size=size))
+        rules = await config.get(guild_id)
+        return await queue.submit(
+            NewJob(user_id=user, guild_id=guild_id, channel_id=5, request=request, model=model, size=size),
+            credits=rules.cost(model, size),
+            rules=rules.quota,
+        )
 
     await ask(1, FLASH, "1K", do="ok", relay="main", ms=1000)
     await ask(1, FLASH, "1K", do="ok", relay="main", ms=3000)

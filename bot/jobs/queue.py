@@ -1,0 +1,400 @@
+"""The in-process job queue: rows first, slots by the fairness rule, recovery after a restart.
+
+See bot/jobs/__init__.py for the life of a job. This queue keeps the waiting jobs in memory
+(the database holds them too, so a restart resumes them); one process owns a SQLite database's
+queue. On PostgreSQL, bot/jobs/leases.py lets the database drive it across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..db.postgres import PgConnection
+from ..guild_config import GuildConfigStore, GuildSettings
+from ..quota import Quota, QuotaRules, transaction
+from ..relay.types import RelayError
+from ..rules import job_caps
+from ..settings import Settings
+from ..store import Connection
+from .fairness import Snapshot, choose, positions, take
+from .model import UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
+from .records import interrupt, record_end, repair_ledger, settle
+
+log = logging.getLogger(__name__)
+
+
+class JobQueue:
+    """``JobQueue(db, …)`` on a PostgreSQL connection is a :class:`~bot.jobs.leases.LeasedQueue`:
+    the database drives it, so any number of processes may share it. On SQLite, one process
+    owns the queue and keeps its waiting jobs in memory (faster; the same tests hold)."""
+
+    def __new__(cls, db: Connection, *args: Any, **kwargs: Any) -> JobQueue:
+        if cls is JobQueue and isinstance(db, PgConnection):
+            from .leases import LeasedQueue
+
+            return super().__new__(LeasedQueue)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        db: Connection,
+        quota: Quota,
+        settings: Settings,
+        runner: Runner,
+        *,
+        config: GuildConfigStore | None = None,
+        on_position: PositionCallback | None = None,
+        on_interrupted: JobCallback | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.quota = quota
+        self.settings = settings
+        self.runner = runner
+        self.config = config
+        self.on_position = on_position
+        self.on_interrupted = on_interrupted
+        self.clock = clock
+        # user id -> that user's queued jobs, oldest first.
+        self._queued: dict[int, deque[Job]] = {}
+        # user id -> dispatch number of their last job: whoever was served longest ago (or never)
+        # goes first, so a member who resubmits the moment a job ends cannot jump the line.
+        self._served: dict[int, int] = {}
+        self._seq = 0
+        self._running: dict[int, tuple[Job, asyncio.Task[None]]] = {}
+        self._cancel_requested: set[int] = set()
+        self._delivered: set[int] = set()  # runner returned: too late to cancel
+        self._wake = asyncio.Event()
+        self._positions_dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._notified: dict[int, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> list[Job]:
+        """Recover after a restart and start dispatching. Returns the jobs found interrupted."""
+        now = self.clock()
+        async with transaction(self.db) as db:
+            async with db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id") as cur:
+                interrupted = [Job.from_row(r) for r in await cur.fetchall()]
+            for job in interrupted:
+                await interrupt(db, self.quota, job, now)
+            await repair_ledger(db, now)
+            async with db.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY created_at, id") as cur:
+                queued = [Job.from_row(r) for r in await cur.fetchall()]
+        # The database is the truth: jobs submitted before start() are among these rows.
+        self._queued.clear()
+        for job in queued:
+            self._enqueue(job)
+        if interrupted:
+            log.warning("%d job(s) were running when the bot stopped; marked interrupted and refunded", len(interrupted))
+        if queued:
+            log.info("resuming %d queued job(s)", len(queued))
+        self._started = True
+        self._tasks = [
+            asyncio.create_task(self._scheduler(), name="jobs-scheduler"),
+            asyncio.create_task(self._notifier(), name="jobs-positions"),
+        ]
+        self._wake.set()
+        self._positions_dirty.set()
+        if self.on_interrupted:
+            for job in interrupted:
+                try:
+                    await self.on_interrupted(job)
+                except Exception:
+                    log.exception("on_interrupted failed for job %d", job.id)
+        return interrupted
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop taking jobs; give running ones ``grace`` seconds, then cancel them. Jobs cancelled
+        here stay ``running`` in the database and are recovered by the next :meth:`start`."""
+        self._closing = True
+        running = [task for _, task in self._running.values()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        for task in self._tasks + [t for t in running if not t.done()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *running, return_exceptions=True)
+        self._tasks = []
+
+    async def join(self) -> None:
+        """Wait until nothing is queued or running."""
+        await self._idle.wait()
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(self, new: NewJob, *, credits: int, rules: QuotaRules, role_ids: Iterable[int] = ()) -> Job:
+        """Create the job and reserve its ``credits`` under ``rules``, or raise
+        :class:`~bot.quota.QuotaExceeded` (nothing written). The caller prices the job and
+        passes ``new.size`` as it is to be stored."""
+        if self._closing:
+            raise QueueClosed("the bot is shutting down")
+        size, limits = new.size, rules
+        async with transaction(self.db) as db:
+            now = self.clock()
+            # Check first (reads only), so a refusal commits an empty transaction, no rollback.
+            await self.quota.check_in(
+                db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=limits, role_ids=role_ids, now=now
+            )
+            cur = await db.execute(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, request, model, size, cost, locale,"
+                " conversation_id, parent_turn_id, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.guild_id,
+                    new.channel_id,
+                    new.user_id,
+                    new.kind,
+                    json.dumps(new.request),
+                    new.model,
+                    size,
+                    credits,
+                    new.locale,
+                    new.conversation_id,
+                    new.parent_turn_id,
+                    now,
+                ),
+            )
+            assert cur.lastrowid is not None  # an INSERT always has one
+            job_id = cur.lastrowid
+            await self.quota.hold_in(db, job_id=job_id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
+        job = Job(
+            id=job_id,
+            guild_id=new.guild_id,
+            channel_id=new.channel_id,
+            user_id=new.user_id,
+            kind=new.kind,
+            status="queued",
+            request=new.request,
+            model=new.model,
+            size=size,
+            cost=credits,
+            locale=new.locale,
+            conversation_id=new.conversation_id,
+            parent_turn_id=new.parent_turn_id,
+            created_at=now,
+        )
+        self._submitted(job)
+        return job
+
+    def _submitted(self, job: Job) -> None:
+        self._enqueue(job)
+        self._wake.set()
+        self._positions_dirty.set()
+
+    # --- reading and updating -----------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job | None:
+        running = self._running.get(job_id)
+        if running:
+            return running[0]
+        async with self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    async def update(self, job_id: int, **fields: Any) -> None:
+        """Record what the bot learned about a job (e.g. ``progress_message_id``)."""
+        bad = set(fields) - UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        for job in self._live(job_id):
+            for name, value in fields.items():
+                setattr(job, name, value)
+        if fields:
+            async with transaction(self.db) as db:
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                await db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id))
+
+    def _live(self, job_id: int) -> list[Job]:
+        found = [job for q in self._queued.values() for job in q if job.id == job_id]
+        if job_id in self._running:
+            found.append(self._running[job_id][0])
+        return found
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(self._queued, self._served, [job for job, _ in self._running.values()])
+
+    def positions(self) -> dict[int, int]:
+        """Job id -> 1-based place in line (see :func:`bot.jobs.fairness.positions`)."""
+        return positions(self._snapshot())
+
+    def position(self, job_id: int) -> int | None:
+        return self.positions().get(job_id)
+
+    # --- cancelling ----------------------------------------------------------------------
+
+    async def cancel(self, job_id: int, *, by_user: int | None) -> str:
+        """Cancel a job. ``by_user`` must be the requester; None skips that check (moderators).
+
+        Returns ``cancelled``, ``not_found``, ``not_owner`` or ``too_late`` (already finished or
+        delivered).
+        """
+        for user_id, q in list(self._queued.items()):
+            for job in q:
+                if job.id != job_id:
+                    continue
+                if by_user is not None and by_user != job.user_id:
+                    return "not_owner"
+                q.remove(job)
+                if not q:
+                    del self._queued[user_id]
+                await self._finish(job, "cancelled", "refunded", error=("cancelled", ""))
+                self._changed()
+                return "cancelled"
+        running = self._running.get(job_id)
+        if running:
+            job, task = running
+            if by_user is not None and by_user != job.user_id:
+                return "not_owner"
+            if job_id in self._delivered:
+                return "too_late"
+            self._cancel_requested.add(job_id)
+            task.cancel()
+            if task is asyncio.current_task():
+                return "cancelled"  # the runner cancelling its own job: it unwinds after this
+            # Wait for the task to record the cancellation, so the caller can report it as done.
+            await asyncio.wait([task])
+            if self._running.get(job_id, (None, None))[1] is task:
+                # Cancelled before its first step: the coroutine never ran, so neither did its
+                # handlers. Settle it here, or it would hold its slot and credits for ever.
+                self._running.pop(job_id, None)
+                self._cancel_requested.discard(job_id)
+                await self._finish(job, "cancelled", "refunded", error=("cancelled", ""))
+                self._changed()
+            return "cancelled" if job.status == "cancelled" else "too_late"
+        found = await self.get(job_id)
+        if found is None:
+            return "not_found"
+        if by_user is not None and by_user != found.user_id:
+            return "not_owner"
+        return "too_late"
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _enqueue(self, job: Job) -> None:
+        self._queued.setdefault(job.user_id, deque()).append(job)
+        self._idle.clear()
+
+    def _changed(self) -> None:
+        self._wake.set()
+        self._positions_dirty.set()
+        if not self._queued and not self._running:
+            self._idle.set()
+
+    def _tells(self, job: Job) -> bool:
+        """Whether this process tells ``job``'s member their place in line (every job here)."""
+        return True
+
+    async def _guild(self, guild_id: int | None) -> GuildSettings:
+        if self.config is None:
+            return GuildSettings()
+        return await self.config.get(guild_id)
+
+    async def _caps(self, guild_id: int | None) -> tuple[int, int]:
+        guild = await self._guild(guild_id)
+        s = self.settings
+        return job_caps(s.max_jobs_per_guild, s.max_jobs_per_user, guild.max_jobs, guild.max_jobs_per_user)
+
+    async def _scheduler(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._dispatch()
+            except Exception:
+                log.exception("job dispatch failed")
+
+    async def _dispatch(self) -> None:
+        if self._closing:
+            return
+        caps: dict[int | None, tuple[int, int]] = {}
+        for guild_id in {job.guild_id for q in list(self._queued.values()) for job in q}:
+            caps[guild_id] = await self._caps(guild_id)
+        # No awaits from here on: the queue cannot change under the loop.
+        snap = self._snapshot()
+        started = False
+        while (chosen := choose(snap, caps, self.settings.max_concurrent_jobs)) is not None:
+            self._seq += 1
+            take(snap, chosen, self._seq)
+            chosen.status = "running"
+            task = asyncio.create_task(self._run(chosen), name=f"job-{chosen.id}")
+            self._running[chosen.id] = (chosen, task)
+            started = True
+        if started:
+            self._positions_dirty.set()
+        if len(self._served) > 50_000:
+            # Forget the members served longest ago: they now count as never served, which
+            # puts them first in line, where their old number had nearly put them anyway.
+            keep = sorted(self._served.items(), key=lambda kv: kv[1])[-25_000:]
+            self._served = dict(keep)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            try:
+                async with transaction(self.db) as db:
+                    now = self.clock()
+                    await db.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'", (now, job.id))
+                job.started_at = now
+                await self.runner(job)
+            except asyncio.CancelledError:
+                if job.id in self._cancel_requested:
+                    await asyncio.shield(self._settle(job, "cancelled", "refunded", error=("cancelled", "")))
+                    return
+                raise  # shutdown: the row stays 'running'; the next start recovers it
+            except Exception as exc:
+                code, detail = classify(exc)
+                if not isinstance(exc, (RelayError,)) and code == "internal":
+                    log.exception("job %d failed", job.id)
+                else:
+                    log.info("job %d failed: %s", job.id, code)
+                relay = getattr(exc, "relay_name", None)
+                if relay and not job.relay_name:
+                    job.relay_name = relay
+                await asyncio.shield(self._settle(job, "failed", "refunded", error=(code, detail)))
+            else:
+                self._delivered.add(job.id)
+                await asyncio.shield(self._settle(job, "done", "committed"))
+        finally:
+            self._running.pop(job.id, None)
+            self._cancel_requested.discard(job.id)
+            self._delivered.discard(job.id)
+            self._changed()
+
+    async def _settle(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
+        await settle(lambda: self._finish(job, status, ledger, error=error), job, status, self._tasks)
+
+    async def _finish(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
+        async with transaction(self.db) as db:
+            # The clock is read inside: timestamps then follow the order writes really happened.
+            await record_end(db, self.quota, job, status, ledger, error, self.clock())
+
+    async def _notifier(self) -> None:
+        while True:
+            await self._positions_dirty.wait()
+            self._positions_dirty.clear()
+            current = {job_id: shown_position(p) for job_id, p in self.positions().items()}
+            jobs = {job.id: job for q in self._queued.values() for job in q}
+            changed = [(jobs[i], p) for i, p in current.items() if self._notified.get(i) != p]
+            self._notified = current
+            if self.on_position is None:
+                continue
+            for job, position in changed:
+                if job.status != "queued" or not self._tells(job):
+                    continue
+                try:
+                    await self.on_position(job, position)
+                except Exception:
+                    log.exception("on_position failed for job %d", job.id)

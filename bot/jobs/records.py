@@ -1,0 +1,107 @@
+"""Writing a job's end: the outcome row and its ledger step in one transaction, retried while
+the database refuses the write, and the repairs a restart makes. Used by both queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..quota import Quota
+from ..store import Connection, DatabaseError
+from .model import Job
+
+log = logging.getLogger(__name__)
+
+# Waits before trying again to record a job's end when the database refuses the write (disk
+# full, locked beyond busy_timeout): about a minute in all, during which the job keeps its slot.
+SETTLE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SETTLE_BACKGROUND_S = 60.0  # then, slot given back, every this often until the write lands
+
+_END = (
+    "UPDATE jobs SET status = ?, finished_at = ?, error_code = ?, error_detail = ?, relay_name = ?,"
+    " latency_ms = ?, result_message_id = COALESCE(?, result_message_id) WHERE id = ?"
+)
+
+
+async def record_end(
+    db: Connection,
+    quota: Quota,
+    job: Job,
+    status: str,
+    ledger: str,
+    error: tuple[str, str] | None,
+    now: float,
+    *,
+    worker_id: str | None = None,
+) -> bool:
+    """Inside a transaction: the job's final status and its ledger step. With ``worker_id``
+    the write is fenced (only while that worker still holds the job); False if it did not."""
+    code, detail = error or (None, None)
+    sql = _END
+    params: list[object] = [status, now, code, detail, job.relay_name, job.latency_ms, job.result_message_id, job.id]
+    if worker_id is not None:
+        sql += " AND status = 'running' AND worker_id = ?"
+        params.append(worker_id)
+    cur = await db.execute(sql, params)
+    if worker_id is not None and cur.rowcount == 0:
+        return False
+    await quota.settle_in(db, job.id, ledger, now)
+    job.status, job.finished_at, job.error_code, job.error_detail = status, now, code, detail
+    return True
+
+
+async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
+    """Inside a transaction: a job whose process was lost becomes ``interrupted``, refunded."""
+    await db.execute(
+        "UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ? AND status = 'running'",
+        (now, job.id),
+    )
+    await quota.settle_in(db, job.id, "refunded", now)
+    job.status, job.error_code, job.finished_at = "interrupted", "interrupted", now
+    return job
+
+
+async def repair_ledger(db: Connection, now: float) -> None:
+    """Inside a transaction: a reservation never outlives its job (e.g. a row older code wrote)."""
+    await db.execute(
+        "UPDATE quota_ledger SET state = 'committed', updated_at = ? WHERE state = 'reserved'"
+        " AND job_id IN (SELECT id FROM jobs WHERE status = 'done')",
+        (now,),
+    )
+    await db.execute(
+        "UPDATE quota_ledger SET state = 'refunded', updated_at = ? WHERE state = 'reserved'"
+        " AND job_id IN (SELECT id FROM jobs WHERE status IN ('failed', 'cancelled', 'interrupted'))",
+        (now,),
+    )
+
+
+async def settle(finish: Callable[[], Awaitable[None]], job: Job, status: str, background: list[asyncio.Task[None]]) -> None:
+    """``finish()``, tried again while the database refuses the write, so a failed final commit
+    leaves no job ``running`` and no credits ``reserved``. Past about a minute the slot is given
+    back and the write is retried in the background (the task goes into ``background``); if the
+    process stops first, the row is still ``running`` and the next start refunds it like any job
+    the process lost (a delivered picture is then given away, never charged twice)."""
+    for delay in (*SETTLE_RETRY_DELAYS, None):
+        try:
+            await finish()
+            return
+        except DatabaseError as exc:
+            if delay is None:
+                log.error("job %d: could not record it as %s (%s); trying every %.0f s meanwhile", job.id, status, exc, SETTLE_BACKGROUND_S)
+                background.append(asyncio.create_task(_settle_later(finish, job, status), name=f"job-{job.id}-settle"))
+                return
+            log.warning("job %d: could not record it as %s (%s); trying again in %.1f s", job.id, status, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def _settle_later(finish: Callable[[], Awaitable[None]], job: Job, status: str) -> None:
+    while True:
+        await asyncio.sleep(SETTLE_BACKGROUND_S)
+        try:
+            await finish()
+        except DatabaseError as exc:
+            log.warning("job %d: still cannot record it as %s (%s)", job.id, status, exc)
+            continue
+        log.info("job %d: recorded as %s at last", job.id, status)
+        return
