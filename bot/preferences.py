@@ -196,8 +196,9 @@ def effective(prefs: Preferences, server: ServerDefaults, creative: ServerCreati
     spec = MODELS.get(model)
     ratio = _pick(prefs.aspect_ratio, server.default_ratio, lambda r: _ratio_ok(spec, r), "aspect_ratio", dropped)
     size = _pick(prefs.size, server.default_size, lambda s: _size_ok(spec, s, creative.max_size), "size", dropped)
-    if size is None and prefs.size is not None and creative.max_size is not None and _size_ok(spec, creative.max_size, None):
-        size = creative.max_size  # capped at the server's largest rather than dropped to the default
+    if _size_ok(spec, prefs.size or "", None) and creative.max_size and _size_ok(spec, creative.max_size, None):
+        if not _size_ok(spec, prefs.size or "", creative.max_size):
+            size = creative.max_size  # asked for more than the server allows: its largest, not its default
     variants = creative.variants_default
     if prefs.variants is not None:
         variants = min(max(prefs.variants, 1), creative.variants_max)
@@ -278,6 +279,6 @@ class PreferenceStore:
         return effective(await self.get(guild_id, user_id), server, await self.server(guild_id))
 
 
-def describe(prefs: Preferences) -> Mapping[str, str | int | bool | None]:
+def as_fields(prefs: Preferences) -> Mapping[str, str | int | bool | None]:
     """The stored values by name, for a settings panel."""
     return {f.name: getattr(prefs, f.name) for f in fields(prefs)}
