@@ -9,12 +9,13 @@ has no text answers, and an image model behind a chat route may answer with a pi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .refusal import Refusal
 from .relay import gemini
 from .relay.redact import cut
-from .relay.types import InputImage, RelayConfig
+from .relay.types import InputImage, RelayConfig, RelayFailed
 
 MAX_PROMPT = 1000  # what the answer is cut to: an /imagine prompt a member can still read
 MAX_OUTPUT_TOKENS = 600
@@ -113,3 +114,19 @@ async def describe(client: CallsJson, relay: RelayConfig, model: str, image: Inp
     body = build_request(image, locale=locale)
     data = await client.call_json(relay, gemini.path(wire_model), body=body, timeout=DESCRIBE_TIMEOUT)
     return parse_answer(data, secrets=(relay.api_key,) if relay.api_key else ())
+
+
+async def describe_with(client: CallsJson, relays: Sequence[RelayConfig], model: str, image: InputImage, *, locale: str = "en") -> str:
+    """:func:`describe` through a server's relays in their failover order, Gemini-format ones
+    only (``describe.dialect`` naming the first relay when there is none); a relay failure
+    moves on to the next such relay, and the last failure is raised."""
+    gemini_relays = [r for r in relays if r.dialect == "gemini"]
+    if not gemini_relays:
+        name = relays[0].name if relays else "-"
+        raise DescribeError("no Gemini-format relay", key="describe.dialect", relay=name)
+    for relay in gemini_relays[:-1]:
+        try:
+            return await describe(client, relay, model, image, locale=locale)
+        except RelayFailed:
+            continue
+    return await describe(client, gemini_relays[-1], model, image, locale=locale)

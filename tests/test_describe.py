@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from bot.describe import MAX_PROMPT, DescribeError, build_request, describe, parse_answer
+from bot.describe import MAX_PROMPT, DescribeError, build_request, describe, describe_with, parse_answer
 from bot.i18n import t
 from bot.relay.client import RelayClient
 from bot.relay.types import InputImage, RelayConfig, RelayFailed
@@ -126,3 +126,13 @@ def test_the_request_is_text_only_with_the_picture_inline() -> None:
     assert body["generationConfig"]["responseModalities"] == ["TEXT"]
     assert "English" in body["contents"][0]["parts"][0]["text"]
     assert body["contents"][0]["parts"][1]["inlineData"]["mimeType"] == "image/png"
+
+
+async def test_a_servers_relays_are_tried_in_order_gemini_ones_only(double: RelayDouble, client: RelayClient) -> None:
+    double.enqueue(Behaviour("error", status=503, message="busy"), Behaviour("text_only", text="a tram in fog"))
+    relays = [relay(double, "openai-chat", name="chat"), relay(double, name="first"), relay(double, name="second")]
+    assert await describe_with(client, relays, MODEL, IMAGE) == "a tram in fog"
+    assert [r.dialect for r in double.requests] == ["gemini", "gemini"]
+    with pytest.raises(DescribeError) as caught:
+        await describe_with(client, relays[:1], MODEL, IMAGE)
+    assert caught.value.params == {"relay": "chat"}
