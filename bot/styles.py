@@ -237,6 +237,16 @@ class StyleStore:
             out.append(InputImage(data, mime))
         return out
 
+    async def image_refs(self, style: Style) -> list[str]:
+        """The style's pictures as SHA-256 references for a job's ``images`` (already stored:
+        nothing is read or copied), touched; ``style.images_gone`` when one was pruned, so the
+        member hears it before anything is charged rather than when the job runs."""
+        infos = await self.images.infos(list(style.images))
+        if any(sha not in infos or infos[sha].pruned for sha in style.images):
+            raise StyleError("reference image gone", key="style.images_gone", name=style.name)
+        await self.images.touch(list(style.images))
+        return list(style.images)
+
     async def keep_images(self) -> int:
         """Mark every style's pictures used now, so age-based pruning spares them; the prune
         loop calls this before pruning. Returns how many pictures styles refer to."""

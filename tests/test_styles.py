@@ -149,8 +149,10 @@ async def test_style_pictures_survive_pruning_and_a_pruned_one_is_explained(styl
     assert await styles.images.prune_orphans() == 0
     assert await styles.images.prune(30) == 0
     assert len(await styles.reference_images(style)) == 1
+    assert await styles.image_refs(style) == refs  # what a job's request carries
     await styles.images.touch(refs, now=0)  # without keep_images, the orphan pruner takes it
     assert await styles.images.prune_orphans() == 1
-    with pytest.raises(StyleError) as caught:
-        await styles.reference_images(style)
-    refused(caught, "style.images_gone")
+    for read in (styles.reference_images, styles.image_refs):
+        with pytest.raises(StyleError) as caught:
+            await read(style)
+        refused(caught, "style.images_gone")
