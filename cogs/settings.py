@@ -81,7 +81,9 @@ async def _choices(interaction: discord.Interaction[Any], name: str, eff: Effect
         creative = await svc.preferences.server(interaction.guild_id)
         out += [(str(n), str(n)) for n in range(1, creative.variants_max + 1)]
     elif name == "style":
-        styles = await svc.styles.visible(interaction.guild_id, interaction.user.id)
+        # One option per name (a member's own style hides the server's of that name, as when
+        # it is used): Discord refuses a menu whose options share a value.
+        styles = await svc.styles.autocomplete(interaction.guild_id, interaction.user.id, "", limit=24)
         out += [(s.name, f"{s.name} ({t('style.personal' if s.personal else 'style.server', locale)})") for s in styles]
     elif name == "locale":
         out += [(code, t(key, locale)) for code, key in LANGUAGES.items()]

@@ -105,7 +105,14 @@ async def test_private_results_toggle_reset_and_strangers(tmp_path: Path) -> Non
 
 async def test_a_style_removed_before_it_is_picked_is_refused_with_the_reason(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
-        await w.bot.services.styles.save(w.gid, "Ink", "{prompt}, ink wash", created_by=1)
+        styles = w.bot.services.styles
+        await styles.save(w.gid, "Ink", "{prompt}, ink wash", created_by=1)
+        await styles.save(w.gid, "ink", "{prompt}, my ink", created_by=w.uid, owner_id=w.uid)
+        await styles.save(w.gid, "Ink", "{prompt}, bob's ink", created_by=2, owner_id=2)
+        panel = await w.open()
+        chosen = await w.pick(panel, f"nb:set:f:{w.uid}", "style")
+        assert menu_options(chosen, f"nb:set:v:{w.uid}:style") == ["-", "ink"]  # hers hides the server's; bob's unseen
+        await styles.remove(w.gid, "ink", owner_id=w.uid)
         panel = await w.open()
         chosen = await w.pick(panel, f"nb:set:f:{w.uid}", "style")
         assert menu_options(chosen, f"nb:set:v:{w.uid}:style") == ["-", "Ink"]
