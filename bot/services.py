@@ -19,10 +19,12 @@ import httpx
 
 from . import fonts, store
 from .conversations import Conversations
+from .gallery import Gallery
 from .guild_config import GuildConfigStore, GuildSettings, RelayStore, canonical_size
 from .image_store import ORPHAN_DAYS, ImageStore
 from .imaging import intake
 from .jobs import Job, JobQueue, NewJob
+from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
@@ -31,6 +33,7 @@ from .relay_pool import NoRelay, RelayPool
 from .secrets import load_keyring
 from .settings import Settings
 from .studio import JobRequest, Studio
+from .styles import StyleStore
 from .urlguard import make_guard
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,9 @@ class Services:
         self.pool = RelayPool(self.relay_client, self.relays, settings)
         self.quota = Quota(db, reader=reader)
         self.studio = Studio(self.pool, self.images, self.conversations)
+        self.preferences = PreferenceStore(db)
+        self.styles = StyleStore(db, self.images)
+        self.gallery = Gallery(db)
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
         self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
         self._prune_task: asyncio.Task[None] | None = None
@@ -159,6 +165,7 @@ class Services:
     async def _prune_loop(self) -> None:
         while True:
             try:
+                await self.styles.keep_images()  # style pictures are referred to by no turn or job
                 removed = await self.images.prune(self.settings.retention_days)
                 removed += await self.images.prune_orphans(min(self.settings.retention_days, ORPHAN_DAYS))
                 removed += await self.conversations.prune_server_overflow()
