@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 
+from . import pricing, rules
 from .quota import QuotaRules, transaction
 from .relay import redact as _redact
 from .relay.catalogue import DEFAULT_MODEL, MODELS, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
@@ -33,35 +34,8 @@ log = logging.getLogger(__name__)
 
 DIALECTS = ("gemini", "openai-images", "openai-chat")
 AUTH_STYLES = ("query", "bearer", "x-goog-api-key")
-THREAD_MODES = ("requester", "anyone")
 MAX_RELAYS_PER_GUILD = 10
 MAX_RELAY_NAME = 32
-
-# Credits per image by model x size. Roughly proportional to what the image costs upstream
-# (see DEFAULT_PRICES), rounded so that a plain 1K Flash picture is 1 credit.
-DEFAULT_COSTS: dict[tuple[str, str | None], int] = {
-    ("gemini-2.5-flash-image", None): 1,
-    ("gemini-3.1-flash-image-preview", "512"): 1,
-    ("gemini-3.1-flash-image-preview", "1K"): 1,
-    ("gemini-3.1-flash-image-preview", "2K"): 2,
-    ("gemini-3.1-flash-image-preview", "4K"): 4,
-    ("gemini-3-pro-image-preview", "1K"): 3,
-    ("gemini-3-pro-image-preview", "2K"): 4,
-    ("gemini-3-pro-image-preview", "4K"): 6,
-}
-# Estimated USD per image: Google's list prices for the Gemini API (late 2025/2026). Relays
-# charge their own prices, so each server can override these for its usage report.
-DEFAULT_PRICES: dict[tuple[str, str | None], float] = {
-    ("gemini-2.5-flash-image", None): 0.039,
-    ("gemini-3.1-flash-image-preview", "512"): 0.045,
-    ("gemini-3.1-flash-image-preview", "1K"): 0.067,
-    ("gemini-3.1-flash-image-preview", "2K"): 0.101,
-    ("gemini-3.1-flash-image-preview", "4K"): 0.151,
-    ("gemini-3-pro-image-preview", "1K"): 0.134,
-    ("gemini-3-pro-image-preview", "2K"): 0.134,
-    ("gemini-3-pro-image-preview", "4K"): 0.24,
-}
-_SIZE_FACTOR = {"512": 1, "1K": 1, "2K": 2, "4K": 4}
 
 
 class ConfigError(Exception):
@@ -71,27 +45,6 @@ class ConfigError(Exception):
         super().__init__(message)
         self.key = key
         self.params = params
-
-
-def _table_key(model: str, size: str | None) -> str:
-    return f"{model}|{size or '-'}"
-
-
-def _parse_table_key(key: str) -> tuple[str, str | None]:
-    model, _, size = key.partition("|")
-    return model, (None if size in ("", "-") else size)
-
-
-def canonical_size(model: str, size: str | None) -> str | None:
-    """The size a request for ``model`` really gets: its default when none is given."""
-    spec = MODELS.get(model)
-    if spec is None:
-        return normalize_size(size) if size else None
-    if not spec.sizes:
-        return None
-    if size:
-        return normalize_size(size) or spec.default_size
-    return spec.default_size
 
 
 @dataclass(frozen=True)
@@ -115,45 +68,19 @@ class GuildSettings:
     # --- questions the bot asks ----------------------------------------------------------
 
     def cost(self, model: str, size: str | None) -> int:
-        """Credits one image of ``model`` at ``size`` costs in this server."""
-        size = canonical_size(model, size)
-        key = _table_key(model, size)
-        if key in self.costs:
-            return int(self.costs[key])
-        if (model, size) in DEFAULT_COSTS:
-            return DEFAULT_COSTS[(model, size)]
-        return _SIZE_FACTOR.get(size or "1K", 1)
+        """Credits one image of ``model`` at ``size`` costs in this server (bot.pricing)."""
+        return pricing.credits(self.costs, model, size)
 
     def price(self, model: str, size: str | None) -> float:
-        """Estimated USD one image costs upstream."""
-        size = canonical_size(model, size)
-        key = _table_key(model, size)
-        if key in self.prices:
-            return float(self.prices[key])
-        return DEFAULT_PRICES.get((model, size), 0.0)
+        """Estimated USD one image costs upstream (bot.pricing)."""
+        return pricing.price(self.prices, model, size)
 
     def cost_table(self) -> dict[tuple[str, str | None], int]:
         """Every model x size and its credits, for the admin view."""
-        out: dict[tuple[str, str | None], int] = {}
-        for spec in MODELS.values():
-            for size in spec.sizes or (None,):
-                out[(spec.id, size)] = self.cost(spec.id, size)
-        return out
-
-    def model_allowed(self, model: str) -> bool:
-        return not self.allowed_models or model in self.allowed_models
-
-    def channel_allowed(self, channel_id: int, parent_id: int | None = None) -> bool:
-        """A thread counts as its parent channel."""
-        if not self.allowed_channels:
-            return True
-        return channel_id in self.allowed_channels or (parent_id is not None and parent_id in self.allowed_channels)
-
-    def member_allowed(self, role_ids: Iterable[int]) -> bool:
-        return not self.allowed_roles or bool(self.allowed_roles.intersection(role_ids))
+        return pricing.cost_table(self.costs)
 
     def may_continue_thread(self, user_id: int, owner_id: int) -> bool:
-        return self.thread_mode == "anyone" or user_id == owner_id
+        return rules.may_continue_thread(self.thread_mode, user_id, owner_id)
 
     # --- validated changes (each returns a new object) ------------------------------------
 
@@ -214,7 +141,7 @@ class GuildSettings:
             spec = resolve_model(model)
         except InvalidRequest:
             raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
-        canonical = canonical_size(spec.id, size)
+        canonical = pricing.canonical_size(spec.id, size)
         if size and spec.sizes and normalize_size(size) not in spec.sizes:
             raise ConfigError(
                 f"{spec.id} has no size {size}", key="admin.config.bad_size", model=spec.id, value=size, allowed=", ".join(spec.sizes)
@@ -223,9 +150,9 @@ class GuildSettings:
             raise ConfigError("cost out of range", key="admin.config.bad_cost", value=credits)
         costs = dict(self.costs)
         if credits is None:
-            costs.pop(_table_key(spec.id, canonical), None)
+            costs.pop(pricing.table_key(spec.id, canonical), None)
         else:
-            costs[_table_key(spec.id, canonical)] = credits
+            costs[pricing.table_key(spec.id, canonical)] = credits
         return dataclasses.replace(self, costs=costs)
 
     def with_price(self, model: str, size: str | None, usd: float | None) -> GuildSettings:
@@ -233,14 +160,14 @@ class GuildSettings:
             spec = resolve_model(model)
         except InvalidRequest:
             raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
-        canonical = canonical_size(spec.id, size)
+        canonical = pricing.canonical_size(spec.id, size)
         prices = dict(self.prices)
         if usd is None:
-            prices.pop(_table_key(spec.id, canonical), None)
+            prices.pop(pricing.table_key(spec.id, canonical), None)
         elif not 0 <= usd <= 100:
             raise ConfigError("price out of range", key="admin.config.bad_price", value=usd)
         else:
-            prices[_table_key(spec.id, canonical)] = float(usd)
+            prices[pricing.table_key(spec.id, canonical)] = float(usd)
         return dataclasses.replace(self, prices=prices)
 
     def with_quota(self, **changes: Any) -> GuildSettings:
@@ -267,7 +194,7 @@ class GuildSettings:
         thread_mode: str | None = None,
         threads: bool | None = None,
     ) -> GuildSettings:
-        if thread_mode is not None and thread_mode not in THREAD_MODES:
+        if thread_mode is not None and thread_mode not in rules.THREAD_MODES:
             raise ConfigError("bad thread mode", key="admin.config.bad_thread_mode", value=thread_mode)
         return dataclasses.replace(
             self,
@@ -336,7 +263,7 @@ class GuildSettings:
         take("allowed_channels", lambda v: frozenset(int(x) for x in v))
         take("allowed_roles", lambda v: frozenset(int(x) for x in v))
         take("threads", bool)
-        take("thread_mode", lambda v: v if v in THREAD_MODES else base.thread_mode)
+        take("thread_mode", lambda v: v if v in rules.THREAD_MODES else base.thread_mode)
         take("max_jobs", optional_int)
         take("max_jobs_per_user", optional_int)
         take("quota", QuotaRules.from_dict)

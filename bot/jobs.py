@@ -60,7 +60,8 @@ from typing import Any
 
 import aiosqlite
 
-from .guild_config import GuildConfigStore, GuildSettings, canonical_size
+from .guild_config import GuildConfigStore, GuildSettings
+from .pricing import canonical_size
 from .quota import Quota, QuotaRules, transaction
 from .relay.types import InvalidRequest, NoImage, RelayError, RelayFailed, RelayTimeout
 from .rules import job_caps
