@@ -48,8 +48,19 @@ from .relay.catalogue import DEFAULT_MODEL, MODELS, display_size, resolve_model,
 from .relay.client import HISTORY_BUDGET, RelayClient, approx_json_size
 from .relay.gemini import history_image, materialize
 from .relay.redact import RedactingFilter, redact, register_secret, terminal_safe
-from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed
-from .settings import AUTH_STYLES, DIALECTS, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
+from .relay.types import (
+    AUTH_STYLES,
+    DIALECTS,
+    GenerationRequest,
+    GenerationResult,
+    InputImage,
+    InvalidRequest,
+    NoImage,
+    RelayConfig,
+    RelayError,
+    RelayFailed,
+)
+from .settings import SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
 
 SESSION_FORMAT = "nano-banana-bot/session"
 SESSION_VERSION = 1

@@ -18,7 +18,7 @@ import httpx
 
 from . import fonts, pricing, rules, store
 from .conversations import Conversations
-from .guild_config import GuildConfigStore, GuildSettings, RelayStore
+from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore
 from .imaging import intake
 from .jobs import Job, JobQueue, NewJob
@@ -26,7 +26,8 @@ from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayError
-from .relay_pool import NoRelay, RelayPool
+from .relays.pool import NoRelay, RelayPool
+from .relays.store import RelayStore
 from .secrets import load_keyring
 from .settings import Settings
 from .studio import JobRequest, Studio

@@ -6,7 +6,7 @@
   relay would run the same model on the same prompt), ``InvalidRequest``, a non-retryable
   failure — goes straight back to the caller.
 - A relay that failed is rested: skipped until ``skip_until`` (60 s, doubling per consecutive
-  failure, at most 15 min; see ``guild_config.rest_period``), then tried again; one success
+  failure, at most 15 min; see ``bot.relays.health``), then tried again; one success
   clears its record. One failure is enough, because what reaches the pool has already been
   retried by the relay client.
 - If *every* relay of a server is resting, the one whose rest ends first is tried anyway: a
@@ -20,7 +20,7 @@
 - **After a read timeout, at most one more relay** is tried: a relay that accepted the request
   and went silent may still be generating (and billing) it, and five silent relays must not
   cost a job five allowances.
-- **A per-server breaker** (bot/server_breaker.py) rests a server whose relays keep timing out:
+- **A per-server breaker** (bot/relays/breaker.py) rests a server whose relays keep timing out:
   its jobs then fail at once (refunded) instead of each holding a slot for a deadline.
 - A server without relays of its own uses the operator's relay (``NB_RELAY_URL``) only when
   ``settings.share_default_relay`` is on; otherwise :class:`NoRelay` (``admin.relay.none``).
@@ -36,11 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .guild_config import RelayStore, rest_period
-from .relay.catalogue import timeout_for
-from .relay.types import GenerationRequest, GenerationResult, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
-from .server_breaker import ServerBreaker
-from .settings import Settings
+from ..relay.catalogue import timeout_for
+from ..relay.types import GenerationRequest, GenerationResult, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
+from ..settings import Settings
+from .breaker import ServerBreaker
+from .health import MemoryHealth
+from .store import RelayStore
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ class RelayPool:
         self.settings = settings
         self.clock = clock
         self.breaker = breaker or ServerBreaker(clock=clock)
-        self._default_fails = 0
-        self._default_skip_until = 0.0
+        self._default_health = MemoryHealth(clock)
 
     def default_relay(self) -> RelayConfig | None:
         relay = self.settings.relay
@@ -134,7 +134,7 @@ class RelayPool:
         default = self.default_relay()
         if default is None or not self.settings.share_default_relay:
             raise NoRelay("this server has no relay configured", key=NoRelay.key)
-        return [_Candidate(default, None, self._default_skip_until)]
+        return [_Candidate(default, None, self._default_health.skip_until)]
 
     def _order(self, candidates: list[_Candidate]) -> list[_Candidate]:
         now = self.clock()
@@ -198,14 +198,14 @@ class RelayPool:
             if not scope.expired():
                 raise
             # The deadline cancelled the attempt in flight (its connection is closed by now).
-            exc = DeadlinePassed(round(allowance))
+            passed = DeadlinePassed(round(allowance))
             if in_flight is not None:
-                exc.relay_name = in_flight.config.name  # type: ignore[attr-defined]
+                passed.relay_name = in_flight.config.name  # type: ignore[attr-defined]
                 self.breaker.timed_out(guild_id)
-                await self._failed(in_flight, exc)
+                await self._failed(in_flight, passed)
             elif last is not None:
-                exc.relay_name = getattr(last, "relay_name", None)  # type: ignore[attr-defined]
-            raise exc from None
+                passed.relay_name = getattr(last, "relay_name", None)  # type: ignore[attr-defined]
+            raise passed from None
         finally:
             self.breaker.released(guild_id)
         assert last is not None
@@ -224,16 +224,14 @@ class RelayPool:
 
     async def _failed(self, candidate: _Candidate, exc: RelayFailed) -> float:
         if candidate.relay_id is None:
-            self._default_fails += 1
-            self._default_skip_until = self.clock() + rest_period(self._default_fails)
-            return self._default_skip_until
-        return await self.store.record_failure(candidate.relay_id, str(exc), api_key=candidate.config.api_key)
+            return self._default_health.record_failure()
+        return await self.store.health.record_failure(candidate.relay_id, str(exc), api_key=candidate.config.api_key)
 
     async def _succeeded(self, candidate: _Candidate, *, force: bool = False) -> None:
         if candidate.relay_id is None:
-            self._default_fails, self._default_skip_until = 0, 0.0
+            self._default_health.record_success()
             return
         # Only write when there is a record to clear (or the admin asked): a healthy relay
         # costs no database write per job.
         if force or candidate.skip_until > 0:
-            await self.store.record_success(candidate.relay_id)
+            await self.store.health.record_success(candidate.relay_id)
