@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import sqlite3
 import time
 from typing import Any
@@ -127,10 +128,7 @@ class Conversations:
         ``ValueError`` if the parent belongs to another conversation or does not exist.
         """
         if parent_id is not None:
-            async with self.db.execute("SELECT conversation_id FROM turns WHERE id = ?", (parent_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None or row[0] != conversation_id:
-                raise ValueError(f"turn {parent_id} is not a turn of conversation {conversation_id}")
+            await self._check_parent(conversation_id, parent_id)
         user_parts_in = copy.deepcopy(user_turn.get("parts") or []) if user_turn is not None else [{"text": prompt}]
         image_sha = await self.images.put(image, mime)
         if model_turn is None:
@@ -139,26 +137,8 @@ class Conversations:
             raw_parts = [camel(p) if isinstance(p, dict) else p for p in (model_turn.get("parts") or [])]
             model_parts = await self._dehydrate(copy.deepcopy(needed_parts(raw_parts, mime)), (image, image_sha))
         user_parts = await self._dehydrate(user_parts_in)
-        now = time.time()
-        (row,) = await write(
-            self.db,
-            "INSERT INTO turns (conversation_id, parent_id, user_parts, model_parts, image_sha256, message_id,"
-            " job_id, prompt, settings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                conversation_id,
-                parent_id,
-                dumps(user_parts),
-                dumps(model_parts),
-                image_sha,
-                message_id,
-                job_id,
-                prompt,
-                dumps(settings or {}),
-                now,
-            ),
-        )
-        return Turn(
-            id=int(row[0]),
+        turn = Turn(
+            id=0,  # set by the INSERT below
             conversation_id=conversation_id,
             parent_id=parent_id,
             user_parts=user_parts,
@@ -168,8 +148,35 @@ class Conversations:
             job_id=job_id,
             prompt=prompt,
             settings=dict(settings or {}),
-            created_at=now,
+            created_at=time.time(),
         )
+        return dataclasses.replace(turn, id=await self._insert(turn))
+
+    async def _insert(self, turn: Turn) -> int:
+        (row,) = await write(
+            self.db,
+            "INSERT INTO turns (conversation_id, parent_id, user_parts, model_parts, image_sha256, message_id,"
+            " job_id, prompt, settings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                turn.conversation_id,
+                turn.parent_id,
+                dumps(turn.user_parts),
+                dumps(turn.model_parts),
+                turn.image_sha256,
+                turn.message_id,
+                turn.job_id,
+                turn.prompt,
+                dumps(turn.settings),
+                turn.created_at,
+            ),
+        )
+        return int(row[0])
+
+    async def _check_parent(self, conversation_id: int, parent_id: int) -> None:
+        async with self.db.execute("SELECT conversation_id FROM turns WHERE id = ?", (parent_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None or row[0] != conversation_id:
+            raise ValueError(f"turn {parent_id} is not a turn of conversation {conversation_id}")
 
     async def set_message(self, turn_id: int, message_id: int) -> None:
         """Record the Discord message that shows this turn's picture (``KeyError`` if no such turn)."""

@@ -91,6 +91,18 @@ class _Candidate:
     skip_until: float
 
 
+@dataclass
+class _Call:
+    """One job's way through its relays, under one deadline."""
+
+    guild_id: int | None
+    deadline: float  # time.monotonic() at which the job's time is up
+    allowance: float  # seconds, for the message
+    in_flight: _Candidate | None = None
+    last: RelayFailed | None = None
+    timeouts: int = 0
+
+
 class RelayPool:
     def __init__(
         self,
@@ -150,66 +162,74 @@ class RelayPool:
         self.breaker.check(guild_id)
         allowance = job_deadline(request.size, getattr(self.client, "timeout", None))
         candidates = self._order(await self._candidates(guild_id))
-        last: RelayFailed | None = None
-        in_flight: _Candidate | None = None
-        timeouts = 0
+        call = _Call(guild_id, time.monotonic() + allowance, allowance)
         # The client ends its attempts at the deadline itself; this scope is the backstop for
         # anything else that would run past it.
-        deadline = time.monotonic() + allowance
         scope = asyncio.timeout(allowance + DEADLINE_BACKSTOP_S)
         try:
             async with scope:
                 for candidate in candidates:
-                    if timeouts > FAILOVER_AFTER_TIMEOUT:
+                    if call.timeouts > FAILOVER_AFTER_TIMEOUT:
                         break
-                    name = candidate.config.name
-                    in_flight = candidate
-                    try:
-                        result = await self.client.generate(candidate.config, request, deadline=deadline)
-                    except RelayFailed as exc:
-                        in_flight = None
-                        exc.relay_name = name  # type: ignore[attr-defined]
-                        if isinstance(exc, RelayTimeout):
-                            timeouts += 1
-                            self.breaker.timed_out(guild_id)
-                        elif not exc.retryable:
-                            self.breaker.answered(guild_id)
-                            raise
-                        until = await self._failed(candidate, exc)
-                        log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
-                        last = exc
-                        if time.monotonic() >= deadline:
-                            passed = DeadlinePassed(round(allowance))
-                            passed.relay_name = name  # type: ignore[attr-defined]
-                            raise passed from None
-                        continue
-                    except NoImage as exc:
-                        self.breaker.answered(guild_id)  # the relay answered; the model refused
-                        exc.relay_name = name  # type: ignore[attr-defined]
-                        raise
-                    except RelayError as exc:
-                        exc.relay_name = name  # type: ignore[attr-defined]
-                        raise
-                    in_flight = None
-                    self.breaker.answered(guild_id)
-                    await self._succeeded(candidate)
-                    return result, name
+                    result = await self._attempt(call, candidate, request)
+                    if result is not None:
+                        return result, candidate.config.name
         except TimeoutError:
             if not scope.expired():
                 raise
-            # The deadline cancelled the attempt in flight (its connection is closed by now).
-            passed = DeadlinePassed(round(allowance))
-            if in_flight is not None:
-                passed.relay_name = in_flight.config.name  # type: ignore[attr-defined]
-                self.breaker.timed_out(guild_id)
-                await self._failed(in_flight, passed)
-            elif last is not None:
-                passed.relay_name = getattr(last, "relay_name", None)  # type: ignore[attr-defined]
-            raise passed from None
+            raise await self._deadline_passed(call) from None
         finally:
             self.breaker.released(guild_id)
-        assert last is not None
-        raise last
+        assert call.last is not None
+        raise call.last
+
+    async def _attempt(self, call: _Call, candidate: _Candidate, request: GenerationRequest) -> GenerationResult | None:
+        """One relay's try: its picture, or ``None`` after a failure worth failing over (the
+        relay is rested); anything else is raised with ``relay_name`` set."""
+        name = candidate.config.name
+        call.in_flight = candidate
+        try:
+            result = await self.client.generate(candidate.config, request, deadline=call.deadline)
+        except RelayFailed as exc:
+            call.in_flight = None
+            exc.relay_name = name  # type: ignore[attr-defined]
+            if isinstance(exc, RelayTimeout):
+                call.timeouts += 1
+                self.breaker.timed_out(call.guild_id)
+            elif not exc.retryable:
+                self.breaker.answered(call.guild_id)
+                raise
+            until = await self._failed(candidate, exc)
+            log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
+            call.last = exc
+            if time.monotonic() >= call.deadline:
+                passed = DeadlinePassed(round(call.allowance))
+                passed.relay_name = name  # type: ignore[attr-defined]
+                raise passed from None
+            return None
+        except NoImage as exc:
+            self.breaker.answered(call.guild_id)  # the relay answered; the model refused
+            exc.relay_name = name  # type: ignore[attr-defined]
+            raise
+        except RelayError as exc:
+            exc.relay_name = name  # type: ignore[attr-defined]
+            raise
+        call.in_flight = None
+        self.breaker.answered(call.guild_id)
+        await self._succeeded(candidate)
+        return result
+
+    async def _deadline_passed(self, call: _Call) -> DeadlinePassed:
+        """The deadline cancelled the call: the attempt in flight (its connection is closed by
+        now) counts as a timeout of its relay."""
+        passed = DeadlinePassed(round(call.allowance))
+        if call.in_flight is not None:
+            passed.relay_name = call.in_flight.config.name  # type: ignore[attr-defined]
+            self.breaker.timed_out(call.guild_id)
+            await self._failed(call.in_flight, passed)
+        elif call.last is not None:
+            passed.relay_name = getattr(call.last, "relay_name", None)  # type: ignore[attr-defined]
+        return passed
 
     async def probe(self, guild_id: int | None, name: str) -> float:
         """The admin's "test" button: one cheap real call; latency in seconds, or the relay's
