@@ -6,7 +6,7 @@ so the cogs, the services and the job queue ask the same question and get the sa
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 # Who may continue a result's thread (write in it to edit the picture, or branch with a reply).
 THREAD_MODES = ("requester", "anyone")
@@ -66,3 +66,17 @@ def may_continue_thread(thread_mode: str, user_id: int, owner_id: int) -> bool:
     """Whether ``user_id`` may continue the thread of a conversation ``owner_id`` started:
     the requester always; anyone else only when the server's thread mode is ``anyone``."""
     return user_id == owner_id or thread_mode == "anyone"
+
+
+def oldest_left_out(costs: Sequence[int], budget: int) -> int:
+    """How many of the oldest exchanges a replayed history leaves out so the rest fit ``budget``
+    (``costs``: each exchange's size, oldest first): the oldest go first, whole exchanges only,
+    and the newest always stays — the caller decides what to do when it alone is too big."""
+    if not costs:
+        return 0
+    start = len(costs) - 1
+    total = costs[start]
+    while start > 0 and total + costs[start - 1] <= budget:
+        start -= 1
+        total += costs[start]
+    return start

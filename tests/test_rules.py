@@ -60,3 +60,11 @@ def test_a_server_only_lowers_the_operators_job_caps() -> None:
     assert rules.job_caps(4, 2, None, None) == (4, 2)
     assert rules.job_caps(4, 2, 1, 5) == (1, 2)  # 5 per member cannot raise the operator's 2
     assert rules.job_caps(4, 2, 0, 0) == (1, 1)  # at least one job always runs
+
+
+def test_a_replayed_history_leaves_out_the_oldest_exchanges_first() -> None:
+    assert rules.oldest_left_out([], 10) == 0
+    assert rules.oldest_left_out([3, 3, 3], 10) == 0  # all fit
+    assert rules.oldest_left_out([5, 3, 3], 10) == 1  # the oldest goes
+    assert rules.oldest_left_out([1, 9, 3], 10) == 2  # whole exchanges: not the 1 behind the 9
+    assert rules.oldest_left_out([1, 1, 50], 10) == 2  # the newest always stays, even alone too big

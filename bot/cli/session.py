@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import rules
 from ..relay.catalogue import resolve_model
 from ..relay.client import HISTORY_BUDGET, approx_json_size
 from ..relay.gemini import history_image, materialize
@@ -45,13 +46,16 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def trim(turns: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
-    """The most recent whole exchanges that fit ``budget`` bytes (oldest dropped first).
+    """The most recent whole exchanges that fit ``budget`` bytes (oldest dropped first), or none.
 
     Whole user+model pairs only: a history must start with a user turn, and a model turn
     must travel with its thought signatures exactly as received."""
-    kept = list(turns)
-    while kept and approx_json_size(kept) > budget:
-        kept = kept[2:]
+    pairs = [turns[i : i + 2] for i in range(0, len(turns), 2)]
+    # As approx_json_size counts a list: 2 for the brackets, each item and its comma.
+    costs = [sum(approx_json_size(turn) + 1 for turn in pair) for pair in pairs]
+    if not pairs or 2 + costs[-1] > budget:
+        return []
+    kept = [turn for pair in pairs[rules.oldest_left_out(costs, budget - 2) :] for turn in pair]
     while kept and kept[0].get("role") != "user":
         kept = kept[1:]
     return kept

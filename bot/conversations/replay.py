@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import rules
 from bot.image_store import ImageInfo, ImagePruned, ImageStore
 from bot.relay.client import HISTORY_BUDGET
 from bot.relay.gemini import b64_text
@@ -96,20 +97,14 @@ def _count(p: _Pair, infos: dict[str, ImageInfo]) -> None:
 
 
 def _fitting_start(pairs: list[_Pair], budget_bytes: int) -> tuple[int, bool]:
-    """The first pair of the longest suffix that fits and whose images all still exist (that is
-    "drop the oldest first", never mid-pair since pairs are the unit), and whether a pair was
-    left out because its images were pruned."""
-    start = len(pairs) - 1
-    total = pairs[start].cost
-    while start > 0:
-        prev = pairs[start - 1]
-        if not prev.available:
-            return start, True
-        if total + prev.cost > budget_bytes:
-            break
-        total += prev.cost
-        start -= 1
-    return start, False
+    """The first pair of the longest suffix that fits and whose images all still exist (never
+    mid-pair, since pairs are the unit), and whether a pair was left out because its images
+    were pruned."""
+    first = len(pairs) - 1
+    while first > 0 and pairs[first - 1].available:
+        first -= 1
+    start = first + rules.oldest_left_out([p.cost for p in pairs[first:]], budget_bytes)
+    return start, first > 0 and start == first
 
 
 async def _hydrate_newest_first(
