@@ -25,7 +25,7 @@ import aiosqlite
 
 from . import pricing, rules
 from .quota import QuotaRules, transaction
-from .relay.catalogue import DEFAULT_MODEL, MODELS, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
+from .relay.catalogue import DEFAULT_MODEL, MODELS, ModelSpec, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
 from .relay.types import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,21 @@ class ConfigError(Exception):
         super().__init__(message)
         self.key = key
         self.params = params
+
+
+def _checked(check: Callable[[ModelSpec, str], str | None], spec: ModelSpec, value: str, what: str, allowed: Iterable[str]) -> str | None:
+    """``value`` as the model spells it (``check`` is catalogue.checked_ratio/_size), or the
+    admin's ConfigError naming what the model does take."""
+    try:
+        return check(spec, value)
+    except InvalidRequest:
+        raise ConfigError(
+            f"{spec.id} does not take {what} {value}",
+            key=f"admin.config.bad_{what}",
+            model=spec.id,
+            value=value,
+            allowed=", ".join(allowed) or "-",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -84,30 +99,12 @@ class GuildSettings:
             raise ConfigError(str(exc), key="admin.config.unknown_model", model=model or "") from None
         canonical_ratio = self.default_ratio if ratio is None else None
         if ratio:
-            try:
-                canonical_ratio = checked_ratio(spec, ratio)
-            except InvalidRequest:
-                raise ConfigError(
-                    f"{spec.id} does not take ratio {ratio}",
-                    key="admin.config.bad_ratio",
-                    model=spec.id,
-                    value=ratio,
-                    allowed=", ".join(spec.aspect_ratios),
-                ) from None
+            canonical_ratio = _checked(checked_ratio, spec, ratio, "ratio", spec.aspect_ratios)
         if canonical_ratio and canonical_ratio not in spec.aspect_ratios:
             canonical_ratio = None  # the old default does not fit the new model
         canonical = self.default_size if size is None else None
         if size:
-            try:
-                canonical = checked_size(spec, size)
-            except InvalidRequest:
-                raise ConfigError(
-                    f"{spec.id} does not take size {size}",
-                    key="admin.config.bad_size",
-                    model=spec.id,
-                    value=size,
-                    allowed=", ".join(spec.sizes) or "-",
-                ) from None
+            canonical = _checked(checked_size, spec, size, "size", spec.sizes)
         if canonical and canonical not in spec.sizes:
             canonical = None
         if self.allowed_models and spec.id not in self.allowed_models:
