@@ -40,15 +40,15 @@ class ConfigError(Exception):
         self.params = params
 
 
-def _checked(check: Callable[[ModelSpec, str], str | None], spec: ModelSpec, value: str, what: str, allowed: Iterable[str]) -> str | None:
+def _checked(check: Callable[[ModelSpec, str], str | None], spec: ModelSpec, value: str, key: str, allowed: Iterable[str]) -> str | None:
     """``value`` as the model spells it (``check`` is catalogue.checked_ratio/_size), or the
     admin's ConfigError naming what the model does take."""
     try:
         return check(spec, value)
     except InvalidRequest:
         raise ConfigError(
-            f"{spec.id} does not take {what} {value}",
-            key=f"admin.config.bad_{what}",
+            f"{spec.id} does not take {value}",
+            key=key,
             model=spec.id,
             value=value,
             allowed=", ".join(allowed) or "-",
@@ -99,12 +99,12 @@ class GuildSettings:
             raise ConfigError(str(exc), key="admin.config.unknown_model", model=model or "") from None
         canonical_ratio = self.default_ratio if ratio is None else None
         if ratio:
-            canonical_ratio = _checked(checked_ratio, spec, ratio, "ratio", spec.aspect_ratios)
+            canonical_ratio = _checked(checked_ratio, spec, ratio, "admin.config.bad_ratio", spec.aspect_ratios)
         if canonical_ratio and canonical_ratio not in spec.aspect_ratios:
             canonical_ratio = None  # the old default does not fit the new model
         canonical = self.default_size if size is None else None
         if size:
-            canonical = _checked(checked_size, spec, size, "size", spec.sizes)
+            canonical = _checked(checked_size, spec, size, "admin.config.bad_size", spec.sizes)
         if canonical and canonical not in spec.sizes:
             canonical = None
         if self.allowed_models and spec.id not in self.allowed_models:
