@@ -40,6 +40,14 @@ class ConfigError(Exception):
         self.params = params
 
 
+def _known_model(name: str) -> ModelSpec:
+    """The catalogue's model by any of its names, or the admin's ConfigError."""
+    try:
+        return resolve_model(name)
+    except InvalidRequest:
+        raise ConfigError(f"unknown model {name}", key="admin.config.unknown_model", model=name) from None
+
+
 def _checked(check: Callable[[ModelSpec, str], str | None], spec: ModelSpec, value: str, key: str, allowed: Iterable[str]) -> str | None:
     """``value`` as the model spells it (``check`` is catalogue.checked_ratio/_size), or the
     admin's ConfigError naming what the model does take."""
@@ -114,10 +122,7 @@ class GuildSettings:
     def with_allowed_models(self, models: Iterable[str]) -> GuildSettings:
         ids: list[str] = []
         for name in models:
-            try:
-                spec = resolve_model(name)
-            except InvalidRequest:
-                raise ConfigError(f"unknown model {name}", key="admin.config.unknown_model", model=name) from None
+            spec = _known_model(name)
             if spec.id not in ids:
                 ids.append(spec.id)
         if ids and self.default_model not in ids:
@@ -127,10 +132,7 @@ class GuildSettings:
 
     def with_cost(self, model: str, size: str | None, credits: int | None) -> GuildSettings:
         """Set (or with ``None`` reset to the default) the credits for model x size."""
-        try:
-            spec = resolve_model(model)
-        except InvalidRequest:
-            raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
+        spec = _known_model(model)
         canonical = pricing.canonical_size(spec.id, size)
         if size and spec.sizes and normalize_size(size) not in spec.sizes:
             raise ConfigError(
@@ -146,10 +148,7 @@ class GuildSettings:
         return dataclasses.replace(self, costs=costs)
 
     def with_price(self, model: str, size: str | None, usd: float | None) -> GuildSettings:
-        try:
-            spec = resolve_model(model)
-        except InvalidRequest:
-            raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
+        spec = _known_model(model)
         canonical = pricing.canonical_size(spec.id, size)
         prices = dict(self.prices)
         if usd is None:
