@@ -1,12 +1,13 @@
-"""Per-server configuration: typed settings (JSON in ``guild_settings.data``) and relays.
+"""Per-server settings: typed (JSON in ``guild_settings.data``), validated, cached.
 
 - :class:`GuildSettings` — defaults (model, ratio, size), allowed models, channels and roles,
   threads, quota rules and credit costs, estimated prices, concurrency caps, locale.
   Unknown or malformed fields in stored JSON fall back to defaults, so an old row never
   breaks start-up; setters validate and raise :class:`ConfigError` with a translation key.
 - :class:`GuildConfigStore` — load (cached) and save settings.
-- :class:`RelayStore` — a server's relays in failover order, keys encrypted with the
-  :class:`~bot.secrets.Keyring`, and their health (consecutive failures -> rest period).
+
+What a picture costs is bot.pricing; who may do what is bot.rules; a server's relays are
+bot.relays.
 """
 
 from __future__ import annotations
@@ -22,46 +23,12 @@ from typing import Any
 
 import aiosqlite
 
+from . import pricing, rules
 from .quota import QuotaRules, transaction
-from .relay import redact as _redact
-from .relay.catalogue import DEFAULT_MODEL, MODELS, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
-from .relay.types import InvalidRequest, RelayConfig
-from .secrets import Keyring, mask
-from .urlguard import Resolver, check_url
+from .relay.catalogue import DEFAULT_MODEL, MODELS, ModelSpec, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
+from .relay.types import InvalidRequest
 
 log = logging.getLogger(__name__)
-
-DIALECTS = ("gemini", "openai-images", "openai-chat")
-AUTH_STYLES = ("query", "bearer", "x-goog-api-key")
-THREAD_MODES = ("requester", "anyone")
-MAX_RELAYS_PER_GUILD = 10
-MAX_RELAY_NAME = 32
-
-# Credits per image by model x size. Roughly proportional to what the image costs upstream
-# (see DEFAULT_PRICES), rounded so that a plain 1K Flash picture is 1 credit.
-DEFAULT_COSTS: dict[tuple[str, str | None], int] = {
-    ("gemini-2.5-flash-image", None): 1,
-    ("gemini-3.1-flash-image-preview", "512"): 1,
-    ("gemini-3.1-flash-image-preview", "1K"): 1,
-    ("gemini-3.1-flash-image-preview", "2K"): 2,
-    ("gemini-3.1-flash-image-preview", "4K"): 4,
-    ("gemini-3-pro-image-preview", "1K"): 3,
-    ("gemini-3-pro-image-preview", "2K"): 4,
-    ("gemini-3-pro-image-preview", "4K"): 6,
-}
-# Estimated USD per image: Google's list prices for the Gemini API (late 2025/2026). Relays
-# charge their own prices, so each server can override these for its usage report.
-DEFAULT_PRICES: dict[tuple[str, str | None], float] = {
-    ("gemini-2.5-flash-image", None): 0.039,
-    ("gemini-3.1-flash-image-preview", "512"): 0.045,
-    ("gemini-3.1-flash-image-preview", "1K"): 0.067,
-    ("gemini-3.1-flash-image-preview", "2K"): 0.101,
-    ("gemini-3.1-flash-image-preview", "4K"): 0.151,
-    ("gemini-3-pro-image-preview", "1K"): 0.134,
-    ("gemini-3-pro-image-preview", "2K"): 0.134,
-    ("gemini-3-pro-image-preview", "4K"): 0.24,
-}
-_SIZE_FACTOR = {"512": 1, "1K": 1, "2K": 2, "4K": 4}
 
 
 class ConfigError(Exception):
@@ -73,25 +40,27 @@ class ConfigError(Exception):
         self.params = params
 
 
-def _table_key(model: str, size: str | None) -> str:
-    return f"{model}|{size or '-'}"
+def _known_model(name: str) -> ModelSpec:
+    """The catalogue's model by any of its names, or the admin's ConfigError."""
+    try:
+        return resolve_model(name)
+    except InvalidRequest:
+        raise ConfigError(f"unknown model {name}", key="admin.config.unknown_model", model=name) from None
 
 
-def _parse_table_key(key: str) -> tuple[str, str | None]:
-    model, _, size = key.partition("|")
-    return model, (None if size in ("", "-") else size)
-
-
-def canonical_size(model: str, size: str | None) -> str | None:
-    """The size a request for ``model`` really gets: its default when none is given."""
-    spec = MODELS.get(model)
-    if spec is None:
-        return normalize_size(size) if size else None
-    if not spec.sizes:
-        return None
-    if size:
-        return normalize_size(size) or spec.default_size
-    return spec.default_size
+def _checked(check: Callable[[ModelSpec, str], str | None], spec: ModelSpec, value: str, key: str, allowed: Iterable[str]) -> str | None:
+    """``value`` as the model spells it (``check`` is catalogue.checked_ratio/_size), or the
+    admin's ConfigError naming what the model does take."""
+    try:
+        return check(spec, value)
+    except InvalidRequest:
+        raise ConfigError(
+            f"{spec.id} does not take {value}",
+            key=key,
+            model=spec.id,
+            value=value,
+            allowed=", ".join(allowed) or "-",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -115,45 +84,19 @@ class GuildSettings:
     # --- questions the bot asks ----------------------------------------------------------
 
     def cost(self, model: str, size: str | None) -> int:
-        """Credits one image of ``model`` at ``size`` costs in this server."""
-        size = canonical_size(model, size)
-        key = _table_key(model, size)
-        if key in self.costs:
-            return int(self.costs[key])
-        if (model, size) in DEFAULT_COSTS:
-            return DEFAULT_COSTS[(model, size)]
-        return _SIZE_FACTOR.get(size or "1K", 1)
+        """Credits one image of ``model`` at ``size`` costs in this server (bot.pricing)."""
+        return pricing.credits(self.costs, model, size)
 
     def price(self, model: str, size: str | None) -> float:
-        """Estimated USD one image costs upstream."""
-        size = canonical_size(model, size)
-        key = _table_key(model, size)
-        if key in self.prices:
-            return float(self.prices[key])
-        return DEFAULT_PRICES.get((model, size), 0.0)
+        """Estimated USD one image costs upstream (bot.pricing)."""
+        return pricing.price(self.prices, model, size)
 
     def cost_table(self) -> dict[tuple[str, str | None], int]:
         """Every model x size and its credits, for the admin view."""
-        out: dict[tuple[str, str | None], int] = {}
-        for spec in MODELS.values():
-            for size in spec.sizes or (None,):
-                out[(spec.id, size)] = self.cost(spec.id, size)
-        return out
-
-    def model_allowed(self, model: str) -> bool:
-        return not self.allowed_models or model in self.allowed_models
-
-    def channel_allowed(self, channel_id: int, parent_id: int | None = None) -> bool:
-        """A thread counts as its parent channel."""
-        if not self.allowed_channels:
-            return True
-        return channel_id in self.allowed_channels or (parent_id is not None and parent_id in self.allowed_channels)
-
-    def member_allowed(self, role_ids: Iterable[int]) -> bool:
-        return not self.allowed_roles or bool(self.allowed_roles.intersection(role_ids))
+        return pricing.cost_table(self.costs)
 
     def may_continue_thread(self, user_id: int, owner_id: int) -> bool:
-        return self.thread_mode == "anyone" or user_id == owner_id
+        return rules.may_continue_thread(self.thread_mode, user_id, owner_id)
 
     # --- validated changes (each returns a new object) ------------------------------------
 
@@ -164,30 +107,12 @@ class GuildSettings:
             raise ConfigError(str(exc), key="admin.config.unknown_model", model=model or "") from None
         canonical_ratio = self.default_ratio if ratio is None else None
         if ratio:
-            try:
-                canonical_ratio = checked_ratio(spec, ratio)
-            except InvalidRequest:
-                raise ConfigError(
-                    f"{spec.id} does not take ratio {ratio}",
-                    key="admin.config.bad_ratio",
-                    model=spec.id,
-                    value=ratio,
-                    allowed=", ".join(spec.aspect_ratios),
-                ) from None
+            canonical_ratio = _checked(checked_ratio, spec, ratio, "admin.config.bad_ratio", spec.aspect_ratios)
         if canonical_ratio and canonical_ratio not in spec.aspect_ratios:
             canonical_ratio = None  # the old default does not fit the new model
         canonical = self.default_size if size is None else None
         if size:
-            try:
-                canonical = checked_size(spec, size)
-            except InvalidRequest:
-                raise ConfigError(
-                    f"{spec.id} does not take size {size}",
-                    key="admin.config.bad_size",
-                    model=spec.id,
-                    value=size,
-                    allowed=", ".join(spec.sizes) or "-",
-                ) from None
+            canonical = _checked(checked_size, spec, size, "admin.config.bad_size", spec.sizes)
         if canonical and canonical not in spec.sizes:
             canonical = None
         if self.allowed_models and spec.id not in self.allowed_models:
@@ -197,10 +122,7 @@ class GuildSettings:
     def with_allowed_models(self, models: Iterable[str]) -> GuildSettings:
         ids: list[str] = []
         for name in models:
-            try:
-                spec = resolve_model(name)
-            except InvalidRequest:
-                raise ConfigError(f"unknown model {name}", key="admin.config.unknown_model", model=name) from None
+            spec = _known_model(name)
             if spec.id not in ids:
                 ids.append(spec.id)
         if ids and self.default_model not in ids:
@@ -210,11 +132,8 @@ class GuildSettings:
 
     def with_cost(self, model: str, size: str | None, credits: int | None) -> GuildSettings:
         """Set (or with ``None`` reset to the default) the credits for model x size."""
-        try:
-            spec = resolve_model(model)
-        except InvalidRequest:
-            raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
-        canonical = canonical_size(spec.id, size)
+        spec = _known_model(model)
+        canonical = pricing.canonical_size(spec.id, size)
         if size and spec.sizes and normalize_size(size) not in spec.sizes:
             raise ConfigError(
                 f"{spec.id} has no size {size}", key="admin.config.bad_size", model=spec.id, value=size, allowed=", ".join(spec.sizes)
@@ -223,24 +142,21 @@ class GuildSettings:
             raise ConfigError("cost out of range", key="admin.config.bad_cost", value=credits)
         costs = dict(self.costs)
         if credits is None:
-            costs.pop(_table_key(spec.id, canonical), None)
+            costs.pop(pricing.table_key(spec.id, canonical), None)
         else:
-            costs[_table_key(spec.id, canonical)] = credits
+            costs[pricing.table_key(spec.id, canonical)] = credits
         return dataclasses.replace(self, costs=costs)
 
     def with_price(self, model: str, size: str | None, usd: float | None) -> GuildSettings:
-        try:
-            spec = resolve_model(model)
-        except InvalidRequest:
-            raise ConfigError(f"unknown model {model}", key="admin.config.unknown_model", model=model) from None
-        canonical = canonical_size(spec.id, size)
+        spec = _known_model(model)
+        canonical = pricing.canonical_size(spec.id, size)
         prices = dict(self.prices)
         if usd is None:
-            prices.pop(_table_key(spec.id, canonical), None)
+            prices.pop(pricing.table_key(spec.id, canonical), None)
         elif not 0 <= usd <= 100:
             raise ConfigError("price out of range", key="admin.config.bad_price", value=usd)
         else:
-            prices[_table_key(spec.id, canonical)] = float(usd)
+            prices[pricing.table_key(spec.id, canonical)] = float(usd)
         return dataclasses.replace(self, prices=prices)
 
     def with_quota(self, **changes: Any) -> GuildSettings:
@@ -267,7 +183,7 @@ class GuildSettings:
         thread_mode: str | None = None,
         threads: bool | None = None,
     ) -> GuildSettings:
-        if thread_mode is not None and thread_mode not in THREAD_MODES:
+        if thread_mode is not None and thread_mode not in rules.THREAD_MODES:
             raise ConfigError("bad thread mode", key="admin.config.bad_thread_mode", value=thread_mode)
         return dataclasses.replace(
             self,
@@ -336,7 +252,7 @@ class GuildSettings:
         take("allowed_channels", lambda v: frozenset(int(x) for x in v))
         take("allowed_roles", lambda v: frozenset(int(x) for x in v))
         take("threads", bool)
-        take("thread_mode", lambda v: v if v in THREAD_MODES else base.thread_mode)
+        take("thread_mode", lambda v: v if v in rules.THREAD_MODES else base.thread_mode)
         take("max_jobs", optional_int)
         take("max_jobs_per_user", optional_int)
         take("quota", QuotaRules.from_dict)
@@ -384,333 +300,3 @@ class GuildConfigStore:
             new = change(await self.get(guild_id))
             await self.save(guild_id, new)
         return new
-
-
-# --- relays ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RelayInfo:
-    """A relay as admins see it: never the key, only its hint."""
-
-    id: int
-    guild_id: int
-    name: str
-    position: int
-    base_url: str
-    dialect: str
-    auth: str
-    key_hint: str
-    model_aliases: Mapping[str, str]
-    fail_count: int
-    skip_until: float
-    last_error: str
-    last_failure_at: float | None
-    last_success_at: float | None
-
-    def resting(self, now: float) -> bool:
-        return self.skip_until > now
-
-
-@dataclass(frozen=True)
-class RelayEntry:
-    """A relay ready to use: its admin view plus the decrypted config for the relay client."""
-
-    info: RelayInfo
-    config: RelayConfig = field(repr=False)
-
-
-_RELAY_COLUMNS = (
-    "id, guild_id, name, position, base_url, dialect, auth, key_hint, model_aliases,"
-    " fail_count, skip_until, last_error, last_failure_at, last_success_at"
-)
-
-
-def _info(row: Any) -> RelayInfo:
-    values = list(tuple(row))
-    try:
-        aliases = {str(k): str(v) for k, v in json.loads(values[8] or "{}").items()}
-    except (ValueError, AttributeError):
-        aliases = {}
-    values[8] = aliases
-    return RelayInfo(*values)
-
-
-def _stored(key: str) -> str:
-    """A stored relay key, registered for log redaction as it is read (idempotent)."""
-    _redact.register_secret(key)
-    return key
-
-
-def redact(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by its hint (relays echo keys)."""
-    if not secret:
-        return text
-    return text.replace(secret, mask(secret))
-
-
-# Rest period after the n-th consecutive failure: 60 s, 2 min, 4 min... capped at 15 min. One
-# failure is enough to rest a relay: what reaches the pool has already survived the relay
-# client's own retries.
-REST_BASE_S = 60.0
-REST_MAX_S = 900.0
-
-
-def rest_period(fail_count: int) -> float:
-    return min(REST_MAX_S, REST_BASE_S * 2 ** max(0, fail_count - 1))
-
-
-class RelayStore:
-    def __init__(
-        self,
-        db: aiosqlite.Connection,
-        keyring: Keyring,
-        *,
-        allow_private: bool = False,
-        resolver: Resolver | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.db = db
-        self.keyring = keyring
-        self.allow_private = allow_private
-        self.resolver = resolver
-        self.clock = clock
-        # guild id -> whether it has relays, for has_relays() on every command's ack path.
-        # Only add() and remove() change the answer (edit/reorder/health keep the rows), and
-        # one process owns a guild's settings (as GuildConfigStore's cache assumes).
-        self._has: dict[int, bool] = {}
-        self._changes = 0  # bumped by add/remove: a lookup in flight meanwhile is not cached
-
-    def __repr__(self) -> str:
-        return f"RelayStore(allow_private={self.allow_private})"
-
-    # --- validation ---
-
-    async def _check(self, name: str | None, base_url: str | None, dialect: str | None, auth: str | None) -> None:
-        if name is not None and not (0 < len(name.strip()) <= MAX_RELAY_NAME):
-            raise ConfigError("bad relay name", key="admin.relay.bad_name", limit=MAX_RELAY_NAME)
-        if dialect is not None and dialect not in DIALECTS:
-            raise ConfigError("bad dialect", key="admin.relay.bad_dialect", value=dialect, allowed=", ".join(DIALECTS))
-        if auth is not None and auth not in AUTH_STYLES:
-            raise ConfigError("bad auth style", key="admin.relay.bad_auth", value=auth, allowed=", ".join(AUTH_STYLES))
-        if base_url is not None:
-            # UnsafeURL carries its own key (admin.urlguard.*) for the admin's message.
-            await check_url(base_url, allow_private=self.allow_private, resolver=self.resolver)
-
-    @staticmethod
-    def _clean_url(url: str) -> str:
-        return url.strip().rstrip("/")
-
-    # --- admin operations ---
-
-    async def add(
-        self,
-        guild_id: int,
-        *,
-        name: str,
-        base_url: str,
-        api_key: str,
-        dialect: str = "gemini",
-        auth: str = "query",
-        model_aliases: Mapping[str, str] | None = None,
-    ) -> RelayInfo:
-        name, base_url, api_key = name.strip(), self._clean_url(base_url), api_key.strip()
-        if not api_key:
-            raise ConfigError("empty key", key="admin.relay.empty_key")
-        await self._check(name, base_url, dialect, auth)
-        ciphertext = self.keyring.encrypt(api_key)
-        async with transaction(self.db) as db:
-            async with db.execute(
-                "SELECT COUNT(*), COALESCE(MAX(position), -1), SUM(name = ?) FROM relays WHERE guild_id = ?", (name, guild_id)
-            ) as cur:
-                count, last, taken = await cur.fetchone()
-            if taken:
-                raise ConfigError("name taken", key="admin.relay.name_taken", name=name)
-            if count >= MAX_RELAYS_PER_GUILD:
-                raise ConfigError("too many relays", key="admin.relay.too_many", limit=MAX_RELAYS_PER_GUILD)
-            cur = await db.execute(
-                "INSERT INTO relays (guild_id, name, position, base_url, dialect, auth, key_ciphertext, key_hint, model_aliases, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    guild_id,
-                    name,
-                    last + 1,
-                    base_url,
-                    dialect,
-                    auth,
-                    ciphertext,
-                    mask(api_key),
-                    json.dumps(dict(model_aliases or {})),
-                    self.clock(),
-                ),
-            )
-            relay_id = cur.lastrowid
-        self._changes += 1
-        self._has[guild_id] = True
-        _redact.register_secret(api_key)  # stored: from now on log lines mask it
-        info = await self._get_by_id(relay_id)
-        assert info is not None
-        return info
-
-    async def edit(
-        self,
-        guild_id: int,
-        name: str,
-        *,
-        new_name: str | None = None,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        dialect: str | None = None,
-        auth: str | None = None,
-        model_aliases: Mapping[str, str] | None = None,
-    ) -> RelayInfo:
-        """Change a relay; ``None`` (or an empty key) keeps a field as it is. Health is reset,
-        since the admin has presumably fixed what was wrong."""
-        current = await self.get(guild_id, name)
-        if current is None:
-            raise ConfigError("no such relay", key="admin.relay.not_found", name=name)
-        if new_name is not None:
-            new_name = new_name.strip()
-        if base_url is not None:
-            base_url = self._clean_url(base_url)
-        await self._check(new_name, base_url, dialect, auth)
-        fields: dict[str, Any] = {"fail_count": 0, "skip_until": 0, "last_error": ""}
-        if new_name and new_name != current.name:
-            fields["name"] = new_name
-        if base_url:
-            fields["base_url"] = base_url
-        if dialect:
-            fields["dialect"] = dialect
-        if auth:
-            fields["auth"] = auth
-        if model_aliases is not None:
-            fields["model_aliases"] = json.dumps(dict(model_aliases))
-        old_key = ""
-        if api_key and api_key.strip():
-            old_key = await self._key_of(current.id)
-            fields["key_ciphertext"] = self.keyring.encrypt(api_key.strip())
-            fields["key_hint"] = mask(api_key.strip())
-        async with transaction(self.db) as db:
-            if "name" in fields:
-                async with db.execute("SELECT 1 FROM relays WHERE guild_id = ? AND name = ?", (guild_id, fields["name"])) as cur:
-                    if await cur.fetchone():
-                        raise ConfigError("name taken", key="admin.relay.name_taken", name=fields["name"])
-            assignments = ", ".join(f"{column} = ?" for column in fields)
-            await db.execute(f"UPDATE relays SET {assignments} WHERE id = ?", (*fields.values(), current.id))
-        if old_key:  # the replaced key is no longer looked for; the new one is
-            _redact.forget_secret(old_key)
-            _redact.register_secret(api_key)
-        info = await self._get_by_id(current.id)
-        assert info is not None
-        return info
-
-    async def _key_of(self, relay_id: int) -> str:
-        async with self.db.execute("SELECT key_ciphertext FROM relays WHERE id = ?", (relay_id,)) as cur:
-            row = await cur.fetchone()
-        return self.keyring.decrypt(row[0]) if row is not None else ""
-
-    async def remove(self, guild_id: int, name: str) -> bool:
-        current = await self.get(guild_id, name)
-        if current is not None:
-            _redact.forget_secret(await self._key_of(current.id))
-        try:
-            async with transaction(self.db) as db:
-                cur = await db.execute("DELETE FROM relays WHERE guild_id = ? AND name = ?", (guild_id, name))
-                removed = cur.rowcount > 0
-                if removed:
-                    await self._renumber(db, guild_id, [])
-        finally:
-            self._changes += 1
-            self._has.pop(guild_id, None)  # asked again next time (it may have been the last)
-        return removed
-
-    async def reorder(self, guild_id: int, names: list[str]) -> list[RelayInfo]:
-        """Put ``names`` first, in that order; relays not named keep their order after them."""
-        existing = {r.name for r in await self.list(guild_id)}
-        unknown = [n for n in names if n not in existing]
-        if unknown:
-            raise ConfigError("no such relay", key="admin.relay.not_found", name=", ".join(unknown))
-        async with transaction(self.db) as db:
-            await self._renumber(db, guild_id, names)
-        return await self.list(guild_id)
-
-    async def _renumber(self, db: aiosqlite.Connection, guild_id: int, first: list[str]) -> None:
-        async with db.execute("SELECT name FROM relays WHERE guild_id = ? ORDER BY position, id", (guild_id,)) as cur:
-            current = [row[0] for row in await cur.fetchall()]
-        wanted = list(dict.fromkeys(first)) + [n for n in current if n not in first]
-        for position, name in enumerate(wanted):
-            await db.execute("UPDATE relays SET position = ? WHERE guild_id = ? AND name = ?", (position, guild_id, name))
-
-    # --- reading ---
-
-    async def list(self, guild_id: int) -> list[RelayInfo]:
-        async with self.db.execute(f"SELECT {_RELAY_COLUMNS} FROM relays WHERE guild_id = ? ORDER BY position, id", (guild_id,)) as cur:
-            return [_info(row) for row in await cur.fetchall()]
-
-    async def get(self, guild_id: int, name: str) -> RelayInfo | None:
-        async with self.db.execute(f"SELECT {_RELAY_COLUMNS} FROM relays WHERE guild_id = ? AND name = ?", (guild_id, name)) as cur:
-            row = await cur.fetchone()
-        return _info(row) if row else None
-
-    async def _get_by_id(self, relay_id: int) -> RelayInfo | None:
-        async with self.db.execute(f"SELECT {_RELAY_COLUMNS} FROM relays WHERE id = ?", (relay_id,)) as cur:
-            row = await cur.fetchone()
-        return _info(row) if row else None
-
-    async def has_relays(self, guild_id: int | None) -> bool:
-        if guild_id is None:
-            return False
-        cached = self._has.get(guild_id)
-        if cached is not None:
-            return cached
-        changes = self._changes
-        rows = await self.db.execute_fetchall("SELECT 1 FROM relays WHERE guild_id = ? LIMIT 1", (guild_id,))
-        if changes == self._changes:
-            self._has[guild_id] = bool(rows)
-        return bool(rows)
-
-    async def entries(self, guild_id: int) -> list[RelayEntry]:
-        """The guild's relays in failover order with decrypted configs (``trusted=False``)."""
-        async with self.db.execute(
-            f"SELECT {_RELAY_COLUMNS}, key_ciphertext FROM relays WHERE guild_id = ? ORDER BY position, id", (guild_id,)
-        ) as cur:
-            rows = await cur.fetchall()
-        out: list[RelayEntry] = []
-        for row in rows:
-            info = _info(tuple(row)[:-1])
-            config = RelayConfig(
-                base_url=info.base_url,
-                dialect=info.dialect,  # type: ignore[arg-type]
-                auth=info.auth,  # type: ignore[arg-type]
-                api_key=_stored(self.keyring.decrypt(row["key_ciphertext"])),
-                name=info.name,
-                model_aliases=dict(info.model_aliases),
-                trusted=False,
-            )
-            out.append(RelayEntry(info, config))
-        return out
-
-    # --- health ---
-
-    async def record_failure(self, relay_id: int, error: str, *, api_key: str = "") -> float:
-        """Count a failure and rest the relay; returns the time until which it is skipped."""
-        now = self.clock()
-        async with transaction(self.db) as db:
-            async with db.execute("SELECT fail_count FROM relays WHERE id = ?", (relay_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                return 0.0
-            fails = int(row[0]) + 1
-            until = now + rest_period(fails)
-            await db.execute(
-                "UPDATE relays SET fail_count = ?, skip_until = ?, last_error = ?, last_failure_at = ? WHERE id = ?",
-                (fails, until, _redact.cut(redact(error, api_key), 300, [api_key]), now, relay_id),
-            )
-        return until
-
-    async def record_success(self, relay_id: int) -> None:
-        async with transaction(self.db) as db:
-            await db.execute(
-                "UPDATE relays SET fail_count = 0, skip_until = 0, last_success_at = ? WHERE id = ?",
-                (self.clock(), relay_id),
-            )

@@ -6,6 +6,11 @@ so the cogs, the services and the job queue ask the same question and get the sa
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
+
+# Who may continue a result's thread (write in it to edit the picture, or branch with a reply).
+THREAD_MODES = ("requester", "anyone")
+
 
 def job_caps(operator_per_guild: int, operator_per_user: int, guild_max: int | None, guild_max_per_user: int | None) -> tuple[int, int]:
     """How many jobs may run at once for one server and for one member of it.
@@ -15,3 +20,63 @@ def job_caps(operator_per_guild: int, operator_per_user: int, guild_max: int | N
     per_guild = operator_per_guild if guild_max is None else min(operator_per_guild, guild_max)
     per_user = operator_per_user if guild_max_per_user is None else min(operator_per_user, guild_max_per_user)
     return max(1, per_guild), max(1, per_user)
+
+
+# --- access: an empty allow-list means "no restriction" -------------------------------------------
+
+
+def channel_allowed(allowed_channels: Collection[int], channel_id: int, parent_id: int | None = None) -> bool:
+    """A thread counts as its parent channel, so allowing a channel allows its threads."""
+    if not allowed_channels:
+        return True
+    return channel_id in allowed_channels or (parent_id is not None and parent_id in allowed_channels)
+
+
+def member_allowed(allowed_roles: Collection[int], role_ids: Iterable[int]) -> bool:
+    return not allowed_roles or any(role in allowed_roles for role in role_ids)
+
+
+def model_allowed(allowed_models: Collection[str], model: str) -> bool:
+    return not allowed_models or model in allowed_models
+
+
+def access_refusal(
+    *,
+    allowed_channels: Collection[int],
+    allowed_roles: Collection[int],
+    allowed_models: Collection[str],
+    channel_id: int | None,
+    parent_id: int | None,
+    role_ids: Iterable[int],
+    model: str,
+) -> str | None:
+    """Why a member may not start a job here (``access.channel`` / ``.role`` / ``.model``), or
+    ``None`` when they may. Checked in that order: the first refusal is the one the member sees.
+    ``channel_id`` is ``None`` outside a channel (the CLI, a test), where channels do not apply."""
+    if channel_id is not None and not channel_allowed(allowed_channels, channel_id, parent_id):
+        return "access.channel"
+    if not member_allowed(allowed_roles, role_ids):
+        return "access.role"
+    if not model_allowed(allowed_models, model):
+        return "access.model"
+    return None
+
+
+def may_continue_thread(thread_mode: str, user_id: int, owner_id: int) -> bool:
+    """Whether ``user_id`` may continue the thread of a conversation ``owner_id`` started:
+    the requester always; anyone else only when the server's thread mode is ``anyone``."""
+    return user_id == owner_id or thread_mode == "anyone"
+
+
+def oldest_left_out(costs: Sequence[int], budget: int) -> int:
+    """How many of the oldest exchanges a replayed history leaves out so the rest fit ``budget``
+    (``costs``: each exchange's size, oldest first): the oldest go first, whole exchanges only,
+    and the newest always stays — the caller decides what to do when it alone is too big."""
+    if not costs:
+        return 0
+    start = len(costs) - 1
+    total = costs[start]
+    while start > 0 and total + costs[start - 1] <= budget:
+        start -= 1
+        total += costs[start]
+    return start

@@ -12,15 +12,14 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import aiosqlite
 import httpx
 
-from . import fonts, store
+from . import fonts, pricing, rules, store
 from .conversations import Conversations
 from .gallery import Gallery
-from .guild_config import GuildConfigStore, GuildSettings, RelayStore, canonical_size
+from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore
 from .imaging import intake
 from .jobs import Job, JobQueue, NewJob
@@ -29,7 +28,8 @@ from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayError
-from .relay_pool import NoRelay, RelayPool
+from .relays.pool import NoRelay, RelayPool
+from .relays.store import RelayStore
 from .secrets import load_keyring
 from .settings import Settings
 from .studio import JobRequest, Studio
@@ -48,13 +48,23 @@ class AccessDenied(RelayError):
     exit_code = 2
 
 
+# The log text of each refusal bot.rules.access_refusal names (members see the translation).
+_REFUSED = {"access.channel": "not in this channel", "access.role": "role not allowed", "access.model": "model not allowed"}
+
+
 @dataclass(frozen=True)
 class Defaults:
     model: str
     aspect_ratio: str | None
     size: str | None
     threads: bool
+    thread_mode: str
+    # Kept while cogs/conversation.py reads it; may_continue() is the rule.
     thread_anyone: bool
+
+    def may_continue(self, user_id: int, owner_id: int) -> bool:
+        """Whether this member may continue a thread ``owner_id`` started (bot.rules)."""
+        return rules.may_continue_thread(self.thread_mode, user_id, owner_id)
 
 
 async def _not_ready(job: Job) -> None:
@@ -187,6 +197,7 @@ class Services:
             aspect_ratio=g.default_ratio,
             size=g.default_size,
             threads=g.threads,
+            thread_mode=g.thread_mode,
             thread_anyone=g.thread_mode == "anyone",
         )
 
@@ -201,13 +212,17 @@ class Services:
         parent_channel_id: int | None = None,
     ) -> None:
         g = await self.guild(guild_id)
-        roles = list(role_ids)
-        if channel_id is not None and not g.channel_allowed(channel_id, parent_channel_id):
-            raise AccessDenied("not in this channel", key="access.channel")
-        if not g.member_allowed(roles):
-            raise AccessDenied("role not allowed", key="access.role")
-        if not g.model_allowed(model):
-            raise AccessDenied("model not allowed", key="access.model", model=model, allowed=", ".join(g.allowed_models))
+        refusal = rules.access_refusal(
+            allowed_channels=g.allowed_channels,
+            allowed_roles=g.allowed_roles,
+            allowed_models=g.allowed_models,
+            channel_id=channel_id,
+            parent_id=parent_channel_id,
+            role_ids=role_ids,
+            model=model,
+        )
+        if refusal is not None:
+            raise AccessDenied(_REFUSED[refusal], key=refusal, model=model, allowed=", ".join(g.allowed_models))
         if await self.pool.uses_default(guild_id) and (self.pool.default_relay() is None or not self.settings.share_default_relay):
             # Said now, not after the member has waited in the queue for a job that cannot run.
             raise NoRelay("this server has no relay configured")
@@ -215,29 +230,22 @@ class Services:
     async def quota_rules(self, guild_id: int | None, g: GuildSettings | None = None) -> QuotaRules:
         """The server's rules, tightened by the operator's limits while it uses the shared relay."""
         rules = (g or await self.guild(guild_id)).quota
-        s = self.settings
-        if (s.shared_user_daily, s.shared_guild_daily, s.shared_guild_monthly) == (None, None, None):
-            return rules
         if not await self.pool.uses_default(guild_id):
             return rules
-        return dataclasses.replace(
-            rules,
-            user_daily=_tighter(rules.user_daily, s.shared_user_daily),
-            guild_daily=_tighter(rules.guild_daily, s.shared_guild_daily),
-            guild_monthly=_tighter(rules.guild_monthly, s.shared_guild_monthly),
-            # The operator's per-member cap is the operator's: a server role cannot lift it.
-            exempt_roles=frozenset() if s.shared_user_daily is not None else rules.exempt_roles,
+        s = self.settings
+        return pricing.shared_relay_rules(
+            rules, user_daily=s.shared_user_daily, guild_daily=s.shared_guild_daily, guild_monthly=s.shared_guild_monthly
         )
 
-    async def precheck_quota(self, guild_id: int | None, user_id: int, role_ids: Iterable[int], model: str, size: str | None) -> None:
+    async def charge(self, guild_id: int | None, model: str, size: str | None) -> tuple[int, QuotaRules]:
+        """What one picture costs this server (credits) and the quota rules it is checked against:
+        asked once here, for the early check and for the job the queue is given."""
         g = await self.guild(guild_id)
-        await self.quota.check(
-            guild_id=guild_id,
-            user_id=user_id,
-            credits=g.cost(model, canonical_size(model, size)),
-            rules=await self.quota_rules(guild_id, g),
-            role_ids=list(role_ids),
-        )
+        return pricing.credits(g.costs, model, size), await self.quota_rules(guild_id, g)
+
+    async def precheck_quota(self, guild_id: int | None, user_id: int, role_ids: Iterable[int], model: str, size: str | None) -> None:
+        credits, quota_rules = await self.charge(guild_id, model, size)
+        await self.quota.check(guild_id=guild_id, user_id=user_id, credits=credits, rules=quota_rules, role_ids=list(role_ids))
 
     async def identify_image(self, data: bytes, label: str = "") -> InputImage:
         """Sniff, convert and vet an input picture off the event loop, a bounded number at once
@@ -257,6 +265,7 @@ class Services:
         display_prompt: str | None = None,
     ) -> Job:
         req = dataclasses.replace(req, progress_message_id=progress_message_id, display_prompt=display_prompt or req.display_prompt)
+        credits, quota_rules = await self.charge(guild_id, req.model, req.size)
         job = await self.jobs.submit(
             NewJob(
                 user_id=user_id,
@@ -264,15 +273,15 @@ class Services:
                 channel_id=channel_id,
                 request=req.to_json(),
                 model=req.model,
-                size=canonical_size(req.model, req.size),
+                size=pricing.canonical_size(req.model, req.size),
                 kind=kind,
                 locale=req.locale,
                 conversation_id=req.conversation_id,
                 parent_turn_id=req.parent_turn_id,
             ),
             role_ids=list(role_ids),
-            credits=(await self.guild(guild_id)).cost(req.model, canonical_size(req.model, req.size)),
-            rules=await self.quota_rules(guild_id),
+            credits=credits,
+            rules=quota_rules,
         )
         if progress_message_id:
             await self.jobs.update(job.id, progress_message_id=progress_message_id)
@@ -300,9 +309,5 @@ class Services:
         await self.jobs.update(job.id, result_turn_id=turn_id, result_message_id=message_id, relay_name=relay_name, latency_ms=latency_ms)
 
 
-def _tighter(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def progress_message_id(job: Any) -> int | None:
+def progress_message_id(job: Job) -> int | None:
     return job.progress_message_id or (job.request or {}).get("progress_message_id")

@@ -131,6 +131,18 @@ class Studio:
             )
         )
 
+    async def _replayable(self, parent: Turn) -> list[dict[str, Any]]:
+        """The history to send for an edit of ``parent``'s picture, within the budget, or none.
+        ImagePruned (translated) propagates: the user hears that turn's pictures expired."""
+        history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget))
+        if approx_json_size(history) <= self.history_budget:
+            return history
+        # The chosen turn alone is too big (a 4K picture is ~35 MB as JSON): drop the unsigned
+        # drafts first, then replay no history at all and send the picture as an input instead,
+        # which the client shrinks to fit the body budget.
+        history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget, include_thoughts=False))
+        return history if approx_json_size(history) <= self.history_budget else []
+
     async def generate(
         self, *, guild_id: int | None, channel_id: int, user_id: int, req: JobRequest, job_id: int | None = None
     ) -> Generated:
@@ -141,15 +153,7 @@ class Studio:
             parent = await self.conversations.get_turn(req.parent_turn_id)
             if parent is None:
                 raise InvalidRequest("that picture is no longer known", key="conversation.unknown_turn")
-            # ImagePruned (translated) propagates: the user hears that turn's pictures expired.
-            history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget))
-            if approx_json_size(history) > self.history_budget:
-                # The chosen turn alone is too big (a 4K picture is ~35 MB as JSON): drop the
-                # unsigned drafts first, then replay no history at all and send the picture as
-                # an input instead, which the client shrinks to fit the body budget.
-                history = list(await self.conversations.history(parent.id, budget_bytes=self.history_budget, include_thoughts=False))
-                if approx_json_size(history) > self.history_budget:
-                    history = []
+            history = await self._replayable(parent)
             if not history:
                 # Nothing replayable (e.g. trimmed away): fall back to "latest image + instruction".
                 data, mime = await self.conversations.latest_image(parent.id)

@@ -41,11 +41,13 @@ from discord import app_commands, ui
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.guild_config import MAX_RELAYS_PER_GUILD, ConfigError, GuildSettings, RelayInfo, canonical_size
+from bot.guild_config import ConfigError, GuildSettings
 from bot.i18n import normalize_locale, t
+from bot.pricing import canonical_size
 from bot.relay.catalogue import BASE_RATIOS, EXTREME_RATIOS, MODELS, display_size, resolve_model
 from bot.relay.redact import redact
 from bot.relay.types import InvalidRequest, RelayFailed
+from bot.relays.store import MAX_RELAYS_PER_GUILD, RelayInfo
 from bot.usage import PERIODS, period_bounds, render_chart_async, summary_text, usage_report
 from cogs import render
 from cogs.imagine import is_user_facing

@@ -13,8 +13,8 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.guild_config import canonical_size
 from bot.i18n import normalize_locale, t
+from bot.pricing import canonical_size
 from bot.quota import QuotaStatus
 from bot.relay.catalogue import display_size
 from cogs import render

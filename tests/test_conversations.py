@@ -187,9 +187,12 @@ async def test_messages_and_threads_lead_back_to_their_turns(env: Conversations)
     assert (await env.turn_by_message(5002)).id == t2.id  # type: ignore[union-attr]
     assert await env.turn_by_message(5003) is None
 
-    conversation = await env.conversation_by_thread(THREAD)
-    assert conversation is not None and conversation.id == cid and conversation.owner_id == OWNER
-    assert await env.conversation_by_thread(THREAD + 1) is None
+    # The thread leads to its conversation (as a message in it does) and to its owner.
+    latest = await env.latest_turn(THREAD)
+    assert latest is not None and latest.conversation_id == cid
+    conversation = await env.get_conversation(latest.conversation_id)
+    assert conversation is not None and conversation.thread_id == THREAD and conversation.owner_id == OWNER
+    assert await env.latest_turn(THREAD + 1) is None
     assert (await env.get_turn(t2.id)).parent_id == t1.id  # type: ignore[union-attr]
     assert await env.get_turn(t2.id + 100) is None
 

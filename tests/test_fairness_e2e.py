@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from bot.relay_pool import job_deadline
+from bot.relays.pool import job_deadline
 from tests import e2e
 from tests.doubles.discord_double import DiscordDouble
 from tests.doubles.relay_double import Behaviour, RelayDouble

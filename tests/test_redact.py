@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot import store
-from bot.guild_config import RelayStore
 from bot.relay import redact as R
 from bot.relay.client import RelayClient
 from bot.relay.types import GenerationRequest, NoImage, RelayConfig, RelayFailed
+from bot.relays.store import RelayStore
 from bot.secrets import load_keyring
 from tests.doubles.relay_double import Behaviour, RelayDouble
 

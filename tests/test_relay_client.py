@@ -1212,7 +1212,7 @@ def test_every_error_key_has_english_and_chinese_text() -> None:
 
     root = Path(__file__).resolve().parent.parent / "bot"
     used = set()
-    for path in list((root / "relay").glob("*.py")) + [root / "cli.py"]:
+    for path in list((root / "relay").glob("*.py")) + list((root / "cli").glob("*.py")):
         used |= set(re.findall(r'key="((?:invalid|error)\.[a-z_.]+)"', path.read_text()))
     used |= {f"error.no_image.{r}" for r in ("blocked", "safety", "recitation", "no_image", "text_only")}
     used |= {"error.relay", "error.invalid", "error.no_image", "error.relay_failed", "error.relay_answer"}

@@ -10,10 +10,11 @@ import aiosqlite
 import pytest
 
 from bot import store
-from bot.guild_config import ConfigError, RelayStore
+from bot.guild_config import ConfigError
 from bot.relay.client import RelayClient
 from bot.relay.types import GenerationRequest, NoImage, RelayFailed, RelayTimeout
-from bot.relay_pool import NoRelay, RelayPool
+from bot.relays.pool import NoRelay, RelayPool
+from bot.relays.store import RelayStore
 from bot.secrets import load_keyring
 from bot.settings import DefaultRelay, Settings
 from bot.urlguard import UnsafeURL, make_guard
@@ -268,8 +269,8 @@ async def test_add_edit_reorder_remove(db: aiosqlite.Connection, data_dir: Path)
 
 # --- one deadline per job, failover after a timeout, the per-server breaker ------------------
 
-from bot.relay_pool import DeadlinePassed, job_deadline  # noqa: E402
-from bot.server_breaker import ServerResting  # noqa: E402
+from bot.relays.breaker import ServerResting  # noqa: E402
+from bot.relays.pool import DeadlinePassed, job_deadline  # noqa: E402
 
 
 async def black_holes(db: aiosqlite.Connection, data_dir: Path, holes: list[RelayDouble], clock: Clock, guild: int = GUILD) -> RelayStore:

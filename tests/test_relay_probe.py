@@ -14,13 +14,14 @@ import aiosqlite
 import pytest
 
 from bot import store
-from bot.guild_config import ConfigError, RelayStore
+from bot.guild_config import ConfigError
 from bot.i18n import t
 from bot.relay.client import RelayClient
 from bot.relay.model_names import map_models
 from bot.relay.probe import probe_relay, store_probed
 from bot.relay.probe_result import OUTCOME_KEYS
 from bot.relay.types import GenerationRequest
+from bot.relays.store import RelayStore
 from bot.secrets import load_keyring
 from bot.urlguard import make_guard
 from tests.doubles.relay_double import SeedRelayDouble

@@ -1,4 +1,4 @@
-"""The blocklist matcher and the Gemini safetySettings model (bot/safety.py)."""
+"""The blocklist matcher and the Gemini safetySettings model (bot/safety/)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bot import store
-from bot.guild_config import RelayStore
+from bot.relays.store import RelayStore
 from bot.secrets import KEY_FILE, SecretError, load_keyring, mask
 
 KEY = "sk-live-0123456789abcdefXYZ9"
@@ -91,7 +91,7 @@ async def test_relay_key_is_encrypted_at_rest_and_never_logged(data_dir: Path, c
         with caplog.at_level(logging.DEBUG):
             info = await relays.add(1, name="main", base_url="http://127.0.0.1:9", api_key=KEY, dialect="gemini", auth="query")
             listed = await relays.list(1)
-            await relays.record_failure(info.id, f"HTTP 401: API key {KEY} not valid", api_key=KEY)
+            await relays.health.record_failure(info.id, f"HTTP 401: API key {KEY} not valid", api_key=KEY)
             entries = await relays.entries(1)
         assert info.key_hint == "sk-…XYZ9"
         assert KEY not in repr(listed) and KEY not in repr(entries)

@@ -8,10 +8,10 @@ import httpx
 
 from bot import store
 from bot.conversations import Conversations
-from bot.guild_config import RelayStore
 from bot.image_store import ImageStore
 from bot.relay.client import RelayClient
-from bot.relay_pool import RelayPool
+from bot.relays.pool import RelayPool
+from bot.relays.store import RelayStore
 from bot.secrets import load_keyring
 from bot.settings import load_settings
 from bot.studio import JobRequest, Studio, continue_from

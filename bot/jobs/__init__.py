@@ -21,7 +21,7 @@ Life of a job::
   run now is served, then moves to the back. One member's burst of ten waits behind everyone
   else's first job, and one server's hundred members wait behind another server's first job.
   Slots already taken are not pre-empted: a server's jobs hold them at most one job deadline
-  (see bot/relay_pool.py), which bounds every other server's wait.
+  (see bot/relays/pool.py), which bounds every other server's wait.
   Positions shown to users follow the same rule (see :meth:`JobQueue.positions`); they are
   exact up to :data:`EXACT_POSITIONS` and coarse after it (:func:`shown_position`), so a queue
   of N jobs costs O(N log N) position updates while it drains, not N².

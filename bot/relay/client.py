@@ -65,7 +65,7 @@ class RelayClient(Caller):
 
     async def generate(self, relay: RelayConfig, request: GenerationRequest, *, deadline: float | None = None) -> GenerationResult:
         """``deadline``: a ``time.monotonic()`` instant by which the whole call ends, retries
-        and the picture download included (the job deadline of bot/relay_pool.py)."""
+        and the picture download included (the job deadline of bot/relays/pool.py)."""
         register_secret(relay.api_key)  # (a stored relay's: masked in log records)
         token = DEADLINE.set(deadline)
         try:

@@ -6,7 +6,7 @@
   relay would run the same model on the same prompt), ``InvalidRequest``, a non-retryable
   failure — goes straight back to the caller.
 - A relay that failed is rested: skipped until ``skip_until`` (60 s, doubling per consecutive
-  failure, at most 15 min; see ``guild_config.rest_period``), then tried again; one success
+  failure, at most 15 min; see ``bot.relays.health``), then tried again; one success
   clears its record. One failure is enough, because what reaches the pool has already been
   retried by the relay client.
 - If *every* relay of a server is resting, the one whose rest ends first is tried anyway: a
@@ -20,7 +20,7 @@
 - **After a read timeout, at most one more relay** is tried: a relay that accepted the request
   and went silent may still be generating (and billing) it, and five silent relays must not
   cost a job five allowances.
-- **A per-server breaker** (bot/server_breaker.py) rests a server whose relays keep timing out:
+- **A per-server breaker** (bot/relays/breaker.py) rests a server whose relays keep timing out:
   its jobs then fail at once (refunded) instead of each holding a slot for a deadline.
 - A server without relays of its own uses the operator's relay (``NB_RELAY_URL``) only when
   ``settings.share_default_relay`` is on; otherwise :class:`NoRelay` (``admin.relay.none``).
@@ -36,11 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .guild_config import RelayStore, rest_period
-from .relay.catalogue import timeout_for
-from .relay.types import GenerationRequest, GenerationResult, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
-from .server_breaker import ServerBreaker
-from .settings import Settings
+from ..relay.catalogue import timeout_for
+from ..relay.types import GenerationRequest, GenerationResult, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
+from ..settings import Settings
+from .breaker import ServerBreaker
+from .health import MemoryHealth
+from .store import RelayStore
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,18 @@ class _Candidate:
     skip_until: float
 
 
+@dataclass
+class _Call:
+    """One job's way through its relays, under one deadline."""
+
+    guild_id: int | None
+    deadline: float  # time.monotonic() at which the job's time is up
+    allowance: float  # seconds, for the message
+    in_flight: _Candidate | None = None
+    last: RelayFailed | None = None
+    timeouts: int = 0
+
+
 class RelayPool:
     def __init__(
         self,
@@ -105,8 +118,7 @@ class RelayPool:
         self.settings = settings
         self.clock = clock
         self.breaker = breaker or ServerBreaker(clock=clock)
-        self._default_fails = 0
-        self._default_skip_until = 0.0
+        self._default_health = MemoryHealth(clock)
 
     def default_relay(self) -> RelayConfig | None:
         relay = self.settings.relay
@@ -134,7 +146,7 @@ class RelayPool:
         default = self.default_relay()
         if default is None or not self.settings.share_default_relay:
             raise NoRelay("this server has no relay configured", key=NoRelay.key)
-        return [_Candidate(default, None, self._default_skip_until)]
+        return [_Candidate(default, None, self._default_health.skip_until)]
 
     def _order(self, candidates: list[_Candidate]) -> list[_Candidate]:
         now = self.clock()
@@ -150,66 +162,74 @@ class RelayPool:
         self.breaker.check(guild_id)
         allowance = job_deadline(request.size, getattr(self.client, "timeout", None))
         candidates = self._order(await self._candidates(guild_id))
-        last: RelayFailed | None = None
-        in_flight: _Candidate | None = None
-        timeouts = 0
+        call = _Call(guild_id, time.monotonic() + allowance, allowance)
         # The client ends its attempts at the deadline itself; this scope is the backstop for
         # anything else that would run past it.
-        deadline = time.monotonic() + allowance
         scope = asyncio.timeout(allowance + DEADLINE_BACKSTOP_S)
         try:
             async with scope:
                 for candidate in candidates:
-                    if timeouts > FAILOVER_AFTER_TIMEOUT:
+                    if call.timeouts > FAILOVER_AFTER_TIMEOUT:
                         break
-                    name = candidate.config.name
-                    in_flight = candidate
-                    try:
-                        result = await self.client.generate(candidate.config, request, deadline=deadline)
-                    except RelayFailed as exc:
-                        in_flight = None
-                        exc.relay_name = name  # type: ignore[attr-defined]
-                        if isinstance(exc, RelayTimeout):
-                            timeouts += 1
-                            self.breaker.timed_out(guild_id)
-                        elif not exc.retryable:
-                            self.breaker.answered(guild_id)
-                            raise
-                        until = await self._failed(candidate, exc)
-                        log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
-                        last = exc
-                        if time.monotonic() >= deadline:
-                            passed = DeadlinePassed(round(allowance))
-                            passed.relay_name = name  # type: ignore[attr-defined]
-                            raise passed from None
-                        continue
-                    except NoImage as exc:
-                        self.breaker.answered(guild_id)  # the relay answered; the model refused
-                        exc.relay_name = name  # type: ignore[attr-defined]
-                        raise
-                    except RelayError as exc:
-                        exc.relay_name = name  # type: ignore[attr-defined]
-                        raise
-                    in_flight = None
-                    self.breaker.answered(guild_id)
-                    await self._succeeded(candidate)
-                    return result, name
+                    result = await self._attempt(call, candidate, request)
+                    if result is not None:
+                        return result, candidate.config.name
         except TimeoutError:
             if not scope.expired():
                 raise
-            # The deadline cancelled the attempt in flight (its connection is closed by now).
-            exc = DeadlinePassed(round(allowance))
-            if in_flight is not None:
-                exc.relay_name = in_flight.config.name  # type: ignore[attr-defined]
-                self.breaker.timed_out(guild_id)
-                await self._failed(in_flight, exc)
-            elif last is not None:
-                exc.relay_name = getattr(last, "relay_name", None)  # type: ignore[attr-defined]
-            raise exc from None
+            raise await self._deadline_passed(call) from None
         finally:
             self.breaker.released(guild_id)
-        assert last is not None
-        raise last
+        assert call.last is not None
+        raise call.last
+
+    async def _attempt(self, call: _Call, candidate: _Candidate, request: GenerationRequest) -> GenerationResult | None:
+        """One relay's try: its picture, or ``None`` after a failure worth failing over (the
+        relay is rested); anything else is raised with ``relay_name`` set."""
+        name = candidate.config.name
+        call.in_flight = candidate
+        try:
+            result = await self.client.generate(candidate.config, request, deadline=call.deadline)
+        except RelayFailed as exc:
+            call.in_flight = None
+            exc.relay_name = name  # type: ignore[attr-defined]
+            if isinstance(exc, RelayTimeout):
+                call.timeouts += 1
+                self.breaker.timed_out(call.guild_id)
+            elif not exc.retryable:
+                self.breaker.answered(call.guild_id)
+                raise
+            until = await self._failed(candidate, exc)
+            log.warning("relay %s failed (%s); resting it for %.0f s", name, exc, until - self.clock())
+            call.last = exc
+            if time.monotonic() >= call.deadline:
+                passed = DeadlinePassed(round(call.allowance))
+                passed.relay_name = name  # type: ignore[attr-defined]
+                raise passed from None
+            return None
+        except NoImage as exc:
+            self.breaker.answered(call.guild_id)  # the relay answered; the model refused
+            exc.relay_name = name  # type: ignore[attr-defined]
+            raise
+        except RelayError as exc:
+            exc.relay_name = name  # type: ignore[attr-defined]
+            raise
+        call.in_flight = None
+        self.breaker.answered(call.guild_id)
+        await self._succeeded(candidate)
+        return result
+
+    async def _deadline_passed(self, call: _Call) -> DeadlinePassed:
+        """The deadline cancelled the call: the attempt in flight (its connection is closed by
+        now) counts as a timeout of its relay."""
+        passed = DeadlinePassed(round(call.allowance))
+        if call.in_flight is not None:
+            passed.relay_name = call.in_flight.config.name  # type: ignore[attr-defined]
+            self.breaker.timed_out(call.guild_id)
+            await self._failed(call.in_flight, passed)
+        elif call.last is not None:
+            passed.relay_name = getattr(call.last, "relay_name", None)  # type: ignore[attr-defined]
+        return passed
 
     async def probe(self, guild_id: int | None, name: str) -> float:
         """The admin's "test" button: one cheap real call; latency in seconds, or the relay's
@@ -224,16 +244,14 @@ class RelayPool:
 
     async def _failed(self, candidate: _Candidate, exc: RelayFailed) -> float:
         if candidate.relay_id is None:
-            self._default_fails += 1
-            self._default_skip_until = self.clock() + rest_period(self._default_fails)
-            return self._default_skip_until
-        return await self.store.record_failure(candidate.relay_id, str(exc), api_key=candidate.config.api_key)
+            return self._default_health.record_failure()
+        return await self.store.health.record_failure(candidate.relay_id, str(exc), api_key=candidate.config.api_key)
 
     async def _succeeded(self, candidate: _Candidate, *, force: bool = False) -> None:
         if candidate.relay_id is None:
-            self._default_fails, self._default_skip_until = 0, 0.0
+            self._default_health.record_success()
             return
         # Only write when there is a record to clear (or the admin asked): a healthy relay
         # costs no database write per job.
         if force or candidate.skip_until > 0:
-            await self.store.record_success(candidate.relay_id)
+            await self.store.health.record_success(candidate.relay_id)

@@ -1,9 +1,5 @@
-"""Usage for a period: numbers, a PNG chart (Pillow) and a short translated summary.
-
-A report counts jobs *created* in ``[start, end)`` (so a job belongs to the day it was asked
-for, like its credits): images delivered, credits committed, estimated spend (the server's
-price table, see ``GuildSettings.price``), top members, failures by reason and each relay's
-latency p50/p95 (nearest-rank percentiles over delivered jobs).
+"""The usage report as a PNG chart (Pillow): pictures and failures per day, each relay's
+latency, failures by reason.
 
 Chart text goes through the translation layer; if no font with CJK glyphs is installed, a
 zh-CN chart falls back to English labels rather than drawing empty boxes (the text summary
@@ -16,215 +12,15 @@ import asyncio
 import io
 import math
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
 from PIL import Image, ImageDraw
 
-from . import fonts
-from .guild_config import GuildSettings
-from .i18n import normalize_locale, t
-from .quota import day_start, month_start, next_day, next_month
-from .relay.catalogue import MODELS
-
-PERIODS = ("day", "week", "month", "30d")
-
-
-@dataclass(frozen=True)
-class UserUsage:
-    user_id: int
-    images: int
-    credits: int
-
-
-@dataclass(frozen=True)
-class RelayLatency:
-    relay: str
-    count: int
-    p50_ms: int
-    p95_ms: int
-
-
-@dataclass(frozen=True)
-class DayUsage:
-    day: str  # YYYY-MM-DD (UTC)
-    images: int
-    failures: int
-    credits: int
-    models: dict[str, int] = field(default_factory=dict)  # pictures delivered per model
-
-
-@dataclass
-class UsageReport:
-    guild_id: int | None
-    start: float
-    end: float
-    images: int = 0
-    failures: int = 0
-    cancelled: int = 0
-    credits: int = 0
-    spend_usd: float = 0.0
-    by_day: list[DayUsage] = field(default_factory=list)
-    top_users: list[UserUsage] = field(default_factory=list)
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    latency: list[RelayLatency] = field(default_factory=list)
-    by_model: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def failure_rate(self) -> float:
-        attempted = self.images + self.failures
-        return self.failures / attempted if attempted else 0.0
-
-
-def period_bounds(period: str, now: float) -> tuple[float, float]:
-    """``day``: today (UTC); ``week``: the last 7 days including today; ``month``: this
-    calendar month; ``30d``: the last 30 days including today."""
-    if period == "day":
-        return day_start(now), next_day(now)
-    if period == "week":
-        return next_day(now) - 7 * 86400, next_day(now)
-    if period == "month":
-        return month_start(now), next_month(now)
-    if period == "30d":
-        return next_day(now) - 30 * 86400, next_day(now)
-    raise ValueError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
-
-
-def percentile(values: list[int], p: float) -> int:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-async def usage_report(
-    db: aiosqlite.Connection,
-    guild_id: int | None,
-    start: float,
-    end: float,
-    *,
-    settings: GuildSettings | None = None,
-    top: int = 5,
-) -> UsageReport:
-    prices = settings or GuildSettings()
-    report = UsageReport(guild_id=guild_id, start=start, end=end)
-    async with db.execute(
-        "SELECT j.user_id, j.status, j.model, j.size, j.relay_name, j.latency_ms, j.error_code, j.created_at,"
-        " COALESCE(q.credits, 0), q.state"
-        " FROM jobs j LEFT JOIN quota_ledger q ON q.job_id = j.id"
-        " WHERE j.guild_id IS ? AND j.created_at >= ? AND j.created_at < ?",
-        (guild_id, start, end),
-    ) as cur:
-        rows = await cur.fetchall()
-
-    days: dict[str, list[int]] = {}
-    day_models: dict[str, dict[str, int]] = {}
-    day = day_start(start)
-    while day < end:  # every day of the period, so quiet days show as empty bars
-        days[_day(day)] = [0, 0, 0]
-        day += 86400
-    users: dict[int, list[int]] = {}
-    latencies: dict[str, list[int]] = {}
-    for user_id, status, model, size, relay, latency, error, created, credits, state in rows:
-        bucket = days.setdefault(_day(created), [0, 0, 0])
-        committed = credits if state == "committed" else 0
-        report.credits += committed
-        bucket[2] += committed
-        if status == "done":
-            report.images += 1
-            bucket[0] += 1
-            report.spend_usd += prices.price(model, size)
-            report.by_model[model] = report.by_model.get(model, 0) + 1
-            per_model = day_models.setdefault(_day(created), {})
-            per_model[model] = per_model.get(model, 0) + 1
-            mine = users.setdefault(user_id, [0, 0])
-            mine[0] += 1
-            mine[1] += committed
-            if relay and latency is not None:
-                latencies.setdefault(relay, []).append(int(latency))
-        elif status in ("failed", "interrupted"):
-            report.failures += 1
-            bucket[1] += 1
-            reason = error or status
-            report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
-        elif status == "cancelled":
-            report.cancelled += 1
-    report.spend_usd = round(report.spend_usd, 4)
-    report.by_day = [DayUsage(d, *v, models=day_models.get(d, {})) for d, v in sorted(days.items())]
-    report.by_model = dict(sorted(report.by_model.items(), key=lambda kv: (-kv[1], kv[0])))
-    report.top_users = [
-        UserUsage(uid, images, credits)
-        for uid, (images, credits) in sorted(users.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:top]
-    ]
-    report.failure_reasons = dict(sorted(report.failure_reasons.items(), key=lambda kv: (-kv[1], kv[0])))
-    report.latency = sorted(
-        (RelayLatency(name, len(v), percentile(v, 50), percentile(v, 95)) for name, v in latencies.items()),
-        key=lambda r: (-r.count, r.relay),
-    )
-    return report
-
-
-# --- text ---------------------------------------------------------------------------------
-
-
-def _known(key: str, locale: object) -> str | None:
-    text = t(key, locale)
-    return None if text == key else text
-
-
-def reason_label(code: str, locale: object) -> str:
-    """A failure code (``http_503``, ``no_image:safety``, ``timeout``…) in words."""
-    if code.startswith("http_"):
-        return t("usage.reason.http", locale, status=code[5:])
-    if code.startswith("no_image:"):
-        reason = code.split(":", 1)[1]
-        return _known(f"usage.reason.no_image.{reason}", locale) or t("usage.reason.no_image", locale, reason=reason)
-    return _known(f"usage.reason.{code}", locale) or code
-
-
-def _seconds(ms: int) -> str:
-    return f"{ms / 1000:.1f}"
-
-
-def summary_text(report: UsageReport, locale: object) -> str:
-    """A few lines for the admin's reply (Discord markdown and timestamps)."""
-    lines = [t("usage.summary.title", locale, start=int(report.start), end=int(report.end) - 1)]
-    if report.images == 0 and report.failures == 0 and report.cancelled == 0:
-        lines.append(t("usage.summary.empty", locale))
-        return "\n".join(lines)
-    lines.append(
-        t(
-            "usage.summary.totals",
-            locale,
-            images=report.images,
-            credits=report.credits,
-            spend=f"{report.spend_usd:.2f}",
-            failures=report.failures,
-            rate=f"{report.failure_rate * 100:.0f}",
-        )
-    )
-    if report.top_users:
-        users = ", ".join(t("usage.summary.user", locale, user=u.user_id, images=u.images, credits=u.credits) for u in report.top_users)
-        lines.append(t("usage.summary.top", locale, users=users))
-    if report.failure_reasons:
-        reasons = ", ".join(f"{reason_label(code, locale)} × {n}" for code, n in list(report.failure_reasons.items())[:5])
-        lines.append(t("usage.summary.failures", locale, reasons=reasons))
-    if report.latency:
-        relays = ", ".join(
-            t("usage.summary.relay", locale, relay=r.relay, p50=_seconds(r.p50_ms), p95=_seconds(r.p95_ms), count=r.count)
-            for r in report.latency[:5]
-        )
-        lines.append(t("usage.summary.latency", locale, relays=relays))
-    return "\n".join(lines)
-
-
-# --- chart --------------------------------------------------------------------------------
+from .. import fonts
+from ..i18n import normalize_locale, t
+from ..relay.catalogue import MODELS
+from .report import UsageReport, day_label
+from .summary import reason_label
 
 W, H = 1200, 720
 BG = (30, 31, 34)
@@ -302,7 +98,7 @@ def render_chart(report: UsageReport, locale: object) -> bytes:
     # A CJK font (when there is one) for English too: relay names may be Chinese in any chart.
     title_font, font, small = fonts.load(26), fonts.load(17), fonts.load(14)
 
-    draw.text((28, 18), t("usage.chart.title", loc, start=_day(report.start), end=_day(report.end - 1)), font=title_font, fill=FG)
+    draw.text((28, 18), t("usage.chart.title", loc, start=day_label(report.start), end=day_label(report.end - 1)), font=title_font, fill=FG)
 
     # Cards: images, credits, spend, failures.
     cards = [

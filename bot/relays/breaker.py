@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .guild_config import rest_period
-from .relay.types import RelayError
+from ..relay.types import RelayError
+from .health import rest_period
 
 BREAKER_THRESHOLD = 2
 
