@@ -19,6 +19,7 @@ from discord import ui
 from bot import rules
 from bot.i18n import normalize_locale, t
 from bot.relay.catalogue import MODELS
+from bot.services import progress_message_id
 from bot.studio import UPSCALE_PROMPT, JobRequest
 from cogs import render
 from cogs.bot_types import Interaction
@@ -186,7 +187,7 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
         if not cancelled:
             await _say(interaction, "cancel.too_late")
             return
-        jobs.progress.forget(job)
+        jobs.progress.release(progress_message_id(job))
         await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
 
 
