@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from .refusal import Refusal
+from .store import Connection
 
 PAGE_SIZE = 5
 PROMPT_PREVIEW = 200
@@ -120,7 +121,7 @@ _SELECT = (
 
 
 class Gallery:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     async def page(

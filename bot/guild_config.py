@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from . import pricing, rules
 from .quota import QuotaRules, transaction
 from .relay.catalogue import DEFAULT_MODEL, MODELS, ModelSpec, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
 from .relay.types import InvalidRequest
+from .store import Connection
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +266,7 @@ class GuildSettings:
 class GuildConfigStore:
     """Loads and saves :class:`GuildSettings`, cached in memory (one process owns a guild)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
         self._cache: dict[int, GuildSettings] = {}
         self._locks: dict[int, asyncio.Lock] = {}

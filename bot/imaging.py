@@ -35,6 +35,7 @@ import io
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,6 +98,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # gives each thread its own malloc arena and keeps freed memory there: big decodes spread
 # over the default pool's threads left ~300 MB behind in each.
 _INTAKE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=INTAKE_DECODES, thread_name_prefix="intake", initializer=_lower_priority)
+_malloc_trim: Callable[[int], int] | None
 try:
     _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
 except (OSError, AttributeError):  # not glibc: nothing to give back by hand
@@ -131,7 +133,7 @@ def intake_sync(data: bytes, label: str = "") -> InputImage:
         return prepare(data, label)  # prepare words the refusal
     if width * height <= INTAKE_MAX_PIXELS or width * height > MAX_INPUT_PIXELS:
         return prepare(data, label)  # verified by one decode, or refused from the header
-    return prepare(_shrunk(data, mime, width, height, name), label)
+    return prepare(_shrunk(data, mime or "", width, height, name), label)
 
 
 def png_complete(data: bytes) -> bool:

@@ -17,12 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-import aiosqlite
-
 from .i18n import SUPPORTED
 from .refusal import Refusal
 from .relay.catalogue import MODELS, ModelSpec, normalize_ratio, normalize_size
-from .store import write
+from .store import Connection, write
 
 MAX_VARIANTS = 4
 SIZE_ORDER = ("512", "1K", "2K", "4K")
@@ -232,7 +230,7 @@ def _size_ok(spec: ModelSpec | None, size: str, max_size: str | None) -> bool:
 class PreferenceStore:
     """Members' preferences and servers' creative limits, one row each."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     async def get(self, guild_id: int | None, user_id: int) -> Preferences:

@@ -80,3 +80,28 @@ def oldest_left_out(costs: Sequence[int], budget: int) -> int:
         start -= 1
         total += costs[start]
     return start
+
+
+def may_delete_result(requester_id: int | None, user_id: int, *, manage_messages: bool) -> bool:
+    """Who may delete a result: the member who asked for it, or anyone who may manage messages
+    in its channel. ``requester_id`` None: the job is not known (then only moderators may)."""
+    return user_id == requester_id or manage_messages
+
+
+def requested_size(size: str | None, model: str | None, *, default_model: str, default_size: str | None) -> str | None:
+    """The size a request asks for. The server's default size belongs to its default model:
+    a member who picks another model (and no size) gets that model's own default (None)."""
+    if size:
+        return size
+    return default_size if not model or model == default_model else None
+
+
+def upscale_sizes(model_sizes: Sequence[str], current: str | None) -> list[str]:
+    """The larger sizes (2K, 4K) a result may be upscaled to: those the model offers above the
+    result's size. A result without a size, or with one the model does not list, counts as 1K."""
+    order = list(model_sizes)
+    if current in order:
+        at = order.index(current)
+    else:
+        at = order.index("1K") if "1K" in order else -1
+    return [bigger for bigger in ("2K", "4K") if bigger in order and order.index(bigger) > at]

@@ -59,8 +59,6 @@ class Defaults:
     size: str | None
     threads: bool
     thread_mode: str
-    # Kept while cogs/conversation.py reads it; may_continue() is the rule.
-    thread_anyone: bool
 
     def may_continue(self, user_id: int, owner_id: int) -> bool:
         """Whether this member may continue a thread ``owner_id`` started (bot.rules)."""
@@ -73,7 +71,7 @@ async def _not_ready(job: Job) -> None:
 
 class Services:
     def __init__(
-        self, settings: Settings, db: aiosqlite.Connection, http: httpx.AsyncClient, reader: aiosqlite.Connection | None = None
+        self, settings: Settings, db: store.Connection, http: httpx.AsyncClient, reader: aiosqlite.Connection | None = None
     ) -> None:
         self.settings = settings
         self.db = db
@@ -198,7 +196,6 @@ class Services:
             size=g.default_size,
             threads=g.threads,
             thread_mode=g.thread_mode,
-            thread_anyone=g.thread_mode == "anyone",
         )
 
     async def authorize(

@@ -20,7 +20,7 @@ from .image_store import ImagePruned, ImageStore
 from .refusal import Refusal
 from .relay.catalogue import MAX_PROMPT_CHARS, MODELS, normalize_ratio, normalize_size
 from .relay.types import InputImage
-from .store import transaction, write
+from .store import Connection, transaction, write
 
 PLACEHOLDER = "{prompt}"
 MAX_NAME = 32
@@ -125,7 +125,7 @@ def _style(row: aiosqlite.Row) -> Style:
 
 
 class StyleStore:
-    def __init__(self, db: aiosqlite.Connection, images: ImageStore) -> None:
+    def __init__(self, db: Connection, images: ImageStore) -> None:
         self.db = db
         self.images = images
 

@@ -5,6 +5,9 @@ and continues in its thread.
 Without the privileged Message Content intent Discord sends message text only when the
 message mentions the bot or replies to it, so those always work; plain thread messages need
 the intent (README says how to switch it on).
+
+The job is queued here; the Imagine feature runs it like any other (its progress message, its
+picture, its buttons), told through the ``job_queued`` event.
 """
 
 from __future__ import annotations
@@ -12,22 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
+from bot.conversations import Conversation as Thread
+from bot.conversations import Turn
 from bot.i18n import normalize_locale, t
-from bot.studio import continue_from
+from bot.services import Services
+from bot.studio import JobRequest, continue_from
 from cogs import render
-from cogs.imagine import is_user_facing, read_attachment, vet
+from cogs.failures import log_unless_user_facing
+from cogs.intake import role_ids, store_inputs, vet
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
-    from cogs.imagine import Imagine
 
 log = logging.getLogger(__name__)
+
+MEMORY = 10_000  # threads whose lock and last job are kept (the oldest are forgotten first)
 
 
 class Conversation(commands.Cog):
@@ -38,18 +45,28 @@ class Conversation(commands.Cog):
         self._thread_locks: dict[int, asyncio.Lock] = {}
         self._last_job: dict[int, int] = {}
 
+    @property
+    def services(self) -> Services:
+        return self.bot.services
+
     def _strip_mention(self, content: str) -> str:
         me = self.bot.user
         if me is None:
             return content.strip()
         return re.sub(rf"<@!?{me.id}>", "", content).strip()
 
-    @commands.Cog.listener()
-    async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or message.guild is None or message.webhook_id:
-            return
-        svc = self.bot.services
-        conversations = svc.conversations
+    def _instruction(self, message: discord.Message) -> str:
+        """The text to act on; empty for a prefix command, or a message that arrived without
+        its text (no Message Content intent and no mention)."""
+        text = self._strip_mention(message.content)
+        prefix = self.bot.command_prefix
+        if isinstance(prefix, str) and text.startswith(prefix):
+            return ""
+        return text
+
+    async def _picture_for(self, message: discord.Message) -> tuple[Turn, Thread, bool] | None:
+        """The turn a message continues, its conversation, and whether it was a reply to it."""
+        conversations = self.services.conversations
         turn = None
         if message.reference and message.reference.message_id:
             turn = await conversations.turn_by_message(message.reference.message_id)
@@ -59,107 +76,112 @@ class Conversation(commands.Cog):
             # restart discord.py may know the thread only by id).
             turn = await conversations.latest_turn(message.channel.id)
         if turn is None:
-            return
+            return None
         conversation = await conversations.get_conversation(turn.conversation_id)
-        if conversation is None:
-            return
+        return None if conversation is None else (turn, conversation, replied_to_picture)
 
-        text = self._strip_mention(message.content)
-        if text.startswith(tuple(p for p in (self.bot.command_prefix if isinstance(self.bot.command_prefix, str) else ()))):
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        guild = message.guild
+        if message.author.bot or guild is None or message.webhook_id:
             return
+        found = await self._picture_for(message)
+        if found is None:
+            return
+        turn, conversation, replied_to_picture = found
+        text = self._instruction(message)
         if not text:
-            # Without the intent an unmentioned message arrives empty: nothing to act on.
             return
-
-        defaults = await svc.defaults(message.guild.id)
-        locale = normalize_locale(message.guild.preferred_locale)
-        if message.author.id != conversation.owner_id and not defaults.thread_anyone:
+        defaults = await self.services.defaults(guild.id)
+        locale = normalize_locale(guild.preferred_locale)
+        if not defaults.may_continue(message.author.id, conversation.owner_id):
             # Only answer people who spoke to the bot; others may just be chatting in the thread.
             if replied_to_picture or (self.bot.user is not None and self.bot.user in message.mentions):
                 await self._reply(message, t("conversation.owner_only", locale), delete_after=15)
             return
-
         lock = self._thread_locks.setdefault(message.channel.id, asyncio.Lock())
         async with lock:
-            await self._start_edit(message, turn, conversation, text, locale, chain=not replied_to_picture)
-        if not lock.locked() and len(self._thread_locks) > 10_000:
+            await self._start_edit(message, guild, turn, conversation, text, locale, chain=not replied_to_picture)
+        if not lock.locked() and len(self._thread_locks) > MEMORY:
             self._thread_locks.pop(message.channel.id, None)
 
-    async def _start_edit(self, message: discord.Message, turn: Any, conversation: Any, text: str, locale: str, *, chain: bool) -> None:
-        svc = self.bot.services
+    def _request(
+        self, message: discord.Message, guild: discord.Guild, turn: Turn, conversation: Thread, text: str, locale: str
+    ) -> JobRequest:
         post_channel = conversation.thread_id or message.channel.id
-        req = continue_from(
+        return continue_from(
             turn,
             conversation.model,
             text,
             post_channel_id=post_channel,
             # In the thread the result answers the instruction; from the channel it lands in the thread.
             reply_to_message_id=message.id if post_channel == message.channel.id else None,
-            upload_limit=message.guild.filesize_limit,
+            upload_limit=guild.filesize_limit,
             locale=locale,
             guild_locale=locale,
         )
-        role_ids = [r.id for r in getattr(message.author, "roles", [])]
+
+    async def _prepare(self, message: discord.Message, guild: discord.Guild, req: JobRequest, *, chain: bool) -> None:
+        """Vet the request, store its pictures and chain it after the thread's running job."""
+        svc = self.services
+        await vet(
+            svc,
+            req,
+            message.attachments,
+            guild_id=guild.id,
+            parent_channel_id=getattr(message.channel, "parent_id", None),
+            channel_id=message.channel.id,
+            user_id=message.author.id,
+            role_ids=role_ids(message.author),
+        )
+        await store_inputs(svc, req, message.attachments)
+        if chain:
+            prior = self._last_job.get(message.channel.id)
+            prior_job = await svc.get_job(prior) if prior is not None else None
+            if prior_job is not None and prior_job.status in ("queued", "running"):
+                req.after_job_id = prior_job.id
+
+    async def _start_edit(
+        self, message: discord.Message, guild: discord.Guild, turn: Turn, conversation: Thread, text: str, locale: str, *, chain: bool
+    ) -> None:
+        req = self._request(message, guild, turn, conversation, text, locale)
         try:
-            await vet(
-                svc,
-                req,
-                message.attachments,
-                guild_id=message.guild.id,
-                channel=message.channel,
-                channel_id=message.channel.id,
-                user_id=message.author.id,
-                role_ids=role_ids,
-            )
-            for attachment in message.attachments:
-                image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
-                req.images.append(await svc.images.put(image.data, image.mime_type))
-            if chain:
-                prior = self._last_job.get(message.channel.id)
-                prior_job = await svc.get_job(prior) if prior is not None else None
-                if prior_job is not None and prior_job.status in ("queued", "running"):
-                    req.after_job_id = prior_job.id
-        except Exception as exc:  # noqa: BLE001
-            if not is_user_facing(exc):
-                log.exception("could not start an edit from message %s", message.id)
+            await self._prepare(message, guild, req, chain=chain)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered in the thread
+            log_unless_user_facing(exc, log, "could not start an edit from message %s", message.id)
             await self._reply(message, render.error_text(exc, locale))
             return
-
         progress = await self._reply(message, render.progress_text("preparing", locale))
         if progress is None:
             return
         try:
-            job = await svc.submit_job(
-                guild_id=message.guild.id,
+            job = await self.services.submit_job(
+                guild_id=guild.id,
                 channel_id=progress.channel.id,
                 user_id=message.author.id,
-                role_ids=role_ids,
+                role_ids=role_ids(message.author),
                 kind="edit",
                 req=req,
                 progress_message_id=progress.id,
             )
-        except Exception as exc:  # noqa: BLE001
-            if not is_user_facing(exc):
-                log.exception("could not queue an edit")
+        except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
+            log_unless_user_facing(exc, log, "could not queue an edit")
             await progress.edit(content=render.error_text(exc, locale))
             return
         if chain:
             self._last_job[message.channel.id] = job.id
-            if len(self._last_job) > 10_000:
+            if len(self._last_job) > MEMORY:
                 self._last_job.pop(next(iter(self._last_job)))
-        imagine: Imagine | None = self.bot.get_cog("Imagine")  # type: ignore[assignment]
-        if imagine is not None:
-            position = await svc.queue_position(job.id)
-            if position is not None:  # None: already running, and its runner shows that
-                await imagine._edit_progress(
-                    job, render.progress_text("queued", locale, position=position, since=time.time()), force=True, cancel=True
-                )
+        self.bot.dispatch("job_queued", job)
 
     async def _reply(self, message: discord.Message, content: str, *, delete_after: float | None = None) -> discord.Message | None:
         try:
             # The text may echo the member's words or file names: it pings nobody.
             return await message.reply(
-                content, mention_author=False, delete_after=delete_after, allowed_mentions=discord.AllowedMentions.none()
+                content,
+                mention_author=False,
+                delete_after=delete_after,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "keep"
+                allowed_mentions=discord.AllowedMentions.none(),
             )
         except discord.HTTPException as exc:
             log.info("could not answer message %s: %s", message.id, exc.status)

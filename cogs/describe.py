@@ -22,8 +22,8 @@ from bot.i18n import normalize_locale, t
 from bot.refusal import Refusal
 from bot.relay.types import RelayConfig
 from cogs import render
-from cogs.buttons import report_failure
-from cogs.imagine import check_attachments, read_attachment
+from cogs.failures import report_failure
+from cogs.intake import check_attachments, read_attachment
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot

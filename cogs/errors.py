@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.i18n import normalize_locale, t
 from cogs import render
-from cogs.imagine import is_user_facing
+from cogs.failures import is_user_facing
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot

@@ -20,7 +20,7 @@ from bot.i18n import normalize_locale, t
 from bot.refusal import Refusal
 from bot.relay.catalogue import display_size
 from cogs import render
-from cogs.buttons import report_failure
+from cogs.failures import report_failure
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot

@@ -39,7 +39,6 @@ def result_embed(
     sources: Sequence[GroundingSource] = (),
     fit_note: str | None = None,
     model_text: str = "",
-    requester_id: int | None = None,
     width: int | None = None,
     height: int | None = None,
 ) -> discord.Embed:

@@ -21,7 +21,7 @@ from bot.preferences import Effective, Preferences
 from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, display_size
 from cogs import render
-from cogs.buttons import report_failure
+from cogs.failures import report_failure
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot

@@ -21,7 +21,7 @@ from PIL import Image
 
 from bot.app import NanoBananaBot
 from bot.quota import next_day
-from cogs.admin import FIELD_ALIASES, FIELD_KEY, FIELD_NAME, FIELD_URL
+from cogs.admin.relay_form import FIELD_ALIASES, FIELD_KEY, FIELD_NAME, FIELD_URL
 from tests import e2e
 from tests.doubles.discord_double import Call, DiscordDouble, Perm
 from tests.doubles.relay_double import Behaviour, RelayDouble

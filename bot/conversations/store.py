@@ -22,13 +22,12 @@ import sqlite3
 import time
 from typing import Any
 
-import aiosqlite
-
 from bot.image_store import ImageStore
 from bot.relay.gemini import materialize
 from bot.relay.stream import Blob
 from bot.store import write
 
+from ..store import Connection
 from . import replay
 from .parts import b64decode, camel, dumps, has_blob, needed_parts, refs_by_guild, with_key_replaced
 from .records import CONV_COLUMNS, TURN_COLUMNS, TURN_COLUMNS_T, Conversation, History, Turn, conversation_from_row, turn_from_row
@@ -41,7 +40,7 @@ MAX_SERVER_IMAGE_BYTES = 2 * 2**30
 class Conversations:
     """Conversation and turn storage over the ``conversations``/``turns`` tables."""
 
-    def __init__(self, db: aiosqlite.Connection, images: ImageStore) -> None:
+    def __init__(self, db: Connection, images: ImageStore) -> None:
         self.db = db
         self.images = images
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import aiosqlite
-
 from ..quota import transaction
 from ..relay.redact import cut
 from ..secrets import mask
+from ..store import Connection
 
 REST_BASE_S = 60.0
 REST_MAX_S = 900.0
@@ -37,7 +36,7 @@ def _last_error(error: str, api_key: str) -> str:
 class StoredHealth:
     """The health of a server's relays, in their rows."""
 
-    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Connection, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
 

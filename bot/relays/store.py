@@ -16,13 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from ..guild_config import ConfigError
 from ..quota import transaction
 from ..relay import redact as _redact
 from ..relay.types import AUTH_STYLES, DIALECTS, RelayConfig
 from ..secrets import Keyring, mask
+from ..store import Connection
 from ..urlguard import Resolver, check_url
 from .health import StoredHealth
 
@@ -86,7 +85,7 @@ def _stored(key: str) -> str:
 class RelayStore:
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        db: Connection,
         keyring: Keyring,
         *,
         allow_private: bool = False,
@@ -261,7 +260,7 @@ class RelayStore:
             await self._renumber(db, guild_id, names)
         return await self.list(guild_id)
 
-    async def _renumber(self, db: aiosqlite.Connection, guild_id: int, first: builtins.list[str]) -> None:
+    async def _renumber(self, db: Connection, guild_id: int, first: builtins.list[str]) -> None:
         async with db.execute("SELECT name FROM relays WHERE guild_id = ? ORDER BY position, id", (guild_id,)) as cur:
             current = [row[0] for row in await cur.fetchall()]
         wanted = list(dict.fromkeys(first)) + [n for n in current if n not in first]

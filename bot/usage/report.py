@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
 from .. import pricing
 from ..guild_config import GuildSettings
 from ..quota import day_start, month_start, next_day, next_month
+from ..store import Connection
 
 PERIODS = ("day", "week", "month", "30d")
 
@@ -94,7 +93,7 @@ def day_label(ts: float) -> str:
 
 
 async def usage_report(
-    db: aiosqlite.Connection,
+    db: Connection,
     guild_id: int | None,
     start: float,
     end: float,

@@ -1,0 +1,268 @@
+"""The persistent buttons on progress messages and results.
+
+Each button is a DynamicItem: its custom_id carries the turn or job it acts on, so a click
+works after a restart (the state comes from SQLite, never from a View kept in memory). Each
+one parses its custom_id, checks who may press it and acts, in its own class; what they share
+(how a button is built and parsed, how a failure is answered) is :class:`PersistentButton`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Self, cast
+
+import discord
+from discord import ui
+
+from bot import rules
+from bot.i18n import normalize_locale, t
+from bot.relay.catalogue import MODELS
+from bot.services import progress_message_id
+from bot.studio import UPSCALE_PROMPT, JobRequest
+from cogs import render
+from cogs.bot_types import Interaction
+from cogs.failures import report_failure
+from cogs.intake import upload_limit
+
+from .progress import job_locale
+from .start import Starter
+
+log = logging.getLogger(__name__)
+
+# What the edit form does with its instructions and extra pictures.
+SubmitHandler = Callable[[Interaction, str, list[discord.Attachment]], Awaitable[None]]
+
+
+def starter(interaction: Interaction) -> Starter:
+    """The Imagine feature's job starter (buttons are registered by the Imagine cog)."""
+    found = getattr(interaction.client.get_cog("Imagine"), "starter", None)
+    assert isinstance(found, Starter), "the Imagine cog is not loaded"
+    return found
+
+
+class PersistentButton(ui.DynamicItem[ui.Button[ui.View]], template=r"(?!)"):
+    """A button whose custom_id is ``<prefix>:<id>[:<part>…]``; subclasses give the template,
+    the look and :meth:`act`. The base template matches nothing: it is never registered."""
+
+    prefix: ClassVar[str]
+    emoji: ClassVar[str]
+    style: ClassVar[discord.ButtonStyle] = discord.ButtonStyle.secondary
+
+    def __init__(self, target: int, *parts: str, locale: str = "en") -> None:
+        custom_id = ":".join((self.prefix, str(target), *parts))
+        super().__init__(ui.Button(label=self.label(locale, *parts), emoji=self.emoji, style=self.style, custom_id=custom_id))
+        self.target = target
+        self.parts = parts
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: ui.Item[Any], match: re.Match[str], /) -> Self:
+        target, *parts = match.groups()
+        return cls(int(target), *parts)
+
+    def label(self, locale: str, *parts: str) -> str:
+        raise NotImplementedError
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        # discord.py types item callbacks over any client; this bot is the only one.
+        try:
+            await self.act(cast(Interaction, interaction))
+        except Exception as exc:  # noqa: BLE001 - every failure gets an answer
+            await report_failure(interaction, exc)
+
+    async def act(self, interaction: Interaction) -> None:
+        raise NotImplementedError
+
+
+async def _say(interaction: Interaction, key: str) -> None:
+    await interaction.response.send_message(t(key, normalize_locale(interaction.locale)), ephemeral=True)
+
+
+class RerollButton(PersistentButton, template=r"nb:reroll:(?P<turn>\d+)"):
+    """The same request again: a new root (with its own thread), or a new turn beside this one."""
+
+    prefix, emoji = "nb:reroll", "🎲"
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.reroll", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        jobs = starter(interaction)
+        job = await jobs.services.job_for_turn(self.target)
+        if job is None:
+            await _say(interaction, "conversation.unknown_turn")
+            return
+        req = JobRequest.from_json(job.request)
+        req.upload_limit = upload_limit(interaction)
+        req.locale = normalize_locale(interaction.locale)
+        req.reply_to_message_id = None
+        if req.parent_turn_id is None:
+            req.conversation_id = None  # a fresh root: a new result with its own thread
+        elif not await jobs.may_continue(interaction, req.conversation_id, refuse=True):
+            return  # a turn in someone else's thread
+        await jobs.start(interaction, req, attachments=[], kind="reroll")
+
+
+class EditButton(PersistentButton, template=r"nb:edit:(?P<turn>\d+)"):
+    """A form for instructions (and more pictures) that continue from this result."""
+
+    prefix, emoji, style = "nb:edit", "✏️", discord.ButtonStyle.primary
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.edit", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        jobs = starter(interaction)
+        turn = await jobs.services.conversations.get_turn(self.target)
+        if turn is None:
+            await _say(interaction, "conversation.unknown_turn")
+            return
+        # Asked before the form opens, not after the member has typed into it.
+        if not await jobs.may_continue(interaction, turn.conversation_id, refuse=True):
+            return
+        turn_id = self.target
+
+        async def submitted(modal_interaction: Interaction, text: str, extra: list[discord.Attachment]) -> None:
+            await jobs.continue_turn(modal_interaction, turn_id, text, extra)
+
+        await interaction.response.send_modal(EditModal(normalize_locale(interaction.locale), submitted))
+
+
+class UpscaleButton(PersistentButton, template=r"nb:up:(?P<turn>\d+):(?P<size>2K|4K)"):
+    """This picture again at a larger size (a turn under it)."""
+
+    prefix, emoji = "nb:up", "🔍"
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.upscale", locale, size=parts[0])[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        jobs = starter(interaction)
+        size = self.parts[0]
+        req = await jobs.request_from_turn(interaction, self.target, UPSCALE_PROMPT, size=size)
+        if req is not None:
+            shown = t("upscale.prompt", req.guild_locale, size=size)
+            await jobs.start(interaction, req, attachments=[], kind="upscale", display_prompt=shown)
+
+
+class DeleteButton(PersistentButton, template=r"nb:del:(?P<turn>\d+)"):
+    """Deletes the result message: its requester, or anyone who may manage messages here."""
+
+    prefix, emoji, style = "nb:del", "🗑️", discord.ButtonStyle.danger
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.delete", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        job = await starter(interaction).services.job_for_turn(self.target)
+        requester = job.user_id if job is not None else None
+        if not rules.may_delete_result(requester, interaction.user.id, manage_messages=interaction.permissions.manage_messages):
+            await _say(interaction, "delete.not_allowed")
+            return
+        await interaction.response.defer()
+        try:
+            if interaction.message is not None:
+                await interaction.message.delete()
+        except discord.HTTPException:
+            await interaction.followup.send(t("delete.failed", normalize_locale(interaction.locale)), ephemeral=True)
+
+
+class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
+    """Cancels the requester's queued or running job, until its picture is being posted."""
+
+    prefix, emoji = "nb:cancel", "✖️"
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.cancel", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        jobs = starter(interaction)
+        job = await jobs.services.get_job(self.target)
+        if job is None or job.user_id != interaction.user.id:
+            await _say(interaction, "cancel.not_yours")
+            return
+        # No await between this check and the cancel: the runner cannot slip into delivery.
+        cancelled = job.id not in jobs.progress.delivering and await jobs.services.cancel_job(job.id, interaction.user.id)
+        if not cancelled:
+            await _say(interaction, "cancel.too_late")
+            return
+        jobs.progress.release(progress_message_id(job))
+        await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
+
+
+class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
+    """Runs an interrupted or failed job again, once: one click makes one job."""
+
+    prefix, emoji, style = "nb:retry", "🔁", discord.ButtonStyle.primary
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.retry", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        jobs = starter(interaction)
+        # Claimed before the first await: a double click (two interactions a few ms apart)
+        # makes one job; the second is told so. The button is removed below as well, and
+        # the claim is kept (bounded) so a click on a stale copy of the message is refused too.
+        if not jobs.claim_retry(self.target):
+            await _say(interaction, "fair.retry_once")
+            return
+        job = await jobs.services.get_job(self.target)
+        if job is None or job.user_id != interaction.user.id:
+            jobs.release_retry(self.target)
+            await _say(interaction, "cancel.not_yours")
+            return
+        req = JobRequest.from_json(job.request)
+        req.locale = normalize_locale(interaction.locale)
+        if await jobs.start(interaction, req, attachments=[], kind="retry") is None:
+            jobs.release_retry(self.target)  # refused (e.g. no credits left): may be tried later
+        if interaction.message is not None:
+            # One retry per notice: the button goes, so a second click cannot charge again.
+            try:
+                await interaction.message.edit(view=None)
+            except discord.HTTPException:
+                pass
+
+
+DYNAMIC_ITEMS = (RerollButton, EditButton, UpscaleButton, DeleteButton, CancelButton, RetryButton)
+
+
+def result_view(turn_id: int, model: str, size: str | None, locale: str) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(RerollButton(turn_id, locale=locale))
+    view.add_item(EditButton(turn_id, locale=locale))
+    spec = MODELS.get(model)
+    for bigger in rules.upscale_sizes(spec.sizes if spec else (), size):
+        view.add_item(UpscaleButton(turn_id, bigger, locale=locale))
+    view.add_item(DeleteButton(turn_id, locale=locale))
+    return view
+
+
+def single_button_view(item: ui.Item[Any]) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(item)
+    return view
+
+
+class EditModal(ui.Modal):
+    """Instructions plus optional extra images (discord.py 2.7 file upload in modals)."""
+
+    def __init__(self, locale: str, on_submit: SubmitHandler, *, allow_files: bool = True) -> None:
+        super().__init__(title=t("modal.edit_title", locale)[:45], timeout=900)
+        self._on_submit = on_submit
+        self.instructions: ui.TextInput[ui.Modal] = ui.TextInput(
+            style=discord.TextStyle.paragraph, max_length=4000, required=True, placeholder=t("modal.edit_placeholder", locale)[:100]
+        )
+        self.add_item(ui.Label(text=t("modal.edit_label", locale)[:45], component=self.instructions))
+        self.files: ui.FileUpload[ui.Modal] | None = None
+        if allow_files:
+            self.files = ui.FileUpload(required=False, min_values=0, max_values=4)
+            self.add_item(ui.Label(text=t("modal.edit_files", locale)[:45], component=self.files))
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        attachments = list(self.files.values) if self.files is not None else []
+        await self._on_submit(cast(Interaction, interaction), self.instructions.value, attachments)
+
+    # discord.py 2.7 types Modal.on_error without the item its base class View passes.
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
+        await report_failure(interaction, error)

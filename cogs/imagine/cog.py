@@ -1,0 +1,207 @@
+"""/imagine and the "Edit image" message command; wires the job queue to this feature.
+
+The feature's parts: buttons.py (the result and progress buttons), start.py (a request becomes
+a queued job), progress.py (the progress message), delivery.py (running a job and posting it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.app_commands import locale_str as _
+from discord.ext import commands
+
+from bot import rules
+from bot.i18n import normalize_locale, t
+from bot.jobs import Job
+from bot.relay.catalogue import MODELS, ModelSpec, display_size, resolve_model
+from bot.relay.types import InvalidRequest
+from bot.studio import JobRequest
+from cogs import render
+from cogs.bot_types import Interaction
+from cogs.intake import upload_limit
+
+from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single_button_view
+from .delivery import Delivery
+from .progress import Progress, job_locale
+from .start import Starter
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+log = logging.getLogger(__name__)
+
+
+def _k(key: str, text: str) -> app_commands.locale_str:
+    return _(text, key=key)
+
+
+def _cancel_view(job: Job) -> discord.ui.View:
+    return single_button_view(CancelButton(job.id, locale=job_locale(job)))
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: NanoBananaBot) -> None:
+        self.bot = bot
+        self.progress = Progress(bot, _cancel_view)
+        self.starter = Starter(bot, self.progress)
+        self.delivery = Delivery(bot, self.progress)
+        # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
+        self.edit_menu = app_commands.ContextMenu(
+            name=_k("cmd.edit_image", "Edit image"),
+            callback=self.edit_image_menu,
+            allowed_contexts=app_commands.AppCommandContext(guild=True),
+        )
+        self.edit_menu.guild_only = True
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.bot.tree.add_command(self.edit_menu)
+        self.bot.services.set_handlers(runner=self.delivery.run_job, on_position=self.on_position, on_interrupted=self.on_interrupted)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
+
+    # ---------------------------------------------------------------- /imagine
+
+    @app_commands.command(
+        name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images")
+    )
+    @app_commands.guild_only()
+    @app_commands.rename(
+        prompt=_k("opt.prompt", "prompt"),
+        image1=_k("opt.image1", "image1"),
+        image2=_k("opt.image2", "image2"),
+        image3=_k("opt.image3", "image3"),
+        image4=_k("opt.image4", "image4"),
+        model=_k("opt.model", "model"),
+        aspect_ratio=_k("opt.aspect_ratio", "aspect_ratio"),
+        size=_k("opt.size", "size"),
+        search=_k("opt.search", "search"),
+        thinking=_k("opt.thinking", "thinking"),
+    )
+    @app_commands.describe(
+        prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
+        image1=_k("opt.image.desc", "A reference image"),
+        image2=_k("opt.image.desc", "A reference image"),
+        image3=_k("opt.image.desc", "A reference image"),
+        image4=_k("opt.image.desc", "A reference image"),
+        model=_k("opt.model.desc", "Which Nano Banana model"),
+        aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
+        size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
+        search=_k("opt.search.desc", "Ground the picture in Google Search results"),
+        thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
+    )
+    @app_commands.choices(
+        model=[app_commands.Choice(name=spec.label, value=spec.id) for spec in MODELS.values()],
+        thinking=[
+            app_commands.Choice(name=_k("choice.thinking.minimal", "minimal (fast)"), value="minimal"),
+            app_commands.Choice(name=_k("choice.thinking.high", "high (better for complex prompts)"), value="high"),
+        ],
+    )
+    async def imagine(
+        self,
+        interaction: Interaction,
+        prompt: app_commands.Range[str, 1, 4000],
+        image1: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        size: str | None = None,
+        search: bool = False,
+        thinking: str | None = None,
+    ) -> None:
+        attachments = [a for a in (image1, image2, image3, image4) if a is not None]
+        defaults = await self.bot.services.defaults(interaction.guild_id)
+        req = JobRequest(
+            prompt=prompt,
+            model=model or defaults.model,
+            aspect_ratio=aspect_ratio or defaults.aspect_ratio,
+            size=rules.requested_size(size, model, default_model=defaults.model, default_size=defaults.size),
+            grounding=search,
+            thinking=thinking,
+            upload_limit=upload_limit(interaction),
+            locale=normalize_locale(interaction.locale),
+            guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
+        )
+        await self.starter.start(interaction, req, attachments=attachments, kind="imagine")
+
+    @imagine.autocomplete("aspect_ratio")
+    async def ratio_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        spec = await self._spec_for(interaction)
+        wanted = current.strip().replace(" ", "")
+        # What starts with the typed text first ("16" -> 16:9 before 9:16).
+        matches = sorted((r for r in spec.aspect_ratios if wanted in r), key=lambda r: not r.startswith(wanted))
+        return [app_commands.Choice(name=r, value=r) for r in matches][:25]
+
+    @imagine.autocomplete("size")
+    async def size_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        spec = await self._spec_for(interaction)
+        if not spec.sizes:
+            locale = normalize_locale(interaction.locale)
+            return [app_commands.Choice(name=t("size.fixed", locale)[:100], value="")]
+        wanted = current.strip().lower()
+        return [app_commands.Choice(name=display_size(s), value=s) for s in spec.sizes if wanted in display_size(s).lower()][:25]
+
+    async def _spec_for(self, interaction: Interaction) -> ModelSpec:
+        chosen = getattr(interaction.namespace, "model", None)
+        if not chosen:
+            chosen = (await self.bot.services.defaults(interaction.guild_id)).model
+        try:
+            return resolve_model(chosen)
+        except InvalidRequest:
+            return next(iter(MODELS.values()))
+
+    # ---------------------------------------------------------------- context menu
+
+    async def edit_image_menu(self, interaction: Interaction, message: discord.Message) -> None:
+        locale = normalize_locale(interaction.locale)
+        if interaction.guild_id is None:
+            await interaction.response.send_message(t("cmd_error.guild_only", locale), ephemeral=True)
+            return
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        if not images:
+            await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)
+            return
+        turn = await self.bot.services.conversations.turn_by_message(message.id)
+        if turn is not None and not await self.starter.may_continue(interaction, turn.conversation_id):
+            turn = None  # someone else's thread: a new picture from this one, not a turn in theirs
+
+        async def submitted(modal_interaction: Interaction, text: str, extra: list[discord.Attachment]) -> None:
+            if turn is not None:
+                await self.starter.continue_turn(modal_interaction, turn.id, text, extra)
+                return
+            defaults = await self.bot.services.defaults(modal_interaction.guild_id)
+            req = JobRequest(
+                prompt=text,
+                model=defaults.model,
+                upload_limit=upload_limit(modal_interaction),
+                locale=normalize_locale(modal_interaction.locale),
+                guild_locale=normalize_locale(modal_interaction.guild_locale or modal_interaction.locale),
+            )
+            await self.starter.start(modal_interaction, req, attachments=[*images[:1], *extra], kind="edit")
+
+        await interaction.response.send_modal(EditModal(locale, submitted))
+
+    # ---------------------------------------------------------------- the job queue's news
+
+    @commands.Cog.listener()
+    async def on_job_queued(self, job: Job) -> None:
+        """Another feature queued a job with a progress message (e.g. a message in a result's
+        thread): its place in the queue and Cancel, as for /imagine."""
+        await self.starter.show_queued(job)
+
+    async def on_position(self, job: Job, position: int) -> None:
+        text = render.progress_text("queued", job_locale(job), position=position, since=job.created_at)
+        await self.progress.edit(job, text, cancel=True)
+
+    async def on_interrupted(self, job: Job) -> None:
+        locale = job_locale(job)
+        embed = discord.Embed(colour=render.ERROR, description=t("job.interrupted", locale))
+        view = single_button_view(RetryButton(job.id, locale=locale))
+        await self.progress.edit(job, None, force=True, must_show=True, embed=embed, view=view)

@@ -1,0 +1,279 @@
+"""Running a job and posting its picture. The job queue calls :meth:`Delivery.run_job`, which
+asks the studio for a picture and posts it with the *bot* token (interaction tokens die after 15
+minutes; big jobs take longer).
+
+Discord's upload limit: a picture is fitted under the limit Discord gave for the channel; when
+Discord still answers 413 (or its code 40005, "request entity too large"), it is fitted again
+under 0.7× the size that was refused, up to :data:`UPLOAD_RETRIES` times. (A relay's own 413
+is a relay error, handled by the relay layer, never here.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.i18n import t
+from bot.imaging import FittedImage, fit_for_upload_async
+from bot.jobs import Job
+from bot.services import Services
+from bot.studio import Generated, JobRequest
+from cogs import render
+from cogs.failures import UserFacingError, is_user_facing
+
+from .buttons import result_view
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+log = logging.getLogger(__name__)
+
+UPLOAD_RETRIES = 4
+UPLOAD_SHRINK = 0.7  # after a 413, fit under this share of the refused size
+THREAD_LOCKED = 50083  # Discord's code for "Thread is locked" (a 400)
+TOO_LARGE = 40005  # Discord's code for "Request entity too large"
+
+
+@dataclass
+class _Target:
+    """Where the picture goes; moved to another channel when Discord refuses this one."""
+
+    channel_id: int
+    reply_to: int | None
+    tried: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Upload:
+    """One upload attempt: the embed and the picture as fitted for it."""
+
+    embed: discord.Embed
+    data: bytes
+    filename: str
+    view: discord.ui.View | None
+
+    def file(self) -> discord.File:
+        return discord.File(fp=io.BytesIO(self.data), filename=self.filename)
+
+
+@dataclass
+class _Posted:
+    message: discord.Message
+    embed: discord.Embed
+
+
+class Delivery:
+    def __init__(self, bot: NanoBananaBot, progress: Progress) -> None:
+        self.bot = bot
+        self.progress = progress
+
+    @property
+    def services(self) -> Services:
+        return self.bot.services
+
+    async def run_job(self, job: Job) -> None:
+        """Called by the job queue. Returns when the picture is delivered; raises otherwise."""
+        try:
+            req = JobRequest.from_json(job.request)
+        except (TypeError, ValueError, AttributeError):
+            req = JobRequest(prompt="", model="")  # refused below, with the user told and refunded
+        started = time.time()
+        generating = render.progress_text("generating", req.locale, since=started, model=req.model)
+        await self.progress.edit(job, generating, force=True, cancel=True)
+        try:
+            generated, message = await self._make_and_post(job, req, started)
+            # The picture is out: bookkeeping trouble from here on must not refund it.
+            try:
+                await self.services.record_result(
+                    job,
+                    turn_id=generated.turn.id if generated.turn else None,  # type: ignore[arg-type]  # None: not stored
+                    message_id=message.id,
+                    relay_name=generated.relay_name,
+                    latency_ms=int((time.time() - started) * 1000),
+                )
+            except Exception:
+                log.exception("job %s was delivered but its result could not be recorded", job.id)
+            await self.progress.drop(job)
+        finally:
+            # Held until the runner returns: the queue then marks the job delivered itself.
+            self.progress.delivering.discard(job.id)
+
+    async def _make_and_post(self, job: Job, req: JobRequest, started: float) -> tuple[Generated, discord.Message]:
+        """The picture, posted; on failure the progress message says why, then it raises."""
+        try:
+            if not req.prompt or not req.model:
+                raise UserFacingError("job.unreadable")
+            if req.after_job_id is not None:
+                # Chained after a message sent just before this one: edit its result (the
+                # queue started this job only once that one was over). No result (it
+                # failed or was cancelled): edit the picture both were sent to.
+                prior = await self.services.get_job(req.after_job_id)
+                if prior is not None and prior.result_turn_id is not None:
+                    req.parent_turn_id = prior.result_turn_id
+            generated = await self.services.studio.generate(
+                guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
+            )
+            # The picture exists and goes out now (the upload may land even if interrupted):
+            # a Cancel click from here on is too late, or it would refund a posted picture.
+            self.progress.delivering.add(job.id)
+            await self.progress.edit(job, render.progress_text("uploading", req.locale, since=started), force=True)
+            return generated, await self._deliver(job, req, generated, elapsed=time.time() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._fail(job, req, exc)
+            if isinstance(exc, discord.HTTPException):
+                raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
+            raise
+
+    async def _fail(self, job: Job, req: JobRequest, exc: Exception) -> None:
+        if isinstance(exc, discord.HTTPException):
+            # Discord's answer says it all; the job record gets a reason, not a traceback.
+            log.warning("job %s: Discord refused the result (%s %s)", job.id, exc.status, exc.code)
+        elif not is_user_facing(exc):
+            log.error("job %s failed", job.id, exc_info=exc)
+        await self.progress.edit(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=None)
+        self.progress.forget(job)
+
+    async def _deliver(self, job: Job, req: JobRequest, generated: Generated, *, elapsed: float) -> discord.Message:
+        posted = await self._post(job, req, generated, elapsed=elapsed)
+        turn = generated.turn
+        if turn is None:
+            return posted.message
+        # Known before the thread opens, so a quick reply to the picture already finds its turn.
+        try:
+            await self.services.conversations.set_message(turn.id, posted.message.id)
+        except Exception:  # noqa: BLE001 - the picture is out; bookkeeping must not undo that
+            log.warning("job %s: delivered, but its message could not be recorded", job.id)
+            return posted.message
+        if req.parent_turn_id is None and req.conversation_id is None:
+            await self._open_thread(job, req, generated, posted)
+        return posted.message
+
+    async def _post(self, job: Job, req: JobRequest, generated: Generated, *, elapsed: float) -> _Posted:
+        """Upload the picture: smaller after a 413, elsewhere when this channel refuses it."""
+        result = generated.result
+        target = _Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
+        limit = req.upload_limit
+        for _attempt in range(UPLOAD_RETRIES):
+            fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
+            upload = self._upload(job, req, generated, fitted, elapsed)
+            try:
+                return _Posted(await self._send(job, target, upload), upload.embed)
+            except discord.HTTPException as exc:
+                if exc.status == 413 or exc.code == TOO_LARGE:
+                    limit = int(min(limit, len(fitted.data)) * UPLOAD_SHRINK)
+                    log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, len(fitted.data), limit)
+                    continue
+                if (exc.status in (403, 404) or exc.code == THREAD_LOCKED) and await self._move(job, req, target, exc):
+                    continue
+                interaction = self.progress.live_interaction(job)
+                if exc.status != 403 or interaction is None:
+                    raise
+                # The bot cannot post here with its own token (e.g. the server added only
+                # the app's commands): the interaction's followup still can, for 15 minutes.
+                log.info("job %s: channel post refused (%s); answering through the interaction", job.id, exc.code)
+                message = await interaction.followup.send(
+                    content=f"<@{job.user_id}>",
+                    embed=upload.embed,
+                    file=upload.file(),
+                    view=upload.view or discord.utils.MISSING,
+                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+                    wait=True,
+                )
+                return _Posted(message, upload.embed)
+        raise UserFacingError("deliver.too_large")
+
+    async def _send(self, job: Job, target: _Target, upload: _Upload) -> discord.Message:
+        channel = self.bot.get_partial_messageable(target.channel_id, guild_id=job.guild_id)
+        reference = None
+        if target.reply_to:
+            reference = discord.MessageReference(message_id=target.reply_to, channel_id=target.channel_id, fail_if_not_exists=False)
+        return await channel.send(
+            content=f"<@{job.user_id}>",
+            embed=upload.embed,
+            file=upload.file(),
+            view=upload.view or discord.utils.MISSING,
+            reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
+            allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
+        )
+
+    async def _move(self, job: Job, req: JobRequest, target: _Target, exc: discord.HTTPException) -> bool:
+        """The thread was deleted, locked or closed to the bot: the picture goes to the channel
+        the member asked from, else the conversation's own channel, rather than being lost."""
+        target.tried.add(target.channel_id)
+        candidates = [job.channel_id]
+        if req.conversation_id:
+            conversation = await self.services.conversations.get_conversation(req.conversation_id)
+            if conversation is not None:
+                candidates.append(conversation.channel_id)
+        fallback = next((c for c in candidates if c and c not in target.tried), None)
+        if fallback is None:
+            return False
+        log.info("job %s cannot post in %s (%s %s); posting in %s", job.id, target.channel_id, exc.status, exc.code, fallback)
+        target.channel_id = fallback
+        target.reply_to = None
+        return True
+
+    def _upload(self, job: Job, req: JobRequest, generated: Generated, fitted: FittedImage, elapsed: float) -> _Upload:
+        result, turn = generated.result, generated.turn
+        locale = req.guild_locale
+        # Not stored (disk full): delivered without the buttons that would need the turn.
+        view = result_view(turn.id, result.model, req.size, locale) if turn is not None else None
+        filename = fitted.filename(f"nano-banana-{turn.id}" if turn is not None else f"nano-banana-job{job.id}")
+        # The relay layer's notes (another shape than asked, controls the format lost) join the fit note.
+        notes = (
+            render.fit_note(fitted.how, locale, width=fitted.width, height=fitted.height, original=(result.width, result.height)),
+            t("fair.store_failed", locale) if turn is None else None,
+            *(t(n.key, locale, **n.params) for n in result.notes),
+        )
+        embed = render.result_embed(
+            locale=locale,
+            prompt=req.display_prompt or req.prompt,
+            model=result.model,
+            aspect_ratio=req.aspect_ratio,
+            size=req.size,
+            elapsed_s=elapsed,
+            credits=job.cost,
+            filename=filename,
+            sources=result.sources,
+            width=result.width,
+            height=result.height,
+            fit_note="\n".join(x for x in notes if x) or None,
+            model_text=result.text,
+        )
+        return _Upload(embed=embed, data=fitted.data, filename=filename, view=view)
+
+    async def _open_thread(self, job: Job, req: JobRequest, generated: Generated, posted: _Posted) -> None:
+        if not (await self.services.defaults(job.guild_id)).threads:
+            return
+        locale = req.guild_locale
+        message, embed = posted.message, posted.embed
+        try:
+            thread = await message.create_thread(name=render.shorten(req.prompt, 90) or "nano-banana", auto_archive_duration=1440)
+        except ValueError:
+            return  # posted through the interaction (no channel post allowed): no thread either
+        except discord.HTTPException as exc:
+            log.info("no thread for job %s (%s %s)", job.id, exc.status, exc.code)
+            if exc.status != 403:
+                return  # e.g. posted inside a thread already: no thread to open, nothing missing
+            # Added to, not replacing, a note that the picture was shrunk to fit.
+            embed.set_footer(text="\n".join(x for x in (embed.footer.text, t("thread.missing_permission", locale)) if x))
+            try:
+                await message.edit(embed=embed)
+            except discord.HTTPException:
+                pass
+            return
+        if generated.conversation_id is not None:
+            await self.services.conversations.bind_thread(generated.conversation_id, thread.id)
+        try:
+            await thread.send(t("thread.hint", locale))
+        except discord.HTTPException:
+            pass

@@ -1,0 +1,171 @@
+"""Starting a job from an interaction: the cheap checks answer ephemerally before anything is
+queued; then a public progress message acknowledges the interaction, the inputs are downloaded
+and stored by hash, and the job row is queued (the job queue then runs it: delivery.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.conversations import Conversation
+from bot.i18n import normalize_locale, t
+from bot.jobs import Job
+from bot.services import Services
+from bot.studio import JobRequest, continue_from
+from cogs import render
+from cogs.bot_types import Interaction
+from cogs.failures import is_user_facing, log_unless_user_facing
+from cogs.intake import check_can_post, role_ids, store_inputs, upload_limit, vet
+
+from .progress import Progress, job_locale
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+log = logging.getLogger(__name__)
+
+RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
+
+
+class Starter:
+    """Turns a member's request into a queued job and shows its place in the queue."""
+
+    def __init__(self, bot: NanoBananaBot, progress: Progress) -> None:
+        self.bot = bot
+        self.progress = progress
+        self._retried: dict[int, None] = {}  # job ids whose Retry was taken (insertion-ordered)
+
+    @property
+    def services(self) -> Services:
+        return self.bot.services
+
+    def claim_retry(self, job_id: int) -> bool:
+        """True the first time a job's Retry is taken; false for every later click."""
+        if job_id in self._retried:
+            return False
+        self._retried[job_id] = None
+        while len(self._retried) > RETRY_MEMORY:
+            self._retried.pop(next(iter(self._retried)))
+        return True
+
+    def release_retry(self, job_id: int) -> None:
+        self._retried.pop(job_id, None)
+
+    async def may_continue(self, interaction: Interaction, conversation: Conversation | int | None, *, refuse: bool = False) -> bool:
+        """The server's thread rule (requester / anyone) for buttons and forms that add a turn to
+        a conversation, as for messages in its thread. ``conversation``: object or id."""
+        svc = self.services
+        if isinstance(conversation, int):
+            conversation = await svc.conversations.get_conversation(conversation)
+        if conversation is None:
+            return True  # nothing to protect; the caller reports an unknown picture
+        g = await svc.guild(interaction.guild_id)
+        if g.may_continue_thread(interaction.user.id, conversation.owner_id):
+            return True
+        if refuse:
+            await interaction.response.send_message(t("conversation.owner_only", normalize_locale(interaction.locale)), ephemeral=True)
+        return False
+
+    async def request_from_turn(self, interaction: Interaction, turn_id: int, prompt: str, *, size: str | None = None) -> JobRequest | None:
+        """A request continuing from ``turn_id``, or None after telling the member why not."""
+        svc = self.services
+        locale = normalize_locale(interaction.locale)
+        turn = await svc.conversations.get_turn(turn_id)
+        conversation = await svc.conversations.get_conversation(turn.conversation_id) if turn else None
+        if turn is None or conversation is None:
+            await interaction.response.send_message(t("conversation.unknown_turn", locale), ephemeral=True)
+            return None
+        if not await self.may_continue(interaction, conversation, refuse=True):
+            return None
+        return continue_from(
+            turn,
+            conversation.model,
+            prompt,
+            size=size,
+            conversation_thread_id=conversation.thread_id,
+            post_channel_id=interaction.channel_id,
+            upload_limit=upload_limit(interaction),
+            locale=locale,
+            guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
+        )
+
+    async def continue_turn(self, interaction: Interaction, turn_id: int, text: str, extra: Sequence[discord.Attachment]) -> None:
+        """Edit from a turn (the form on a result): a new turn under it, posted in its thread."""
+        req = await self.request_from_turn(interaction, turn_id, text)
+        if req is not None:
+            await self.start(interaction, req, attachments=list(extra), kind="edit")
+
+    async def start(
+        self,
+        interaction: Interaction,
+        req: JobRequest,
+        *,
+        attachments: Sequence[discord.Attachment],
+        kind: str,
+        display_prompt: str | None = None,
+    ) -> Job | None:
+        """Vet, acknowledge, store the inputs and queue the job; the Job, or None when it was
+        refused (the member has been told why)."""
+        svc = self.services
+        req.post_channel_id = req.post_channel_id or interaction.channel_id
+        if not await self._vetted(interaction, req, attachments):
+            return None
+        callback = await interaction.response.send_message(render.progress_text("preparing", req.locale))
+        acked = time.monotonic()
+        # The callback answer carries the message: no second round trip on a token that may expire.
+        resource = callback.resource
+        progress = resource if isinstance(resource, discord.InteractionMessage) else await interaction.original_response()
+        self.progress.hold(progress.id, interaction, acked)
+        try:
+            await store_inputs(svc, req, attachments)
+            job = await svc.submit_job(
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                role_ids=role_ids(interaction.user),
+                kind=kind,
+                req=req,
+                progress_message_id=progress.id,
+                display_prompt=display_prompt,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
+            log_unless_user_facing(exc, log, "could not queue a %s job", kind)
+            self.progress.release(progress.id)
+            await progress.edit(content=None, embed=render.error_embed(exc, req.locale), view=None)
+            return None
+        await self.show_queued(job)
+        return job
+
+    async def _vetted(self, interaction: Interaction, req: JobRequest, attachments: Sequence[discord.Attachment]) -> bool:
+        """Every check that sends nothing; a refusal is answered ephemerally (False)."""
+        channel = interaction.channel
+        try:
+            if req.post_channel_id == interaction.channel_id:
+                check_can_post(interaction.app_permissions, in_thread=isinstance(channel, discord.Thread))
+            await vet(
+                self.services,
+                req,
+                attachments,
+                guild_id=interaction.guild_id,
+                parent_channel_id=getattr(channel, "parent_id", None),
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                role_ids=role_ids(interaction.user),
+            )
+        except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
+            if not is_user_facing(exc):
+                raise
+            await interaction.response.send_message(embed=render.error_embed(exc, req.locale), ephemeral=True)
+            return False
+        return True
+
+    async def show_queued(self, job: Job) -> None:
+        """The job's place in the queue, with Cancel, on its progress message."""
+        position = await self.services.queue_position(job.id)
+        if position is not None:  # None: already running (or over), and its runner shows that
+            text = render.progress_text("queued", job_locale(job), position=position, since=time.time())
+            await self.progress.edit(job, text, force=True, cancel=True)

@@ -1,0 +1,97 @@
+"""Taking a request in, before it becomes a job: the checks that need no download and send
+nothing, and the input pictures downloaded and stored by hash. Shared by every way a job starts
+(/imagine, a result's buttons and forms, a message in a result's thread)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import discord
+
+from bot.relay.images import MAX_INPUT_BYTES
+from bot.relay.types import InvalidRequest
+from bot.services import Services
+from bot.studio import JobRequest
+from cogs.failures import UserFacingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+def upload_limit(interaction: discord.Interaction[discord.Client]) -> int:
+    """Discord's upload limit where the result will be posted (boosted servers allow more)."""
+    limit = getattr(interaction, "filesize_limit", None)
+    if not limit and interaction.guild is not None:
+        limit = interaction.guild.filesize_limit
+    return int(limit or DEFAULT_UPLOAD_LIMIT)
+
+
+def check_can_post(perms: discord.Permissions, *, in_thread: bool) -> None:
+    """Refuse before the relay is paid when Discord says the bot could not post the result here
+    (``app_permissions`` of the interaction); otherwise the member waits for a picture that is
+    then lost at upload. 0 means Discord did not say: the upload path still explains a refusal."""
+    if not perms.value:
+        return
+    needed = ("send_messages_in_threads" if in_thread else "send_messages", "attach_files", "embed_links")
+    missing = [name for name in needed if not getattr(perms, name)]
+    if missing:
+        raise UserFacingError("cmd_error.bot_missing_permissions", permissions=", ".join(missing))
+
+
+def check_attachments(attachments: Sequence[discord.Attachment]) -> None:
+    """Refuse what we can see without downloading: declared non-images and oversized files."""
+    for attachment in attachments:
+        content_type = (attachment.content_type or "").split(";")[0].strip()
+        if content_type and not content_type.startswith("image/"):
+            raise InvalidRequest("not an image", key="invalid.not_image", name=attachment.filename)
+        if attachment.size > MAX_INPUT_BYTES:
+            raise InvalidRequest(
+                "file too large",
+                key="invalid.image_too_large",
+                name=attachment.filename,
+                size_mb=round(attachment.size / 2**20, 1),
+                limit_mb=MAX_INPUT_BYTES // 2**20,
+            )
+
+
+async def vet(
+    svc: Services,
+    req: JobRequest,
+    attachments: Sequence[discord.Attachment],
+    *,
+    guild_id: int | None,
+    parent_channel_id: int | None,
+    channel_id: int | None,
+    user_id: int,
+    role_ids: list[int],
+) -> None:
+    """Every check that needs no download and sends nothing: options against the model,
+    attachments, access rules, quota. Raises a translated refusal."""
+    check_attachments(attachments)
+    await svc.studio.check(req, image_count=len(req.images) + len(attachments))
+    await svc.authorize(guild_id, channel_id, user_id, role_ids, req.model, parent_channel_id=parent_channel_id)
+    await svc.precheck_quota(guild_id, user_id, role_ids, req.model, req.size)
+
+
+async def read_attachment(attachment: discord.Attachment) -> bytes:
+    """The attachment's bytes. A file Discord no longer serves (deleted, or its link expired:
+    404/403/410) is the member's to upload again, said in their language, not a bug."""
+    try:
+        return await attachment.read()
+    except discord.HTTPException as exc:
+        log.info("attachment %s could not be fetched: HTTP %s", attachment.id, exc.status)
+        raise UserFacingError("fair.reference_gone") from None
+
+
+async def store_inputs(svc: Services, req: JobRequest, attachments: Sequence[discord.Attachment]) -> None:
+    """Download, identify and store each attachment by hash; the request refers to them by hash."""
+    for attachment in attachments:
+        image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
+        req.images.append(await svc.images.put(image.data, image.mime_type))
+
+
+def role_ids(member: discord.abc.User) -> list[int]:
+    """The member's role ids (none for a user outside a server)."""
+    return [r.id for r in getattr(member, "roles", [])]
