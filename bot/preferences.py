@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
+from . import rules
 from .i18n import SUPPORTED
 from .refusal import Refusal
 from .relay.catalogue import MODELS, ModelSpec, normalize_ratio, normalize_size
@@ -164,7 +165,8 @@ class ServerDefaults(Protocol):
     def default_ratio(self) -> str | None: ...
     @property
     def default_size(self) -> str | None: ...
-    def model_allowed(self, model: str) -> bool: ...
+    @property
+    def allowed_models(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def effective(prefs: Preferences, server: ServerDefaults, creative: ServerCreati
     dropped: list[str] = []
     model = server.default_model
     if prefs.model is not None:
-        if prefs.model in MODELS and server.model_allowed(prefs.model):
+        if prefs.model in MODELS and rules.model_allowed(server.allowed_models, prefs.model):
             model = prefs.model
         else:
             dropped.append("model")
