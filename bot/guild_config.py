@@ -94,9 +94,6 @@ class GuildSettings:
         """Every model x size and its credits, for the admin view."""
         return pricing.cost_table(self.costs)
 
-    def may_continue_thread(self, user_id: int, owner_id: int) -> bool:
-        return rules.may_continue_thread(self.thread_mode, user_id, owner_id)
-
     # --- validated changes (each returns a new object) ------------------------------------
 
     def with_defaults(self, *, model: str | None = None, ratio: str | None = None, size: str | None = None) -> GuildSettings:

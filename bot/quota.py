@@ -5,8 +5,8 @@ Decisions (and why):
 - **Reserve at job creation, not when it starts running.** An over-limit request is refused at
   once, before it waits in the queue, and nothing is sent to a relay. A queued job holds its
   credits, so a burst of queued jobs cannot all pass the check and overspend later; cancelling
-  a queued job refunds it. (The issue text says "when a job starts": for the user the job starts
-  when they press Enter, and this is the only point where "nothing sent" can hold.)
+  a queued job refunds it. (For the member the job starts when they press Enter, and this is
+  the only point where "nothing sent" can hold.)
 - **One ledger row per job** (``quota_ledger.job_id`` is unique): ``reserved`` ->
   ``committed`` | ``refunded``, each step only from ``reserved``, so settling is idempotent and
   a credit can never be both committed and refunded.

@@ -60,10 +60,6 @@ class Defaults:
     threads: bool
     thread_mode: str
 
-    def may_continue(self, user_id: int, owner_id: int) -> bool:
-        """Whether this member may continue a thread ``owner_id`` started (bot.rules)."""
-        return rules.may_continue_thread(self.thread_mode, user_id, owner_id)
-
 
 async def _not_ready(job: Job) -> None:
     raise RuntimeError("no job runner registered")

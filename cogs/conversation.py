@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot import rules
 from bot.conversations import Conversation as Thread
 from bot.conversations import Turn
 from bot.i18n import normalize_locale, t
@@ -94,7 +95,7 @@ class Conversation(commands.Cog):
             return
         defaults = await self.services.defaults(guild.id)
         locale = normalize_locale(guild.preferred_locale)
-        if not defaults.may_continue(message.author.id, conversation.owner_id):
+        if not rules.may_continue_thread(defaults.thread_mode, message.author.id, conversation.owner_id):
             # Only answer people who spoke to the bot; others may just be chatting in the thread.
             if replied_to_picture or (self.bot.user is not None and self.bot.user in message.mentions):
                 await self._reply(message, t("conversation.owner_only", locale), delete_after=15)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.describe import DescribeError, describe_with
@@ -23,17 +22,14 @@ from bot.refusal import Refusal
 from bot.relay.types import RelayConfig
 from cogs import render
 from cogs.failures import report_failure
-from cogs.intake import check_attachments, read_attachment
+from cogs.intake import check_attachments, read_attachment, role_ids
+from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
 
 log = logging.getLogger(__name__)
 COOLDOWN_S = 15.0
-
-
-def _k(key: str, text: str) -> app_commands.locale_str:
-    return _(text, key=key)
 
 
 async def _relays(svc: Any, guild_id: int | None) -> list[RelayConfig]:
@@ -95,7 +91,7 @@ class Describe(commands.Cog):
             self._hold(interaction.user.id)
             check_attachments([attachment])
             g = await svc.guild(interaction.guild_id)
-            roles = [r.id for r in getattr(interaction.user, "roles", [])]
+            roles = role_ids(interaction.user)
             await svc.authorize(interaction.guild_id, interaction.channel_id, interaction.user.id, roles, g.default_model)
             await interaction.response.defer(ephemeral=True, thinking=True)
             image = await svc.identify_image(await read_attachment(attachment), attachment.filename)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands, ui
-from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.gallery import PAGE_SIZE, Page
@@ -21,16 +20,13 @@ from bot.refusal import Refusal
 from bot.relay.catalogue import display_size
 from cogs import render
 from cogs.failures import report_failure
+from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
 
 PER_PAGE = PAGE_SIZE  # one place to read it (tests page through fewer pictures)
 ALL = "all"  # the model filter's "every model" value (no model id is spelled like it)
-
-
-def _k(key: str, text: str) -> app_commands.locale_str:
-    return _(text, key=key)
 
 
 def _may_see_server(interaction: discord.Interaction[Any]) -> bool:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.i18n import normalize_locale, t
@@ -18,6 +17,8 @@ from bot.pricing import canonical_size
 from bot.quota import QuotaStatus
 from bot.relay.catalogue import display_size
 from cogs import render
+from cogs.intake import role_ids
+from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -31,10 +32,6 @@ STATUS_LABELS = {
     "interrupted": "quota.status.interrupted",
 }
 RECENT_JOBS = 5
-
-
-def _k(key: str, text: str) -> app_commands.locale_str:
-    return _(text, key=key)
 
 
 def quota_lines(status: QuotaStatus, locale: str) -> list[str]:
@@ -94,7 +91,7 @@ class Members(commands.Cog):
         svc = self.bot.services
         locale = normalize_locale(interaction.locale)
         g = await svc.guild(interaction.guild_id)
-        roles = [r.id for r in getattr(interaction.user, "roles", [])]
+        roles = role_ids(interaction.user)
         status = await svc.quota.status(
             guild_id=interaction.guild_id,
             user_id=interaction.user.id,

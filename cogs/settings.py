@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands, ui
-from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot import rules
@@ -23,6 +22,7 @@ from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, display_size
 from cogs import render
 from cogs.failures import report_failure
+from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -33,10 +33,6 @@ LABELS = {f: f"prefs.field.{f}" for f in FIELDS}
 PLACEHOLDERS = {f: f"prefs.placeholder.{f}" for f in FIELDS}
 DROPPED = {f: f"prefs.dropped.{f}" for f in FIELDS if f != "style"}
 LANGUAGES = {"en": "prefs.locale.en", "zh-CN": "prefs.locale.zh-CN"}
-
-
-def _k(key: str, text: str) -> app_commands.locale_str:
-    return _(text, key=key)
 
 
 def _shown(name: str, value: object, locale: str) -> str:

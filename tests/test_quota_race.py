@@ -363,7 +363,7 @@ def test_settings_round_trip_and_tolerate_bad_json() -> None:
         again.allowed_channels, 99
     )
     assert access_rules.member_allowed(again.allowed_roles, [7]) and not access_rules.member_allowed(again.allowed_roles, [1])
-    assert again.may_continue_thread(1, owner_id=2)
+    assert access_rules.may_continue_thread(again.thread_mode, 1, owner_id=2)
 
     # A damaged row never stops the bot: bad fields fall back to their defaults.
     odd = GuildSettings.from_json('{"quota": "lots", "default_model": "dall-e", "threads": false, "allowed_models": ["nope"]}')

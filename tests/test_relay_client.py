@@ -821,7 +821,7 @@ async def test_chat_streamed_answer_and_bare_base64(double, client) -> None:
     double.enqueue(Behaviour("raw", body=sse, content_type="text/event-stream"))
     result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))
     assert (result.image, result.text) == (picture, "Sure!")
-    # Seed 004's fallback: a bare base64 run inside the text.
+    # Some chat relays put the picture as a bare base64 run inside the text, with no data: URI.
     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"Result:\n{b64(picture)}"}, "finish_reason": "stop"}]}
     double.enqueue(Behaviour("raw", body=json.dumps(answer)))
     result = await client.generate(cfg(double, "openai-chat", "bearer"), GenerationRequest("x", model=PRO))

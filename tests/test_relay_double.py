@@ -223,7 +223,7 @@ def test_escaped_slashes_are_valid_json_with_the_same_content(relay, gclient):
 def test_image_size_follows_the_request_or_the_behaviour(relay):
     cases = [
         ({"aspectRatio": "9:16", "imageSize": "4K"}, PRO, (3072, 5504)),
-        ({"aspectRatio": "21:9", "image_size": "1K"}, PRO, (1584, 672)),  # seed 003's image_size
+        ({"aspectRatio": "21:9", "image_size": "1K"}, PRO, (1584, 672)),  # snake_case image_size, as some relays send it
         ({"aspectRatio": "1:8", "imageSize": "512px"}, "gemini-3.1-flash-image-preview", (192, 1536)),
         ({"aspectRatio": "16:9", "imageSize": "4K"}, "gemini-2.5-flash-image", (1344, 768)),  # fixed ~1 MP
         ({}, PRO, (1024, 1024)),

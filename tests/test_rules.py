@@ -53,7 +53,9 @@ def test_who_may_continue_a_thread() -> None:
     assert rules.may_continue_thread("anyone", 2, owner_id=1)
     # The settings and the services' Defaults ask the same rule.
     anyone = GuildSettings().with_access(thread_mode="anyone")
-    assert anyone.may_continue_thread(2, owner_id=1) and not GuildSettings().may_continue_thread(2, owner_id=1)
+    assert rules.may_continue_thread(anyone.thread_mode, 2, owner_id=1) and not rules.may_continue_thread(
+        GuildSettings().thread_mode, 2, owner_id=1
+    )
 
 
 def test_a_server_only_lowers_the_operators_job_caps() -> None:

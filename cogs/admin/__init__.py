@@ -23,13 +23,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.admin.access import AccessCommands
-from cogs.admin.common import AdminRefusal, _k, may_administer
+from cogs.admin.common import AdminRefusal, may_administer
 from cogs.admin.defaults import DefaultsCommands
 from cogs.admin.overview import OverviewCommands
 from cogs.admin.quotas import QuotaCommands
 from cogs.admin.relay_form import GATEWAY_LOGGERS, RelayFormLogFilter
 from cogs.admin.relays import RelayCommands
 from cogs.bot_types import NanoBananaBot
+from cogs.texts import command_text as _k
 
 __all__ = ["Admin", "setup"]
 

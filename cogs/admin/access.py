@@ -9,8 +9,9 @@ import discord
 from discord import app_commands
 
 from bot.guild_config import GuildSettings
-from cogs.admin.common import THREAD_MODE_CHOICES, AdminBase, _k, access_summary, locale_of, send, toggled
+from cogs.admin.common import THREAD_MODE_CHOICES, AdminBase, access_summary, locale_of, send, toggled
 from cogs.bot_types import Interaction
+from cogs.texts import command_text as _k
 
 
 class AccessCommands(AdminBase):

@@ -9,7 +9,6 @@ from typing import Any
 
 import discord
 from discord import app_commands
-from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.guild_config import ConfigError, GuildSettings
@@ -19,6 +18,7 @@ from bot.services import Services
 from bot.usage import PERIODS
 from cogs import render
 from cogs.bot_types import Interaction, NanoBananaBot
+from cogs.texts import command_text as _k
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ THREAD_MODE_LABELS = {
     "requester": "admin.access.thread_mode.requester",
     "anyone": "admin.access.thread_mode.anyone",
 }
-
-
-def _k(key: str, text: str) -> app_commands.locale_str:
-    return _(text, key=key)
 
 
 class AdminRefusal(app_commands.CheckFailure):

@@ -26,8 +26,9 @@ from bot.relay.redact import redact
 from bot.relay.types import InvalidRequest
 from bot.relays.store import RelayInfo
 from cogs import render
-from cogs.admin.common import _k, locale_of, send
+from cogs.admin.common import locale_of, send
 from cogs.bot_types import Interaction
+from cogs.texts import command_text as _k
 
 log = logging.getLogger(__name__)
 

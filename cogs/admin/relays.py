@@ -19,7 +19,7 @@ from bot.relay.redact import redact
 from bot.relay.types import RelayFailed
 from bot.relays.store import MAX_RELAYS_PER_GUILD
 from cogs import render
-from cogs.admin.common import AdminBase, AdminRefusal, _k, locale_of, may_administer, refuse, send
+from cogs.admin.common import AdminBase, AdminRefusal, locale_of, may_administer, refuse, send
 from cogs.admin.relay_form import (
     AUTH_CHOICES,
     AUTH_LABELS,
@@ -32,6 +32,7 @@ from cogs.admin.relay_form import (
 )
 from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing
+from cogs.texts import command_text as _k
 
 log = logging.getLogger(__name__)
 

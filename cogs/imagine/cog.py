@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot import rules
@@ -23,6 +22,7 @@ from bot.studio import JobRequest
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.intake import upload_limit
+from cogs.texts import command_text as _k
 
 from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single_button_view
 from .delivery import Delivery
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from bot.app import NanoBananaBot
 
 log = logging.getLogger(__name__)
-
-
-def _k(key: str, text: str) -> app_commands.locale_str:
-    return _(text, key=key)
 
 
 def _cancel_view(job: Job) -> discord.ui.View:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot import rules
 from bot.conversations import Conversation
 from bot.i18n import normalize_locale, t
 from bot.jobs import Job
@@ -64,7 +65,7 @@ class Starter:
         if conversation is None:
             return True  # nothing to protect; the caller reports an unknown picture
         g = await svc.guild(interaction.guild_id)
-        if g.may_continue_thread(interaction.user.id, conversation.owner_id):
+        if rules.may_continue_thread(g.thread_mode, interaction.user.id, conversation.owner_id):
             return True
         if refuse:
             await interaction.response.send_message(t("conversation.owner_only", normalize_locale(interaction.locale)), ephemeral=True)
