@@ -166,15 +166,19 @@ def validate(request: GenerationRequest) -> GenerationRequest:
             count=len(request.images),
             limit=spec.max_images,
         )
-    for asked, option, what in (
-        (request.grounding, "grounding", "search grounding"),
-        (request.image_search, "image_search", "image-search grounding"),
-    ):
-        if asked and not getattr(spec, option):
-            allowed = ", ".join(m.id for m in MODELS.values() if getattr(m, option))
-            raise InvalidRequest(
-                f"{spec.id} cannot use {what}; models that can: {allowed}", key=f"invalid.{option}", model=spec.id, allowed=allowed
-            )
+    if request.grounding and not spec.grounding:
+        raise InvalidRequest(
+            f"{spec.id} cannot use search grounding; models that can: " + ", ".join(m.id for m in MODELS.values() if m.grounding),
+            key="invalid.grounding",
+            model=spec.id,
+            allowed=", ".join(m.id for m in MODELS.values() if m.grounding),
+        )
+    if request.image_search and not spec.image_search:
+        # (written out like the one above: the translation check reads each key's parameters here)
+        allowed = ", ".join(m.id for m in MODELS.values() if m.image_search)
+        raise InvalidRequest(
+            f"{spec.id} cannot search Google Images; models that can: {allowed}", key="invalid.image_search", model=spec.id, allowed=allowed
+        )
     thinking = request.thinking.strip().lower() if request.thinking else None
     if thinking and thinking not in spec.thinking_levels:
         if not spec.thinking_levels:
