@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.relay import gemini
 from tests.doubles.relay_double import Behaviour
 from tests.test_bot_e2e import world
 
@@ -69,3 +70,21 @@ async def test_web_search_on_flash_sends_the_plain_tool(tmp_path: Path) -> None:
         post = await w.result_post(since=mark)
         assert w.relay.requests[-1].json["tools"] == [{"googleSearch": {}}]
         assert "Image searches" not in {f["name"] for f in post.json["embeds"][0]["fields"]}
+
+
+async def test_a_streamed_turn_is_stored_as_the_plain_one_would_be(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        stored = []
+        for preview in (False, True):
+            w.relay.enqueue(Behaviour("image", width=64, height=48, signature="c2lnLWZpbmFs"))
+            mark = w.dd.mark()
+            await w.imagine(prompt="a banana astronaut", model=FLASH31, preview=preview)
+            post = await w.result_post(since=mark)
+            await w.dd.wait_for("DELETE", r"/messages/@original$", since=mark)  # the job's result recorded
+            turn = await bot.services.conversations.turn_by_message(int(post.response["id"]))
+            assert turn is not None
+            stored.append(await bot.services.conversations.history(turn.id))
+        assert w.relay.requests[-1].path.endswith(":streamGenerateContent")
+        plain, streamed = (gemini.materialize(list(h)) for h in stored)
+        assert streamed == plain  # the drafts are not kept; the signature is, as sent
+        assert plain[1]["parts"][-1]["thoughtSignature"] == "c2lnLWZpbmFs"
