@@ -232,6 +232,8 @@ class Progress:
                     break
                 preview, generating = waiting
                 await self._show_draft(job, locale, preview, generating)
+        except Exception as exc:  # a preview is a nicety: it never fails the job, nor logs a traceback
+            log.warning("previews of job %s stopped: %s: %s", job.id, type(exc).__name__, exc)
         finally:
             self._draft_tasks.pop(job.id, None)
             self._drafts.pop(job.id, None)
