@@ -25,6 +25,7 @@ from .payloads import SIZES, Payload, payload
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_LABELS = {
     "ours": "this project (RelayClient.generate)",
+    "streamed": "this project, live previews (streamed with thoughts)",
     "decoder": "this project (StreamDecoder only)",
     "sdk": "google-genai (aiohttp, its default here)",
     "sdk-httpx": "google-genai (httpx transport)",

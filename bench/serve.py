@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         picture = _images.Picture(Path(path).read_bytes(), "image/png", width, height)
         picture.b64  # noqa: B018 - encode once, before the first request
         _images._cache[(width, height, "image/png", "huge")] = picture
+        # The streamed client's two draft pictures (thoughts): as big as the picture itself, the
+        # worst case for what a streamed answer carries.
+        for i in range(2):
+            _images._cache[(width, height, "image/png", f"draft-{i}")] = picture
     return relay_double.main(["--port", "0", "--no-record-bodies", "--api-key", args.api_key])
 
 

@@ -65,6 +65,24 @@ async def ours(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]
     return fetch, client.aclose
 
 
+async def streamed(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
+    """``ours`` with live previews: streamGenerateContent?alt=sse with the model's thoughts
+    (the double sends two thought texts and two draft pictures before the picture)."""
+    from bot.relay import previews
+
+    fetch_plain, close = await ours(url, size)
+
+    async def fetch() -> bytes:
+        shown: list[int] = []
+        with previews.receiving(lambda p: shown.append(p.draft)):
+            image = await fetch_plain()
+        if 2 not in shown:
+            raise SystemExit("streamed: the drafts were not handed on")
+        return image
+
+    return fetch, close
+
+
 async def decoder(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
     """Only this project's StreamDecoder over an httpx stream: the decoder's own cost, without
     the rest of RelayClient.generate (validation, retries, parsing the answer)."""
@@ -146,7 +164,7 @@ async def sdk_httpx(url: str, size: str) -> tuple[Fetch, Callable[[], Awaitable[
     return await sdk(url, size, transport="httpx")
 
 
-CLIENTS = {"ours": ours, "decoder": decoder, "sdk": sdk, "sdk-httpx": sdk_httpx, "naive": naive}
+CLIENTS = {"ours": ours, "streamed": streamed, "decoder": decoder, "sdk": sdk, "sdk-httpx": sdk_httpx, "naive": naive}
 
 
 # -- the event-loop probe ----------------------------------------------------------------------

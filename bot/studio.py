@@ -41,6 +41,8 @@ class JobRequest:
     aspect_ratio: str | None = None
     size: str | None = None
     grounding: bool = False
+    image_search: bool = False  # with grounding: Google Images too (3.1 Flash)
+    preview: bool = False  # show the model's drafts while it draws (cogs/imagine/progress.py)
     thinking: str | None = None
     images: list[str] = field(default_factory=list)  # sha256 of new input images
     parent_turn_id: int | None = None  # continue the conversation from this turn
@@ -88,6 +90,7 @@ def continue_from(
         aspect_ratio=settings.get("aspect_ratio"),
         size=size or settings.get("size"),
         grounding=bool(settings.get("grounding", False)),
+        image_search=bool(settings.get("image_search", False)),
         thinking=settings.get("thinking"),
         parent_turn_id=turn.id,
         conversation_id=turn.conversation_id,
@@ -127,6 +130,7 @@ class Studio:
                 aspect_ratio=req.aspect_ratio,
                 size=req.size,
                 grounding=req.grounding,
+                image_search=req.image_search,
                 thinking=req.thinking,
             )
         )
@@ -166,6 +170,7 @@ class Studio:
             size=req.size,
             history=history,
             grounding=req.grounding,
+            image_search=req.image_search,
             thinking=req.thinking,
         )
         result, relay_name = await self.pool.generate(guild_id, request)
@@ -191,6 +196,7 @@ class Studio:
                     "aspect_ratio": req.aspect_ratio,
                     "size": req.size,
                     "grounding": req.grounding,
+                    "image_search": req.image_search,
                     "thinking": req.thinking,
                 },
                 job_id=job_id,

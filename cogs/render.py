@@ -9,11 +9,14 @@ import discord
 from bot.i18n import has_key, t
 from bot.jobs import EXACT_POSITIONS, shown_position
 from bot.relay.catalogue import MODELS, display_size, ratio_of, size_of
+from bot.relay.previews import Preview
 from bot.relay.redact import redact
 from bot.relay.types import GroundingSource, NoImage
 
 BRAND = discord.Colour.from_rgb(250, 204, 21)  # banana yellow
 ERROR = discord.Colour.from_rgb(220, 70, 60)
+DRAFT = discord.Colour.from_rgb(150, 150, 150)  # grey: not the picture yet
+DRAFT_FILENAME = "draft.jpg"
 
 
 def shorten(text: str, limit: int) -> str:
@@ -37,6 +40,7 @@ def result_embed(
     credits: int,
     filename: str,
     sources: Sequence[GroundingSource] = (),
+    image_queries: Sequence[str] = (),
     fit_note: str | None = None,
     model_text: str = "",
     width: int | None = None,
@@ -55,14 +59,45 @@ def result_embed(
     embed.add_field(name=t("result.shape", locale), value=shape, inline=True)
     embed.add_field(name=t("result.time", locale), value=t("result.seconds", locale, seconds=f"{elapsed_s:.1f}"), inline=True)
     embed.add_field(name=t("result.credits", locale), value=str(credits), inline=True)
+    if image_queries:
+        queries = " · ".join(f"`{shorten(q.replace('`', ''), 80)}`" for q in image_queries[:6])
+        embed.add_field(name=t("live.result.image_queries", locale), value=queries[:1024], inline=False)
     if sources:
-        links = "\n".join(f"[{shorten(s.title or s.uri, 60)}]({s.uri})" for s in sources[:8])
-        embed.add_field(name=t("result.sources", locale), value=links[:1024], inline=False)
+        embed.add_field(name=t("result.sources", locale), value=source_links(sources, locale), inline=False)
     if model_text:
         embed.add_field(name=t("result.model_said", locale), value=shorten(model_text, 500), inline=False)
     if fit_note:
         embed.set_footer(text=fit_note)
     embed.set_image(url=f"attachment://{filename}")
+    return embed
+
+
+def source_links(sources: Sequence[GroundingSource], locale: str, limit: int = 1024) -> str:
+    """One line per source, each a link to its page. An image-search source also links its
+    picture, on the same line as (and after) the page it comes from. Whole lines only, so no
+    link is cut in half."""
+    lines: list[str] = []
+    used = 0
+    for source in sources[:8]:
+        line = f"[{shorten(source.title or source.uri, 60).replace(']', ')')}]({source.uri})"
+        if source.image_uri:
+            line += f" · [{t('live.result.source_picture', locale)}]({source.image_uri})"
+        if used + len(line) + 1 > limit:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(lines)
+
+
+def draft_embed(locale: str, preview: Preview, *, with_picture: bool) -> discord.Embed:
+    """A preview on the progress message: the model's draft, small and marked as one, and its
+    latest thought in one line."""
+    title = t("live.draft.title", locale, n=preview.draft) if preview.draft else t("live.draft.thinking", locale)
+    embed = discord.Embed(colour=DRAFT, title=title)
+    if preview.summary:
+        embed.description = t("live.draft.thought", locale, summary=shorten(preview.summary, 200))
+    if with_picture:
+        embed.set_thumbnail(url=f"attachment://{DRAFT_FILENAME}")
     return embed
 
 

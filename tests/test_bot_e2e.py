@@ -420,7 +420,7 @@ async def test_grounded_result_links_its_sources_and_upscale_asks_for_a_bigger_s
     async with world(tmp_path) as (w, bot):
         w.relay.enqueue(Behaviour("image", grounding=[{"uri": "https://weather.example/sf", "title": "SF forecast"}]))
         mark = w.dd.mark()
-        await w.imagine(prompt="today's weather in San Francisco as a chart", model="gemini-3-pro-image-preview", search=True, size="1K")
+        await w.imagine(prompt="today's weather in San Francisco as a chart", model="gemini-3-pro-image-preview", search="web", size="1K")
         post = await w.result_post(since=mark)
         assert w.relay.requests[-1].json["tools"] == [{"googleSearch": {}}]
         fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}

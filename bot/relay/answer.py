@@ -46,6 +46,7 @@ class Parsed:
     text: str = ""
     usage: Usage = field(default_factory=Usage)
     sources: list[GroundingSource] = field(default_factory=list)
+    image_queries: list[str] = field(default_factory=list)
     model_turn: dict[str, Any] | None = None
     finish_reason: str = ""
 

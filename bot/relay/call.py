@@ -31,7 +31,7 @@ from .blob import DecodeError, RefusedAnswer
 from .body import Sent
 from .failures import ERROR_BODY_CAP, Fail, broken, describe, envelope_failure, http_failure, network, refused_answer
 from .redact import redact
-from .sse import EventStream
+from .sse import ON_EVENT, EventStream
 from .stream import Budget, StreamDecoder
 from .types import RelayConfig, RelayFailed, RelayTimeout
 
@@ -218,8 +218,8 @@ class Caller:
             async with asyncio.timeout(timeout):
                 async with self.client_for(relay).stream(
                     sent.method,
-                    sent.url,
-                    params=params or None,
+                    # (httpx's params replace a URL's own query: merged here, keeping ?alt=sse)
+                    httpx.URL(sent.url).copy_merge_params(params) if params else sent.url,
                     headers=headers,
                     content=sent.content,
                     data=sent.data,
@@ -296,13 +296,14 @@ class Caller:
         is_sse = "text/event-stream" in response.headers.get("content-type", "").lower()
         budget = Budget()
         decoder = StreamDecoder(budget=budget)
-        sse: EventStream | None = EventStream(budget) if is_sse else None
+        on_event = ON_EVENT.get()
+        sse: EventStream | None = EventStream(budget, on_event) if is_sse else None
         first = True
         async for chunk in inflate.body_pieces(response, self.max_answer_bytes):
             if first and chunk.strip():
                 first = False
                 if sse is None and chunk.lstrip()[:5] in (b"data:", b"event"):
-                    sse = EventStream(budget)  # a relay streaming although asked not to, without saying so
+                    sse = EventStream(budget, on_event)  # a relay streaming although asked not to, without saying so
             if sse is not None:
                 await sse.feed(chunk)
             else:

@@ -27,7 +27,9 @@ class ModelSpec:
     sizes: tuple[str, ...]  # canonical sizes ("512", "1K", "2K", "4K"); empty: fixed ~1 MP
     max_images: int
     grounding: bool = False
-    image_search: bool = False
+    image_search: bool = False  # Google Image Search grounding (googleSearch.searchTypes.imageSearch)
+    # Thinks before it draws and can return its interim thought images (thinkingConfig.includeThoughts).
+    thoughts: bool = False
     thinking_levels: tuple[str, ...] = ()  # empty: not controllable
     aliases: tuple[str, ...] = ()
 
@@ -54,6 +56,7 @@ MODELS: dict[str, ModelSpec] = {
             sizes=("1K", "2K", "4K"),
             max_images=14,
             grounding=True,
+            thoughts=True,
             aliases=("nano-banana-pro",),
         ),
         ModelSpec(
@@ -64,6 +67,7 @@ MODELS: dict[str, ModelSpec] = {
             max_images=14,
             grounding=True,
             image_search=True,
+            thoughts=True,
             thinking_levels=("minimal", "high"),
             aliases=("nano-banana-2",),
         ),
@@ -168,6 +172,12 @@ def validate(request: GenerationRequest) -> GenerationRequest:
             key="invalid.grounding",
             model=spec.id,
             allowed=", ".join(m.id for m in MODELS.values() if m.grounding),
+        )
+    if request.image_search and not spec.image_search:
+        # (written out like the one above: the translation check reads each key's parameters here)
+        allowed = ", ".join(m.id for m in MODELS.values() if m.image_search)
+        raise InvalidRequest(
+            f"{spec.id} cannot search Google Images; models that can: {allowed}", key="invalid.image_search", model=spec.id, allowed=allowed
         )
     thinking = request.thinking.strip().lower() if request.thinking else None
     if thinking and thinking not in spec.thinking_levels:

@@ -94,6 +94,7 @@ class RelayClient(Caller):
             text=cut(parsed.text, MODEL_TEXT_CAP),
             usage=parsed.usage,
             sources=parsed.sources,
+            image_queries=parsed.image_queries,
             model_turn=parsed.model_turn if relay.dialect == "gemini" else None,
             user_turn=user_turn,
             elapsed_s=round(time.monotonic() - started, 3),

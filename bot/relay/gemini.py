@@ -14,9 +14,11 @@ Wire decisions:
 - ``responseModalities`` is ``["TEXT", "IMAGE"]``: the model's words are part of the result
   (they explain refusals), and it is the API's default anyway.
 - ``thinkingConfig`` is sent only when a thinking level was asked for (3.1 Flash), with
-  ``includeThoughts: false``: thought parts are never delivered, and leaving them out of the
+  ``includeThoughts: false`` unless previews are wanted: leaving thought parts out of the
   answer saves up to two draft pictures of transfer.
-- Grounding is ``tools: [{"googleSearch": {}}]``, the form every relay passes through.
+- Grounding is ``tools: [{"googleSearch": {}}]``, the form every relay passes through;
+  image search names its search types (see :mod:`.grounding`).
+- Previews (:mod:`.previews`) ask ``includeThoughts: true`` and stream the answer.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from .answer import (
     strip_hosted_images,
 )
 from .blob import Blob, DecodeError, RefusedAnswer, b64_bytes, check_text, data_urls, plain_text
-from .types import GenerationRequest, GroundingSource, InputImage, Usage
+from .grounding import image_queries, search_tool, sources
+from .types import GenerationRequest, InputImage, Usage
 
 
 def camel(key: str) -> str:
@@ -78,6 +81,11 @@ def path(model: str) -> str:
     return f"/models/{model}:generateContent"
 
 
+def stream_path(model: str) -> str:
+    """The same call answered as server-sent events, one per part as the model makes it."""
+    return f"/models/{model}:streamGenerateContent?alt=sse"
+
+
 # Base64 is made in slices this big (a multiple of 3): one encoder call holds the GIL, so
 # slices let the event loop run between them when this runs in a worker thread.
 _B64_SLICE = 3 * 2**18
@@ -106,6 +114,7 @@ def build(
     size_wire: str | None,
     *,
     turn: dict[str, Any] | None = None,
+    thoughts: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The request body and the user turn it ends with (for the conversation record).
 
@@ -125,11 +134,12 @@ def build(
         image_config["imageSize"] = size_wire
     if image_config:
         generation["imageConfig"] = image_config
-    if request.thinking:
-        generation["thinkingConfig"] = {"thinkingLevel": request.thinking.upper(), "includeThoughts": False}
+    if request.thinking or thoughts:
+        thinking: dict[str, Any] = {"thinkingLevel": request.thinking.upper()} if request.thinking else {}
+        generation["thinkingConfig"] = {**thinking, "includeThoughts": thoughts}
     body: dict[str, Any] = {"contents": contents, "generationConfig": generation}
     if request.grounding:
-        body["tools"] = [{"googleSearch": {}}]
+        body["tools"] = [search_tool(request.image_search)]
     if request.safety_settings:
         body["safetySettings"] = [dict(entry) for entry in request.safety_settings]
     return body, turn
@@ -221,27 +231,6 @@ def _usage(data: dict[str, Any]) -> Usage:
     )
 
 
-def _sources(candidate: dict[str, Any]) -> list[GroundingSource]:
-    meta = get(candidate, "groundingMetadata")
-    out: list[GroundingSource] = []
-    seen: set[str] = set()
-    for chunk in get(meta, "groundingChunks") or []:
-        if not isinstance(chunk, dict):
-            continue
-        # web results, image-search results (uri = the page holding the picture), retrievals
-        for kind in ("web", "image", "retrievedContext"):
-            item = get(chunk, kind)
-            if not isinstance(item, dict):
-                continue
-            uri = get(item, "uri") or get(item, "sourceUri") or ""
-            if not isinstance(uri, str) or not uri or uri in seen:
-                continue
-            seen.add(uri)
-            title = get(item, "title") or get(item, "domain") or uri
-            out.append(GroundingSource(title=str(title), uri=uri))
-    return out
-
-
 def parse(data: Any) -> Parsed:
     data = _answer_object(data)
     candidate = _first_candidate(data)
@@ -262,7 +251,8 @@ def parse(data: Any) -> Parsed:
     parsed = Parsed(
         text=text,
         usage=_usage(data),
-        sources=_sources(candidate),
+        sources=sources(candidate),
+        image_queries=image_queries(candidate),
         model_turn=turn,
         finish_reason=finish,
     )

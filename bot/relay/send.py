@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from . import gateway_errors, gemini, images, openai_chat, openai_images
+from . import gateway_errors, gemini, images, openai_chat, openai_images, previews
 from .answer import AnswerError, BrokenAnswer, Parsed
 from .blob import DecodeError, RefusedAnswer
 from .body import Sent, approx_json_size, post_json
 from .call import Caller
+from .sse import ON_EVENT
 from .types import GenerationRequest, InputImage, InvalidRequest, RelayConfig, RelayError, RelayFailed
 
 log = logging.getLogger("bot.relay")
@@ -90,6 +91,15 @@ async def send(
 async def _gemini(
     caller: Caller, relay: RelayConfig, req: GenerationRequest, model: str, prepared: list[InputImage], timeout: float, user_turn: Turn
 ) -> tuple[Parsed, Turn]:
+    sink = previews.wanted(relay, req)
+    if sink is not None:
+        try:
+            return await _streamed(caller, relay, req, model, prepared, timeout, user_turn, sink)
+        except RelayFailed as exc:
+            if not _stream_refused(exc):
+                raise
+            # Answered with an error status, or never reached: nothing was made or billed.
+            log.info("relay %s did not stream (%s); asking without previews", relay.name, exc.relay_message or exc)
     url = caller.endpoint(relay, gemini.path(model))
     body, turn = gemini.build(req, prepared, req.size, turn=user_turn)
     sent = await post_json(url, body)
@@ -107,6 +117,44 @@ async def _gemini(
     body, turn = gemini.build(req, prepared, "512px", turn=user_turn)
     sent = await post_json(url, body)
     return await caller.request(relay, sent, timeout=timeout, parse=checked(gemini.parse)), turn
+
+
+async def _streamed(
+    caller: Caller,
+    relay: RelayConfig,
+    req: GenerationRequest,
+    model: str,
+    prepared: list[InputImage],
+    timeout: float,
+    user_turn: Turn,
+    sink: previews.PreviewSink,
+) -> tuple[Parsed, Turn]:
+    """The answer streamed with the model's thoughts, each handed to ``sink`` as it arrives.
+    One attempt: whatever goes wrong before the relay answers is retried by the plain call."""
+    url = caller.endpoint(relay, gemini.stream_path(model))
+    body, turn = gemini.build(req, prepared, req.size, turn=user_turn, thoughts=True)
+    sent = await post_json(url, body)
+    parse = checked(gemini.parse)
+
+    def without_thoughts(value: object) -> Parsed:
+        parsed = parse(value)
+        parsed.model_turn = previews.without_thoughts(parsed.model_turn)
+        return parsed
+
+    token = ON_EVENT.set(previews.ThoughtReader(sink))
+    try:
+        return await caller.request(relay, sent, timeout=timeout, parse=without_thoughts, attempts=1), turn
+    finally:
+        ON_EVENT.reset(token)
+
+
+def _stream_refused(exc: RelayFailed) -> bool:
+    """The stream endpoint said no (any HTTP error but the key's own), or could not be reached:
+    the plain call is tried instead. Timeouts and broken streams are not: the relay may have
+    made - and billed - the picture already."""
+    if exc.key == "error.auth" or exc.status in (401, 402, 403):
+        return False
+    return exc.status is not None or exc.key == "error.network"
 
 
 async def _openai_images(

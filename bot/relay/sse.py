@@ -8,6 +8,8 @@ data line is decoded as it comes and never held whole.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import Callable
 from typing import Any
 
 from .blob import DecodeError, RefusedAnswer
@@ -15,6 +17,9 @@ from .stream import Budget, StreamDecoder
 
 _LINE_HEAD, _LINE_DATA, _LINE_SKIP = 0, 1, 2
 _DONE = b"[DONE]"
+
+# Called with each event as it completes, on the event loop (see .previews); None: nobody asks.
+ON_EVENT: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar("sse_on_event", default=None)
 
 
 class EventStream:
@@ -28,7 +33,8 @@ class EventStream:
     joined with "\\n", and a ``[DONE]`` payload is no event.
     """
 
-    def __init__(self, budget: Budget | None = None) -> None:
+    def __init__(self, budget: Budget | None = None, on_event: Callable[[Any], None] | None = None) -> None:
+        self.on_event = on_event
         # One budget for the whole stream: every event's decoder and every line draw on it.
         self.budget = budget if budget is not None else Budget()
         self.events: list[Any] = []
@@ -127,9 +133,15 @@ class EventStream:
                 return
             decoder = StreamDecoder(budget=self.budget)
             decoder.feed(early)
-        self.events.append(decoder.close())
+        event = decoder.close()
+        if self.on_event is not None:
+            self.on_event(event)
+        self.events.append(event)
 
     def close(self) -> list[Any]:
+        # close() may run in a worker thread (a heavy answer): the last event, the picture, is
+        # gathered without the hook, which runs on the event loop only.
+        self.on_event = None
         if self._mode != _LINE_HEAD or self._head:  # a last line without its newline
             self._end_line()
         self._dispatch()

@@ -62,6 +62,8 @@ class GenerationRequest:
     # use `images` (latest picture) + prompt instead.
     history: list[dict[str, Any]] = field(default_factory=list)
     grounding: bool = False
+    # With ``grounding``: Google Image Search as well as web search (3.1 Flash).
+    image_search: bool = False
     thinking: str | None = None  # "minimal" | "high" where the model supports it
     # Gemini dialect only: the request's ``safetySettings`` as bot.safety.SafetySettings.render()
     # gives them ([{"category", "threshold"}]); None sends none (the relay's defaults apply).
@@ -99,7 +101,8 @@ class Note:
 @dataclass(frozen=True)
 class GroundingSource:
     title: str
-    uri: str
+    uri: str  # the page
+    image_uri: str = ""  # image search: the source picture itself (shown only with a link to ``uri``)
 
 
 @dataclass
@@ -128,6 +131,8 @@ class GenerationResult:
     text: str = ""  # the model's non-thought text
     usage: Usage = field(default_factory=Usage)
     sources: list[GroundingSource] = field(default_factory=list)
+    # What the model searched Google Images for (image-search grounding).
+    image_queries: list[str] = field(default_factory=list)
     # The model's `content` as received (Gemini dialect), to send back next turn; None otherwise.
     # May hold Blobs in place of big base64 strings (see the class docstring).
     model_turn: dict[str, Any] | None = None

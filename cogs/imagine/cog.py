@@ -78,6 +78,7 @@ class Imagine(commands.Cog):
         size=_k("opt.size", "size"),
         search=_k("opt.search", "search"),
         thinking=_k("opt.thinking", "thinking"),
+        preview=_k("live.opt.preview", "preview"),
     )
     @app_commands.describe(
         prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
@@ -88,14 +89,19 @@ class Imagine(commands.Cog):
         model=_k("opt.model.desc", "Which Nano Banana model"),
         aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
         size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
-        search=_k("opt.search.desc", "Ground the picture in Google Search results"),
+        search=_k("live.opt.search.desc", "Ground the picture in Google Search: the web, or the web and Google Images (3.1 Flash)"),
         thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
+        preview=_k("live.opt.preview.desc", "Show the model's drafts while it draws (3 Pro and 3.1 Flash)"),
     )
     @app_commands.choices(
         model=[app_commands.Choice(name=spec.label, value=spec.id) for spec in MODELS.values()],
         thinking=[
             app_commands.Choice(name=_k("choice.thinking.minimal", "minimal (fast)"), value="minimal"),
             app_commands.Choice(name=_k("choice.thinking.high", "high (better for complex prompts)"), value="high"),
+        ],
+        search=[
+            app_commands.Choice(name=_k("live.choice.search.web", "web"), value="web"),
+            app_commands.Choice(name=_k("live.choice.search.images", "web + images (3.1 Flash)"), value="images"),
         ],
     )
     async def imagine(
@@ -109,8 +115,9 @@ class Imagine(commands.Cog):
         model: str | None = None,
         aspect_ratio: str | None = None,
         size: str | None = None,
-        search: bool = False,
+        search: str | None = None,
         thinking: str | None = None,
+        preview: bool = False,
     ) -> None:
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
         defaults = await self.bot.services.defaults(interaction.guild_id)
@@ -119,7 +126,9 @@ class Imagine(commands.Cog):
             model=model or defaults.model,
             aspect_ratio=aspect_ratio or defaults.aspect_ratio,
             size=rules.requested_size(size, model, default_model=defaults.model, default_size=defaults.size),
-            grounding=search,
+            grounding=search is not None,
+            image_search=search == "images",
+            preview=preview,
             thinking=thinking,
             upload_limit=upload_limit(interaction),
             locale=normalize_locale(interaction.locale),

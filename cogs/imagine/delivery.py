@@ -11,6 +11,7 @@ is a relay error, handled by the relay layer, never here.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
@@ -22,6 +23,7 @@ import discord
 from bot.i18n import t
 from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
+from bot.relay import previews
 from bot.services import Services
 from bot.studio import Generated, JobRequest
 from cogs import render
@@ -117,9 +119,13 @@ class Delivery:
                 prior = await self.services.get_job(req.after_job_id)
                 if prior is not None and prior.result_turn_id is not None:
                     req.parent_turn_id = prior.result_turn_id
-            generated = await self.services.studio.generate(
-                guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
-            )
+            # Live previews (the model's drafts on the progress message) when the member asked.
+            generating = render.progress_text("generating", req.locale, since=started, model=req.model)
+            sink = self.progress.previews(job, req.locale, generating)
+            with previews.receiving(sink) if req.preview else contextlib.nullcontext():
+                generated = await self.services.studio.generate(
+                    guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
+                )
             # The picture exists and goes out now (the upload may land even if interrupted):
             # a Cancel click from here on is too late, or it would refund a posted picture.
             self.progress.delivering.add(job.id)
@@ -244,6 +250,7 @@ class Delivery:
             credits=job.cost,
             filename=filename,
             sources=result.sources,
+            image_queries=result.image_queries,
             width=result.width,
             height=result.height,
             fit_note="\n".join(x for x in notes if x) or None,

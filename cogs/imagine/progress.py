@@ -4,20 +4,30 @@ Discord's rate limit on message edits.
 An interaction token edits the message for its first 15 minutes (Discord's token lifetime),
 the bot token afterwards. Discord may refuse a bot-token edit of an interaction's response;
 news the member must see (a failure, Retry after a restart) is then posted as a new message.
+
+Live previews: while the model thinks, each of its draft pictures is shown small (a thumbnail,
+titled as a draft) with its latest thought in one line, at most one edit per
+:data:`PROGRESS_EDIT_INTERVAL`; the newest draft wins when several arrive in between. The
+result is posted as its own message and this one removed, so the picture replaces the drafts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
+from PIL import Image
 
 from bot.jobs import Job
+from bot.relay.previews import Preview, PreviewSink
 from bot.services import Services, progress_message_id
+from cogs import render
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -26,6 +36,23 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate limits message edits)
 TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
+DRAFT_PIXELS = 256  # a draft is shown at most this wide and high: small, and quick to upload
+DRAFT_MAX_PIXELS = 64 * 2**20  # a draft claiming more pixels is not decoded (a decompression bomb)
+
+
+def small_draft(data: bytes) -> bytes | None:
+    """The draft as a small JPEG, or None when it is no picture Pillow reads. Run in a thread."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > DRAFT_MAX_PIXELS:
+                return None
+            img.draft("RGB", (DRAFT_PIXELS, DRAFT_PIXELS))  # JPEG: decode at a fraction of the size
+            img.thumbnail((DRAFT_PIXELS, DRAFT_PIXELS))
+            out = io.BytesIO()
+            img.convert("RGB").save(out, "JPEG", quality=80)
+            return out.getvalue()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
 
 
 def job_locale(job: Job) -> str:
@@ -48,6 +75,11 @@ class Progress:
         # job id -> newest progress text held back by the edit rate limit, and its sender.
         self._pending: dict[int, tuple[str | None, bool]] = {}
         self._flushers: dict[int, asyncio.Task[None]] = {}
+        # job id -> the newest preview not shown yet, the task showing them, and the jobs whose
+        # message holds a draft picture (a later embed replaces it, the attachment goes too).
+        self._drafts: dict[int, tuple[Preview, str]] = {}
+        self._draft_tasks: dict[int, asyncio.Task[None]] = {}
+        self._drafted: set[int] = set()
 
     @property
     def services(self) -> Services:
@@ -68,7 +100,9 @@ class Progress:
         return None
 
     def forget(self, job: Job) -> None:
-        """The job is over: drop its interaction and rate-limit state."""
+        """The job is over: drop its interaction, rate-limit and preview state."""
+        self._stop_drafts(job)
+        self._drafted.discard(job.id)
         self.release(progress_message_id(job))
         self._last_edit.pop(job.id, None)
 
@@ -82,9 +116,13 @@ class Progress:
         must_show: bool = False,
         embed: discord.Embed | None = None,
         view: discord.ui.View | None = None,
+        attachments: list[discord.File] | None = None,
+        draft: bool = False,
     ) -> None:
         """Edit the job's progress message; ``force`` skips the rate limit, ``cancel`` adds the
-        Cancel button, ``must_show`` posts a new message when the edit is refused."""
+        Cancel button, ``must_show`` posts a new message when the edit is refused. ``draft``:
+        a preview (see :meth:`previews`); any other forced edit ends the previews, so a late
+        draft never covers news such as a failure or "cancelled"."""
         message_id = progress_message_id(job)
         if not message_id:
             return
@@ -99,14 +137,22 @@ class Progress:
             return
         # This edit supersedes anything waiting (e.g. "queued" must not overwrite "drawing").
         self._pending.pop(job.id, None)
+        if not draft:
+            self._stop_drafts(job)
         flusher = self._flushers.pop(job.id, None)
         if flusher is not None and flusher is not asyncio.current_task():
             flusher.cancel()
         self._last_edit[job.id] = now
         if cancel:
             view = self._cancel_view(job)
+        extra: dict[str, Any] = {}
+        if attachments is not None:
+            extra["attachments"] = attachments
+        elif embed is not None and job.id in self._drafted and not draft:
+            extra["attachments"] = []  # a draft's picture goes with the draft
+            self._drafted.discard(job.id)
         try:
-            await self._send_edit(job, message_id, content=content, embed=embed, view=view)
+            await self._send_edit(job, message_id, content=content, embed=embed, view=view, **extra)
         except discord.HTTPException as exc:
             log.info("progress edit for job %s failed: %s", job.id, exc.status)
             if must_show and exc.status in (403, 404):
@@ -155,6 +201,57 @@ class Progress:
             content, cancel = pending
             await self.edit(job, content, force=True, cancel=cancel)
         self._flushers.pop(job.id, None)
+
+    # ---------------------------------------------------------------- live previews
+
+    def previews(self, job: Job, locale: str, generating: str) -> PreviewSink:
+        """A sink for the job's previews (see bot.relay.previews); ``generating`` is the
+        progress text shown above them."""
+
+        def sink(preview: Preview) -> None:
+            waiting = self._drafts.get(job.id)
+            if waiting is not None and waiting[0].image is not None and preview.image is None:
+                # Newer words, but the draft picture waiting for its turn is still the newest one.
+                preview = dataclasses.replace(waiting[0], summary=preview.summary)
+            self._drafts[job.id] = (preview, generating)
+            if job.id not in self._draft_tasks:
+                self._draft_tasks[job.id] = asyncio.create_task(self._show_drafts(job, locale))
+
+        return sink
+
+    async def _show_drafts(self, job: Job, locale: str) -> None:
+        try:
+            while job.id in self._drafts and job.id not in self.delivering:
+                wait = PROGRESS_EDIT_INTERVAL - (time.monotonic() - self._last_edit.get(job.id, 0.0))
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the newest preview is taken after the wait
+                if job.id in self.delivering:
+                    break  # the picture is out: a draft must not cover "uploading"
+                waiting = self._drafts.pop(job.id, None)
+                if waiting is None:
+                    break
+                preview, generating = waiting
+                await self._show_draft(job, locale, preview, generating)
+        except Exception as exc:  # a preview is a nicety: it never fails the job, nor logs a traceback
+            log.warning("previews of job %s stopped: %s: %s", job.id, type(exc).__name__, exc)
+        finally:
+            self._draft_tasks.pop(job.id, None)
+            self._drafts.pop(job.id, None)
+
+    async def _show_draft(self, job: Job, locale: str, preview: Preview, generating: str) -> None:
+        small = await asyncio.to_thread(small_draft, preview.image) if preview.image else None
+        # Words only: the last draft picture (if any) stays on screen, its attachment kept.
+        files = [discord.File(io.BytesIO(small), filename=render.DRAFT_FILENAME)] if small is not None else None
+        embed = render.draft_embed(locale, preview, with_picture=small is not None or job.id in self._drafted)
+        await self.edit(job, generating, force=True, cancel=True, embed=embed, attachments=files, draft=True)
+        if small is not None:
+            self._drafted.add(job.id)
+
+    def _stop_drafts(self, job: Job) -> None:
+        self._drafts.pop(job.id, None)
+        task = self._draft_tasks.pop(job.id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def drop(self, job: Job) -> None:
         """The result is posted: the progress message goes."""

@@ -15,7 +15,10 @@ The agreed interface is in notes/RELAY_DOUBLE_API.md. Beyond it (extensions):
 
 - ``/v1/models/{model}:generateContent`` is served like ``/v1beta/...`` (google-genai defaults to
   api_version "v1"); ``:streamGenerateContent`` (``?alt=sse`` or a JSON array) and chat
-  ``"stream": true`` (SSE) split the same answer into chunks.
+  ``"stream": true`` (SSE) split the same answer into chunks, one part per event. A request
+  with ``thinkingConfig.includeThoughts: true`` gets the model's thoughts too (two in words,
+  two draft pictures, all ``"thought": true``) unless the behaviour sets ``thoughts``;
+  ``RelayDouble(streaming=False)`` is a relay without the stream endpoint (404).
 - ``Behaviour("raw", status=, body=, content_type=, headers=)`` sends a body verbatim (e.g. one
   pre-built with :func:`gemini_answer_body`).
 - Options: ``casing="mixed"`` (snake_case inside parts, camelCase around them, as seed 000),
@@ -291,6 +294,7 @@ class _Ask:
     inputs: list[_Input] = field(default_factory=list)
     search: bool = False
     image_search: bool = False
+    include_thoughts: bool = False  # thinkingConfig.includeThoughts: the drafts are sent too
     url_format: bool = False
     stream: bool = False
     sse: bool = False
@@ -358,6 +362,9 @@ def _gemini_ask(model: str, body: Any, *, stream: bool, sse: bool) -> _Ask:
                     f"Invalid value at 'generation_config.image_config.image_size' ({size!r}): use 1K, 2K or 4K (uppercase K), or 512."
                 )
             ask.size = size
+    thinking = config.get("thinkingConfig", config.get("thinking_config")) if isinstance(config, dict) else None
+    if isinstance(thinking, dict):
+        ask.include_thoughts = thinking.get("includeThoughts", thinking.get("include_thoughts")) is True
     texts: list[str] = []
     for content in contents:
         if not isinstance(content, dict):
@@ -697,8 +704,11 @@ class RelayDouble:
         port: int = 0,
         record_bodies: bool = True,
         verbose: bool = False,
+        streaming: bool = True,
     ) -> None:
         self.api_key = api_key  # None: any key (or none) is accepted
+        # False: a relay without ``:streamGenerateContent`` (answered 404, consuming no behaviour).
+        self.streaming = streaming
         self.record_bodies = record_bodies
         self.verbose = verbose
         self.default = Behaviour("image")
@@ -867,7 +877,7 @@ class RelayDouble:
             pass
         elif route.endpoint == "file":
             refusal = self._file_reply(path)  # download links need no key, like a CDN's
-        elif route.endpoint == "unknown":
+        elif route.endpoint == "unknown" or (route.stream and not self.streaming):
             refusal = self._error_reply(route.dialect, 404, f"The path {path} is not served by this relay.", code="not_found")
         elif h.command != route.method:
             refusal = self._error_reply(route.dialect, 405, f"Method {h.command} is not allowed on {path}.")
@@ -1016,7 +1026,8 @@ class RelayDouble:
             answer = wire.gemini_response(parts, model=ask.model, usage=wire.gemini_usage(ask.prompt_tokens(), max(1, len(text) // 4)))
         else:  # image, slow, truncated
             final = self._final_picture(ask, b)
-            thoughts = int(b.get("thoughts", 0))
+            # Unless told: two thoughts in words and two draft pictures when they were asked for.
+            thoughts = int(b.get("thoughts", 4 if ask.include_thoughts else 0))
             parts, pictures = wire.gemini_image_parts(
                 final,
                 wire.drafts_for(final) if thoughts > 1 else [],
