@@ -94,7 +94,7 @@ class Services:
         self.conversations = Conversations(db, self.images)
         self.guilds = GuildConfigStore(db)
         self.relays = RelayStore(db, self.keyring, allow_private=settings.allow_private_relays)
-        self.pool = RelayPool(self.relay_client, self.relays, settings)
+        self.pool = RelayPool(self.relay_client, self.relays, settings, safety=self._gemini_safety)
         self.quota = Quota(db, reader=reader)
         self.studio = Studio(self.pool, self.images, self.conversations)
         self.preferences = PreferenceStore(db)
@@ -187,6 +187,10 @@ class Services:
 
     async def guild(self, guild_id: int | None) -> GuildSettings:
         return await self.guilds.get(guild_id)
+
+    async def _gemini_safety(self, guild_id: int | None) -> list[dict[str, str]]:
+        """The server's Gemini ``safetySettings`` (``/admin safety threshold``)."""
+        return (await self.guild(guild_id)).safety.gemini.render()
 
     async def defaults(self, guild_id: int | None) -> Defaults:
         g = await self.guild(guild_id)

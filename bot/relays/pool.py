@@ -30,9 +30,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,6 +113,7 @@ class RelayPool:
         *,
         clock: Callable[[], float] = time.time,
         breaker: ServerBreaker | None = None,
+        safety: Callable[[int | None], Awaitable[list[dict[str, str]]]] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -119,6 +121,8 @@ class RelayPool:
         self.clock = clock
         self.breaker = breaker or ServerBreaker(clock=clock)
         self._default_health = MemoryHealth(clock)
+        # The server's Gemini safetySettings (bot.safety); only the Gemini dialect sends them.
+        self.safety = safety
 
     def default_relay(self) -> RelayConfig | None:
         relay = self.settings.relay
@@ -160,6 +164,8 @@ class RelayPool:
         A failure raised from here carries ``relay_name`` (the last relay tried) for the job
         record."""
         self.breaker.check(guild_id)
+        if self.safety is not None and request.safety_settings is None:
+            request = dataclasses.replace(request, safety_settings=await self.safety(guild_id) or None)
         allowance = job_deadline(request.size, getattr(self.client, "timeout", None))
         candidates = self._order(await self._candidates(guild_id))
         call = _Call(guild_id, time.monotonic() + allowance, allowance)

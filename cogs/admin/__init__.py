@@ -5,6 +5,7 @@ Command tree (English names; zh-CN clients see the catalog's translations)::
     /admin relay    add · edit · list · test · remove · order      relays.py (the form: relay_form.py)
     /admin defaults set · models                                    defaults.py
     /admin access   channel · role · threads                        access.py
+    /admin safety   block · unblock · list · nsfw-model · spoiler · threshold   safety.py
     /admin quota    limits · cost · role-bonus · exempt             quotas.py
     /admin usage · /admin settings                                  overview.py
 
@@ -29,6 +30,7 @@ from cogs.admin.overview import OverviewCommands
 from cogs.admin.quotas import QuotaCommands
 from cogs.admin.relay_form import GATEWAY_LOGGERS, RelayFormLogFilter
 from cogs.admin.relays import RelayCommands
+from cogs.admin.safety import SafetyCommands
 from cogs.bot_types import NanoBananaBot
 
 __all__ = ["Admin", "setup"]
@@ -41,6 +43,7 @@ __all__ = ["Admin", "setup"]
 class Admin(
     OverviewCommands,
     QuotaCommands,
+    SafetyCommands,
     AccessCommands,
     DefaultsCommands,
     RelayCommands,
