@@ -72,6 +72,7 @@ class GuildSettings:
     quota: QuotaRules = field(default_factory=QuotaRules)
     costs: Mapping[str, int] = field(default_factory=dict)  # "model|size" -> credits (overrides)
     prices: Mapping[str, float] = field(default_factory=dict)  # "model|size" -> USD (overrides)
+    log_channel: int | None = None  # the moderation log (/admin log); None: no log
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)  # blocklist, NSFW-only models, spoilers, Gemini thresholds
 
     # --- questions the bot asks ----------------------------------------------------------
@@ -195,6 +196,9 @@ class GuildSettings:
     def with_safety(self, safety: SafetyPolicy) -> GuildSettings:
         return dataclasses.replace(self, safety=safety)
 
+    def with_log_channel(self, channel_id: int | None) -> GuildSettings:
+        return dataclasses.replace(self, log_channel=channel_id)
+
     def with_nsfw_model(self, model: str, nsfw_only: bool) -> GuildSettings:
         """Keep ``model`` (any of its names) to NSFW channels, or stop keeping it there."""
         return self.with_safety(self.safety.with_nsfw_model(_known_model(model).id, nsfw_only))
@@ -219,6 +223,7 @@ class GuildSettings:
                 "costs": dict(self.costs),
                 "prices": dict(self.prices),
                 "safety": self.safety.to_json(),
+                "log_channel": self.log_channel,
             },
             sort_keys=True,
         )
@@ -259,6 +264,7 @@ class GuildSettings:
         take("quota", QuotaRules.from_dict)
         take("costs", lambda v: {str(k): int(c) for k, c in dict(v).items()})
         take("prices", lambda v: {str(k): float(c) for k, c in dict(v).items()})
+        take("log_channel", optional_int)
         take("safety", lambda v: SafetyPolicy.from_json(dict(v)))
         try:
             return dataclasses.replace(base, **values)

@@ -23,6 +23,7 @@ from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore
 from .imaging import intake
 from .jobs import Job, JobQueue, NewJob
+from .modlog import ModLog
 from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
@@ -100,6 +101,7 @@ class Services:
         self.preferences = PreferenceStore(db)
         self.styles = StyleStore(db, self.images)
         self.gallery = Gallery(db)
+        self.modlog = ModLog()  # posted by cogs/modlog.py
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
         self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
         self._prune_task: asyncio.Task[None] | None = None

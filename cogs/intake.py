@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import discord
 
+from bot.modlog import LogEntry
 from bot.relay.images import MAX_INPUT_BYTES
 from bot.relay.types import InvalidRequest
 from bot.safety.policy import SafetyRefusal
@@ -92,13 +93,18 @@ async def check_safety(
 ) -> None:
     """The blocklist (on what the member typed and what the model is sent) and the NSFW-only
     models, before anything else: a refused prompt is never queued, sent or charged."""
-    policy = (await svc.guild(guild_id)).safety
+    g = await svc.guild(guild_id)
     texts = [req.prompt] + ([req.display_prompt] if req.display_prompt else [])
-    refusal = policy.refusal(texts, model=req.model, channel_nsfw=channel_nsfw)
+    refusal = g.safety.refusal(texts, model=req.model, channel_nsfw=channel_nsfw)
     if refusal is None:
         return
-    rule = refusal.match.rule_id if refusal.match else "-"
-    log.info("guild %s: request of user %s in %s refused (%s, rule %s)", guild_id, user_id, channel_id, refusal.key, rule)
+    rule = refusal.match.rule_id if refusal.match else None
+    log.info("guild %s: request of user %s in %s refused (%s, rule %s)", guild_id, user_id, channel_id, refusal.key, rule or "-")
+    if guild_id is not None and rule is not None:
+        entry = LogEntry(
+            kind="refusal", guild_id=guild_id, user_id=user_id, prompt=req.display_prompt or req.prompt, channel_id=channel_id, rule_id=rule
+        )
+        svc.modlog.add(g.log_channel, entry)
     raise SafetyRefused(refusal)
 
 

@@ -209,6 +209,7 @@ async def test_a_non_admin_is_refused_every_admin_subcommand_and_an_admin_is_not
             "quota exempt",
             "usage",
             "settings",
+            "log",
         }
         before = (await bot.services.guild(int(w.guild["id"]))).to_json()
 

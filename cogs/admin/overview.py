@@ -24,6 +24,7 @@ from cogs.admin.common import (
     quota_summary,
     send,
 )
+from cogs.admin.log import log_summary
 from cogs.admin.relay_form import relay_line
 from cogs.bot_types import Interaction
 
@@ -46,6 +47,7 @@ class OverviewCommands(AdminBase):
         text = summary_text(report, locale)
         if report.images:
             text += "\n-# " + t("usage.summary.spend_note", locale)
+        text += "\n" + log_summary(g, locale)  # where each picture can be reviewed
         await send(interaction, text, file=discord.File(io.BytesIO(chart), filename=f"usage-{period}.png"))
 
     @app_commands.command(

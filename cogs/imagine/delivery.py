@@ -100,6 +100,7 @@ class Delivery:
                 )
             except Exception:
                 log.exception("job %s was delivered but its result could not be recorded", job.id)
+            self.bot.dispatch("picture_delivered", job, req, generated, message)  # the moderation log (cogs/modlog.py)
             await self.progress.drop(job)
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.
