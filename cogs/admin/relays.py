@@ -30,6 +30,7 @@ from cogs.admin.relay_form import (
     parse_aliases,
     relay_line,
 )
+from cogs.admin.relay_probe import probe_and_store
 from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing
 
@@ -46,17 +47,21 @@ class RelayCommands(AdminBase):
     )
     @app_commands.rename(dialect=_k("admin.opt.format", "format"), auth=_k("admin.opt.auth", "auth"))
     @app_commands.describe(
-        dialect=_k("admin.opt.format.desc", "The API the relay speaks"), auth=_k("admin.opt.auth.desc", "How the relay wants the API key")
+        dialect=_k("toolkit.opt.format_add.desc", "The API the relay speaks (empty: worked out from the URL and key)"),
+        auth=_k("admin.opt.auth.desc", "How the relay wants the API key"),
     )
     @app_commands.choices(dialect=DIALECT_CHOICES, auth=AUTH_CHOICES)
-    async def relay_add(self, interaction: Interaction, dialect: str = "gemini", auth: str | None = None) -> None:
+    async def relay_add(self, interaction: Interaction, dialect: str | None = None, auth: str | None = None) -> None:
         assert interaction.guild_id is not None
         if len(await self.services.relays.list(interaction.guild_id)) >= MAX_RELAYS_PER_GUILD:
             # Say so now, not after the admin has typed a whole form.
             await refuse(interaction, ConfigError("too many relays", key="admin.relay.too_many", limit=MAX_RELAYS_PER_GUILD))
             return
-        # The operator's convention (bot/settings.py): Gemini relays take ?key=, the others Bearer.
-        auth = auth or ("query" if dialect == "gemini" else "bearer")
+        # Neither given: the relay is probed when the form is sent (relay_probe.py). Otherwise the
+        # operator's convention (bot/settings.py): Gemini relays take ?key=, the others Bearer.
+        if dialect is not None or auth is not None:
+            dialect = dialect or "gemini"
+            auth = auth or ("query" if dialect == "gemini" else "bearer")
         await interaction.response.send_modal(RelayForm(self.save_relay, locale_of(interaction), dialect=dialect, auth=auth, current=None))
 
     @relay.command(
@@ -97,7 +102,15 @@ class RelayCommands(AdminBase):
         try:
             aliases = parse_aliases(form.aliases_input.value or "")
             check_relay_url(url)
-            if form.current is None:
+            if form.current is None and form.dialect is None:
+                stored, text = await probe_and_store(
+                    self.services, interaction.guild_id, name=name, url=url, api_key=key, aliases=aliases, locale=locale
+                )
+                if stored is None:
+                    await send(interaction, text)
+                    return
+                info = stored
+            elif form.current is None:
                 info = await self.services.relays.add(
                     interaction.guild_id,
                     name=name,
