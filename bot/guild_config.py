@@ -73,6 +73,7 @@ class GuildSettings:
     costs: Mapping[str, int] = field(default_factory=dict)  # "model|size" -> credits (overrides)
     prices: Mapping[str, float] = field(default_factory=dict)  # "model|size" -> USD (overrides)
     log_channel: int | None = None  # the moderation log (/admin log); None: no log
+    balance_warn_below: float | None = None  # warn in the log below this relay balance (None: only when empty)
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)  # blocklist, NSFW-only models, spoilers, Gemini thresholds
 
     # --- questions the bot asks ----------------------------------------------------------
@@ -199,6 +200,11 @@ class GuildSettings:
     def with_log_channel(self, channel_id: int | None) -> GuildSettings:
         return dataclasses.replace(self, log_channel=channel_id)
 
+    def with_balance_warning(self, below: float | None) -> GuildSettings:
+        if below is not None and not 0 <= below <= 1_000_000:
+            raise ConfigError("threshold out of range", key="admin.config.bad_limit", value=below)
+        return dataclasses.replace(self, balance_warn_below=below)
+
     def with_nsfw_model(self, model: str, nsfw_only: bool) -> GuildSettings:
         """Keep ``model`` (any of its names) to NSFW channels, or stop keeping it there."""
         return self.with_safety(self.safety.with_nsfw_model(_known_model(model).id, nsfw_only))
@@ -224,6 +230,7 @@ class GuildSettings:
                 "prices": dict(self.prices),
                 "safety": self.safety.to_json(),
                 "log_channel": self.log_channel,
+                "balance_warn_below": self.balance_warn_below,
             },
             sort_keys=True,
         )
@@ -265,6 +272,7 @@ class GuildSettings:
         take("costs", lambda v: {str(k): int(c) for k, c in dict(v).items()})
         take("prices", lambda v: {str(k): float(c) for k, c in dict(v).items()})
         take("log_channel", optional_int)
+        take("balance_warn_below", lambda v: None if v is None else float(v))
         take("safety", lambda v: SafetyPolicy.from_json(dict(v)))
         try:
             return dataclasses.replace(base, **values)

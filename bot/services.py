@@ -29,6 +29,7 @@ from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayError
+from .relays.balances import BalanceChecker
 from .relays.pool import NoRelay, RelayPool
 from .relays.store import RelayStore
 from .secrets import load_keyring
@@ -95,7 +96,10 @@ class Services:
         self.conversations = Conversations(db, self.images)
         self.guilds = GuildConfigStore(db)
         self.relays = RelayStore(db, self.keyring, allow_private=settings.allow_private_relays)
-        self.pool = RelayPool(self.relay_client, self.relays, settings, safety=self._gemini_safety)
+        self.balances = BalanceChecker(self.relay_client, self.relays)  # scheduled by cogs/modlog.py
+        self.pool = RelayPool(
+            self.relay_client, self.relays, settings, safety=self._gemini_safety, out_of_credit=self.balances.out_of_credit
+        )
         self.quota = Quota(db, reader=reader)
         self.studio = Studio(self.pool, self.images, self.conversations)
         self.preferences = PreferenceStore(db)

@@ -22,9 +22,11 @@ from discord.ext import commands
 from bot.i18n import normalize_locale, t
 from bot.jobs import Job
 from bot.modlog import LogEntry, shorten
+from bot.relay.balance import BalanceChange
 from bot.relay.catalogue import display_size
 from bot.studio import Generated, JobRequest
 from cogs import render
+from cogs.admin.relay_form import balance_text
 from cogs.bot_types import Interaction, NanoBananaBot
 from cogs.failures import report_failure
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 REFUSED_COLOUR = discord.Colour.red()
+BALANCE_KEYS = {"low": "toolkit.balance.warn_low", "empty": "toolkit.balance.warn_out", "ok": "toolkit.balance.recovered"}
 
 
 def jump_url(guild_id: int, channel_id: int | None, message_id: int | None) -> str | None:
@@ -117,10 +120,12 @@ class ModLogCog(commands.Cog):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(RemoveButton)
         self.bot.services.modlog.start(self.post)
+        self.bot.services.balances.start(self._warn_below, self.post_balance)
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(RemoveButton)
         await self.bot.services.modlog.stop()
+        await self.bot.services.balances.stop()
 
     @commands.Cog.listener()
     async def on_picture_delivered(self, job: Job, req: JobRequest, generated: Generated, message: discord.Message) -> None:
@@ -155,6 +160,22 @@ class ModLogCog(commands.Cog):
             view=view if view.children else discord.utils.MISSING,
             allowed_mentions=NO_MENTIONS,
         )
+
+    async def _warn_below(self, guild_id: int) -> float | None:
+        return (await self.bot.services.guild(guild_id)).balance_warn_below
+
+    async def post_balance(self, guild_id: int, changes: list[BalanceChange]) -> None:
+        """A scheduled balance check found relays low, empty or recovered: say so in the log."""
+        g = await self.bot.services.guild(guild_id)
+        if g.log_channel is None:
+            log.warning(
+                "guild %s: relay balance %s, and no log channel to say so", guild_id, ", ".join(f"{c.relay} {c.after}" for c in changes)
+            )
+            return
+        lines = [t(BALANCE_KEYS[c.after], g.locale, relay=c.relay) + balance_text(c.balance, g.locale) for c in changes]
+        embed = discord.Embed(colour=discord.Colour.orange(), description="\n".join(lines)[:4096])
+        channel = self.bot.get_partial_messageable(g.log_channel, guild_id=guild_id)
+        await channel.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
 
 async def setup(bot: NanoBananaBot) -> None:

@@ -192,6 +192,7 @@ async def test_a_non_admin_is_refused_every_admin_subcommand_and_an_admin_is_not
             "relay test",
             "relay remove",
             "relay order",
+            "relay low-balance",
             "defaults set",
             "defaults models",
             "access channel",

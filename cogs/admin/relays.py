@@ -20,12 +20,14 @@ from bot.relay.types import RelayFailed
 from bot.relays.store import MAX_RELAYS_PER_GUILD
 from cogs import render
 from cogs.admin.common import AdminBase, AdminRefusal, _k, locale_of, may_administer, refuse, send
+from cogs.admin.log import log_summary
 from cogs.admin.relay_form import (
     AUTH_CHOICES,
     AUTH_LABELS,
     DIALECT_CHOICES,
     DIALECT_LABELS,
     RelayForm,
+    balance_text,
     check_relay_url,
     parse_aliases,
     relay_line,
@@ -161,10 +163,28 @@ class RelayCommands(AdminBase):
             shared = settings.relay is not None and settings.share_default_relay
             await send(interaction, t("admin.relay.list_empty_shared" if shared else "admin.relay.list_empty", locale))
             return
+        # Balances are read live (one bounded call or two per relay): that can outlast Discord's 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        balances = {b.relay_id: b.balance for b in await self.services.balances.read(interaction.guild_id)}
         now = time.time()
         embed = discord.Embed(colour=render.BRAND, title=t("admin.relay.list_title", locale))
-        embed.description = "\n".join(relay_line(r, now, locale) for r in relays)[:4096]
+        lines = (relay_line(r, now, locale) + balance_text(balances.get(r.id), locale) for r in relays)
+        embed.description = "\n".join(lines)[:4096]
         await send(interaction, embed=embed)
+
+    @relay.command(
+        name=_k("toolkit.cmd.relay_low_balance", "low-balance"),
+        description=_k("toolkit.cmd.relay_low_balance.desc", "Warn in the moderation log when a relay's balance falls below this"),
+    )
+    @app_commands.rename(below=_k("toolkit.opt.below", "below"))
+    @app_commands.describe(below=_k("toolkit.opt.below.desc", "An amount in the relay's unit (empty: warn only when it runs out)"))
+    async def relay_low_balance(self, interaction: Interaction, below: float | None = None) -> None:
+        g = await self._update(interaction, lambda g: g.with_balance_warning(below))
+        if g is None:
+            return
+        locale = locale_of(interaction)
+        key = "toolkit.balance.warn_set" if below is not None else "toolkit.balance.warn_empty_only"
+        await send(interaction, t(key, locale, amount=f"{below:g}" if below is not None else "") + "\n" + log_summary(g, locale))
 
     @relay.command(
         name=_k("admin.cmd.relay_test", "test"),
