@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.app import NanoBananaBot
 from tests.doubles.discord_double import Call
-from tests.doubles.relay_double import RelayDouble, SeedRelayDouble
+from tests.doubles.relay_double import Behaviour, RelayDouble, SeedRelayDouble
 from tests.test_admin_e2e import GUILD_KEY, World, _leaks, finished, text_of, world
 
 BACKUP_KEY = "sk-backup-relay-key-00000000000"
@@ -90,3 +90,18 @@ async def test_balance_commands_answer_in_chinese(tmp_path: Path) -> None:
             metered.set_balance(0.0, used=20.0)
             assert "余额已用完" in text_of(await w.ask("relay", "list", locale="zh-CN"))
             assert "审核日志" in text_of(await w.ask("relay", "low-balance", below=3.0, locale="zh-CN"))
+
+
+async def test_usage_shows_each_relays_failure_rate_and_latency(tmp_path: Path) -> None:
+    with RelayDouble(api_key=BACKUP_KEY) as relay:
+        async with world(tmp_path) as (w, bot):
+            await w.add_relay("main", relay.url, BACKUP_KEY, dialect="gemini", auth="x-goog-api-key")
+            relay.enqueue(Behaviour("error", status=400))
+            inter, mark = await w.imagine(w.alice, prompt="a lighthouse")
+            await w.dd.wait_for("PATCH", r"/messages/", since=mark, predicate=lambda c: "400" in str(c.json), timeout=20)
+            await finished(bot)
+            await imagine_once(w, bot)
+            text = text_of(await w.ask(None, "usage", period="day"))
+            assert "**main**: 2 jobs, 1 failed (50%) · p50 " in text, text
+            chinese = text_of(await w.ask(None, "usage", period="day", locale="zh-CN"))
+            assert "**main**：2 个任务，失败 1 个（50%）" in chinese, chinese

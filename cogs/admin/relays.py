@@ -17,7 +17,7 @@ from bot.guild_config import ConfigError
 from bot.i18n import t
 from bot.relay.redact import redact
 from bot.relay.types import RelayFailed
-from bot.relays.store import MAX_RELAYS_PER_GUILD
+from bot.relays.store import MAX_RELAYS_PER_GUILD, RelayInfo
 from cogs import render
 from cogs.admin.common import AdminBase, AdminRefusal, _k, locale_of, may_administer, refuse, send
 from cogs.admin.log import log_summary
@@ -37,6 +37,18 @@ from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing
 
 log = logging.getLogger(__name__)
+
+
+def added_text(info: RelayInfo, locale: str) -> str:
+    return t(
+        "admin.relay.added",
+        locale,
+        name=info.name,
+        dialect=t(DIALECT_LABELS[info.dialect], locale),
+        auth=t(AUTH_LABELS[info.auth], locale),
+        hint=info.key_hint,
+        position=info.position + 1,
+    )
 
 
 class RelayCommands(AdminBase):
@@ -122,15 +134,7 @@ class RelayCommands(AdminBase):
                     auth=form.auth or "query",
                     model_aliases=aliases,
                 )
-                text = t(
-                    "admin.relay.added",
-                    locale,
-                    name=info.name,
-                    dialect=t(DIALECT_LABELS[info.dialect], locale),
-                    auth=t(AUTH_LABELS[info.auth], locale),
-                    hint=info.key_hint,
-                    position=info.position + 1,
-                )
+                text = added_text(info, locale)
             else:
                 info = await self.services.relays.edit(
                     interaction.guild_id,
