@@ -16,6 +16,7 @@ from bot.app import NanoBananaBot
 from tests.doubles.discord_double import DiscordDouble
 from tests.doubles.relay_double import RelayDouble
 from tests.test_admin_e2e import OPERATOR_KEY, World, finished, is_ephemeral, new_bot, text_of
+from tests.test_bot_e2e import modal_ids
 
 PRO = "gemini-3-pro-image-preview"
 
@@ -165,3 +166,35 @@ async def test_gemini_safety_thresholds_are_sent_safe_by_default_and_as_the_admi
         assert (await bot.services.guild(int(w.guild["id"]))).safety.gemini.thresholds[
             "HARM_CATEGORY_DANGEROUS_CONTENT"
         ] == "BLOCK_ONLY_HIGH"
+
+
+async def test_a_thread_edit_and_the_edit_form_are_checked_against_the_blocklist_too(tmp_path: Path) -> None:
+    async with world(tmp_path) as (w, bot):
+        inter, mark = await w.imagine(w.alice, prompt="a red fox in snow")
+        root = (await w.result_post(since=mark)).response
+        thread_call = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
+        thread = w.dd.channels[int(thread_call.response["id"])]
+        await finished(bot)
+        await w.ask("safety", "block", rule="nude")
+        sent = len(w.generations())
+
+        # A message in the result's thread (mentioning the bot: no Message Content intent).
+        mark = w.dd.mark()
+        assert bot.user is not None
+        await w.dd.post_message(thread, w.alice, f"<@{bot.user.id}> make the fox NUDE")
+        answer = await w.dd.wait_for("POST", rf"^/channels/{thread['id']}/messages$", since=mark, timeout=10)
+        assert "does not allow" in json.dumps(answer.json) and "nude" not in json.dumps(answer.json).lower()
+
+        # The Edit button's form.
+        edit_id = next(c["custom_id"] for row in root["components"] for c in row["components"] if c["custom_id"].startswith("nb:edit:"))
+        mark = w.dd.mark()
+        inter = await w.dd.interact(w.dd.component_interaction(root, edit_id, user=w.alice))
+        await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        modal = w.dd.last_modal()
+        submit = w.dd.modal_submit_interaction(
+            modal["custom_id"], {modal_ids(modal)[4]: "make it ｎｕｄｅ"}, channel=w.channel, user=w.alice, modal=modal
+        )
+        await w.dd.interact(submit)
+        refusal = await w.answer(submit, mark)
+        assert is_ephemeral(refusal) and "does not allow" in text_of(refusal)
+        assert len(w.generations()) == sent  # nothing sent for either
