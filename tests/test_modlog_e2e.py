@@ -152,3 +152,22 @@ async def test_a_burst_of_50_pictures_is_logged_in_a_few_batched_messages_at_a_b
         print(f"50 pictures -> {len(posts)} log messages, embeds per message {embeds}, gaps {[round(g, 2) for g in gaps]} s")
         prompts = "|".join(e["description"] for c in posts for e in c.json["embeds"]) + "|"
         assert all(f"> picture number {i}|" in prompts for i in range(50)), prompts
+
+
+async def test_the_remove_button_works_on_a_new_bot_instance(tmp_path: Path) -> None:
+    with RelayDouble(api_key=OPERATOR_KEY) as relay:
+        async with DiscordDouble() as dd:
+            w = LogWorld(dd, relay, tmp_path / "data")
+            first = new_bot(relay, w.data_dir, NB_ALLOW_PRIVATE_RELAYS="1")
+            async with dd.running(first):
+                await w.ask(None, "log", channel=w.log_channel)
+                inter, mark = await w.imagine(w.alice, prompt="a lighthouse")
+                result = await w.result_post(since=mark)
+                await finished(first)
+                entry = (await w.log_post(since=mark)).response
+            second = new_bot(relay, w.data_dir, NB_ALLOW_PRIVATE_RELAYS="1")
+            async with dd.running(second):
+                mark = dd.mark()
+                inter = await dd.interact(dd.component_interaction(entry, remove_button(entry), user=w.mod))
+                await dd.wait_for("DELETE", rf"^/channels/{w.channel['id']}/messages/{result.response['id']}$", since=mark)
+                assert "Removed the picture and 1 stored image" in text_of(await w.answer(inter, mark))
