@@ -90,6 +90,10 @@ class GuildSettings:
         """Every model x size and its credits, for the admin view."""
         return pricing.cost_table(self.costs)
 
+    def model_allowed(self, model: str) -> bool:
+        """Whether members may use ``model`` here (bot.rules; bot.preferences asks it)."""
+        return rules.model_allowed(self.allowed_models, model)
+
     def may_continue_thread(self, user_id: int, owner_id: int) -> bool:
         return rules.may_continue_thread(self.thread_mode, user_id, owner_id)
 
