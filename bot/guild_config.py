@@ -22,21 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import pricing, rules
+from .config_error import ConfigError as ConfigError  # where every caller has imported it from
 from .quota import QuotaRules, transaction
 from .relay.catalogue import DEFAULT_MODEL, MODELS, ModelSpec, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
 from .relay.types import InvalidRequest
+from .safety.policy import SafetyPolicy
 from .store import Connection
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(Exception):
-    """A setting an admin tried that is not allowed. ``key``/``params`` for translation."""
-
-    def __init__(self, message: str, *, key: str, **params: Any) -> None:
-        super().__init__(message)
-        self.key = key
-        self.params = params
 
 
 def _known_model(name: str) -> ModelSpec:
@@ -79,6 +72,9 @@ class GuildSettings:
     quota: QuotaRules = field(default_factory=QuotaRules)
     costs: Mapping[str, int] = field(default_factory=dict)  # "model|size" -> credits (overrides)
     prices: Mapping[str, float] = field(default_factory=dict)  # "model|size" -> USD (overrides)
+    log_channel: int | None = None  # the moderation log (/admin log); None: no log
+    balance_warn_below: float | None = None  # warn in the log below this relay balance (None: only when empty)
+    safety: SafetyPolicy = field(default_factory=SafetyPolicy)  # blocklist, NSFW-only models, spoilers, Gemini thresholds
 
     # --- questions the bot asks ----------------------------------------------------------
 
@@ -195,6 +191,21 @@ class GuildSettings:
                 raise ConfigError("a concurrency cap must be at least 1", key="admin.config.bad_limit", value=value)
         return dataclasses.replace(self, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user)
 
+    def with_safety(self, safety: SafetyPolicy) -> GuildSettings:
+        return dataclasses.replace(self, safety=safety)
+
+    def with_log_channel(self, channel_id: int | None) -> GuildSettings:
+        return dataclasses.replace(self, log_channel=channel_id)
+
+    def with_balance_warning(self, below: float | None) -> GuildSettings:
+        if below is not None and not 0 <= below <= 1_000_000:
+            raise ConfigError("threshold out of range", key="admin.config.bad_limit", value=below)
+        return dataclasses.replace(self, balance_warn_below=below)
+
+    def with_nsfw_model(self, model: str, nsfw_only: bool) -> GuildSettings:
+        """Keep ``model`` (any of its names) to NSFW channels, or stop keeping it there."""
+        return self.with_safety(self.safety.with_nsfw_model(_known_model(model).id, nsfw_only))
+
     # --- JSON ------------------------------------------------------------------------------
 
     def to_json(self) -> str:
@@ -214,6 +225,9 @@ class GuildSettings:
                 "quota": self.quota.to_dict(),
                 "costs": dict(self.costs),
                 "prices": dict(self.prices),
+                "safety": self.safety.to_json(),
+                "log_channel": self.log_channel,
+                "balance_warn_below": self.balance_warn_below,
             },
             sort_keys=True,
         )
@@ -234,7 +248,7 @@ class GuildSettings:
             if name in data:
                 try:
                     values[name] = convert(data[name])
-                except (TypeError, ValueError, KeyError, AttributeError, InvalidRequest):
+                except (TypeError, ValueError, KeyError, AttributeError, InvalidRequest, ConfigError):
                     log.warning("ignoring malformed guild setting %s", name)
 
         def optional_int(v: Any) -> int | None:
@@ -254,6 +268,9 @@ class GuildSettings:
         take("quota", QuotaRules.from_dict)
         take("costs", lambda v: {str(k): int(c) for k, c in dict(v).items()})
         take("prices", lambda v: {str(k): float(c) for k, c in dict(v).items()})
+        take("log_channel", optional_int)
+        take("balance_warn_below", lambda v: None if v is None else float(v))
+        take("safety", lambda v: SafetyPolicy.from_json(dict(v)))
         try:
             return dataclasses.replace(base, **values)
         except (TypeError, ValueError):

@@ -23,11 +23,13 @@ from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore
 from .imaging import intake
 from .jobs import Job, JobQueue, NewJob
+from .modlog import ModLog
 from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayError
+from .relays.balances import BalanceChecker
 from .relays.pool import NoRelay, RelayPool
 from .relays.store import RelayStore
 from .secrets import load_keyring
@@ -90,12 +92,16 @@ class Services:
         self.conversations = Conversations(db, self.images)
         self.guilds = GuildConfigStore(db)
         self.relays = RelayStore(db, self.keyring, allow_private=settings.allow_private_relays)
-        self.pool = RelayPool(self.relay_client, self.relays, settings)
+        self.balances = BalanceChecker(self.relay_client, self.relays)  # scheduled by cogs/modlog.py
+        self.pool = RelayPool(
+            self.relay_client, self.relays, settings, safety=self._gemini_safety, out_of_credit=self.balances.out_of_credit
+        )
         self.quota = Quota(db, reader=reader)
         self.studio = Studio(self.pool, self.images, self.conversations)
         self.preferences = PreferenceStore(db)
         self.styles = StyleStore(db, self.images)
         self.gallery = Gallery(db)
+        self.modlog = ModLog()  # posted by cogs/modlog.py
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
         self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
         self._prune_task: asyncio.Task[None] | None = None
@@ -183,6 +189,10 @@ class Services:
 
     async def guild(self, guild_id: int | None) -> GuildSettings:
         return await self.guilds.get(guild_id)
+
+    async def _gemini_safety(self, guild_id: int | None) -> list[dict[str, str]]:
+        """The server's Gemini ``safetySettings`` (``/admin safety threshold``)."""
+        return (await self.guild(guild_id)).safety.gemini.render()
 
     async def defaults(self, guild_id: int | None) -> Defaults:
         g = await self.guild(guild_id)

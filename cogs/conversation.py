@@ -28,7 +28,7 @@ from bot.services import Services
 from bot.studio import JobRequest, continue_from
 from cogs import render
 from cogs.failures import log_unless_user_facing
-from cogs.intake import role_ids, store_inputs, vet
+from cogs.intake import channel_is_nsfw, role_ids, store_inputs, vet
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -134,6 +134,7 @@ class Conversation(commands.Cog):
             channel_id=message.channel.id,
             user_id=message.author.id,
             role_ids=role_ids(message.author),
+            channel_nsfw=channel_is_nsfw(message.channel),
         )
         await store_inputs(svc, req, message.attachments)
         if chain:

@@ -9,10 +9,13 @@ from collections.abc import Sequence
 
 import discord
 
+from bot.modlog import LogEntry
 from bot.relay.images import MAX_INPUT_BYTES
 from bot.relay.types import InvalidRequest
+from bot.safety.policy import SafetyRefusal
 from bot.services import Services
 from bot.studio import JobRequest
+from cogs import render
 from cogs.failures import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -66,13 +69,50 @@ async def vet(
     channel_id: int | None,
     user_id: int,
     role_ids: list[int],
+    channel_nsfw: bool = False,
 ) -> None:
-    """Every check that needs no download and sends nothing: options against the model,
-    attachments, access rules, quota. Raises a translated refusal."""
+    """Every check that needs no download and sends nothing: the server's safety rules,
+    options against the model, attachments, access rules, quota. Raises a translated refusal."""
+    await check_safety(svc, req, guild_id=guild_id, channel_id=channel_id, user_id=user_id, channel_nsfw=channel_nsfw)
     check_attachments(attachments)
     await svc.studio.check(req, image_count=len(req.images) + len(attachments))
     await svc.authorize(guild_id, channel_id, user_id, role_ids, req.model, parent_channel_id=parent_channel_id)
     await svc.precheck_quota(guild_id, user_id, role_ids, req.model, req.size)
+
+
+class SafetyRefused(UserFacingError):
+    """The server's safety rules refused the request; ``refusal`` says which, for the log."""
+
+    def __init__(self, refusal: SafetyRefusal) -> None:
+        super().__init__(refusal.key, model=render.model_label(refusal.model) if refusal.model else "")
+        self.refusal = refusal
+
+
+async def check_safety(
+    svc: Services, req: JobRequest, *, guild_id: int | None, channel_id: int | None, user_id: int, channel_nsfw: bool
+) -> None:
+    """The blocklist (on what the member typed and what the model is sent) and the NSFW-only
+    models, before anything else: a refused prompt is never queued, sent or charged."""
+    g = await svc.guild(guild_id)
+    texts = [req.prompt] + ([req.display_prompt] if req.display_prompt else [])
+    refusal = g.safety.refusal(texts, model=req.model, channel_nsfw=channel_nsfw)
+    if refusal is None:
+        return
+    rule = refusal.match.rule_id if refusal.match else None
+    log.info("guild %s: request of user %s in %s refused (%s, rule %s)", guild_id, user_id, channel_id, refusal.key, rule or "-")
+    if guild_id is not None and rule is not None:
+        entry = LogEntry(
+            kind="refusal", guild_id=guild_id, user_id=user_id, prompt=req.display_prompt or req.prompt, channel_id=channel_id, rule_id=rule
+        )
+        svc.modlog.add(g.log_channel, entry)
+    raise SafetyRefused(refusal)
+
+
+def channel_is_nsfw(channel: object) -> bool:
+    """Whether Discord marks ``channel`` age-restricted (a thread: its parent channel). A
+    channel the bot cannot see counts as not restricted."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 async def read_attachment(attachment: discord.Attachment) -> bytes:

@@ -30,9 +30,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -112,6 +113,8 @@ class RelayPool:
         *,
         clock: Callable[[], float] = time.time,
         breaker: ServerBreaker | None = None,
+        safety: Callable[[int | None], Awaitable[list[dict[str, str]]]] | None = None,
+        out_of_credit: Callable[[int, int], bool] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -119,6 +122,10 @@ class RelayPool:
         self.clock = clock
         self.breaker = breaker or ServerBreaker(clock=clock)
         self._default_health = MemoryHealth(clock)
+        # The server's Gemini safetySettings (bot.safety); only the Gemini dialect sends them.
+        self.safety = safety
+        # (guild id, relay id) -> the last balance check said no credit (bot.relays.balances).
+        self.out_of_credit = out_of_credit
 
     def default_relay(self) -> RelayConfig | None:
         relay = self.settings.relay
@@ -148,6 +155,15 @@ class RelayPool:
             raise NoRelay("this server has no relay configured", key=NoRelay.key)
         return [_Candidate(default, None, self._default_health.skip_until)]
 
+    def _with_credit(self, guild_id: int | None, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Without the relays that reported no credit at the last balance check. If that is
+        every relay, all are kept: credit may have been added since, and a job gets an attempt."""
+        if self.out_of_credit is None or guild_id is None:
+            return candidates
+        check = self.out_of_credit
+        left = [c for c in candidates if c.relay_id is None or not check(guild_id, c.relay_id)]
+        return left or candidates
+
     def _order(self, candidates: list[_Candidate]) -> list[_Candidate]:
         now = self.clock()
         ready = [c for c in candidates if c.skip_until <= now]
@@ -160,8 +176,10 @@ class RelayPool:
         A failure raised from here carries ``relay_name`` (the last relay tried) for the job
         record."""
         self.breaker.check(guild_id)
+        if self.safety is not None and request.safety_settings is None:
+            request = dataclasses.replace(request, safety_settings=await self.safety(guild_id) or None)
         allowance = job_deadline(request.size, getattr(self.client, "timeout", None))
-        candidates = self._order(await self._candidates(guild_id))
+        candidates = self._order(self._with_credit(guild_id, await self._candidates(guild_id)))
         call = _Call(guild_id, time.monotonic() + allowance, allowance)
         # The client ends its attempts at the deadline itself; this scope is the backstop for
         # anything else that would run past it.

@@ -49,7 +49,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..guild_config import ConfigError
+from ..config_error import ConfigError
 
 MAX_RULES = 500
 MAX_RULE_CHARS = 100

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..guild_config import ConfigError
+from ..config_error import ConfigError
 
 # The Gemini API's HarmCategory values that generateContent takes in safetySettings.
 CATEGORIES = (

@@ -5,8 +5,10 @@ Command tree (English names; zh-CN clients see the catalog's translations)::
     /admin relay    add · edit · list · test · remove · order      relays.py (the form: relay_form.py)
     /admin defaults set · models                                    defaults.py
     /admin access   channel · role · threads                        access.py
+    /admin safety   block · unblock · list · nsfw-model · spoiler · threshold   safety.py
     /admin quota    limits · cost · role-bonus · exempt             quotas.py
     /admin usage · /admin settings                                  overview.py
+    /admin log                                                      log.py (the log itself: cogs/modlog.py)
 
 ``default_permissions(manage_guild)`` only hides the command; a server owner can hand it to
 anyone in the integration settings. So :meth:`Admin.interaction_check` checks Manage Server on
@@ -25,10 +27,12 @@ from discord.ext import commands
 from cogs.admin.access import AccessCommands
 from cogs.admin.common import AdminRefusal, may_administer
 from cogs.admin.defaults import DefaultsCommands
+from cogs.admin.log import LogCommands
 from cogs.admin.overview import OverviewCommands
 from cogs.admin.quotas import QuotaCommands
 from cogs.admin.relay_form import GATEWAY_LOGGERS, RelayFormLogFilter
 from cogs.admin.relays import RelayCommands
+from cogs.admin.safety import SafetyCommands
 from cogs.bot_types import NanoBananaBot
 from cogs.texts import command_text as _k
 
@@ -40,8 +44,10 @@ __all__ = ["Admin", "setup"]
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 class Admin(
+    LogCommands,
     OverviewCommands,
     QuotaCommands,
+    SafetyCommands,
     AccessCommands,
     DefaultsCommands,
     RelayCommands,

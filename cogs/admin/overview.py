@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 
 from bot.i18n import t
+from bot.relays.usage import RelayStats, relay_stats
 from bot.usage import period_bounds, render_chart_async, summary_text, usage_report
 from cogs import render
 from cogs.admin.common import (
@@ -24,8 +25,27 @@ from cogs.admin.common import (
     quota_summary,
     send,
 )
+from cogs.admin.log import log_summary
 from cogs.admin.relay_form import relay_line
 from cogs.bot_types import Interaction
+
+
+def relays_text(stats: list[RelayStats], locale: str) -> str:
+    """Each relay's jobs, failure rate and latency ("" when no job reached a relay)."""
+    lines = [
+        t(
+            "toolkit.usage.relay",
+            locale,
+            relay=s.relay,
+            jobs=s.jobs,
+            failed=s.failed,
+            rate=round(100 * s.failure_rate),
+            p50=f"{s.p50_ms / 1000:.1f}" if s.p50_ms is not None else "-",
+            p95=f"{s.p95_ms / 1000:.1f}" if s.p95_ms is not None else "-",
+        )
+        for s in stats
+    ]
+    return "\n" + t("toolkit.usage.relays", locale) + "\n" + "\n".join(lines) if lines else ""
 
 
 class OverviewCommands(AdminBase):
@@ -46,6 +66,8 @@ class OverviewCommands(AdminBase):
         text = summary_text(report, locale)
         if report.images:
             text += "\n-# " + t("usage.summary.spend_note", locale)
+        text += relays_text(await relay_stats(self.services.db, interaction.guild_id, start, end, report), locale)
+        text += "\n" + log_summary(g, locale)  # where each picture can be reviewed
         await send(interaction, text, file=discord.File(io.BytesIO(chart), filename=f"usage-{period}.png"))
 
     @app_commands.command(

@@ -21,6 +21,7 @@ from discord import app_commands, ui
 
 from bot.guild_config import ConfigError
 from bot.i18n import t
+from bot.relay.balance import Balance
 from bot.relay.catalogue import resolve_model
 from bot.relay.redact import redact
 from bot.relay.types import InvalidRequest
@@ -60,6 +61,17 @@ def relay_health(info: RelayInfo, now: float, locale: str) -> str:
     if info.fail_count and info.last_error:
         text += " · " + t("admin.relay.last_error", locale, error=render.shorten(redact(info.last_error), 160))
     return text
+
+
+def balance_text(balance: Balance | None, locale: str) -> str:
+    """A relay's balance for admins ("" when the relay exposes none)."""
+    if balance is None:
+        return ""
+    if balance.unlimited:
+        return t("toolkit.balance.unlimited", locale)
+    amount = f"{balance.remaining:,.2f}" if balance.unit == "USD" else f"{balance.remaining:,.0f}"
+    unit = "USD" if balance.unit == "USD" else t("toolkit.balance.quota_unit", locale)
+    return t("toolkit.balance.empty" if balance.empty else "toolkit.balance.left", locale, amount=amount, unit=unit)
 
 
 def relay_line(info: RelayInfo, now: float, locale: str) -> str:

@@ -17,24 +17,39 @@ from bot.guild_config import ConfigError
 from bot.i18n import t
 from bot.relay.redact import redact
 from bot.relay.types import RelayFailed
-from bot.relays.store import MAX_RELAYS_PER_GUILD
+from bot.relays.store import MAX_RELAYS_PER_GUILD, RelayInfo
 from cogs import render
 from cogs.admin.common import AdminBase, AdminRefusal, locale_of, may_administer, refuse, send
+from cogs.admin.log import log_summary
 from cogs.admin.relay_form import (
     AUTH_CHOICES,
     AUTH_LABELS,
     DIALECT_CHOICES,
     DIALECT_LABELS,
     RelayForm,
+    balance_text,
     check_relay_url,
     parse_aliases,
     relay_line,
 )
+from cogs.admin.relay_probe import probe_and_store
 from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing
 from cogs.texts import command_text as _k
 
 log = logging.getLogger(__name__)
+
+
+def added_text(info: RelayInfo, locale: str) -> str:
+    return t(
+        "admin.relay.added",
+        locale,
+        name=info.name,
+        dialect=t(DIALECT_LABELS[info.dialect], locale),
+        auth=t(AUTH_LABELS[info.auth], locale),
+        hint=info.key_hint,
+        position=info.position + 1,
+    )
 
 
 class RelayCommands(AdminBase):
@@ -47,17 +62,21 @@ class RelayCommands(AdminBase):
     )
     @app_commands.rename(dialect=_k("admin.opt.format", "format"), auth=_k("admin.opt.auth", "auth"))
     @app_commands.describe(
-        dialect=_k("admin.opt.format.desc", "The API the relay speaks"), auth=_k("admin.opt.auth.desc", "How the relay wants the API key")
+        dialect=_k("toolkit.opt.format_add.desc", "The API the relay speaks (empty: worked out from the URL and key)"),
+        auth=_k("admin.opt.auth.desc", "How the relay wants the API key"),
     )
     @app_commands.choices(dialect=DIALECT_CHOICES, auth=AUTH_CHOICES)
-    async def relay_add(self, interaction: Interaction, dialect: str = "gemini", auth: str | None = None) -> None:
+    async def relay_add(self, interaction: Interaction, dialect: str | None = None, auth: str | None = None) -> None:
         assert interaction.guild_id is not None
         if len(await self.services.relays.list(interaction.guild_id)) >= MAX_RELAYS_PER_GUILD:
             # Say so now, not after the admin has typed a whole form.
             await refuse(interaction, ConfigError("too many relays", key="admin.relay.too_many", limit=MAX_RELAYS_PER_GUILD))
             return
-        # The operator's convention (bot/settings.py): Gemini relays take ?key=, the others Bearer.
-        auth = auth or ("query" if dialect == "gemini" else "bearer")
+        # Neither given: the relay is probed when the form is sent (relay_probe.py). Otherwise the
+        # operator's convention (bot/settings.py): Gemini relays take ?key=, the others Bearer.
+        if dialect is not None or auth is not None:
+            dialect = dialect or "gemini"
+            auth = auth or ("query" if dialect == "gemini" else "bearer")
         await interaction.response.send_modal(RelayForm(self.save_relay, locale_of(interaction), dialect=dialect, auth=auth, current=None))
 
     @relay.command(
@@ -98,7 +117,15 @@ class RelayCommands(AdminBase):
         try:
             aliases = parse_aliases(form.aliases_input.value or "")
             check_relay_url(url)
-            if form.current is None:
+            if form.current is None and form.dialect is None:
+                stored, text = await probe_and_store(
+                    self.services, interaction.guild_id, name=name, url=url, api_key=key, aliases=aliases, locale=locale
+                )
+                if stored is None:
+                    await send(interaction, text)
+                    return
+                info = stored
+            elif form.current is None:
                 info = await self.services.relays.add(
                     interaction.guild_id,
                     name=name,
@@ -108,15 +135,7 @@ class RelayCommands(AdminBase):
                     auth=form.auth or "query",
                     model_aliases=aliases,
                 )
-                text = t(
-                    "admin.relay.added",
-                    locale,
-                    name=info.name,
-                    dialect=t(DIALECT_LABELS[info.dialect], locale),
-                    auth=t(AUTH_LABELS[info.auth], locale),
-                    hint=info.key_hint,
-                    position=info.position + 1,
-                )
+                text = added_text(info, locale)
             else:
                 info = await self.services.relays.edit(
                     interaction.guild_id,
@@ -149,10 +168,28 @@ class RelayCommands(AdminBase):
             shared = settings.relay is not None and settings.share_default_relay
             await send(interaction, t("admin.relay.list_empty_shared" if shared else "admin.relay.list_empty", locale))
             return
+        # Balances are read live (one bounded call or two per relay): that can outlast Discord's 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        balances = {b.relay_id: b.balance for b in await self.services.balances.read(interaction.guild_id)}
         now = time.time()
         embed = discord.Embed(colour=render.BRAND, title=t("admin.relay.list_title", locale))
-        embed.description = "\n".join(relay_line(r, now, locale) for r in relays)[:4096]
+        lines = (relay_line(r, now, locale) + balance_text(balances.get(r.id), locale) for r in relays)
+        embed.description = "\n".join(lines)[:4096]
         await send(interaction, embed=embed)
+
+    @relay.command(
+        name=_k("toolkit.cmd.relay_low_balance", "low-balance"),
+        description=_k("toolkit.cmd.relay_low_balance.desc", "Warn in the moderation log when a relay's balance falls below this"),
+    )
+    @app_commands.rename(below=_k("toolkit.opt.below", "below"))
+    @app_commands.describe(below=_k("toolkit.opt.below.desc", "An amount in the relay's unit (empty: warn only when it runs out)"))
+    async def relay_low_balance(self, interaction: Interaction, below: float | None = None) -> None:
+        g = await self._update(interaction, lambda g: g.with_balance_warning(below))
+        if g is None:
+            return
+        locale = locale_of(interaction)
+        key = "toolkit.balance.warn_set" if below is not None else "toolkit.balance.warn_empty_only"
+        await send(interaction, t(key, locale, amount=f"{below:g}" if below is not None else "") + "\n" + log_summary(g, locale))
 
     @relay.command(
         name=_k("admin.cmd.relay_test", "test"),

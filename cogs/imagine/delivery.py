@@ -102,6 +102,7 @@ class Delivery:
                 )
             except Exception:
                 log.exception("job %s was delivered but its result could not be recorded", job.id)
+            self.bot.dispatch("picture_delivered", job, req, generated, message)  # the moderation log (cogs/modlog.py)
             await self.progress.drop(job)
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.
@@ -168,9 +169,13 @@ class Delivery:
         result = generated.result
         target = _Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
         limit = req.upload_limit
+        spoiler = (await self.services.guild(job.guild_id)).safety.spoiler  # /admin safety spoiler
         for _attempt in range(UPLOAD_RETRIES):
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
             upload = self._upload(job, req, generated, fitted, elapsed)
+            if spoiler:  # Discord covers a SPOILER_ file; an embed's own image it never covers
+                upload.filename = f"SPOILER_{upload.filename}"
+                upload.embed.set_image(url=None)
             try:
                 return _Posted(await self._send(job, target, upload), upload.embed)
             except discord.HTTPException as exc:

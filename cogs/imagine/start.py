@@ -20,7 +20,7 @@ from bot.studio import JobRequest, continue_from
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing, log_unless_user_facing
-from cogs.intake import check_can_post, role_ids, store_inputs, upload_limit, vet
+from cogs.intake import channel_is_nsfw, check_can_post, role_ids, store_inputs, upload_limit, vet
 
 from .progress import Progress, job_locale
 
@@ -156,6 +156,7 @@ class Starter:
                 channel_id=interaction.channel_id,
                 user_id=interaction.user.id,
                 role_ids=role_ids(interaction.user),
+                channel_nsfw=channel_is_nsfw(channel),
             )
         except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
             if not is_user_facing(exc):
