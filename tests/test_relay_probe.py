@@ -18,7 +18,7 @@ from bot.guild_config import ConfigError
 from bot.i18n import t
 from bot.relay.client import RelayClient
 from bot.relay.model_names import map_models
-from bot.relay.probe import probe_relay, store_probed
+from bot.relay.probe import probe_relay
 from bot.relay.probe_result import OUTCOME_KEYS
 from bot.relay.types import GenerationRequest
 from bot.relays.store import RelayStore
@@ -108,7 +108,7 @@ async def test_nothing_useful_says_choose_the_format_and_stores_nothing(client: 
         assert all(not e.ok for e in result.evidence) and len(result.evidence) == 4  # 3 Gemini auth styles + /v1/models
         assert all(r.method == "GET" for r in relay.requests)  # no generation was tried
         with pytest.raises(ConfigError) as caught:
-            await store_probed(relays, GUILD, "mine", result, KEY)
+            await relays.add_probed(GUILD, "mine", result, KEY)
         assert caught.value.key == "probe.outcome.not_found"
         assert await relays.list(GUILD) == []
         for locale in ("en", "zh-CN"):
@@ -118,7 +118,7 @@ async def test_nothing_useful_says_choose_the_format_and_stores_nothing(client: 
 async def test_a_found_relay_is_stored_with_what_was_found(client: RelayClient, relays: RelayStore) -> None:
     with double("gemini-bearer") as relay:
         result = await probe_relay(client, relay.url, KEY)
-        info = await store_probed(relays, GUILD, "mine", result, KEY)
+        info = await relays.add_probed(GUILD, "mine", result, KEY)
     assert (info.name, info.dialect, info.auth) == ("mine", "gemini", "bearer")
     assert [r.name for r in await relays.list(GUILD)] == ["mine"]
 

@@ -321,10 +321,6 @@ def dialect_notes(request: GenerationRequest, dialect: Dialect) -> list[Note]:
     return notes
 
 
-def expected_long_side(size: str | None) -> int:
-    return {"512": 512, "1K": 1400, "2K": 2800, "4K": 5600}.get(size or "1K", 1400)
-
-
 def timeout_for(size: str | None) -> float:
     """Seconds to wait for an answer; relays recommend 3-6 min at 1K, up to 20 min at 4K."""
     return {"512": 240.0, "1K": 360.0, "2K": 600.0, "4K": 1200.0}.get(size or "1K", 360.0)

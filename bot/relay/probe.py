@@ -3,7 +3,8 @@
 ``/admin relay add`` with only a URL and a key calls :func:`probe_relay`; it answers a
 :class:`ProbeResult`: the dialect, the auth style and the model names it found, each with the
 evidence it rests on, or a clear "could not work it out; choose the format" (``found`` False).
-Nothing is stored here; :func:`store_probed` stores a found result and refuses the rest.
+Nothing is stored here; ``bot.relays.store.RelayStore.add_probed`` stores a found result and
+refuses the rest.
 
 Cheap calls only, each tried once, bounded in time (``step_timeout``) and size
 (``client.SMALL_ANSWER_BYTES``), through the same :class:`RelayClient` as generation (its HTTP
@@ -35,7 +36,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..settings import SettingsError, relay_base_url
@@ -215,25 +215,6 @@ async def _finish(
     return run.result("found", dialect=dialect, auth=auth, models=models, auth_confirmed=confirmed, generated=generated)
 
 
-async def store_probed(store: Any, guild_id: int, name: str, result: ProbeResult, api_key: str) -> Any:
-    """Save a found relay through ``RelayStore.add`` (its URL guard and checks included);
-    a result that found nothing is refused (ConfigError ``probe.outcome.not_found``) and
-    nothing is stored."""
-    from ..guild_config import ConfigError
-
-    if not result.found or result.dialect is None or result.auth is None:
-        raise ConfigError("the probe found no format to store", key="probe.outcome.not_found")
-    return await store.add(
-        guild_id,
-        name=name,
-        base_url=result.base_url,
-        api_key=api_key,
-        dialect=result.dialect,
-        auth=result.auth,
-        model_aliases=dict(result.models.aliases),
-    )
-
-
 __all__ = [
     "Decision",
     "Evidence",
@@ -242,5 +223,4 @@ __all__ = [
     "listed_names",
     "map_models",
     "probe_relay",
-    "store_probed",
 ]

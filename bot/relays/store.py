@@ -19,7 +19,8 @@ from typing import Any
 from ..guild_config import ConfigError
 from ..quota import transaction
 from ..relay import redact as _redact
-from ..relay.types import AUTH_STYLES, DIALECTS, RelayConfig
+from ..relay.probe_result import ProbeResult
+from ..relay.types import AUTH_STYLES, DIALECTS, RelayConfig, default_auth
 from ..secrets import Keyring, mask
 from ..store import Connection
 from ..urlguard import Resolver, check_url
@@ -126,6 +127,23 @@ class RelayStore:
 
     # --- admin operations ---
 
+    async def add_probed(
+        self, guild_id: int, name: str, result: ProbeResult, api_key: str, *, aliases: Mapping[str, str] | None = None
+    ) -> RelayInfo:
+        """Store what a probe found (``aliases`` the admin typed win over the probed names); a
+        result that found no format is refused (``probe.outcome.not_found``), nothing stored."""
+        if not result.found or result.dialect is None or result.auth is None:
+            raise ConfigError("the probe found no format to store", key="probe.outcome.not_found")
+        return await self.add(
+            guild_id,
+            name=name,
+            base_url=result.base_url,
+            api_key=api_key,
+            dialect=result.dialect,
+            auth=result.auth,
+            model_aliases={**result.models.aliases, **(aliases or {})},
+        )
+
     async def add(
         self,
         guild_id: int,
@@ -134,10 +152,11 @@ class RelayStore:
         base_url: str,
         api_key: str,
         dialect: str = "gemini",
-        auth: str = "query",
+        auth: str | None = None,
         model_aliases: Mapping[str, str] | None = None,
     ) -> RelayInfo:
         name, base_url, api_key = name.strip(), self._clean_url(base_url), api_key.strip()
+        auth = auth or default_auth(dialect)
         if not api_key:
             raise ConfigError("empty key", key="admin.relay.empty_key")
         await self._check(name, base_url, dialect, auth)

@@ -43,16 +43,8 @@ async def probe_and_store(
     result = await probe_relay(svc.relay_client, url, api_key, trusted=False)
     log.info("guild %s: relay probe: %s", guild_id, result.summary())
     found = probe_text(result, locale)
-    if not result.found or result.dialect is None or result.auth is None:
+    if not result.found:
         return None, found + "\n" + t("probe.outcome.not_found", locale)
-    info = await svc.relays.add(
-        guild_id,
-        name=name,
-        base_url=result.base_url,
-        api_key=api_key,
-        dialect=result.dialect,
-        auth=result.auth,
-        model_aliases={**result.models.aliases, **aliases},
-    )
+    info = await svc.relays.add_probed(guild_id, name, result, api_key, aliases=aliases)
     stored = t("toolkit.probe.stored", locale, name=info.name, hint=info.key_hint, position=info.position + 1)
     return info, stored + "\n" + found

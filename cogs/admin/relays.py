@@ -16,7 +16,7 @@ from discord import app_commands
 from bot.guild_config import ConfigError
 from bot.i18n import t
 from bot.relay.redact import redact
-from bot.relay.types import RelayFailed
+from bot.relay.types import RelayFailed, default_auth
 from bot.relays.store import MAX_RELAYS_PER_GUILD, RelayInfo
 from cogs import render
 from cogs.admin.common import AdminBase, AdminRefusal, locale_of, may_administer, refuse, send
@@ -73,10 +73,10 @@ class RelayCommands(AdminBase):
             await refuse(interaction, ConfigError("too many relays", key="admin.relay.too_many", limit=MAX_RELAYS_PER_GUILD))
             return
         # Neither given: the relay is probed when the form is sent (relay_probe.py). Otherwise the
-        # operator's convention (bot/settings.py): Gemini relays take ?key=, the others Bearer.
+        # dialect's usual auth style (bot.relay.types.default_auth).
         if dialect is not None or auth is not None:
             dialect = dialect or "gemini"
-            auth = auth or ("query" if dialect == "gemini" else "bearer")
+            auth = auth or default_auth(dialect)
         await interaction.response.send_modal(RelayForm(self.save_relay, locale_of(interaction), dialect=dialect, auth=auth, current=None))
 
     @relay.command(
@@ -132,7 +132,7 @@ class RelayCommands(AdminBase):
                     base_url=url,
                     api_key=key,
                     dialect=form.dialect or "gemini",
-                    auth=form.auth or "query",
+                    auth=form.auth or default_auth(form.dialect or "gemini"),
                     model_aliases=aliases,
                 )
                 text = added_text(info, locale)
