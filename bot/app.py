@@ -29,7 +29,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-COGS = ("cogs.errors", "cogs.imagine", "cogs.conversation", "cogs.admin", "cogs.members")
+COGS = ("cogs.errors", "cogs.imagine", "cogs.conversation", "cogs.admin", "cogs.members", "cogs.history", "cogs.settings", "cogs.describe")
 
 
 class CatalogTranslator(app_commands.Translator):
