@@ -56,6 +56,9 @@ class JobRequest:
     # A second quick message in a thread edits the first one's result: this job waits for that
     # job (bot.jobs holds it back) and continues from its result turn, if it made one.
     after_job_id: int | None = None
+    # "Results only to me": the progress and the result are ephemeral (the interaction's
+    # followup while its token lives, a direct message after), and no thread is opened.
+    private: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

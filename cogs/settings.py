@@ -16,6 +16,7 @@ from discord import app_commands, ui
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
+from bot import rules
 from bot.i18n import normalize_locale, t
 from bot.preferences import Effective, Preferences
 from bot.refusal import Refusal
@@ -72,7 +73,7 @@ async def _choices(interaction: discord.Interaction[Any], name: str, eff: Effect
     spec = MODELS.get(eff.model)
     if name == "model":
         g = await svc.guild(interaction.guild_id)
-        out += [(m, render.model_label(m)) for m in MODELS if g.model_allowed(m)]
+        out += [(m, render.model_label(m)) for m in MODELS if rules.model_allowed(g.allowed_models, m)]
     elif name == "aspect_ratio" and spec is not None:
         out += [(r, r) for r in spec.aspect_ratios]
     elif name == "size" and spec is not None:

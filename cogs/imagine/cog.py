@@ -7,6 +7,7 @@ a queued job), progress.py (the progress message), delivery.py (running a job an
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
@@ -14,20 +15,21 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot import rules
 from bot.i18n import normalize_locale, t
 from bot.jobs import Job
+from bot.preferences import for_request
 from bot.relay.catalogue import MODELS, ModelSpec, display_size, resolve_model
 from bot.relay.types import InvalidRequest
 from bot.studio import JobRequest
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.intake import upload_limit
+from cogs.settings import DROPPED
 
 from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single_button_view
 from .delivery import Delivery
 from .progress import Progress, job_locale
-from .start import Starter
+from .start import Notice, Starter
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -37,6 +39,15 @@ log = logging.getLogger(__name__)
 
 def _k(key: str, text: str) -> app_commands.locale_str:
     return _(text, key=key)
+
+
+@dataclass(frozen=True)
+class Typed:
+    """The options a member typed on /imagine (None: not given)."""
+
+    model: str | None = None
+    aspect_ratio: str | None = None
+    size: str | None = None
 
 
 def _cancel_view(job: Job) -> discord.ui.View:
@@ -117,19 +128,37 @@ class Imagine(commands.Cog):
         thinking: str | None = None,
     ) -> None:
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
-        defaults = await self.bot.services.defaults(interaction.guild_id)
+        typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size)
+        req, notices = await self._request(interaction, prompt, typed, grounding=search, thinking=thinking)
+        await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices)
+
+    async def _request(
+        self, interaction: Interaction, prompt: str, typed: Typed, *, grounding: bool = False, thinking: str | None = None
+    ) -> tuple[JobRequest, list[Notice]]:
+        """The request /imagine makes: what the member typed, else their own /settings, else the
+        server's defaults; with a notice for each of their settings this server cannot honour."""
+        svc = self.bot.services
+        eff = for_request(
+            await svc.preferences.get(interaction.guild_id, interaction.user.id),
+            await svc.guild(interaction.guild_id),
+            await svc.preferences.server(interaction.guild_id),
+            model=typed.model,
+            aspect_ratio=typed.aspect_ratio,
+            size=typed.size,
+        )
         req = JobRequest(
             prompt=prompt,
-            model=model or defaults.model,
-            aspect_ratio=aspect_ratio or defaults.aspect_ratio,
-            size=rules.requested_size(size, model, default_model=defaults.model, default_size=defaults.size),
-            grounding=search,
+            model=eff.model,
+            aspect_ratio=eff.aspect_ratio,
+            size=eff.size,
+            grounding=grounding,
             thinking=thinking,
             upload_limit=upload_limit(interaction),
             locale=normalize_locale(interaction.locale),
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
         )
-        await self.starter.start(interaction, req, attachments=attachments, kind="imagine")
+        notices: list[Notice] = [(DROPPED[name], {"maximum": eff.variants}) for name in eff.dropped if name in DROPPED]
+        return req, notices
 
     @imagine.autocomplete("aspect_ratio")
     async def ratio_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -153,7 +153,7 @@ class Delivery:
         except Exception:  # noqa: BLE001 - the picture is out; bookkeeping must not undo that
             log.warning("job %s: delivered, but its message could not be recorded", job.id)
             return posted.message
-        if req.parent_turn_id is None and req.conversation_id is None:
+        if req.parent_turn_id is None and req.conversation_id is None and not req.private:
             await self._open_thread(job, req, generated, posted)
         return posted.message
 
@@ -166,12 +166,15 @@ class Delivery:
             fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
             upload = self._upload(job, req, generated, fitted, elapsed)
             try:
-                return _Posted(await self._send(job, target, upload), upload.embed)
+                sent = self._send_privately(job, upload) if req.private else self._send(job, target, upload)
+                return _Posted(await sent, upload.embed)
             except discord.HTTPException as exc:
                 if exc.status == 413 or exc.code == TOO_LARGE:
                     limit = int(min(limit, len(fitted.data)) * UPLOAD_SHRINK)
                     log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, len(fitted.data), limit)
                     continue
+                if req.private:
+                    raise  # never posted in the channel instead: the member asked for results only to them
                 if (exc.status in (403, 404) or exc.code == THREAD_LOCKED) and await self._move(job, req, target, exc):
                     continue
                 interaction = self.progress.live_interaction(job)
@@ -205,6 +208,21 @@ class Delivery:
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
         )
 
+    async def _send_privately(self, job: Job, upload: _Upload) -> discord.Message:
+        """ "Results only to me": an ephemeral followup while the interaction's token lives
+        (Discord's 15 minutes), else a direct message; a member whose DMs are closed is told
+        on the progress message, and refunded, by the failure path."""
+        interaction = self.progress.live_interaction(job)
+        if interaction is not None:
+            return await interaction.followup.send(
+                embed=upload.embed, file=upload.file(), view=upload.view or discord.utils.MISSING, ephemeral=True, wait=True
+            )
+        try:
+            dm = await self.bot.create_dm(discord.Object(job.user_id))
+            return await dm.send(embed=upload.embed, file=upload.file(), view=upload.view or discord.utils.MISSING)
+        except discord.Forbidden as exc:
+            raise UserFacingError("private.dm_closed") from exc
+
     async def _move(self, job: Job, req: JobRequest, target: _Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel
         the member asked from, else the conversation's own channel, rather than being lost."""
@@ -224,7 +242,7 @@ class Delivery:
 
     def _upload(self, job: Job, req: JobRequest, generated: Generated, fitted: FittedImage, elapsed: float) -> _Upload:
         result, turn = generated.result, generated.turn
-        locale = req.guild_locale
+        locale = req.locale if req.private else req.guild_locale  # only the member sees a private result
         # Not stored (disk full): delivered without the buttons that would need the turn.
         view = result_view(turn.id, result.model, req.size, locale) if turn is not None else None
         filename = fitted.filename(f"nano-banana-{turn.id}" if turn is not None else f"nano-banana-job{job.id}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.conversations import Conversation
-from bot.i18n import normalize_locale, t
+from bot.i18n import SUPPORTED, normalize_locale, t
 from bot.jobs import Job
 from bot.services import Services
 from bot.studio import JobRequest, continue_from
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from bot.app import NanoBananaBot
 
 log = logging.getLogger(__name__)
+
+Notice = tuple[str, dict[str, object]]  # a translation key and its parameters
 
 RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
 
@@ -107,14 +109,18 @@ class Starter:
         attachments: Sequence[discord.Attachment],
         kind: str,
         display_prompt: str | None = None,
+        notices: Sequence[Notice] = (),
     ) -> Job | None:
         """Vet, acknowledge, store the inputs and queue the job; the Job, or None when it was
-        refused (the member has been told why)."""
+        refused (the member has been told why). ``notices``: (key, params) said to the member
+        privately once the job is queued (e.g. a preference this request could not honour)."""
         svc = self.services
         req.post_channel_id = req.post_channel_id or interaction.channel_id
+        await self._personal(interaction, req)
         if not await self._vetted(interaction, req, attachments):
             return None
-        callback = await interaction.response.send_message(render.progress_text("preparing", req.locale))
+        progress_text = render.progress_text("preparing", req.locale)
+        callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
         acked = time.monotonic()
         # The callback answer carries the message: no second round trip on a token that may expire.
         resource = callback.resource
@@ -138,7 +144,23 @@ class Starter:
             await progress.edit(content=None, embed=render.error_embed(exc, req.locale), view=None)
             return None
         await self.show_queued(job)
+        if notices:
+            await self._tell(interaction, "\n".join(f"⚠️ {t(key, req.locale, **params)}" for key, params in notices))
         return job
+
+    async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
+        """The member's own settings that hold for every request of theirs: "results only to
+        me" and a language override (the server's language still goes on public posts)."""
+        mine = await self.services.preferences.get(interaction.guild_id, interaction.user.id)
+        req.private = req.private or mine.private
+        if mine.locale is not None and mine.locale in SUPPORTED:
+            req.locale = mine.locale
+
+    async def _tell(self, interaction: Interaction, text: str) -> None:
+        try:
+            await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info("could not send a notice: %s", exc.status)
 
     async def _vetted(self, interaction: Interaction, req: JobRequest, attachments: Sequence[discord.Attachment]) -> bool:
         """Every check that sends nothing; a refusal is answered ephemerally (False)."""

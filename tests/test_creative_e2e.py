@@ -1,0 +1,172 @@
+"""The creative features wired into /imagine, end to end: the real bot against the Discord
+double and the relay double (a real SQLite file). A member's /settings shape their next
+picture within the server's limits; "results only to me" keeps everything ephemeral."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import NanoBananaBot
+from bot.preferences import ServerCreative
+from tests import e2e
+from tests.doubles.discord_double import DiscordDouble
+from tests.doubles.relay_double import RelayDouble
+
+API_KEY = "creative-relay-key-123456"
+PRO = "gemini-3-pro-image-preview"
+FLASH31 = "gemini-3.1-flash-image-preview"
+
+
+class World:
+    def __init__(self, dd: DiscordDouble, relay: RelayDouble, bot: NanoBananaBot) -> None:
+        self.dd, self.relay, self.bot = dd, relay, bot
+        self.guild = dd.add_guild("Creative Lab")
+        self.gid = int(self.guild["id"])
+        self.channel = dd.text_channels(self.guild)[0]
+        self.alice = dd.add_member(self.guild, username="alice")
+        self.uid = int(self.alice["user"]["id"])
+
+    async def imagine(self, locale: str = "en-US", **options: Any) -> dict[str, Any]:
+        payload = self.dd.slash_interaction("imagine", channel=self.channel, user=self.alice, options=options, locale=locale)
+        return await self.dd.interact(payload)
+
+    async def result_post(self, since: int) -> Any:
+        return await self.dd.wait_for(
+            "POST", rf"^/channels/{self.channel['id']}/messages$", since=since, predicate=lambda c: bool(c.files) and c.status < 300
+        )
+
+    def image_config(self) -> dict[str, Any]:
+        return dict(self.relay.requests[-1].json["generationConfig"].get("imageConfig") or {})
+
+    async def prefer(self, **values: Any) -> None:
+        for name, value in values.items():
+            await self.bot.services.preferences.set(self.gid, self.uid, name, value)
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    with RelayDouble(api_key=API_KEY) as relay:
+        async with DiscordDouble() as dd:
+            bot = e2e.new_bot(relay, tmp_path / "data", API_KEY)
+            w = World(dd, relay, bot)
+            async with dd.running(bot):
+                yield w
+
+
+def embed_fields(post: Any) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
+
+
+async def test_settings_defaults_shape_the_next_imagine_and_typed_options_win(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.prefer(model=FLASH31, aspect_ratio="16:9", size="2K")
+        mark = w.dd.mark()
+        await w.imagine(prompt="a lighthouse in fog")
+        post = await w.result_post(mark)
+        sent = w.relay.requests[-1]
+        assert sent.model == FLASH31
+        assert w.image_config() == {"aspectRatio": "16:9", "imageSize": "2K"}
+        assert embed_fields(post)["Shape"].startswith("16:9 · 2K")
+
+        mark = w.dd.mark()
+        await w.imagine(prompt="a lighthouse at noon", aspect_ratio="1:1")  # typed: wins over the preference
+        await w.result_post(mark)
+        assert w.relay.requests[-1].model == FLASH31
+        assert w.image_config() == {"aspectRatio": "1:1", "imageSize": "2K"}
+
+
+async def test_settings_stop_at_the_servers_limits_and_the_member_is_told(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.prefer(model=FLASH31, size="4K")
+        await w.bot.services.preferences.save_server(w.gid, ServerCreative(max_size="1K"))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a glass city")
+        await w.result_post(mark)
+        assert w.image_config().get("imageSize") == "1K"  # the server's largest, not the 4K asked for
+        notice = next(m for m in w.dd.followup_messages(inter) if "⚠️" in m["content"])
+        assert w.dd.is_ephemeral(notice)
+        assert "Your default size is not available here" in notice["content"]
+
+        # A model the server no longer allows: the server's default model, said in Chinese.
+        await w.bot.services.guilds.update(w.gid, lambda g: g.with_allowed_models([PRO]))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="一座玻璃城市", locale="zh-CN")
+        await w.result_post(mark)
+        assert w.relay.requests[-1].model == PRO
+        said = " ".join(m["content"] for m in w.dd.followup_messages(inter))
+        assert "本服务器已不再允许你的默认模型" in said
+
+        # The same, with the model typed: the member chose; nothing to tell about the model.
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="一座玻璃城市", locale="zh-CN", model=PRO)
+        await w.result_post(mark)
+        assert "默认模型" not in " ".join(m["content"] for m in w.dd.followup_messages(inter))
+
+
+async def test_a_language_override_answers_in_that_language(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.prefer(locale="zh-CN")
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a quiet harbour", locale="en-US", model="gemini-2.5-flash-image", size="4K")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        text = json.dumps(ack.json["data"], ensure_ascii=False)
+        assert ack.json["data"]["flags"] & 64 and "分辨率" in text  # the refusal in Chinese, not English
+        assert w.relay.requests == []
+
+
+async def test_results_only_to_me_are_ephemeral_with_no_thread(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.prefer(private=True)
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a secret garden")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["type"] == 4 and ack.json["data"]["flags"] & 64  # the progress message too
+        delivered = await w.dd.wait_for(
+            "POST", rf"^/webhooks/\d+/{inter['token']}$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300
+        )
+        assert delivered.json["flags"] & 64
+        assert delivered.files[0].data == w.relay.images_served[-1]
+        assert "a secret garden" in delivered.json["embeds"][0]["description"]
+        assert not [m for m in w.dd.channel_messages(w.channel) if m.get("attachments")]  # nothing public
+        assert not w.dd.find("POST", r"/threads$", since=mark)
+
+
+async def test_a_private_result_after_the_token_expired_goes_by_direct_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with world(tmp_path) as w:
+        await w.prefer(private=True)
+        # As if the job ran past Discord's 15 minutes for the interaction's token.
+        # (load_extension runs the package afresh: patch the module the bot runs.)
+        monkeypatch.setattr(sys.modules["cogs.imagine.progress"], "TOKEN_LIFETIME", -1)
+        mark = w.dd.mark()
+        await w.imagine(prompt="a letter by post")
+        opened = await w.dd.wait_for("POST", r"^/users/@me/channels$", since=mark)
+        dm = opened.response["id"]
+        post = await w.dd.wait_for("POST", rf"^/channels/{dm}/messages$", since=mark, predicate=lambda c: bool(c.files))
+        assert post.files[0].data == w.relay.images_served[-1]
+        assert not [m for m in w.dd.channel_messages(w.channel) if m.get("attachments")]
+
+
+async def test_a_private_result_with_direct_messages_closed_is_refunded_and_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with world(tmp_path) as w:
+        await w.prefer(private=True)
+        monkeypatch.setattr(sys.modules["cogs.imagine.progress"], "TOKEN_LIFETIME", -1)
+        w.dd.fail("POST", r"^/channels/\d+/messages$", 403, {"message": "Cannot send messages to this user", "code": 50007})
+        mark = w.dd.mark()
+        await w.imagine(prompt="a letter nobody reads")
+        told = await w.dd.wait_for(
+            "POST", rf"^/channels/{w.channel['id']}/messages$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds"))
+        )
+        assert "direct messages are closed" in told.json["embeds"][0]["description"]
+        assert not told.files  # the picture itself never goes public
+        await asyncio.sleep(0.2)
+        assert (await w.bot.services.quota.totals())["refunded"] == 1
