@@ -59,6 +59,11 @@ class JobRequest:
     # "Results only to me": the progress and the result are ephemeral (the interaction's
     # followup while its token lives, a direct message after), and no thread is opened.
     private: bool = False
+    # One of ``variants`` pictures of one request (1-based; 0: not a variant), posted together
+    # once each has ended; ``variant_group`` is their shared progress message.
+    variant: int = 0
+    variants: int = 1
+    variant_group: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,7 +18,8 @@ from bot.app import NanoBananaBot
 from bot.preferences import ServerCreative
 from tests import e2e
 from tests.doubles.discord_double import DiscordDouble
-from tests.doubles.relay_double import RelayDouble
+from tests.doubles.relay_double import Behaviour, RelayDouble
+from tests.test_bot_e2e import modal_ids
 
 API_KEY = "creative-relay-key-123456"
 PRO = "gemini-3-pro-image-preview"
@@ -170,3 +171,102 @@ async def test_a_private_result_with_direct_messages_closed_is_refunded_and_expl
         assert not told.files  # the picture itself never goes public
         await asyncio.sleep(0.2)
         assert (await w.bot.services.quota.totals())["refunded"] == 1
+
+
+def custom_ids(message: dict[str, Any]) -> list[str]:
+    return [c["custom_id"] for row in message.get("components", []) for c in row["components"] if "custom_id" in c]
+
+
+async def variants_posted(w: World, mark: int, count: int) -> Any:
+    """The one message carrying every delivered variant (posted when the last has ended)."""
+    return await w.dd.wait_for(
+        "POST", rf"^/channels/{w.channel['id']}/messages$", since=mark, predicate=lambda c: len(c.files) >= count and c.status < 300
+    )
+
+
+async def recorded(w: World, count: int, of: int | None = None) -> list[Any]:
+    """Jobs 1..``of``, once ``count`` of them have their result recorded (just after the post)."""
+    for _ in range(100):
+        jobs = [j for j in [await w.bot.services.get_job(i) for i in range(1, (of or count) + 1)] if j]
+        if sum(j.result_turn_id is not None for j in jobs) >= count:
+            return jobs
+        await asyncio.sleep(0.05)
+    raise AssertionError("results not recorded")
+
+
+async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(
+            Behaviour("image", signature="sig-1"),
+            Behaviour("blocked"),
+            Behaviour("image", signature="sig-3"),
+            Behaviour("image", signature="sig-4"),
+        )
+        mark = w.dd.mark()
+        await w.imagine(prompt="four paper cranes", count=4)
+        post = await variants_posted(w, mark, 3)
+        assert len(post.files) == 3 and len(w.relay.requests) == 4  # one relay call per variant
+        assert sorted(f.data for f in post.files) == sorted(w.relay.images_served)  # each original kept
+        embeds = post.json["embeds"]
+        assert len(embeds) == 3 and len({e["url"] for e in embeds}) == 1  # one grid
+        assert [e["image"]["url"] for e in embeds] == [f"attachment://{f.filename}" for f in post.files]
+        assert "Variant 2 failed" in embeds[0]["description"] and "refunded" in embeds[0]["description"]
+        ids = custom_ids(post.json)
+        assert sum(i.startswith("nb:edit:") for i in ids) == 3 and sum(i.startswith("nb:vary:") for i in ids) == 6
+        await asyncio.sleep(0.3)
+        totals = await w.bot.services.quota.totals()
+        assert totals["refunded"] == 1 and totals["committed"] == 3
+        assert not w.dd.find("POST", r"/threads$", since=mark)  # each variant continues on its own instead
+        # /history links every delivered variant to the message that shows it.
+        jobs = await recorded(w, 3, of=4)
+        assert sorted(j.result_message_id or 0 for j in jobs) == [0, *[int(post.response["id"])] * 3]
+
+
+async def test_variants_are_reserved_as_one_total_and_refused_over_quota_or_the_maximum(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.bot.services.preferences.save_server(w.gid, ServerCreative(variants_default=1, variants_max=2))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="too many cranes", count=3, locale="zh-CN")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64 and "最多生成 2 个变体" in json.dumps(ack.json, ensure_ascii=False)
+
+        # One picture fits the member's 3 credits a day; four at 1 credit each do not.
+        await w.bot.services.preferences.save_server(w.gid, ServerCreative())
+        await w.bot.services.guilds.update(w.gid, lambda g: g.with_quota(user_daily=3))
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="four small cranes", count=4)
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64 and "4" in json.dumps(ack.json)  # refused before anything is sent
+        await asyncio.sleep(0.3)
+        assert w.relay.requests == [] and (await w.bot.services.quota.totals())["reserved"] == 0
+
+
+async def test_continuing_variant_two_sends_its_own_turn_and_signature(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("image", signature="sig-a"), Behaviour("image", signature="sig-b"))
+        mark = w.dd.mark()
+        await w.imagine(prompt="two foxes", count=2)
+        post = await variants_posted(w, mark, 2)
+        message = w.dd.messages[int(post.response["id"])]
+        jobs = await recorded(w, 2)
+        turn2 = next(j.result_turn_id for j in jobs if j.request["variant"] == 2)
+        mine = (await w.bot.services.conversations.get_turn(turn2)).model_parts
+        signature = next(p["thoughtSignature"] for p in mine if "thoughtSignature" in p)
+        edit = f"nb:edit:{turn2}"
+        assert edit in custom_ids(message)
+        label = next(c["label"] for row in message["components"] for c in row["components"] if c.get("custom_id") == edit)
+        assert label.startswith("2 · ")
+        opened = await w.dd.interact(w.dd.component_interaction(message, edit, user=w.alice))
+        await w.dd.wait_for("POST", rf"^/interactions/{opened['id']}/", timeout=10)
+        modal = w.dd.last_modal()
+        assert modal is not None
+        ids = modal_ids(modal)
+        mark = w.dd.mark()
+        submit = w.dd.modal_submit_interaction(
+            modal["custom_id"], {ids[4]: "give it a hat", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal
+        )
+        await w.dd.interact(submit)
+        await w.result_post(mark)
+        contents = w.relay.requests[-1].json["contents"]
+        sent = [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p]
+        assert sent == [signature] and contents[-1]["parts"][0]["text"] == "give it a hat"

@@ -18,9 +18,11 @@ from discord.ext import commands
 from bot.i18n import normalize_locale, t
 from bot.jobs import Job
 from bot.preferences import for_request
+from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, ModelSpec, display_size, resolve_model
 from bot.relay.types import InvalidRequest
 from bot.studio import JobRequest
+from bot.variations import variant_count
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.intake import upload_limit
@@ -28,6 +30,7 @@ from cogs.settings import DROPPED
 
 from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single_button_view
 from .delivery import Delivery
+from .groups import VariantGroups
 from .progress import Progress, job_locale
 from .start import Notice, Starter
 
@@ -48,6 +51,7 @@ class Typed:
     model: str | None = None
     aspect_ratio: str | None = None
     size: str | None = None
+    count: int | None = None
 
 
 def _cancel_view(job: Job) -> discord.ui.View:
@@ -58,8 +62,9 @@ class Imagine(commands.Cog):
     def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         self.progress = Progress(bot, _cancel_view)
-        self.starter = Starter(bot, self.progress)
-        self.delivery = Delivery(bot, self.progress)
+        self.variants = VariantGroups()
+        self.starter = Starter(bot, self.progress, self.variants)
+        self.delivery = Delivery(bot, self.progress, self.variants)
         # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
         self.edit_menu = app_commands.ContextMenu(
             name=_k("cmd.edit_image", "Edit image"),
@@ -93,6 +98,7 @@ class Imagine(commands.Cog):
         size=_k("opt.size", "size"),
         search=_k("opt.search", "search"),
         thinking=_k("opt.thinking", "thinking"),
+        count=_k("opt.count", "count"),
     )
     @app_commands.describe(
         prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
@@ -105,6 +111,7 @@ class Imagine(commands.Cog):
         size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
         search=_k("opt.search.desc", "Ground the picture in Google Search results"),
         thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
+        count=_k("opt.count.desc", "How many variants to make at once (1-4), each charged"),
     )
     @app_commands.choices(
         model=[app_commands.Choice(name=spec.label, value=spec.id) for spec in MODELS.values()],
@@ -126,22 +133,28 @@ class Imagine(commands.Cog):
         size: str | None = None,
         search: bool = False,
         thinking: str | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
     ) -> None:
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
-        typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size)
-        req, notices = await self._request(interaction, prompt, typed, grounding=search, thinking=thinking)
-        await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices)
+        typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count)
+        try:
+            req, notices, variants = await self._request(interaction, prompt, typed, grounding=search, thinking=thinking)
+        except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
+            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            return
+        await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices, count=variants)
 
     async def _request(
         self, interaction: Interaction, prompt: str, typed: Typed, *, grounding: bool = False, thinking: str | None = None
-    ) -> tuple[JobRequest, list[Notice]]:
+    ) -> tuple[JobRequest, list[Notice], int]:
         """The request /imagine makes: what the member typed, else their own /settings, else the
         server's defaults; with a notice for each of their settings this server cannot honour."""
         svc = self.bot.services
+        creative = await svc.preferences.server(interaction.guild_id)
         eff = for_request(
             await svc.preferences.get(interaction.guild_id, interaction.user.id),
             await svc.guild(interaction.guild_id),
-            await svc.preferences.server(interaction.guild_id),
+            creative,
             model=typed.model,
             aspect_ratio=typed.aspect_ratio,
             size=typed.size,
@@ -158,7 +171,10 @@ class Imagine(commands.Cog):
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
         )
         notices: list[Notice] = [(DROPPED[name], {"maximum": eff.variants}) for name in eff.dropped if name in DROPPED]
-        return req, notices
+        # A typed count over the server's maximum is refused (the member asked for it); a stored
+        # one was already capped, with a notice.
+        count = variant_count(typed.count, creative) if typed.count is not None else eff.variants
+        return req, notices, count
 
     @imagine.autocomplete("aspect_ratio")
     async def ratio_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
