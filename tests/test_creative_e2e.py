@@ -5,6 +5,7 @@ picture within the server's limits; "results only to me" keeps everything epheme
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -16,7 +17,9 @@ import pytest
 
 from bot.app import NanoBananaBot
 from bot.preferences import ServerCreative
+from bot.relay.types import InputImage
 from tests import e2e
+from tests.conftest import make_image
 from tests.doubles.discord_double import DiscordDouble
 from tests.doubles.relay_double import Behaviour, RelayDouble
 from tests.test_bot_e2e import modal_ids
@@ -270,3 +273,76 @@ async def test_continuing_variant_two_sends_its_own_turn_and_signature(tmp_path:
         contents = w.relay.requests[-1].json["contents"]
         sent = [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p]
         assert sent == [signature] and contents[-1]["parts"][0]["text"] == "give it a hat"
+
+
+def sent_parts(w: World) -> list[dict[str, Any]]:
+    return list(w.relay.requests[-1].json["contents"][-1]["parts"])
+
+
+async def test_a_style_brings_its_template_reference_picture_and_shape_to_the_relay(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        ink = make_image(48, 48, "PNG", color=(10, 10, 10))
+        await w.bot.services.styles.save(
+            w.gid, "Ink wash", "{prompt}, in ink wash", created_by=1, images=[InputImage(ink, "image/png")], aspect_ratio="3:4"
+        )
+        mark = w.dd.mark()
+        await w.imagine(prompt="a heron", style="Ink wash")
+        post = await w.result_post(mark)
+        parts = sent_parts(w)
+        assert parts[0]["text"] == "a heron, in ink wash"
+        assert any(base64.b64decode(p["inlineData"]["data"]) == ink for p in parts if "inlineData" in p)
+        assert w.image_config()["aspectRatio"] == "3:4"
+        assert "a heron" in post.json["embeds"][0]["description"] and "ink wash" not in post.json["embeds"][0]["description"]
+
+
+async def test_a_style_that_no_longer_exists_is_refused_and_nothing_is_charged(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.bot.services.styles.save(w.gid, "Neon", "{prompt}, neon", created_by=1)
+        await w.prefer(style="Neon")
+        await w.bot.services.styles.remove(w.gid, "Neon")
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a street", style="Neon", locale="zh-CN")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64 and "风格“Neon”已不存在" in json.dumps(ack.json, ensure_ascii=False)
+        await asyncio.sleep(0.2)
+        assert w.relay.requests == [] and (await w.bot.services.quota.totals())["reserved"] == 0
+
+        # Only the member's default (not typed): the picture is made without it, and they are told.
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a street")
+        await w.result_post(mark)
+        assert sent_parts(w)[0]["text"] == "a street"
+        assert any("Neon" in m["content"] for m in w.dd.followup_messages(inter))
+
+
+async def test_style_autocomplete_offers_the_members_and_the_servers(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await w.bot.services.styles.save(w.gid, "Ink wash", "{prompt}, ink", created_by=1)
+        await w.bot.services.styles.save(w.gid, "Inky mine", "{prompt}, mine", created_by=w.uid, owner_id=w.uid)
+        payload = w.dd.autocomplete_interaction(
+            "imagine", focused="style", channel=w.channel, user=w.alice, options={"prompt": "x", "style": "ink"}
+        )
+        inter = await w.dd.interact(payload)
+        answer = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/")
+        assert [c["value"] for c in answer.json["data"]["choices"]] == ["Inky mine", "Ink wash"]
+
+
+async def test_vary_strong_makes_a_new_turn_from_that_picture_with_the_original_prompt_shown(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("image", signature="sig-root"))
+        mark = w.dd.mark()
+        await w.imagine(prompt="a tin robot")
+        post = await w.result_post(mark)
+        message = w.dd.messages[int(post.response["id"])]
+        vary = next(i for i in custom_ids(message) if i.startswith("nb:vary:") and i.endswith(":strong"))
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(message, vary, user=w.alice))
+        varied = await w.dd.wait_for("POST", r"^/channels/\d+/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300)
+        contents = w.relay.requests[-1].json["contents"]
+        assert contents[-1]["parts"][0]["text"].startswith("Make a strong variation of this image")
+        assert "a tin robot" in contents[-1]["parts"][0]["text"]
+        assert [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p] == [
+            "sig-root"
+        ]
+        assert "a tin robot" in varied.json["embeds"][0]["description"]
+        assert "variation" not in varied.json["embeds"][0]["description"]

@@ -44,6 +44,38 @@ def _k(key: str, text: str) -> app_commands.locale_str:
     return _(text, key=key)
 
 
+_RENAMED = dict(
+    prompt=_k("opt.prompt", "prompt"),
+    image1=_k("opt.image1", "image1"),
+    image2=_k("opt.image2", "image2"),
+    image3=_k("opt.image3", "image3"),
+    image4=_k("opt.image4", "image4"),
+    model=_k("opt.model", "model"),
+    aspect_ratio=_k("opt.aspect_ratio", "aspect_ratio"),
+    size=_k("opt.size", "size"),
+    search=_k("opt.search", "search"),
+    thinking=_k("opt.thinking", "thinking"),
+    count=_k("opt.count", "count"),
+    style=_k("opt.style", "style"),
+)
+
+
+_DESCRIBED = dict(
+    prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
+    image1=_k("opt.image.desc", "A reference image"),
+    image2=_k("opt.image.desc", "A reference image"),
+    image3=_k("opt.image.desc", "A reference image"),
+    image4=_k("opt.image.desc", "A reference image"),
+    model=_k("opt.model.desc", "Which Nano Banana model"),
+    aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
+    size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
+    search=_k("opt.search.desc", "Ground the picture in Google Search results"),
+    thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
+    count=_k("opt.count.desc", "How many variants to make at once (1-4), each charged"),
+    style=_k("opt.style.desc", "A saved style: its prompt template and reference pictures"),
+)
+
+
 @dataclass(frozen=True)
 class Typed:
     """The options a member typed on /imagine (None: not given)."""
@@ -52,6 +84,7 @@ class Typed:
     aspect_ratio: str | None = None
     size: str | None = None
     count: int | None = None
+    style: str | None = None
 
 
 def _cancel_view(job: Job) -> discord.ui.View:
@@ -87,32 +120,8 @@ class Imagine(commands.Cog):
         name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images")
     )
     @app_commands.guild_only()
-    @app_commands.rename(
-        prompt=_k("opt.prompt", "prompt"),
-        image1=_k("opt.image1", "image1"),
-        image2=_k("opt.image2", "image2"),
-        image3=_k("opt.image3", "image3"),
-        image4=_k("opt.image4", "image4"),
-        model=_k("opt.model", "model"),
-        aspect_ratio=_k("opt.aspect_ratio", "aspect_ratio"),
-        size=_k("opt.size", "size"),
-        search=_k("opt.search", "search"),
-        thinking=_k("opt.thinking", "thinking"),
-        count=_k("opt.count", "count"),
-    )
-    @app_commands.describe(
-        prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
-        image1=_k("opt.image.desc", "A reference image"),
-        image2=_k("opt.image.desc", "A reference image"),
-        image3=_k("opt.image.desc", "A reference image"),
-        image4=_k("opt.image.desc", "A reference image"),
-        model=_k("opt.model.desc", "Which Nano Banana model"),
-        aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
-        size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
-        search=_k("opt.search.desc", "Ground the picture in Google Search results"),
-        thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
-        count=_k("opt.count.desc", "How many variants to make at once (1-4), each charged"),
-    )
+    @app_commands.rename(**_RENAMED)
+    @app_commands.describe(**_DESCRIBED)
     @app_commands.choices(
         model=[app_commands.Choice(name=spec.label, value=spec.id) for spec in MODELS.values()],
         thinking=[
@@ -134,9 +143,10 @@ class Imagine(commands.Cog):
         search: bool = False,
         thinking: str | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
+        style: str | None = None,
     ) -> None:
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
-        typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count)
+        typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count, style=style)
         try:
             req, notices, variants = await self._request(interaction, prompt, typed, grounding=search, thinking=thinking)
         except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
@@ -171,10 +181,40 @@ class Imagine(commands.Cog):
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
         )
         notices: list[Notice] = [(DROPPED[name], {"maximum": eff.variants}) for name in eff.dropped if name in DROPPED]
+        await self._styled(interaction, req, typed, eff.style, notices)
         # A typed count over the server's maximum is refused (the member asked for it); a stored
         # one was already capped, with a notice.
         count = variant_count(typed.count, creative) if typed.count is not None else eff.variants
         return req, notices, count
+
+    async def _styled(self, interaction: Interaction, req: JobRequest, typed: Typed, preferred: str | None, notices: list[Notice]) -> None:
+        """Apply the style typed (gone: refused, nothing charged) or else the member's own
+        default style (gone: a notice, and none is used): its template around the prompt, its
+        pictures first among the references, its ratio and size unless the member typed one."""
+        name = typed.style or preferred
+        if not name:
+            return
+        try:
+            chosen = await self.bot.services.styles.resolve(interaction.guild_id, interaction.user.id, name)
+        except Refusal:
+            if typed.style:
+                raise
+            notices.append(("prefs.dropped.style", {"name": name}))
+            return
+        req.display_prompt = req.prompt
+        req.prompt = chosen.apply(req.prompt)
+        req.images = [*await self.bot.services.styles.image_refs(chosen), *req.images]
+        req.aspect_ratio = typed.aspect_ratio or chosen.aspect_ratio or req.aspect_ratio
+        req.size = typed.size or chosen.size or req.size
+
+    @imagine.autocomplete("style")
+    async def style_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        locale = normalize_locale(interaction.locale)
+        found = await self.bot.services.styles.autocomplete(interaction.guild_id, interaction.user.id, current)
+        return [
+            app_commands.Choice(name=f"{s.name} ({t('style.personal' if s.personal else 'style.server', locale)})"[:100], value=s.name)
+            for s in found
+        ]
 
     @imagine.autocomplete("aspect_ratio")
     async def ratio_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
