@@ -20,7 +20,7 @@ from bot.preferences import ServerCreative
 from bot.relay.types import InputImage
 from tests import e2e
 from tests.conftest import make_image
-from tests.doubles.discord_double import DiscordDouble
+from tests.doubles.discord_double import DiscordDouble, Perm
 from tests.doubles.relay_double import Behaviour, RelayDouble
 from tests.test_bot_e2e import modal_ids
 
@@ -346,3 +346,43 @@ async def test_vary_strong_makes_a_new_turn_from_that_picture_with_the_original_
         ]
         assert "a tin robot" in varied.json["embeds"][0]["description"]
         assert "variation" not in varied.json["embeds"][0]["description"]
+
+
+async def admin(w: World, group: str | None, sub: str, **options: Any) -> str:
+    """Run an /admin subcommand as a member with Manage Server; its (ephemeral) answer text."""
+    mods = w.dd.add_role(w.guild, "Mods", Perm.MANAGE_GUILD)
+    ada = w.dd.add_member(w.guild, username="ada", roles=[mods])
+    mark = w.dd.mark()
+    payload = w.dd.slash_interaction("admin", channel=w.channel, user=ada, group=group, subcommand=sub, options=options)
+    inter = await w.dd.interact(payload)
+    ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+    if ack.json["type"] == 5:
+        ack = await w.dd.wait_for("POST", rf"^/webhooks/\d+/{inter['token']}$", since=mark)
+        return json.dumps(ack.json, ensure_ascii=False)
+    assert ack.json["data"]["flags"] & 64
+    return json.dumps(ack.json["data"], ensure_ascii=False)
+
+
+async def test_an_admin_defines_a_style_with_a_picture_and_the_variant_default(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        paper = make_image(40, 40, "PNG", color=(240, 230, 200))
+        picture = w.dd.add_attachment(paper, "paper.png", "image/png")
+        said = await admin(w, "style", "add", name="Paper", template="{prompt}, cut from paper", image1=picture)
+        assert "Style “Paper” saved" in said
+        assert "Paper" in await admin(w, "style", "list")
+        assert "makes 2 pictures by default and at most 3 at once" in await admin(w, None, "variants", default=2, maximum=3)
+
+        mark = w.dd.mark()
+        await w.imagine(prompt="a fox", style="Paper")  # no count: the server's default of 2
+        post = await variants_posted(w, mark, 2)
+        assert len(post.files) == 2 and len(w.relay.requests) == 2
+        for request in w.relay.requests:
+            parts = request.json["contents"][-1]["parts"]
+            assert parts[0]["text"] == "a fox, cut from paper"
+            assert any(base64.b64decode(p["inlineData"]["data"]) == paper for p in parts if "inlineData" in p)
+
+        assert "Style “Paper” removed" in await admin(w, "style", "remove", name="Paper")
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a fox", style="Paper")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64 and "no longer exists" in json.dumps(ack.json)

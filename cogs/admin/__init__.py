@@ -29,6 +29,7 @@ from cogs.admin.overview import OverviewCommands
 from cogs.admin.quotas import QuotaCommands
 from cogs.admin.relay_form import GATEWAY_LOGGERS, RelayFormLogFilter
 from cogs.admin.relays import RelayCommands
+from cogs.admin.styles import StyleCommands
 from cogs.bot_types import NanoBananaBot
 
 __all__ = ["Admin", "setup"]
@@ -39,6 +40,7 @@ __all__ = ["Admin", "setup"]
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 class Admin(
+    StyleCommands,
     OverviewCommands,
     QuotaCommands,
     AccessCommands,
