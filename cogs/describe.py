@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import discord
-from discord import app_commands
+from discord import app_commands, ui
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
@@ -58,9 +59,11 @@ class Describe(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        self.bot.add_dynamic_items(ImagineThisButton)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+        self.bot.remove_dynamic_items(ImagineThisButton)
 
     @app_commands.command(
         name=_k("creative.cmd.describe", "describe"),
@@ -104,7 +107,56 @@ class Describe(commands.Cog):
             await report_failure(interaction, exc)
             return
         embed = discord.Embed(colour=render.BRAND, title=t("describe.title", locale), description=f"```\n{prompt.replace('`', 'ˋ')}\n```")
-        await interaction.followup.send(embed=embed, ephemeral=True)
+        view = ui.View(timeout=None)
+        view.add_item(ImagineThisButton(interaction.user.id, label=t("button.imagine_this", locale)))
+        await interaction.followup.send(embed=embed, view=view, ephemeral=True)
+
+
+def described_prompt(message: discord.Message | None) -> str:
+    """The prompt a description message shows (in its code block), or ""."""
+    text = message.embeds[0].description or "" if message is not None and message.embeds else ""
+    return text.strip().removeprefix("```").removesuffix("```").strip()
+
+
+class PromptModal(ui.Modal):
+    """The described prompt, to change before it is imagined."""
+
+    def __init__(self, locale: str, prompt: str) -> None:
+        super().__init__(title=t("button.imagine_this", locale)[:45], timeout=900)
+        self.prompt: ui.TextInput[PromptModal] = ui.TextInput(
+            label=t("describe.title", locale)[:45], style=discord.TextStyle.paragraph, default=prompt[:4000], max_length=4000
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        imagine = interaction.client.get_cog("Imagine")
+        if imagine is None:
+            await interaction.response.send_message(t("describe.failed", normalize_locale(interaction.locale)), ephemeral=True)
+            return
+        await imagine.imagine_prompt(interaction, self.prompt.value)
+
+
+class ImagineThisButton(ui.DynamicItem[ui.Button], template=r"nb:imagine-this:(?P<user>\d+)"):
+    """Under a description: the prompt in a form, then /imagine with it. The prompt is read
+    from the message itself, so the button works after a restart."""
+
+    def __init__(self, user_id: int, *, label: str = "") -> None:
+        super().__init__(
+            ui.Button(label=label or "Imagine this", emoji="🎨", style=discord.ButtonStyle.primary, custom_id=f"nb:imagine-this:{user_id}")
+        )
+        self.user_id = user_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: ui.Item[Any], match: re.Match[str], /) -> ImagineThisButton:
+        return cls(int(match["user"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> Any:
+        locale = normalize_locale(interaction.locale)
+        prompt = described_prompt(interaction.message)
+        if not prompt:
+            await interaction.response.send_message(t("describe.no_prompt", locale), ephemeral=True)
+            return
+        await interaction.response.send_modal(PromptModal(locale, prompt))
 
 
 async def setup(bot: NanoBananaBot) -> None:

@@ -386,3 +386,68 @@ async def test_an_admin_defines_a_style_with_a_picture_and_the_variant_default(t
         inter = await w.imagine(prompt="a fox", style="Paper")
         ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
         assert ack.json["data"]["flags"] & 64 and "no longer exists" in json.dumps(ack.json)
+
+
+def text_input(modal: dict[str, Any]) -> dict[str, Any]:
+    found = [c for row in modal["components"] for c in ([row["component"]] if "component" in row else row.get("components", []))]
+    return next(c for c in found if c.get("type") == 4)
+
+
+async def test_describe_offers_imagine_this_which_makes_the_picture_from_that_prompt(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("text_only", text="A paper boat on a rain puddle, macro."))
+        att = w.dd.add_attachment(make_image(80, 60), "boat.png", "image/png")
+        inter = await w.dd.interact(w.dd.slash_interaction("describe", channel=w.channel, user=w.alice, options={"image": att}))
+        answer = await w.dd.wait_for("POST", rf"^/webhooks/\d+/{inter['token']}$", timeout=10)
+        message = w.dd.messages[int(answer.response["id"])]
+        button = f"nb:imagine-this:{w.uid}"
+        assert button in custom_ids(message)
+        opened = await w.dd.interact(w.dd.component_interaction(message, button, user=w.alice))
+        await w.dd.wait_for("POST", rf"^/interactions/{opened['id']}/", timeout=10)
+        modal = w.dd.last_modal()
+        assert modal is not None
+        field = text_input(modal)
+        assert field["value"] == "A paper boat on a rain puddle, macro."
+        mark = w.dd.mark()
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {field["custom_id"]: "A paper boat, at night"}, channel=w.channel, user=w.alice, modal=modal
+            )
+        )
+        post = await w.result_post(mark)
+        assert sent_parts(w)[0]["text"] == "A paper boat, at night"
+        assert "A paper boat, at night" in post.json["embeds"][0]["description"]
+
+
+async def test_history_reopen_continues_that_picture(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("image", signature="sig-old"))
+        mark = w.dd.mark()
+        await w.imagine(prompt="an old map")
+        post = await w.result_post(mark)
+        (job,) = await recorded(w, 1)
+        inter = await w.dd.interact(w.dd.slash_interaction("history", channel=w.channel, user=w.alice))
+        await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", timeout=10)
+        panel = w.dd.original_message(inter)
+        assert panel is not None
+        link = f"https://discord.com/channels/{w.gid}/{w.channel['id']}/{post.response['id']}"
+        assert link in panel["embeds"][0]["description"]  # the jump link is the real result message
+        reopen = f"nb:edit:{job.result_turn_id}"
+        label = next(c["label"] for row in panel["components"] for c in row["components"] if c.get("custom_id") == reopen)
+        assert label == "Reopen 1"
+        opened = await w.dd.interact(w.dd.component_interaction(panel, reopen, user=w.alice))
+        await w.dd.wait_for("POST", rf"^/interactions/{opened['id']}/", timeout=10)
+        modal = w.dd.last_modal()
+        assert modal is not None
+        ids = modal_ids(modal)
+        mark = w.dd.mark()
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {ids[4]: "add a compass", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal
+            )
+        )
+        await w.dd.wait_for("POST", r"^/channels/\d+/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300)
+        contents = w.relay.requests[-1].json["contents"]
+        assert [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p] == [
+            "sig-old"
+        ]

@@ -154,6 +154,16 @@ class Imagine(commands.Cog):
             return
         await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices, count=variants)
 
+    async def imagine_prompt(self, interaction: Interaction, prompt: str) -> None:
+        """/imagine with only a prompt (the member's settings and the server's defaults apply):
+        what "Imagine this" under a description starts."""
+        try:
+            req, notices, variants = await self._request(interaction, prompt, Typed())
+        except Refusal as exc:
+            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            return
+        await self.starter.start(interaction, req, attachments=[], kind="imagine", notices=notices, count=variants)
+
     async def _request(
         self, interaction: Interaction, prompt: str, typed: Typed, *, grounding: bool = False, thinking: str | None = None
     ) -> tuple[JobRequest, list[Notice], int]:
