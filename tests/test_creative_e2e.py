@@ -451,3 +451,30 @@ async def test_history_reopen_continues_that_picture(tmp_path: Path) -> None:
         assert [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p] == [
             "sig-old"
         ]
+
+
+async def test_save_as_style_keeps_the_prompt_and_picture_and_the_style_works_next_time(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        mark = w.dd.mark()
+        await w.imagine(prompt="a moss garden")
+        post = await w.result_post(mark)
+        picture = post.files[0].data
+        message = w.dd.messages[int(post.response["id"])]
+        save = next(i for i in custom_ids(message) if i.startswith("nb:style:"))
+        opened = await w.dd.interact(w.dd.component_interaction(message, save, user=w.alice, locale="zh-CN"))
+        await w.dd.wait_for("POST", rf"^/interactions/{opened['id']}/", timeout=10)
+        modal = w.dd.last_modal()
+        assert modal is not None and modal["title"] == "保存为风格"
+        submit = w.dd.modal_submit_interaction(
+            modal["custom_id"], {modal_ids(modal)[4]: "Moss"}, channel=w.channel, user=w.alice, modal=modal, locale="zh-CN"
+        )
+        done = await w.dd.interact(submit)
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{done['id']}/", timeout=10)
+        assert ack.json["data"]["flags"] & 64 and "风格“Moss”已保存" in json.dumps(ack.json, ensure_ascii=False)
+
+        mark = w.dd.mark()
+        await w.imagine(prompt="a tea house", style="Moss")
+        await w.result_post(mark)
+        parts = sent_parts(w)
+        assert parts[0]["text"].startswith("a tea house") and "a moss garden" in parts[0]["text"]
+        assert any(base64.b64decode(p["inlineData"]["data"]) == picture for p in parts if "inlineData" in p)

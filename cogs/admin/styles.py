@@ -11,11 +11,10 @@ from bot.preferences import ServerCreative
 from bot.refusal import Refusal
 from bot.relay.catalogue import display_size
 from bot.relay.types import InputImage
+from bot.styles import SERVER
 from cogs.admin.common import AdminBase, _k, _ratio_choices, _size_choices, locale_of, plain, refuse, send
 from cogs.bot_types import Interaction
 from cogs.intake import read_attachment
-
-SERVER = 0  # styles.owner_id of a server style
 
 
 class StyleCommands(AdminBase):

@@ -11,7 +11,7 @@ from bot.i18n import t
 from bot.relay.catalogue import MODELS
 from cogs import render
 
-from .buttons import DeleteButton, EditButton, PersistentButton, UpscaleButton, VaryButton
+from .buttons import DeleteButton, EditButton, PersistentButton, SaveStyleButton, UpscaleButton, VaryButton
 from .groups import Slot
 
 GALLERY_URL = "https://discord.com/nano-banana/variants/{group}"  # shared embed url: Discord shows the images as one grid
@@ -34,7 +34,8 @@ def gallery_embeds(first: discord.Embed, filenames: list[str], group: int) -> li
 
 
 def gallery_view(delivered: list[Slot], locale: str) -> ui.View:
-    """One row per delivered variant: continue it (its own conversation), upscale it, vary it;
+    """One row per delivered variant: continue it (its own conversation), upscale it, vary it,
+    save it as a style;
     then Delete for the message. Labels carry the variant's number, as the grid shows them."""
     view = ui.View(timeout=None)
     for row, slot in enumerate(delivered[:4]):
@@ -47,6 +48,7 @@ def gallery_view(delivered: list[Slot], locale: str) -> ui.View:
         items: list[PersistentButton] = [EditButton(turn_id, locale=locale)]
         items += [UpscaleButton(turn_id, bigger, locale=locale) for bigger in rules.upscale_sizes(spec.sizes if spec else (), size)[:1]]
         items += [VaryButton(turn_id, strength, locale=locale) for strength in ("subtle", "strong")]
+        items.append(SaveStyleButton(turn_id, locale=locale))
         for item in items:
             item.item.label = f"{slot.index} · {item.item.label}"[:80]
             item.row = row
