@@ -27,7 +27,7 @@ from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
-from .relay.types import InputImage, RelayError
+from .relay.types import InputImage, RelayConfig, RelayError
 from .relays.pool import NoRelay, RelayPool
 from .relays.store import RelayStore
 from .secrets import load_keyring
@@ -223,6 +223,14 @@ class Services:
         if await self.pool.uses_default(guild_id) and (self.pool.default_relay() is None or not self.settings.share_default_relay):
             # Said now, not after the member has waited in the queue for a job that cannot run.
             raise NoRelay("this server has no relay configured")
+
+    async def relay_order(self, guild_id: int | None) -> list[RelayConfig]:
+        """The server's relays in failover order, else the operator's shared relay (if shared)."""
+        entries = await self.relays.entries(guild_id) if guild_id else []
+        if entries:
+            return [e.config for e in entries]
+        default = self.pool.default_relay()
+        return [default] if default is not None and self.settings.share_default_relay else []
 
     async def quota_rules(self, guild_id: int | None, g: GuildSettings | None = None) -> QuotaRules:
         """The server's rules, tightened by the operator's limits while it uses the shared relay."""

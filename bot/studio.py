@@ -74,6 +74,20 @@ class JobRequest:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+# What each dialect cannot carry (bot/relay): the OpenAI Chat format has no ratio or size
+# field, and neither OpenAI format has Google Search or a thinking level.
+_UNCARRIED: dict[str, tuple[str, ...]] = {
+    "openai-chat": ("aspect_ratio", "size", "grounding", "thinking"),
+    "openai-images": ("grounding", "thinking"),
+}
+
+
+def unhonoured(dialect: str, req: JobRequest) -> list[str]:
+    """The options ``req`` asks for that a relay of ``dialect`` would drop (names as in
+    JobRequest), so the member can be told before anything is charged."""
+    return [name for name in _UNCARRIED.get(dialect, ()) if getattr(req, name)]
+
+
 def continue_from(
     turn: Turn,
     conversation_model: str,

@@ -21,7 +21,6 @@ from discord.ext import commands
 from bot.describe import DescribeError, describe_with
 from bot.i18n import normalize_locale, t
 from bot.refusal import Refusal
-from bot.relay.types import RelayConfig
 from cogs import render
 from cogs.failures import report_failure
 from cogs.intake import check_attachments, read_attachment
@@ -35,15 +34,6 @@ COOLDOWN_S = 15.0
 
 def _k(key: str, text: str) -> app_commands.locale_str:
     return _(text, key=key)
-
-
-async def _relays(svc: Any, guild_id: int | None) -> list[RelayConfig]:
-    """The server's relays in failover order, else the operator's shared relay."""
-    entries = await svc.relays.entries(guild_id) if guild_id else []
-    if entries:
-        return [e.config for e in entries]
-    default = svc.pool.default_relay()
-    return [default] if default is not None and svc.settings.share_default_relay else []
 
 
 class Describe(commands.Cog):
@@ -102,7 +92,9 @@ class Describe(commands.Cog):
             await svc.authorize(interaction.guild_id, interaction.channel_id, interaction.user.id, roles, g.default_model)
             await interaction.response.defer(ephemeral=True, thinking=True)
             image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
-            prompt = await describe_with(svc.relay_client, await _relays(svc, interaction.guild_id), g.default_model, image, locale=locale)
+            prompt = await describe_with(
+                svc.relay_client, await svc.relay_order(interaction.guild_id), g.default_model, image, locale=locale
+            )
         except Exception as exc:  # noqa: BLE001 - every failure gets a translated answer
             await report_failure(interaction, exc)
             return

@@ -18,6 +18,7 @@ import pytest
 from bot.app import NanoBananaBot
 from bot.preferences import ServerCreative
 from bot.relay.types import InputImage
+from bot.relays.pool import DEFAULT_NAME
 from tests import e2e
 from tests.conftest import make_image
 from tests.doubles.discord_double import DiscordDouble, Perm
@@ -56,10 +57,10 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, **extra: str) -> AsyncIterator[World]:
     with RelayDouble(api_key=API_KEY) as relay:
         async with DiscordDouble() as dd:
-            bot = e2e.new_bot(relay, tmp_path / "data", API_KEY)
+            bot = e2e.new_bot(relay, tmp_path / "data", API_KEY, **extra)
             w = World(dd, relay, bot)
             async with dd.running(bot):
                 yield w
@@ -478,3 +479,37 @@ async def test_save_as_style_keeps_the_prompt_and_picture_and_the_style_works_ne
         parts = sent_parts(w)
         assert parts[0]["text"].startswith("a tea house") and "a moss garden" in parts[0]["text"]
         assert any(base64.b64decode(p["inlineData"]["data"]) == picture for p in parts if "inlineData" in p)
+
+
+async def test_a_chat_relay_first_refuses_a_ratio_before_any_credit_is_reserved(tmp_path: Path) -> None:
+    async with world(tmp_path, NB_RELAY_FORMAT="openai-chat", NB_RELAY_AUTH="bearer") as w:
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="a wide valley", aspect_ratio="16:9", locale="zh-CN")
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        said = json.dumps(ack.json, ensure_ascii=False)
+        assert ack.json["data"]["flags"] & 64 and f"“{DEFAULT_NAME}”" in said and "画面比例" in said and "未扣除积分" in said
+        await asyncio.sleep(0.2)
+        assert w.relay.requests == [] and (await w.bot.services.quota.totals())["reserved"] == 0
+
+        mark = w.dd.mark()
+        await w.imagine(prompt="a wide valley")  # nothing the relay cannot do: made
+        await w.result_post(mark)
+        assert w.relay.requests[-1].dialect == "openai-chat"
+
+
+async def test_a_message_in_the_thread_of_a_grounded_picture_is_grounded_too(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        mark = w.dd.mark()
+        await w.imagine(prompt="today's weather in Oslo as a poster", model=PRO, search=True)
+        await w.result_post(mark)
+        assert w.relay.requests[-1].json["tools"] == [{"googleSearch": {}}]
+        thread = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
+        channel = w.dd.channels[int(thread.response["id"])]
+        mark = w.dd.mark()
+        await w.dd.post_message(channel, w.alice, f"<@{w.bot.user.id}> now for tomorrow")  # the bot reads what mentions it
+        await w.dd.wait_for(
+            "POST", rf"^/channels/{channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300
+        )
+        sent = w.relay.requests[-1].json
+        assert sent["contents"][-1]["parts"][0]["text"].endswith("now for tomorrow")
+        assert sent["tools"] == [{"googleSearch": {}}]

@@ -15,11 +15,11 @@ from bot.conversations import Conversation
 from bot.i18n import SUPPORTED, normalize_locale, t
 from bot.jobs import Job
 from bot.services import Services
-from bot.studio import JobRequest, continue_from
+from bot.studio import JobRequest, continue_from, unhonoured
 from bot.variations import fan_out, total_cost
 from cogs import render
 from cogs.bot_types import Interaction
-from cogs.failures import is_user_facing, log_unless_user_facing
+from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
 from cogs.intake import check_can_post, role_ids, store_inputs, upload_limit, vet
 
 from .groups import VariantGroups
@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Notice = tuple[str, dict[str, object]]  # a translation key and its parameters
+
+OPTION_KEYS = {  # how a refusal names an option a relay cannot honour
+    "aspect_ratio": "capability.option.aspect_ratio",
+    "size": "capability.option.size",
+    "grounding": "capability.option.grounding",
+    "thinking": "capability.option.thinking",
+}
 
 RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
 
@@ -216,6 +223,7 @@ class Starter:
                 user_id=interaction.user.id,
                 role_ids=role_ids(interaction.user),
             )
+            await self._honest(interaction.guild_id, req)
             if count > 1:  # the whole fan-out, at once: never some variants queued and the rest refused
                 credits, limits = await self.services.charge(interaction.guild_id, req.model, req.size)
                 await self.services.quota.check(
@@ -231,6 +239,17 @@ class Starter:
             await interaction.response.send_message(embed=render.error_embed(exc, req.locale), ephemeral=True)
             return False
         return True
+
+    async def _honest(self, guild_id: int | None, req: JobRequest) -> None:
+        """Refuse, before anything is charged, an option the relay tried first would drop
+        (a ratio on an OpenAI Chat relay, Google Search on an OpenAI relay), rather than make a
+        picture that silently ignores it."""
+        order = await self.services.relay_order(guild_id)
+        dropped = unhonoured(order[0].dialect, req) if order else []
+        if dropped:
+            joiner = "、" if req.locale.startswith("zh") else ", "
+            options = joiner.join(t(OPTION_KEYS[name], req.locale) for name in dropped)
+            raise UserFacingError("capability.dropped", relay=order[0].name, options=options)
 
     async def show_queued(self, job: Job) -> None:
         """The job's place in the queue, with Cancel, on its progress message."""
