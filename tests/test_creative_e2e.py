@@ -513,3 +513,26 @@ async def test_a_message_in_the_thread_of_a_grounded_picture_is_grounded_too(tmp
         sent = w.relay.requests[-1].json
         assert sent["contents"][-1]["parts"][0]["text"].endswith("now for tomorrow")
         assert sent["tools"] == [{"googleSearch": {}}]
+
+
+async def test_vary_on_a_result_posted_before_a_restart_still_works(tmp_path: Path) -> None:
+    with RelayDouble(api_key=API_KEY) as relay:
+        async with DiscordDouble() as dd:
+            first = e2e.new_bot(relay, tmp_path / "data", API_KEY)
+            w = World(dd, relay, first)
+            async with dd.running(first):
+                mark = dd.mark()
+                await w.imagine(prompt="a paper lantern")
+                post = await w.result_post(mark)
+                await recorded(w, 1)
+            message = dd.messages[int(post.response["id"])]
+            vary = next(i for i in custom_ids(message) if i.startswith("nb:vary:") and i.endswith(":subtle"))
+            second = e2e.new_bot(relay, tmp_path / "data", API_KEY)
+            async with dd.running(second):
+                mark = dd.mark()
+                await dd.interact(dd.component_interaction(message, vary, user=w.alice))
+                varied = await dd.wait_for(
+                    "POST", r"^/channels/\d+/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300
+                )
+                assert relay.requests[-1].json["contents"][-1]["parts"][0]["text"].startswith("Make a subtle variation")
+                assert "a paper lantern" in varied.json["embeds"][0]["description"]
