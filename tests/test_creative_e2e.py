@@ -536,3 +536,17 @@ async def test_vary_on_a_result_posted_before_a_restart_still_works(tmp_path: Pa
                 )
                 assert relay.requests[-1].json["contents"][-1]["parts"][0]["text"].startswith("Make a subtle variation")
                 assert "a paper lantern" in varied.json["embeds"][0]["description"]
+
+
+async def test_variants_discord_refuses_to_post_are_all_refunded_and_explained(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.dd.fail("POST", rf"^/channels/{w.channel['id']}/messages$", 400, {"message": "Invalid Form Body", "code": 50035}, times=None)
+        mark = w.dd.mark()
+        await w.imagine(prompt="three lost kites", count=3)
+        told = await w.dd.wait_for(
+            "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=20
+        )
+        assert "⚠️" in told.json["embeds"][0]["description"]
+        await asyncio.sleep(0.3)
+        totals = await w.bot.services.quota.totals()
+        assert len(w.relay.requests) == 3 and totals["refunded"] == 3 and totals["committed"] == 0

@@ -197,12 +197,17 @@ class Delivery:
 
         try:
             posted = await self._post_upload(job, req, make)
-        except Exception as exc:  # noqa: BLE001 - the member is told; the variants made are refunded
+        except Exception as exc:
+            # The member is told; every variant made is refunded: the earlier ones ended as
+            # delivered already, this one is refunded by the queue when this raises.
             log.warning("variants of job %s could not be posted: %s", job.id, exc)
             for slot, _generated in made:
-                await self.services.quota.refund(slot.job.id)
+                if slot.job.id != job.id:
+                    await self.services.quota.refund_delivered(slot.job.id)
             await self._fail(job, req, exc)
-            return
+            if isinstance(exc, discord.HTTPException):
+                raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
+            raise
         for slot, generated in made:
             await self._recorded(slot.job, generated, posted.message, slot.elapsed)
         await self.progress.drop(job)
