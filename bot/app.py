@@ -29,7 +29,17 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-COGS = ("cogs.errors", "cogs.imagine", "cogs.conversation", "cogs.admin", "cogs.members", "cogs.modlog")
+COGS = (
+    "cogs.errors",
+    "cogs.imagine",
+    "cogs.conversation",
+    "cogs.admin",
+    "cogs.members",
+    "cogs.history",
+    "cogs.settings",
+    "cogs.describe",
+    "cogs.modlog",
+)
 
 
 class CatalogTranslator(app_commands.Translator):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
@@ -166,7 +166,7 @@ class ServerDefaults(Protocol):
     @property
     def default_size(self) -> str | None: ...
     @property
-    def allowed_models(self) -> tuple[str, ...]: ...
+    def allowed_models(self) -> Collection[str]: ...
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,34 @@ def effective(prefs: Preferences, server: ServerDefaults, creative: ServerCreati
     if prefs.locale is not None and locale is None:
         dropped.append("locale")
     return Effective(model, ratio, size, variants, prefs.style, locale, prefs.private, tuple(dropped))
+
+
+def for_request(
+    prefs: Preferences,
+    server: ServerDefaults,
+    creative: ServerCreative,
+    *,
+    model: str | None = None,
+    aspect_ratio: str | None = None,
+    size: str | None = None,
+    variants: int | None = None,
+) -> Effective:
+    """What one request uses: an option the member typed wins over their preference (and is
+    checked later, like any typed option); ``dropped`` names only preferences that were not
+    honoured and not overridden. The server's default size belongs to its default model: a
+    member who picks another model, with no size of their own, gets that model's default."""
+    typed = {"model": model, "aspect_ratio": aspect_ratio, "size": size, "variants": variants}
+    eff = effective(replace(prefs, **{k: v for k, v in typed.items() if v is not None}), server, creative)  # type: ignore[arg-type]
+    if size is None and prefs.size is None:
+        eff = replace(eff, size=rules.requested_size(None, model, default_model=server.default_model, default_size=eff.size))
+    return replace(
+        eff,
+        model=model or eff.model,
+        aspect_ratio=aspect_ratio or eff.aspect_ratio,
+        size=size or eff.size,
+        variants=variants if variants is not None else eff.variants,
+        dropped=tuple(name for name in eff.dropped if typed.get(name) is None),
+    )
 
 
 def _pick(mine: str | None, server: str | None, ok: Callable[[str], bool], name: str, dropped: list[str]) -> str | None:

@@ -326,6 +326,16 @@ class Quota:
         async with transaction(self.db) as db:
             return await self.settle_in(db, job_id, "refunded", self.clock())
 
+    async def refund_delivered(self, job_id: int) -> bool:
+        """``committed`` -> ``refunded``: a job that ended as delivered whose picture then never
+        reached the member (variants are posted together, after the earlier ones have ended)."""
+        async with transaction(self.db) as db:
+            cur = await db.execute(
+                "UPDATE quota_ledger SET state = 'refunded', updated_at = ? WHERE job_id = ? AND state = 'committed'",
+                (self.clock(), job_id),
+            )
+            return cur.rowcount > 0
+
     async def status(
         self,
         *,

@@ -28,7 +28,7 @@ from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
-from .relay.types import InputImage, RelayError
+from .relay.types import InputImage, RelayConfig, RelayError
 from .relays.balances import BalanceChecker
 from .relays.pool import NoRelay, RelayPool
 from .relays.store import RelayStore
@@ -230,6 +230,14 @@ class Services:
             # Said now, not after the member has waited in the queue for a job that cannot run.
             raise NoRelay("this server has no relay configured")
 
+    async def relay_order(self, guild_id: int | None) -> list[RelayConfig]:
+        """The server's relays in failover order, else the operator's shared relay (if shared)."""
+        entries = await self.relays.entries(guild_id) if guild_id else []
+        if entries:
+            return [e.config for e in entries]
+        default = self.pool.default_relay()
+        return [default] if default is not None and self.settings.share_default_relay else []
+
     async def quota_rules(self, guild_id: int | None, g: GuildSettings | None = None) -> QuotaRules:
         """The server's rules, tightened by the operator's limits while it uses the shared relay."""
         rules = (g or await self.guild(guild_id)).quota
@@ -305,7 +313,7 @@ class Services:
             return None
         return await self.jobs.get(turn.job_id)
 
-    async def record_result(self, job: Job, *, turn_id: int, message_id: int, relay_name: str, latency_ms: int) -> None:
+    async def record_result(self, job: Job, *, turn_id: int | None, message_id: int, relay_name: str, latency_ms: int) -> None:
         job.relay_name = relay_name
         job.latency_ms = latency_ms
         job.result_message_id = message_id

@@ -58,6 +58,14 @@ class JobRequest:
     # A second quick message in a thread edits the first one's result: this job waits for that
     # job (bot.jobs holds it back) and continues from its result turn, if it made one.
     after_job_id: int | None = None
+    # "Results only to me": the progress and the result are ephemeral (the interaction's
+    # followup while its token lives, a direct message after), and no thread is opened.
+    private: bool = False
+    # One of ``variants`` pictures of one request (1-based; 0: not a variant), posted together
+    # once each has ended; ``variant_group`` is their shared progress message.
+    variant: int = 0
+    variants: int = 1
+    variant_group: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,6 +74,20 @@ class JobRequest:
     def from_json(cls, data: dict[str, Any]) -> JobRequest:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# What each dialect cannot carry (bot/relay): the OpenAI Chat format has no ratio or size
+# field, and neither OpenAI format has Google Search or a thinking level.
+_UNCARRIED: dict[str, tuple[str, ...]] = {
+    "openai-chat": ("aspect_ratio", "size", "grounding", "thinking"),
+    "openai-images": ("grounding", "thinking"),
+}
+
+
+def unhonoured(dialect: str, req: JobRequest) -> list[str]:
+    """The options ``req`` asks for that a relay of ``dialect`` would drop (names as in
+    JobRequest), so the member can be told before anything is charged."""
+    return [name for name in _UNCARRIED.get(dialect, ()) if getattr(req, name)]
 
 
 def continue_from(

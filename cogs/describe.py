@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import discord
-from discord import app_commands
+from discord import app_commands, ui
 from discord.ext import commands
 
 from bot.describe import DescribeError, describe_with
 from bot.i18n import normalize_locale, t
 from bot.refusal import Refusal
-from bot.relay.types import RelayConfig
 from cogs import render
 from cogs.failures import report_failure
 from cogs.intake import check_attachments, read_attachment, role_ids
@@ -30,15 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 COOLDOWN_S = 15.0
-
-
-async def _relays(svc: Any, guild_id: int | None) -> list[RelayConfig]:
-    """The server's relays in failover order, else the operator's shared relay."""
-    entries = await svc.relays.entries(guild_id) if guild_id else []
-    if entries:
-        return [e.config for e in entries]
-    default = svc.pool.default_relay()
-    return [default] if default is not None and svc.settings.share_default_relay else []
 
 
 class Describe(commands.Cog):
@@ -54,9 +45,11 @@ class Describe(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        self.bot.add_dynamic_items(ImagineThisButton)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+        self.bot.remove_dynamic_items(ImagineThisButton)
 
     @app_commands.command(
         name=_k("creative.cmd.describe", "describe"),
@@ -95,12 +88,63 @@ class Describe(commands.Cog):
             await svc.authorize(interaction.guild_id, interaction.channel_id, interaction.user.id, roles, g.default_model)
             await interaction.response.defer(ephemeral=True, thinking=True)
             image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
-            prompt = await describe_with(svc.relay_client, await _relays(svc, interaction.guild_id), g.default_model, image, locale=locale)
+            prompt = await describe_with(
+                svc.relay_client, await svc.relay_order(interaction.guild_id), g.default_model, image, locale=locale
+            )
         except Exception as exc:  # noqa: BLE001 - every failure gets a translated answer
             await report_failure(interaction, exc)
             return
         embed = discord.Embed(colour=render.BRAND, title=t("describe.title", locale), description=f"```\n{prompt.replace('`', 'ˋ')}\n```")
-        await interaction.followup.send(embed=embed, ephemeral=True)
+        view = ui.View(timeout=None)
+        view.add_item(ImagineThisButton(interaction.user.id, label=t("button.imagine_this", locale)))
+        await interaction.followup.send(embed=embed, view=view, ephemeral=True)
+
+
+def described_prompt(message: discord.Message | None) -> str:
+    """The prompt a description message shows (in its code block), or ""."""
+    text = message.embeds[0].description or "" if message is not None and message.embeds else ""
+    return text.strip().removeprefix("```").removesuffix("```").strip()
+
+
+class PromptModal(ui.Modal):
+    """The described prompt, to change before it is imagined."""
+
+    def __init__(self, locale: str, prompt: str) -> None:
+        super().__init__(title=t("button.imagine_this", locale)[:45], timeout=900)
+        self.prompt: ui.TextInput[PromptModal] = ui.TextInput(
+            label=t("describe.title", locale)[:45], style=discord.TextStyle.paragraph, default=prompt[:4000], max_length=4000
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        imagine = interaction.client.get_cog("Imagine")
+        if imagine is None:
+            await interaction.response.send_message(t("describe.failed", normalize_locale(interaction.locale)), ephemeral=True)
+            return
+        await imagine.imagine_prompt(interaction, self.prompt.value)
+
+
+class ImagineThisButton(ui.DynamicItem[ui.Button], template=r"nb:imagine-this:(?P<user>\d+)"):
+    """Under a description: the prompt in a form, then /imagine with it. The prompt is read
+    from the message itself, so the button works after a restart."""
+
+    def __init__(self, user_id: int, *, label: str = "") -> None:
+        super().__init__(
+            ui.Button(label=label or "Imagine this", emoji="🎨", style=discord.ButtonStyle.primary, custom_id=f"nb:imagine-this:{user_id}")
+        )
+        self.user_id = user_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: ui.Item[Any], match: re.Match[str], /) -> ImagineThisButton:
+        return cls(int(match["user"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> Any:
+        locale = normalize_locale(interaction.locale)
+        prompt = described_prompt(interaction.message)
+        if not prompt:
+            await interaction.response.send_message(t("describe.no_prompt", locale), ephemeral=True)
+            return
+        await interaction.response.send_modal(PromptModal(locale, prompt))
 
 
 async def setup(bot: NanoBananaBot) -> None:

@@ -20,6 +20,7 @@ from bot.refusal import Refusal
 from bot.relay.catalogue import display_size
 from cogs import render
 from cogs.failures import report_failure
+from cogs.imagine.buttons import EditButton
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -126,6 +127,11 @@ async def show(interaction: discord.Interaction[Any], user_id: int, scope: str, 
         options = [discord.SelectOption(label=t("history.all_models", locale), value=ALL, default=model == ALL)]
         options += [discord.SelectOption(label=render.model_label(m), value=m, default=m == model) for m in models[:24]]
         view.add_item(ModelFilter(user_id, scope, options, placeholder=t("history.filter", locale)))
+    for n, item in enumerate(found.items[:5], 1):
+        # "Reopen n": the result's own Edit form, so the same thread rule and conversation apply.
+        reopen = EditButton(item.turn_id, locale=locale)
+        reopen.item.label, reopen.item.emoji, reopen.row = t("history.reopen", locale, index=n)[:80], None, 2
+        view.add_item(reopen)
     if edit:
         await interaction.response.edit_message(embed=embed, view=view)
     else:

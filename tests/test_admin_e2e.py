@@ -211,6 +211,10 @@ async def test_a_non_admin_is_refused_every_admin_subcommand_and_an_admin_is_not
             "usage",
             "settings",
             "log",
+            "style add",
+            "style remove",
+            "style list",
+            "variants",
         }
         before = (await bot.services.guild(int(w.guild["id"]))).to_json()
 

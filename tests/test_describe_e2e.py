@@ -49,8 +49,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             w = World(dd, relay)
             bot = e2e.new_bot(relay, tmp_path / "data", API_KEY)
             async with dd.running(bot):
-                # Not in the bot's cog list yet (the /imagine redesign wires it); loaded the same way.
-                await bot.load_extension("cogs.describe")
                 yield w
 
 

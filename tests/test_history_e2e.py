@@ -76,8 +76,6 @@ async def doubles(tmp_path: Path) -> AsyncIterator[World]:
 async def bot_on(w: World) -> AsyncIterator[NanoBananaBot]:
     bot = e2e.new_bot(w.relay, w.data_dir, API_KEY)
     async with w.dd.running(bot):
-        # Not in the bot's cog list yet (the /imagine redesign wires it); loaded the same way.
-        await bot.load_extension("cogs.history")
         yield bot
 
 

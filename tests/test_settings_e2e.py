@@ -53,8 +53,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             bot = e2e.new_bot(relay, tmp_path / "data", API_KEY)
             w = World(dd, bot)
             async with dd.running(bot):
-                # Not in the bot's cog list yet (the /imagine redesign wires it); loaded the same way.
-                await bot.load_extension("cogs.settings")
                 yield w
 
 

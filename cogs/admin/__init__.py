@@ -33,6 +33,7 @@ from cogs.admin.quotas import QuotaCommands
 from cogs.admin.relay_form import GATEWAY_LOGGERS, RelayFormLogFilter
 from cogs.admin.relays import RelayCommands
 from cogs.admin.safety import SafetyCommands
+from cogs.admin.styles import StyleCommands
 from cogs.bot_types import NanoBananaBot
 from cogs.texts import command_text as _k
 
@@ -45,6 +46,7 @@ __all__ = ["Admin", "setup"]
 @app_commands.default_permissions(manage_guild=True)
 class Admin(
     LogCommands,
+    StyleCommands,
     OverviewCommands,
     QuotaCommands,
     SafetyCommands,

@@ -19,8 +19,11 @@ from discord import ui
 from bot import rules
 from bot.i18n import normalize_locale, t
 from bot.relay.catalogue import MODELS
+from bot.relay.types import InputImage
 from bot.services import progress_message_id
 from bot.studio import UPSCALE_PROMPT, JobRequest
+from bot.styles import MAX_NAME as STYLE_NAME_MAX
+from bot.variations import vary_prompt
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.failures import report_failure
@@ -146,6 +149,67 @@ class UpscaleButton(PersistentButton, template=r"nb:up:(?P<turn>\d+):(?P<size>2K
             await jobs.start(interaction, req, attachments=[], kind="upscale", display_prompt=shown)
 
 
+class VaryButton(PersistentButton, template=r"nb:vary:(?P<turn>\d+):(?P<strength>subtle|strong)"):
+    """A new picture from this one, a little or a lot different (a turn under it), with a
+    prompt the member does not write; the result shows the original prompt."""
+
+    prefix, emoji = "nb:vary", "🌀"
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.vary_strong" if parts[0] == "strong" else "button.vary_subtle", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        jobs = starter(interaction)
+        source = await jobs.services.job_for_turn(self.target)
+        original = ""
+        if source is not None:
+            asked = JobRequest.from_json(source.request)
+            original = asked.display_prompt or asked.prompt
+        req = await jobs.request_from_turn(interaction, self.target, vary_prompt(self.parts[0], original))
+        if req is not None:
+            await jobs.start(interaction, req, attachments=[], kind="vary", display_prompt=original or None)
+
+
+class SaveStyleButton(PersistentButton, template=r"nb:style:(?P<turn>\d+)"):
+    """Saves this result as one of the clicker's own styles: its prompt as the template, its
+    picture as the reference; a form asks the name."""
+
+    prefix, emoji = "nb:style", "💾"
+
+    def label(self, locale: str, *parts: str) -> str:
+        return t("button.save_style", locale)[:80]
+
+    async def act(self, interaction: Interaction) -> None:
+        svc = starter(interaction).services
+        turn = await svc.conversations.get_turn(self.target)
+        if turn is None or not turn.image_sha256 or interaction.guild_id is None:
+            await _say(interaction, "conversation.unknown_turn")
+            return
+        job = await svc.job_for_turn(self.target)
+        asked = JobRequest.from_json(job.request) if job is not None else None
+        prompt = (asked.display_prompt or asked.prompt) if asked is not None else turn.prompt
+        await interaction.response.send_modal(StyleNameModal(normalize_locale(interaction.locale), prompt, turn.image_sha256))
+
+
+class StyleNameModal(ui.Modal):
+    def __init__(self, locale: str, prompt: str, image_sha256: str) -> None:
+        super().__init__(title=t("button.save_style", locale)[:45], timeout=900)
+        self.prompt, self.image_sha256 = prompt, image_sha256
+        self.name: ui.TextInput[ui.Modal] = ui.TextInput(max_length=STYLE_NAME_MAX, required=True)
+        self.add_item(ui.Label(text=t("modal.style_name", locale)[:45], component=self.name))
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        svc = cast(Interaction, interaction).client.services
+        data, mime = await svc.images.get(self.image_sha256)
+        saved = await svc.styles.save_from_result(
+            interaction.guild_id or 0, interaction.user.id, self.name.value, self.prompt, InputImage(data, mime)
+        )
+        await interaction.response.send_message(t("style.saved", normalize_locale(interaction.locale), name=saved.name), ephemeral=True)
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
+        await report_failure(interaction, error)
+
+
 class DeleteButton(PersistentButton, template=r"nb:del:(?P<turn>\d+)"):
     """Deletes the result message: its requester, or anyone who may manage messages here."""
 
@@ -183,7 +247,11 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
             await _say(interaction, "cancel.not_yours")
             return
         # No await between this check and the cancel: the runner cannot slip into delivery.
-        cancelled = job.id not in jobs.progress.delivering and await jobs.services.cancel_job(job.id, interaction.user.id)
+        # A variant group with a picture already made is past cancelling (it is posted with the rest).
+        late = job.id in jobs.progress.delivering or jobs.variants.any_ended((job.request or {}).get("variant_group"))
+        cancelled = not late and await jobs.services.cancel_job(job.id, interaction.user.id)
+        if cancelled:
+            await jobs.cancel_siblings(job)
         if not cancelled:
             await _say(interaction, "cancel.too_late")
             return
@@ -224,7 +292,7 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
                 pass
 
 
-DYNAMIC_ITEMS = (RerollButton, EditButton, UpscaleButton, DeleteButton, CancelButton, RetryButton)
+DYNAMIC_ITEMS = (RerollButton, EditButton, UpscaleButton, VaryButton, SaveStyleButton, DeleteButton, CancelButton, RetryButton)
 
 
 def result_view(turn_id: int, model: str, size: str | None, locale: str) -> ui.View:
@@ -234,6 +302,9 @@ def result_view(turn_id: int, model: str, size: str | None, locale: str) -> ui.V
     spec = MODELS.get(model)
     for bigger in rules.upscale_sizes(spec.sizes if spec else (), size):
         view.add_item(UpscaleButton(turn_id, bigger, locale=locale))
+    view.add_item(VaryButton(turn_id, "subtle", locale=locale))
+    view.add_item(VaryButton(turn_id, "strong", locale=locale))
+    view.add_item(SaveStyleButton(turn_id, locale=locale))
     view.add_item(DeleteButton(turn_id, locale=locale))
     return view
 

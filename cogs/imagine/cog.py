@@ -7,32 +7,82 @@ a queued job), progress.py (the progress message), delivery.py (running a job an
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import rules
 from bot.i18n import normalize_locale, t
 from bot.jobs import Job
+from bot.preferences import for_request
+from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, ModelSpec, display_size, resolve_model
 from bot.relay.types import InvalidRequest
 from bot.studio import JobRequest
+from bot.variations import variant_count
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.intake import upload_limit
+from cogs.settings import DROPPED
 from cogs.texts import command_text as _k
 
 from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single_button_view
 from .delivery import Delivery
+from .groups import VariantGroups
 from .progress import Progress, job_locale
-from .start import Starter
+from .start import Notice, Starter
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
 
 log = logging.getLogger(__name__)
+
+
+_RENAMED = dict(
+    prompt=_k("opt.prompt", "prompt"),
+    image1=_k("opt.image1", "image1"),
+    image2=_k("opt.image2", "image2"),
+    image3=_k("opt.image3", "image3"),
+    image4=_k("opt.image4", "image4"),
+    model=_k("opt.model", "model"),
+    aspect_ratio=_k("opt.aspect_ratio", "aspect_ratio"),
+    size=_k("opt.size", "size"),
+    search=_k("opt.search", "search"),
+    thinking=_k("opt.thinking", "thinking"),
+    count=_k("opt.count", "count"),
+    style=_k("opt.style", "style"),
+    preview=_k("live.opt.preview", "preview"),
+)
+
+
+_DESCRIBED = dict(
+    prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
+    image1=_k("opt.image.desc", "A reference image"),
+    image2=_k("opt.image.desc", "A reference image"),
+    image3=_k("opt.image.desc", "A reference image"),
+    image4=_k("opt.image.desc", "A reference image"),
+    model=_k("opt.model.desc", "Which Nano Banana model"),
+    aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
+    size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
+    search=_k("live.opt.search.desc", "Ground the picture in Google Search: the web, or the web and Google Images (3.1 Flash)"),
+    thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
+    count=_k("opt.count.desc", "How many variants to make at once (1-4), each charged"),
+    style=_k("opt.style.desc", "A saved style: its prompt template and reference pictures"),
+    preview=_k("live.opt.preview.desc", "Show the model's drafts while it draws (3 Pro and 3.1 Flash)"),
+)
+
+
+@dataclass(frozen=True)
+class Typed:
+    """The options a member typed on /imagine (None: not given)."""
+
+    model: str | None = None
+    aspect_ratio: str | None = None
+    size: str | None = None
+    count: int | None = None
+    style: str | None = None
 
 
 def _cancel_view(job: Job) -> discord.ui.View:
@@ -43,8 +93,9 @@ class Imagine(commands.Cog):
     def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         self.progress = Progress(bot, _cancel_view)
-        self.starter = Starter(bot, self.progress)
-        self.delivery = Delivery(bot, self.progress)
+        self.variants = VariantGroups()
+        self.starter = Starter(bot, self.progress, self.variants)
+        self.delivery = Delivery(bot, self.progress, self.variants)
         # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
         self.edit_menu = app_commands.ContextMenu(
             name=_k("cmd.edit_image", "Edit image"),
@@ -67,32 +118,8 @@ class Imagine(commands.Cog):
         name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images")
     )
     @app_commands.guild_only()
-    @app_commands.rename(
-        prompt=_k("opt.prompt", "prompt"),
-        image1=_k("opt.image1", "image1"),
-        image2=_k("opt.image2", "image2"),
-        image3=_k("opt.image3", "image3"),
-        image4=_k("opt.image4", "image4"),
-        model=_k("opt.model", "model"),
-        aspect_ratio=_k("opt.aspect_ratio", "aspect_ratio"),
-        size=_k("opt.size", "size"),
-        search=_k("opt.search", "search"),
-        thinking=_k("opt.thinking", "thinking"),
-        preview=_k("live.opt.preview", "preview"),
-    )
-    @app_commands.describe(
-        prompt=_k("opt.prompt.desc", "What to draw, or how to change the reference images"),
-        image1=_k("opt.image.desc", "A reference image"),
-        image2=_k("opt.image.desc", "A reference image"),
-        image3=_k("opt.image.desc", "A reference image"),
-        image4=_k("opt.image.desc", "A reference image"),
-        model=_k("opt.model.desc", "Which Nano Banana model"),
-        aspect_ratio=_k("opt.aspect_ratio.desc", "Shape of the picture, e.g. 16:9"),
-        size=_k("opt.size.desc", "Resolution: 512px, 1K, 2K or 4K (depends on the model)"),
-        search=_k("live.opt.search.desc", "Ground the picture in Google Search: the web, or the web and Google Images (3.1 Flash)"),
-        thinking=_k("opt.thinking.desc", "How hard the model thinks first (3.1 Flash)"),
-        preview=_k("live.opt.preview.desc", "Show the model's drafts while it draws (3 Pro and 3.1 Flash)"),
-    )
+    @app_commands.rename(**_RENAMED)
+    @app_commands.describe(**_DESCRIBED)
     @app_commands.choices(
         model=[app_commands.Choice(name=spec.label, value=spec.id) for spec in MODELS.values()],
         thinking=[
@@ -118,14 +145,55 @@ class Imagine(commands.Cog):
         search: str | None = None,
         thinking: str | None = None,
         preview: bool = False,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        style: str | None = None,
     ) -> None:
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
-        defaults = await self.bot.services.defaults(interaction.guild_id)
+        typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count, style=style)
+        try:
+            req, notices, variants = await self._request(interaction, prompt, typed, search=search, thinking=thinking, preview=preview)
+        except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
+            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            return
+        await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices, count=variants)
+
+    async def imagine_prompt(self, interaction: Interaction, prompt: str) -> None:
+        """/imagine with only a prompt (the member's settings and the server's defaults apply):
+        what "Imagine this" under a description starts."""
+        try:
+            req, notices, variants = await self._request(interaction, prompt, Typed())
+        except Refusal as exc:
+            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            return
+        await self.starter.start(interaction, req, attachments=[], kind="imagine", notices=notices, count=variants)
+
+    async def _request(
+        self,
+        interaction: Interaction,
+        prompt: str,
+        typed: Typed,
+        *,
+        search: str | None = None,
+        thinking: str | None = None,
+        preview: bool = False,
+    ) -> tuple[JobRequest, list[Notice], int]:
+        """The request /imagine makes: what the member typed, else their own /settings, else the
+        server's defaults; with a notice for each of their settings this server cannot honour."""
+        svc = self.bot.services
+        creative = await svc.preferences.server(interaction.guild_id)
+        eff = for_request(
+            await svc.preferences.get(interaction.guild_id, interaction.user.id),
+            await svc.guild(interaction.guild_id),
+            creative,
+            model=typed.model,
+            aspect_ratio=typed.aspect_ratio,
+            size=typed.size,
+        )
         req = JobRequest(
             prompt=prompt,
-            model=model or defaults.model,
-            aspect_ratio=aspect_ratio or defaults.aspect_ratio,
-            size=rules.requested_size(size, model, default_model=defaults.model, default_size=defaults.size),
+            model=eff.model,
+            aspect_ratio=eff.aspect_ratio,
+            size=eff.size,
             grounding=search is not None,
             image_search=search == "images",
             preview=preview,
@@ -134,7 +202,41 @@ class Imagine(commands.Cog):
             locale=normalize_locale(interaction.locale),
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
         )
-        await self.starter.start(interaction, req, attachments=attachments, kind="imagine")
+        notices: list[Notice] = [(DROPPED[name], {"maximum": eff.variants}) for name in eff.dropped if name in DROPPED]
+        await self._styled(interaction, req, typed, eff.style, notices)
+        # A typed count over the server's maximum is refused (the member asked for it); a stored
+        # one was already capped, with a notice.
+        count = variant_count(typed.count, creative) if typed.count is not None else eff.variants
+        return req, notices, count
+
+    async def _styled(self, interaction: Interaction, req: JobRequest, typed: Typed, preferred: str | None, notices: list[Notice]) -> None:
+        """Apply the style typed (gone: refused, nothing charged) or else the member's own
+        default style (gone: a notice, and none is used): its template around the prompt, its
+        pictures first among the references, its ratio and size unless the member typed one."""
+        name = typed.style or preferred
+        if not name:
+            return
+        try:
+            chosen = await self.bot.services.styles.resolve(interaction.guild_id, interaction.user.id, name)
+        except Refusal:
+            if typed.style:
+                raise
+            notices.append(("prefs.dropped.style", {"name": name}))
+            return
+        req.display_prompt = req.prompt
+        req.prompt = chosen.apply(req.prompt)
+        req.images = [*await self.bot.services.styles.image_refs(chosen), *req.images]
+        req.aspect_ratio = typed.aspect_ratio or chosen.aspect_ratio or req.aspect_ratio
+        req.size = typed.size or chosen.size or req.size
+
+    @imagine.autocomplete("style")
+    async def style_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        locale = normalize_locale(interaction.locale)
+        found = await self.bot.services.styles.autocomplete(interaction.guild_id, interaction.user.id, current)
+        return [
+            app_commands.Choice(name=f"{s.name} ({t('style.personal' if s.personal else 'style.server', locale)})"[:100], value=s.name)
+            for s in found
+        ]
 
     @imagine.autocomplete("aspect_ratio")
     async def ratio_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,9 @@ from cogs import render
 from cogs.failures import UserFacingError, is_user_facing
 
 from .buttons import result_view
+from .groups import Slot, VariantGroups
 from .progress import Progress
+from .variants import failure_notes, gallery_embeds, gallery_view
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -54,15 +58,29 @@ class _Target:
 
 @dataclass
 class _Upload:
-    """One upload attempt: the embed and the picture as fitted for it."""
+    """One upload attempt: the embeds and the pictures (bytes, filename) as fitted for it."""
 
-    embed: discord.Embed
-    data: bytes
-    filename: str
+    embeds: list[discord.Embed]
+    pictures: list[tuple[bytes, str]]
     view: discord.ui.View | None
 
-    def file(self) -> discord.File:
-        return discord.File(fp=io.BytesIO(self.data), filename=self.filename)
+    @property
+    def embed(self) -> discord.Embed:
+        return self.embeds[0]
+
+    @property
+    def size(self) -> int:
+        return sum(len(data) for data, _name in self.pictures)
+
+    def files(self) -> list[discord.File]:
+        return [discord.File(fp=io.BytesIO(data), filename=name) for data, name in self.pictures]
+
+    def spoil(self) -> None:
+        """Post as spoilers (/admin safety spoiler): Discord covers a ``SPOILER_`` file, but never
+        an embed's own image, so the embeds lose theirs."""
+        self.pictures = [(data, name if name.startswith("SPOILER_") else f"SPOILER_{name}") for data, name in self.pictures]
+        for embed in self.embeds:
+            embed.set_image(url=None)
 
 
 @dataclass
@@ -72,9 +90,10 @@ class _Posted:
 
 
 class Delivery:
-    def __init__(self, bot: NanoBananaBot, progress: Progress) -> None:
+    def __init__(self, bot: NanoBananaBot, progress: Progress, groups: VariantGroups) -> None:
         self.bot = bot
         self.progress = progress
+        self.groups = groups
 
     @property
     def services(self) -> Services:
@@ -90,12 +109,15 @@ class Delivery:
         generating = render.progress_text("generating", req.locale, since=started, model=req.model)
         await self.progress.edit(job, generating, force=True, cancel=True)
         try:
+            if req.variants > 1:
+                await self._run_variant(job, req, started)
+                return
             generated, message = await self._make_and_post(job, req, started)
             # The picture is out: bookkeeping trouble from here on must not refund it.
             try:
                 await self.services.record_result(
                     job,
-                    turn_id=generated.turn.id if generated.turn else None,  # type: ignore[arg-type]  # None: not stored
+                    turn_id=generated.turn.id if generated.turn else None,  # None: the picture could not be stored
                     message_id=message.id,
                     relay_name=generated.relay_name,
                     latency_ms=int((time.time() - started) * 1000),
@@ -113,20 +135,7 @@ class Delivery:
         try:
             if not req.prompt or not req.model:
                 raise UserFacingError("job.unreadable")
-            if req.after_job_id is not None:
-                # Chained after a message sent just before this one: edit its result (the
-                # queue started this job only once that one was over). No result (it
-                # failed or was cancelled): edit the picture both were sent to.
-                prior = await self.services.get_job(req.after_job_id)
-                if prior is not None and prior.result_turn_id is not None:
-                    req.parent_turn_id = prior.result_turn_id
-            # Live previews (the model's drafts on the progress message) when the member asked.
-            generating = render.progress_text("generating", req.locale, since=started, model=req.model)
-            sink = self.progress.previews(job, req.locale, generating)
-            with previews.receiving(sink) if req.preview else contextlib.nullcontext():
-                generated = await self.services.studio.generate(
-                    guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
-                )
+            generated = await self._generate(job, req, started)
             # The picture exists and goes out now (the upload may land even if interrupted):
             # a Cancel click from here on is too late, or it would refund a posted picture.
             self.progress.delivering.add(job.id)
@@ -139,6 +148,98 @@ class Delivery:
             if isinstance(exc, discord.HTTPException):
                 raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
             raise
+
+    async def _generate(self, job: Job, req: JobRequest, started: float) -> Generated:
+        if req.after_job_id is not None:
+            # Chained after a message sent just before this one: edit its result (the
+            # queue started this job only once that one was over). No result (it
+            # failed or was cancelled): edit the picture both were sent to.
+            prior = await self.services.get_job(req.after_job_id)
+            if prior is not None and prior.result_turn_id is not None:
+                req.parent_turn_id = prior.result_turn_id
+        # Live previews (the model's drafts on the progress message) when the member asked.
+        generating = render.progress_text("generating", req.locale, since=started, model=req.model)
+        sink = self.progress.previews(job, req.locale, generating)
+        with previews.receiving(sink) if req.preview else contextlib.nullcontext():
+            return await self.services.studio.generate(
+                guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
+            )
+
+    async def _run_variant(self, job: Job, req: JobRequest, started: float) -> None:
+        """One of N variants: its picture (or its failure) joins the group; the last to end
+        posts them all. A failed variant still raises, so the queue refunds it."""
+        try:
+            if not req.prompt or not req.model:
+                raise UserFacingError("job.unreadable")
+            slot = Slot(req.variant, job, await self._generate(job, req, started), elapsed=time.time() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not is_user_facing(exc):
+                log.error("variant job %s failed", job.id, exc_info=exc)
+            slots = self.groups.done(req.variant_group, Slot(req.variant, job, error=exc), req.variants)
+            if slots is not None:
+                await self._post_variants(job, req, slots)
+            raise
+        slots = self.groups.done(req.variant_group, slot, req.variants)
+        if slots is not None:
+            await self._post_variants(job, req, slots)
+
+    async def _post_variants(self, job: Job, req: JobRequest, slots: list[Slot]) -> None:
+        """Every delivered variant in one message, each failed slot explained; each variant's
+        result recorded (its own turn, all pointing at this message)."""
+        locale = req.locale if req.private else req.guild_locale
+        notes = "\n".join(f"⚠️ {n}" for n in failure_notes(slots, locale))
+        made = [(s, s.generated) for s in slots if s.generated is not None]
+        if not made:
+            await self.progress.edit(job, None, force=True, must_show=True, embed=discord.Embed(colour=render.ERROR, description=notes))
+            self.progress.forget(job)
+            return
+
+        async def make(limit: int) -> _Upload:
+            uploads: list[_Upload] = []
+            for slot, generated in made:
+                result = generated.result
+                fitted = await fit_for_upload_async(result.image, result.mime_type, limit // len(made))
+                shown = dataclasses.replace(slot.job, cost=sum(s.job.cost for s, _g in made)) if not uploads else slot.job
+                uploads.append(self._upload(shown, req, generated, fitted, slot.elapsed))
+            first = uploads[0].embed
+            first.description = "\n\n".join(x for x in (first.description, notes) if x)
+            pictures = [u.pictures[0] for u in uploads]
+            embeds = gallery_embeds(first, [name for _data, name in pictures], req.variant_group or job.id)
+            return _Upload(embeds=embeds, pictures=pictures, view=gallery_view([s for s, _g in made], locale))
+
+        try:
+            posted = await self._post_upload(job, req, make)
+        except Exception as exc:
+            # The member is told; every variant made is refunded: the earlier ones ended as
+            # delivered already, this one is refunded by the queue when this raises.
+            log.warning("variants of job %s could not be posted: %s", job.id, exc)
+            for slot, _generated in made:
+                if slot.job.id != job.id:
+                    await self.services.quota.refund_delivered(slot.job.id)
+            await self._fail(job, req, exc)
+            if isinstance(exc, discord.HTTPException):
+                raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
+            raise
+        for slot, generated in made:
+            await self._recorded(slot.job, generated, posted.message, slot.elapsed)
+            self.bot.dispatch("picture_delivered", slot.job, req, generated, posted.message)  # the moderation log
+        await self.progress.drop(job)
+
+    async def _recorded(self, job: Job, generated: Generated, message: discord.Message, elapsed: float) -> None:
+        try:
+            if generated.turn is not None:
+                await self.services.conversations.set_message(generated.turn.id, message.id)
+            await self.services.record_result(
+                job,
+                turn_id=generated.turn.id if generated.turn else None,  # None: the picture could not be stored
+                message_id=message.id,
+                relay_name=generated.relay_name,
+                latency_ms=int(elapsed * 1000),
+            )
+        except Exception:
+            log.exception("job %s was delivered but its result could not be recorded", job.id)
 
     async def _fail(self, job: Job, req: JobRequest, exc: Exception) -> None:
         if isinstance(exc, discord.HTTPException):
@@ -160,29 +261,38 @@ class Delivery:
         except Exception:  # noqa: BLE001 - the picture is out; bookkeeping must not undo that
             log.warning("job %s: delivered, but its message could not be recorded", job.id)
             return posted.message
-        if req.parent_turn_id is None and req.conversation_id is None:
+        if req.parent_turn_id is None and req.conversation_id is None and not req.private:
             await self._open_thread(job, req, generated, posted)
         return posted.message
 
     async def _post(self, job: Job, req: JobRequest, generated: Generated, *, elapsed: float) -> _Posted:
-        """Upload the picture: smaller after a 413, elsewhere when this channel refuses it."""
         result = generated.result
+
+        async def make(limit: int) -> _Upload:
+            return self._upload(job, req, generated, await fit_for_upload_async(result.image, result.mime_type, limit), elapsed)
+
+        return await self._post_upload(job, req, make)
+
+    async def _post_upload(self, job: Job, req: JobRequest, make: Callable[[int], Awaitable[_Upload]]) -> _Posted:
+        """Upload the pictures ``make`` fits under a byte limit: smaller after a 413, elsewhere
+        when this channel refuses them."""
         target = _Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
         limit = req.upload_limit
         spoiler = (await self.services.guild(job.guild_id)).safety.spoiler  # /admin safety spoiler
         for _attempt in range(UPLOAD_RETRIES):
-            fitted = await fit_for_upload_async(result.image, result.mime_type, limit)
-            upload = self._upload(job, req, generated, fitted, elapsed)
-            if spoiler:  # Discord covers a SPOILER_ file; an embed's own image it never covers
-                upload.filename = f"SPOILER_{upload.filename}"
-                upload.embed.set_image(url=None)
+            upload = await make(limit)
+            if spoiler:
+                upload.spoil()
             try:
-                return _Posted(await self._send(job, target, upload), upload.embed)
+                sent = self._send_privately(job, upload) if req.private else self._send(job, target, upload)
+                return _Posted(await sent, upload.embed)
             except discord.HTTPException as exc:
                 if exc.status == 413 or exc.code == TOO_LARGE:
-                    limit = int(min(limit, len(fitted.data)) * UPLOAD_SHRINK)
-                    log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, len(fitted.data), limit)
+                    limit = int(min(limit, upload.size) * UPLOAD_SHRINK)
+                    log.info("upload of job %s refused as too large (%d bytes); retrying under %d", job.id, upload.size, limit)
                     continue
+                if req.private:
+                    raise  # never posted in the channel instead: the member asked for results only to them
                 if (exc.status in (403, 404) or exc.code == THREAD_LOCKED) and await self._move(job, req, target, exc):
                     continue
                 interaction = self.progress.live_interaction(job)
@@ -193,8 +303,8 @@ class Delivery:
                 log.info("job %s: channel post refused (%s); answering through the interaction", job.id, exc.code)
                 message = await interaction.followup.send(
                     content=f"<@{job.user_id}>",
-                    embed=upload.embed,
-                    file=upload.file(),
+                    embeds=upload.embeds,
+                    files=upload.files(),
                     view=upload.view or discord.utils.MISSING,
                     allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
                     wait=True,
@@ -209,12 +319,27 @@ class Delivery:
             reference = discord.MessageReference(message_id=target.reply_to, channel_id=target.channel_id, fail_if_not_exists=False)
         return await channel.send(
             content=f"<@{job.user_id}>",
-            embed=upload.embed,
-            file=upload.file(),
+            embeds=upload.embeds,
+            files=upload.files(),
             view=upload.view or discord.utils.MISSING,
             reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
         )
+
+    async def _send_privately(self, job: Job, upload: _Upload) -> discord.Message:
+        """ "Results only to me": an ephemeral followup while the interaction's token lives
+        (Discord's 15 minutes), else a direct message; a member whose DMs are closed is told
+        on the progress message, and refunded, by the failure path."""
+        interaction = self.progress.live_interaction(job)
+        if interaction is not None:
+            return await interaction.followup.send(
+                embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING, ephemeral=True, wait=True
+            )
+        try:
+            dm = await self.bot.create_dm(discord.Object(job.user_id))
+            return await dm.send(embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING)
+        except discord.Forbidden as exc:
+            raise UserFacingError("private.dm_closed") from exc
 
     async def _move(self, job: Job, req: JobRequest, target: _Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel
@@ -235,7 +360,7 @@ class Delivery:
 
     def _upload(self, job: Job, req: JobRequest, generated: Generated, fitted: FittedImage, elapsed: float) -> _Upload:
         result, turn = generated.result, generated.turn
-        locale = req.guild_locale
+        locale = req.locale if req.private else req.guild_locale  # only the member sees a private result
         # Not stored (disk full): delivered without the buttons that would need the turn.
         view = result_view(turn.id, result.model, req.size, locale) if turn is not None else None
         filename = fitted.filename(f"nano-banana-{turn.id}" if turn is not None else f"nano-banana-job{job.id}")
@@ -261,7 +386,7 @@ class Delivery:
             fit_note="\n".join(x for x in notes if x) or None,
             model_text=result.text,
         )
-        return _Upload(embed=embed, data=fitted.data, filename=filename, view=view)
+        return _Upload(embeds=[embed], pictures=[(fitted.data, filename)], view=view)
 
     async def _open_thread(self, job: Job, req: JobRequest, generated: Generated, posted: _Posted) -> None:
         if not (await self.services.defaults(job.guild_id)).threads:

@@ -13,15 +13,17 @@ import discord
 
 from bot import rules
 from bot.conversations import Conversation
-from bot.i18n import normalize_locale, t
+from bot.i18n import SUPPORTED, normalize_locale, t
 from bot.jobs import Job
 from bot.services import Services
-from bot.studio import JobRequest, continue_from
+from bot.studio import JobRequest, continue_from, unhonoured
+from bot.variations import fan_out, total_cost
 from cogs import render
 from cogs.bot_types import Interaction
-from cogs.failures import is_user_facing, log_unless_user_facing
+from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
 from cogs.intake import channel_is_nsfw, check_can_post, role_ids, store_inputs, upload_limit, vet
 
+from .groups import VariantGroups
 from .progress import Progress, job_locale
 
 if TYPE_CHECKING:
@@ -29,15 +31,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Notice = tuple[str, dict[str, object]]  # a translation key and its parameters
+
+OPTION_KEYS = {  # how a refusal names an option a relay cannot honour
+    "aspect_ratio": "capability.option.aspect_ratio",
+    "size": "capability.option.size",
+    "grounding": "capability.option.grounding",
+    "thinking": "capability.option.thinking",
+}
+
 RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
 
 
 class Starter:
     """Turns a member's request into a queued job and shows its place in the queue."""
 
-    def __init__(self, bot: NanoBananaBot, progress: Progress) -> None:
+    def __init__(self, bot: NanoBananaBot, progress: Progress, variants: VariantGroups) -> None:
         self.bot = bot
         self.progress = progress
+        self.variants = variants
         self._retried: dict[int, None] = {}  # job ids whose Retry was taken (insertion-ordered)
 
     @property
@@ -108,14 +120,20 @@ class Starter:
         attachments: Sequence[discord.Attachment],
         kind: str,
         display_prompt: str | None = None,
+        notices: Sequence[Notice] = (),
+        count: int = 1,
     ) -> Job | None:
         """Vet, acknowledge, store the inputs and queue the job; the Job, or None when it was
-        refused (the member has been told why)."""
+        refused (the member has been told why); with ``count`` > 1, the first of its variants
+        (every variant's credits are checked, as one total, before anything is sent). ``notices``: (key, params) said to the member
+        privately once the job is queued (e.g. a preference this request could not honour)."""
         svc = self.services
         req.post_channel_id = req.post_channel_id or interaction.channel_id
-        if not await self._vetted(interaction, req, attachments):
+        await self._personal(interaction, req)
+        if not await self._vetted(interaction, req, attachments, count):
             return None
-        callback = await interaction.response.send_message(render.progress_text("preparing", req.locale))
+        progress_text = render.progress_text("preparing", req.locale)
+        callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
         acked = time.monotonic()
         # The callback answer carries the message: no second round trip on a token that may expire.
         resource = callback.resource
@@ -123,25 +141,74 @@ class Starter:
         self.progress.hold(progress.id, interaction, acked)
         try:
             await store_inputs(svc, req, attachments)
-            job = await svc.submit_job(
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                user_id=interaction.user.id,
-                role_ids=role_ids(interaction.user),
-                kind=kind,
-                req=req,
-                progress_message_id=progress.id,
-                display_prompt=display_prompt,
-            )
+            jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
             log_unless_user_facing(exc, log, "could not queue a %s job", kind)
             self.progress.release(progress.id)
             await progress.edit(content=None, embed=render.error_embed(exc, req.locale), view=None)
             return None
-        await self.show_queued(job)
-        return job
+        await self.show_queued(jobs[0])
+        if notices:
+            await self._tell(interaction, "\n".join(f"⚠️ {t(key, req.locale, **params)}" for key, params in notices))
+        return jobs[0]
 
-    async def _vetted(self, interaction: Interaction, req: JobRequest, attachments: Sequence[discord.Attachment]) -> bool:
+    async def _submit(
+        self, interaction: Interaction, req: JobRequest, kind: str, progress_id: int, display_prompt: str | None, count: int
+    ) -> list[Job]:
+        """Queue the job, or ``count`` variants of it: N jobs of this member (so fair queueing
+        counts N), sharing one progress message. A variant refused on the way (a quota race
+        after the early check of the total) takes the ones already queued back with it."""
+        requests = [req] if count == 1 else [v.request for v in fan_out(req, count)]
+        for index, each in enumerate(requests, start=1):
+            if count > 1:
+                each.variant, each.variants, each.variant_group = index, count, progress_id
+        jobs: list[Job] = []
+        try:
+            for each in requests:
+                jobs.append(
+                    await self.services.submit_job(
+                        guild_id=interaction.guild_id,
+                        channel_id=interaction.channel_id,
+                        user_id=interaction.user.id,
+                        role_ids=role_ids(interaction.user),
+                        kind=kind,
+                        req=each,
+                        progress_message_id=progress_id,
+                        display_prompt=display_prompt,
+                    )
+                )
+        except Exception:
+            for queued in jobs:
+                await self.services.jobs.cancel(queued.id, by_user=None)
+            raise
+        if count > 1:
+            self.variants.expect(progress_id, [j.id for j in jobs])
+        return jobs
+
+    async def cancel_siblings(self, job: Job) -> None:
+        """Cancel on one variant cancels its whole group (they share one progress message);
+        a variant already being posted is left to finish."""
+        group = (job.request or {}).get("variant_group")
+        for sibling in self.variants.siblings(group):
+            if sibling != job.id and sibling not in self.progress.delivering:
+                await self.services.jobs.cancel(sibling, by_user=None)
+        self.variants.forget(group)
+
+    async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
+        """The member's own settings that hold for every request of theirs: "results only to
+        me" and a language override (the server's language still goes on public posts)."""
+        mine = await self.services.preferences.get(interaction.guild_id, interaction.user.id)
+        req.private = req.private or mine.private
+        if mine.locale is not None and mine.locale in SUPPORTED:
+            req.locale = mine.locale
+
+    async def _tell(self, interaction: Interaction, text: str) -> None:
+        try:
+            await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info("could not send a notice: %s", exc.status)
+
+    async def _vetted(self, interaction: Interaction, req: JobRequest, attachments: Sequence[discord.Attachment], count: int = 1) -> bool:
         """Every check that sends nothing; a refusal is answered ephemerally (False)."""
         channel = interaction.channel
         try:
@@ -158,12 +225,33 @@ class Starter:
                 role_ids=role_ids(interaction.user),
                 channel_nsfw=channel_is_nsfw(channel),
             )
+            await self._honest(interaction.guild_id, req)
+            if count > 1:  # the whole fan-out, at once: never some variants queued and the rest refused
+                credits, limits = await self.services.charge(interaction.guild_id, req.model, req.size)
+                await self.services.quota.check(
+                    guild_id=interaction.guild_id,
+                    user_id=interaction.user.id,
+                    credits=total_cost(credits, count),
+                    rules=limits,
+                    role_ids=role_ids(interaction.user),
+                )
         except Exception as exc:  # noqa: BLE001 - every refusal becomes a translated ephemeral reply
             if not is_user_facing(exc):
                 raise
             await interaction.response.send_message(embed=render.error_embed(exc, req.locale), ephemeral=True)
             return False
         return True
+
+    async def _honest(self, guild_id: int | None, req: JobRequest) -> None:
+        """Refuse, before anything is charged, an option the relay tried first would drop
+        (a ratio on an OpenAI Chat relay, Google Search on an OpenAI relay), rather than make a
+        picture that silently ignores it."""
+        order = await self.services.relay_order(guild_id)
+        dropped = unhonoured(order[0].dialect, req) if order else []
+        if dropped:
+            joiner = "、" if req.locale.startswith("zh") else ", "
+            options = joiner.join(t(OPTION_KEYS[name], req.locale) for name in dropped)
+            raise UserFacingError("capability.dropped", relay=order[0].name, options=options)
 
     async def show_queued(self, job: Job) -> None:
         """The job's place in the queue, with Cancel, on its progress message."""
