@@ -500,7 +500,7 @@ async def test_a_chat_relay_first_refuses_a_ratio_before_any_credit_is_reserved(
 async def test_a_message_in_the_thread_of_a_grounded_picture_is_grounded_too(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         mark = w.dd.mark()
-        await w.imagine(prompt="today's weather in Oslo as a poster", model=PRO, search=True)
+        await w.imagine(prompt="today's weather in Oslo as a poster", model=PRO, search="web")
         await w.result_post(mark)
         assert w.relay.requests[-1].json["tools"] == [{"googleSearch": {}}]
         thread = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
