@@ -13,12 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "test-bot-token"  # the Discord double's default
 SECRET = "cluster-test-passphrase-0123456789"
+START_S = 90.0  # a cold interpreter importing discord.py on 2 busy cores
 
 
 @dataclass
@@ -97,3 +101,20 @@ def cluster_env(*, database_url: str, api_base: str, relay_url: str, api_key: st
         "NB_LOG_LEVEL": "INFO",
         **extra,
     }
+
+
+async def until(cluster: Cluster, check: Callable[[], bool], what: str, timeout: float = START_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        cluster.check_alive()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}\n{cluster.logs()}")
+        await asyncio.sleep(0.05)
+
+
+async def rows(url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
