@@ -26,7 +26,7 @@ from tests import pg
 from tests.cluster import Cluster, cluster_env
 
 from . import __main__ as relay_bench
-from .bot import API_KEY, TimedDouble, fmt, pct
+from .bot import API_KEY, TimedDouble, ack_latencies, fmt, pct
 from .payloads import payload
 
 
@@ -37,17 +37,6 @@ async def _ready(dd: TimedDouble, cluster: Cluster, logins: int) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"the processes did not start:\n{cluster.logs()}")
         await asyncio.sleep(0.05)
-
-
-def _acks(dd: TimedDouble, probes: list[dict[str, Any]]) -> list[float]:
-    acks = []
-    for interaction in probes:
-        rec = dd._rec(interaction)
-        path = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
-        callbacks = [c for c in dd.calls if c.method == "POST" and c.path == path]
-        if rec.dispatched_at is not None and callbacks:
-            acks.append((dd.arrived[callbacks[0].index] - rec.dispatched_at) * 1000)
-    return acks
 
 
 async def cell(server: pg.PgServer, relay_url: str, workers: int, jobs: int, seconds: float, warmup: float) -> dict[str, Any]:
@@ -93,7 +82,7 @@ async def cell(server: pg.PgServer, relay_url: str, workers: int, jobs: int, sec
             stop.set()
             await loader
             await asyncio.sleep(1.0)  # the last probes' acks
-            acks = _acks(dd, probes)
+            acks = ack_latencies(dd, probes)
             delivered = sum(1 for t in dd.delivered if t0 <= t <= t1)
             return {
                 "workers": workers,
