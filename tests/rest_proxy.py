@@ -23,9 +23,11 @@ const { createServer } = require('node:http');
 const { proxyRequests } = require('@discordjs/proxy');
 const { REST } = require('@discordjs/rest');
 // The API base without its version: the proxy strips /api/vN from each path, REST adds /v10.
-const rest = new REST({ api: process.env.UPSTREAM, version: '10', retries: 0, timeout: 60000 });
+const api = process.env.UPSTREAM || 'https://discord.com/api';
+const rest = new REST({ api, version: '10', retries: 0, timeout: 60000 });
 const server = createServer(proxyRequests(rest));
-server.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
+const port = Number(process.env.PORT || 0), host = process.env.HOST || '127.0.0.1';
+server.listen(port, host, () => console.log(`listening ${server.address().port}`));
 """
 
 

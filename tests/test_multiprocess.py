@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bot import health
 from tests import pg, rest_proxy
 from tests.cluster import BotProcess, Cluster, cluster_env, rows, until
 from tests.doubles.discord_double import Call, DiscordDouble
@@ -72,6 +73,8 @@ async def test_a_gateway_takes_imagine_and_a_worker_delivers_it_through_rest(pg_
                 jobs = await rows(url, "SELECT j.status, j.worker_id, q.state FROM jobs j JOIN quota_ledger q ON q.job_id = j.id")
                 assert [tuple(r) for r in jobs] == [("done", worker.name, "committed")]
                 assert gateway.proc.poll() is None and worker.proc.poll() is None
+                # `python -m bot health` (Docker's HEALTHCHECK) passes for both roles.
+                assert health.status(worker.data_dir)[0] and health.status(gateway.data_dir)[0]
                 assert "Traceback" not in cluster.logs()
 
 
