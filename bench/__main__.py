@@ -4,7 +4,8 @@ Serves realistic 1K and 4K answers from the relay double (its own process) and m
 client in a fresh process per cell: CPU per answer, the event loop's worst and p99 stall, and
 peak RSS, at 1/4/8/16 answers in flight; then the cost of fitting a 4K picture under 10 MiB.
 
-``python -m bench bot`` measures the whole bot process instead (see bench/bot.py).
+``python -m bench bot`` measures the whole bot process instead (see bench/bot.py);
+``python -m bench cluster``, a gateway and 1 or 2 workers on PostgreSQL (bench/cluster.py).
 """
 
 from __future__ import annotations
@@ -195,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bot import main as bot_main
 
         return bot_main(argv[1:])
+    if argv[:1] == ["cluster"]:
+        from .cluster import main as cluster_main
+
+        return cluster_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one round per cell, 1K only at 4 in flight, no sdk-httpx (about a minute)")
     parser.add_argument("--clients", nargs="+", choices=sorted(CLIENT_LABELS), help="default: all")

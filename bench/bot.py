@@ -145,6 +145,18 @@ async def wait_ready(bot: BotProcess, timeout: float) -> dict[str, Any]:
     raise SystemExit(f"the bot did not become ready: {tail}")
 
 
+def ack_latencies(dd: TimedDouble, probes: list[dict[str, Any]]) -> list[float]:
+    """Per answered probe: INTERACTION_CREATE written -> its callback POST received, in ms."""
+    acks = []
+    for interaction in probes:
+        rec = dd._rec(interaction)
+        path = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+        callbacks = [c for c in dd.calls if c.method == "POST" and c.path == path]
+        if rec.dispatched_at is not None and callbacks:
+            acks.append((dd.arrived[callbacks[0].index] - rec.dispatched_at) * 1000)
+    return acks
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -202,16 +214,7 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
             stop.set()
             await loader
             await asyncio.sleep(1.0)  # let the last probes' acks arrive
-            acks: list[float] = []
-            for interaction in probes:
-                rec = dd._rec(interaction)
-                callbacks = [
-                    c
-                    for c in dd.calls
-                    if c.method == "POST" and c.path == f"/interactions/{interaction['id']}/{interaction['token']}/callback"
-                ]
-                if rec.dispatched_at is not None and callbacks:
-                    acks.append((dd.arrived[callbacks[0].index] - rec.dispatched_at) * 1000)
+            acks = ack_latencies(dd, probes)
             lags = [r["worst_ms"] for r in read_probe(bot.probe_file) if r["kind"] == "lag" and t0_wall <= r["t"] <= t1_wall]
             window = t1 - t0
             return {

@@ -156,16 +156,15 @@ class NanoBananaBot(commands.AutoShardedBot):
         """Command sync is a gateway's duty, run by one process at a time (workers skip it)."""
         if self.settings.role == "worker":
             return
-        db = getattr(self.services, "db", None)
-        if not isinstance(db, PgConnection):
-            await self.sync_commands_if_changed()
-            return
-        async with locks.only_one(db, 1) as mine:
+        async with locks.duty(self.services.db, locks.SYNC_DUTY) as mine:
             if mine:
                 await self.sync_commands_if_changed()
 
     def connected(self) -> bool:
-        """Logged in and every shard's gateway socket open with a measured heartbeat."""
+        """Logged in and every shard's gateway socket open with a measured heartbeat (a worker
+        holds no shard: logged in and not closed)."""
+        if self.settings.role == "worker":
+            return self.user is not None and not self.is_closed()
         shards = list(self.shards.values())
         return (
             self.is_ready()

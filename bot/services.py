@@ -18,6 +18,7 @@ import httpx
 
 from . import fonts, pricing, rules, store
 from .conversations import Conversations
+from .db import locks
 from .gallery import Gallery
 from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore
@@ -175,15 +176,20 @@ class Services:
     async def _prune_loop(self) -> None:
         while True:
             try:
-                await self.styles.keep_images()  # style pictures are referred to by no turn or job
-                removed = await self.images.prune(self.settings.retention_days)
-                removed += await self.images.prune_orphans(min(self.settings.retention_days, ORPHAN_DAYS))
-                removed += await self.conversations.prune_server_overflow()
-                if removed:
-                    log.info("pruned %d image(s) older than %d days", removed, self.settings.retention_days)
+                async with locks.duty(self.db, locks.PRUNE_DUTY) as mine:  # one process at a time
+                    if mine:
+                        await self._prune_once()
             except Exception:
                 log.exception("image pruning failed")
             await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def _prune_once(self) -> None:
+        await self.styles.keep_images()  # style pictures are referred to by no turn or job
+        removed = await self.images.prune(self.settings.retention_days)
+        removed += await self.images.prune_orphans(min(self.settings.retention_days, ORPHAN_DAYS))
+        removed += await self.conversations.prune_server_overflow()
+        if removed:
+            log.info("pruned %d image(s) older than %d days", removed, self.settings.retention_days)
 
     # ---------------------------------------------------------------- questions cogs ask
 

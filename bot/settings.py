@@ -248,6 +248,9 @@ class Settings:
     # NB_SHARD_COUNT / NB_SHARD_IDS: this gateway process's shard range (None: discord.py's own).
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    # NB_JOB_LEASE_S: how long a worker's claim on a running job holds without a heartbeat
+    # (PostgreSQL only): a killed worker's jobs are interrupted and refunded this long after.
+    job_lease_s: int = 30
 
     @property
     def db_path(self) -> Path:
@@ -368,6 +371,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         role=check_role(role, url),
         shard_count=shard_count,
         shard_ids=shard_ids,
+        job_lease_s=_int(env, "NB_JOB_LEASE_S", 30, 3),
     )
 
 

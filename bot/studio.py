@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import store
 from .conversations import Conversations, Turn
 from .image_store import ImageStore
 from .relay.catalogue import validate
@@ -223,7 +223,7 @@ class Studio:
                 },
                 job_id=job_id,
             )
-        except (OSError, sqlite3.Error) as exc:
+        except store.DatabaseError as exc:  # OSError among them
             log.warning("job %s: the picture could not be stored (%s: %s); delivering it anyway", job_id, type(exc).__name__, exc)
             turn = None
         return Generated(turn=turn, result=result, relay_name=relay_name, conversation_id=conversation_id)

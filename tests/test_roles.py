@@ -33,6 +33,7 @@ def test_shard_ranges_and_roles_are_checked_in_one_line(tmp_path: Path) -> None:
     s = load_settings(env(tmp_path, NB_SHARD_COUNT="4", NB_SHARD_IDS="2-3", NB_DATABASE_URL=URL), require_token=False, role="gateway")
     assert (s.role, s.shard_count, s.shard_ids, s.database) == ("gateway", 4, (2, 3), URL)
     assert "secret" not in repr(s)  # the URL's password stays out of logs
+    assert load_settings(env(tmp_path, NB_JOB_LEASE_S="3"), require_token=False).job_lease_s == 3
     bad = [
         ({"NB_SHARD_IDS": "0"}, "all", "needs NB_SHARD_COUNT"),
         ({"NB_SHARD_COUNT": "2", "NB_SHARD_IDS": "1,2"}, "all", "below NB_SHARD_COUNT=2"),
@@ -40,6 +41,7 @@ def test_shard_ranges_and_roles_are_checked_in_one_line(tmp_path: Path) -> None:
         ({}, "worker", "needs NB_DATABASE_URL"),
         ({"NB_DATABASE_URL": URL}, "boss", "--role must be one of"),
         ({"NB_DATABASE_URL": "mysql://u:secret@h/db"}, "all", "must be a postgresql://"),
+        ({"NB_JOB_LEASE_S": "1"}, "all", "NB_JOB_LEASE_S"),
     ]
     for extra, role, fragment in bad:
         with pytest.raises(SettingsError, match=fragment) as info:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import sqlite3
 import time
 from typing import Any
 
+from bot import store
 from bot.image_store import ImageStore
 from bot.relay.gemini import materialize
 from bot.relay.stream import Blob
@@ -55,7 +55,7 @@ class Conversations:
                 " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (guild_id, channel_id, thread_id, owner_id, model, time.time()),
             )
-        except sqlite3.IntegrityError:
+        except store.IntegrityError:
             raise ValueError(f"thread {thread_id} already belongs to a conversation") from None
         return int(row[0])
 
@@ -67,7 +67,7 @@ class Conversations:
         """
         try:
             rows = await write(self.db, "UPDATE conversations SET thread_id = ? WHERE id = ? RETURNING id", (thread_id, conversation_id))
-        except sqlite3.IntegrityError:
+        except store.IntegrityError:
             raise ValueError(f"thread {thread_id} already belongs to another conversation") from None
         if not rows:
             raise KeyError(conversation_id)

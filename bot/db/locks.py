@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from .postgres import PgConnection
 
+if TYPE_CHECKING:
+    from ..store import Connection
+
 IDENTIFY_LOCK = 0x6E62_1000  # + bucket number
 DUTY_LOCK = 0x6E62_2000  # + duty number
+SYNC_DUTY, PRUNE_DUTY = 1, 2
 _held: set[asyncio.Task[None]] = set()  # strong references to the pending releases
 
 
@@ -51,3 +56,13 @@ async def only_one(db: PgConnection, duty: int) -> AsyncIterator[bool]:
         finally:
             if mine:
                 await conn.execute("SELECT pg_advisory_unlock($1)", DUTY_LOCK + duty)
+
+
+@asynccontextmanager
+async def duty(db: Connection, number: int) -> AsyncIterator[bool]:
+    """:func:`only_one` on PostgreSQL; on SQLite one process owns the database: always ours."""
+    if not isinstance(db, PgConnection):
+        yield True
+        return
+    async with only_one(db, number) as mine:
+        yield mine

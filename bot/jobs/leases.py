@@ -57,6 +57,9 @@ class LeasedQueue(JobQueue):
     def __init__(self, *args: Any, worker_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.worker_id = worker_id or default_worker_id()
+        # Renewed at least three times per lease, so one late heartbeat never loses a job.
+        self.lease_s = float(self.settings.job_lease_s)
+        self.heartbeat_s = min(self.heartbeat_s, self.lease_s / 3)
         self._mine: set[int] = set()  # jobs submitted here: this process tells their places
         self._all_running: list[Job] = []
         self._generation = 0  # submissions here, so a refresh can tell it read too early

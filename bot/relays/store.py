@@ -163,7 +163,8 @@ class RelayStore:
         ciphertext = self.keyring.encrypt(api_key)
         async with transaction(self.db) as db:
             async with db.execute(
-                "SELECT COUNT(*), COALESCE(MAX(position), -1), SUM(name = ?) FROM relays WHERE guild_id = ?", (name, guild_id)
+                "SELECT COUNT(*), COALESCE(MAX(position), -1), SUM(CASE WHEN name = ? THEN 1 ELSE 0 END) FROM relays WHERE guild_id = ?",
+                (name, guild_id),
             ) as cur:
                 row = await cur.fetchone()
             assert row is not None  # an aggregate always returns one row

@@ -394,7 +394,7 @@ class Delivery:
         locale = req.guild_locale
         message, embed = posted.message, posted.embed
         try:
-            thread = await message.create_thread(name=render.shorten(req.prompt, 90) or "nano-banana", auto_archive_duration=1440)
+            thread = await self._create_thread(job, message, render.shorten(req.prompt, 90) or "nano-banana")
         except ValueError:
             return  # posted through the interaction (no channel post allowed): no thread either
         except discord.HTTPException as exc:
@@ -414,3 +414,15 @@ class Delivery:
             await thread.send(t("thread.hint", locale))
         except discord.HTTPException:
             pass
+
+    async def _create_thread(self, job: Job, message: discord.Message, name: str) -> discord.PartialMessageable:
+        """The result's thread. A worker process has no gateway cache, so its messages carry no
+        guild and discord.py's ``Message.create_thread`` refuses them: the same REST call, made
+        with the job's guild. A message posted through an interaction's webhook gets none."""
+        if message.guild is not None:
+            thread = await message.create_thread(name=name, auto_archive_duration=1440)
+            return self.bot.get_partial_messageable(thread.id, guild_id=job.guild_id)
+        if job.guild_id is None or message.webhook_id is not None:
+            raise ValueError("no guild to open a thread in")
+        data = await self.bot.http.start_thread_with_message(message.channel.id, message.id, name=name, auto_archive_duration=1440)
+        return self.bot.get_partial_messageable(int(data["id"]), guild_id=job.guild_id)
