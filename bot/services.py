@@ -23,7 +23,7 @@ from .gallery import Gallery
 from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore
 from .imaging import intake
-from .jobs import Job, JobQueue, NewJob
+from .jobs import Job, NewJob, make_queue
 from .modlog import ModLog
 from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules
@@ -104,7 +104,7 @@ class Services:
         self.gallery = Gallery(db)
         self.modlog = ModLog()  # posted by cogs/modlog.py
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
-        self.jobs = JobQueue(db, self.quota, settings, self._run, config=self.guilds)
+        self.jobs = make_queue(db, self.quota, settings, self._run, config=self.guilds)
         self._prune_task: asyncio.Task[None] | None = None
         self._jobs_stopped = False
 

@@ -148,7 +148,7 @@ def test_the_expired_message_is_translated() -> None:
 
 async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: ImageStore, data_dir: Path) -> None:
     from bot.conversations import Conversations
-    from bot.jobs import JobQueue, NewJob
+    from bot.jobs import NewJob, make_queue
     from bot.quota import Quota, QuotaRules
     from bot.settings import Settings
 
@@ -161,7 +161,7 @@ async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: I
     async def never(job):  # the queue is not started: jobs stay queued
         raise AssertionError
 
-    queue = JobQueue(db, Quota(db), Settings(discord_token="", data_dir=data_dir, relay=None), never)
+    queue = make_queue(db, Quota(db), Settings(discord_token="", data_dir=data_dir, relay=None), never)
     rules = QuotaRules(user_daily=10)
     gone = await queue.submit(
         NewJob(user_id=1, guild_id=1, channel_id=1, request={"images": [refused]}, model="gemini-3.1-flash-image-preview"),

@@ -15,7 +15,7 @@ import pytest
 
 from bot import store
 from bot.guild_config import GuildConfigStore, GuildSettings
-from bot.jobs import Job, JobQueue, NewJob, QueueClosed
+from bot.jobs import Job, JobQueue, NewJob, QueueClosed, make_queue
 from bot.quota import Quota, QuotaExceeded, QuotaRules
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
@@ -97,7 +97,7 @@ async def test_delivery_commits_failures_refund_and_are_recorded(db: aiosqlite.C
         elif what == "bug":
             raise KeyError("oops")
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
     jobs = [await queue.submit(new(1, do=d), credits=1, rules=PLENTY) for d in ("ok", "503", "blocked", "bug")]
     await queue.join()
@@ -119,7 +119,7 @@ async def test_over_limit_request_leaves_nothing_behind(db: aiosqlite.Connection
 
     config = GuildConfigStore(db)
     await config.save(1, GuildSettings(quota=QuotaRules(user_daily=1)))
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner, config=config)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner, config=config)
     await queue.start()
     guild = await config.get(1)
     ok = await queue.submit(new(1), credits=guild.cost(FLASH, "1K"), rules=guild.quota)
@@ -152,7 +152,7 @@ async def test_round_robin_by_member_and_positions_kept_current(db: aiosqlite.Co
         reported[job.id] = position
         history.append((job.id, position))
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner, on_position=on_position)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner, on_position=on_position)
     await queue.start()
     a = [await queue.submit(new(100, n=n), credits=1, rules=PLENTY) for n in (1, 2, 3, 4)]  # a burst of four
     b = await queue.submit(new(200, n=1), credits=1, rules=PLENTY)
@@ -189,7 +189,7 @@ async def test_a_member_resubmitting_at_once_does_not_jump_the_line(db: aiosqlit
         if job.user_id == 2 and order.count(2) < 3:
             await queue.submit(new(2), credits=1, rules=PLENTY)
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     for _ in range(3):
         await queue.submit(new(1), credits=1, rules=PLENTY)
     await queue.submit(new(2), credits=1, rules=PLENTY)
@@ -220,7 +220,7 @@ async def test_concurrency_caps_global_per_server_per_member(db: aiosqlite.Conne
     await config.save(3, GuildSettings().with_limits(max_jobs=1, max_jobs_per_user=None))  # server 3 lowers its cap
     await config.save(4, GuildSettings().with_limits(max_jobs=9, max_jobs_per_user=9))  # ...and 4 cannot raise it
     settings = make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1)
-    queue = JobQueue(db, Quota(db), settings, runner, config=config)
+    queue = make_queue(db, Quota(db), settings, runner, config=config)
     for user, guild in [(1, 1), (1, 1), (2, 1), (3, 1), (4, 3), (5, 3), (6, 4), (7, 4), (8, 4), (9, 2), (9, 2)]:
         await queue.submit(new(user, guild), credits=1, rules=PLENTY)
     await queue.start()
@@ -247,7 +247,7 @@ async def test_a_server_alone_uses_its_cap_and_cannot_raise_it(db: aiosqlite.Con
 
     config = GuildConfigStore(db)
     await config.save(4, GuildSettings().with_limits(max_jobs=9, max_jobs_per_user=9))
-    queue = JobQueue(
+    queue = make_queue(
         db, Quota(db), make_settings(data_dir, max_concurrent_jobs=5, max_jobs_per_guild=2, max_jobs_per_user=1), runner, config=config
     )
     for user in (6, 7, 8):
@@ -274,7 +274,7 @@ async def test_no_server_gets_a_second_slot_while_another_servers_job_waits(db: 
         running.remove(job)
 
     settings = make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=1)
-    queue = JobQueue(db, Quota(db), settings, runner)
+    queue = make_queue(db, Quota(db), settings, runner)
     a_jobs = [await queue.submit(new(user, 1), credits=1, rules=PLENTY) for user in range(10, 16)]  # six members of A
     await queue.submit(new(20, 2), credits=1, rules=PLENTY)
     await queue.submit(new(30, 3), credits=1, rules=PLENTY)
@@ -313,7 +313,7 @@ async def test_cancel_queued_and_running_jobs_refunds(db: aiosqlite.Connection, 
             cancelled_inside.append(job.id)
             raise
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
     running = await queue.submit(new(1), credits=1, rules=PLENTY)
     queued = await queue.submit(new(1), credits=1, rules=PLENTY)
@@ -343,7 +343,7 @@ async def test_cancel_in_the_instant_a_job_is_dispatched_still_refunds_and_frees
     async def runner(job: Job) -> None:
         ran.append(job.id)
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     job = await queue.submit(new(1), credits=1, rules=PLENTY)  # not started: nothing dispatches by itself
     await queue._dispatch()  # the task exists now, and has not run a single step
     assert await queue.cancel(job.id, by_user=1) == "cancelled"
@@ -357,7 +357,7 @@ async def test_a_moderator_may_cancel_anyones_job(db: aiosqlite.Connection, data
     async def runner(job: Job) -> None:
         await asyncio.Event().wait()
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
     job = await queue.submit(new(1), credits=1, rules=PLENTY)
     assert await queue.cancel(job.id, by_user=None) == "cancelled"
@@ -371,7 +371,7 @@ CRASHING_BOT = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from bot import store
-    from bot.jobs import JobQueue, NewJob
+    from bot.jobs import NewJob, make_queue
     from bot.quota import Quota, QuotaRules
     from bot.settings import Settings
 
@@ -385,7 +385,7 @@ CRASHING_BOT = textwrap.dedent(
             started.append(job.id)
             await asyncio.Event().wait()  # mid-job when the process dies
 
-        queue = JobQueue(db, Quota(db), settings, runner)
+        queue = make_queue(db, Quota(db), settings, runner)
         await queue.start()
         for n in range(6):
             await queue.submit(
@@ -433,7 +433,7 @@ async def test_restart_after_a_crash_resumes_queued_and_refunds_interrupted(data
             told.append(job.id)
             assert job.status == "interrupted"
 
-        queue = JobQueue(
+        queue = make_queue(
             db, Quota(db), make_settings(data_dir, max_concurrent_jobs=2, max_jobs_per_guild=2), runner, on_interrupted=on_interrupted
         )
         interrupted = await queue.start()
@@ -477,7 +477,7 @@ async def test_clean_stop_takes_the_same_recovery_path(data_dir: Path) -> None:
     async def hang(job: Job) -> None:
         await asyncio.Event().wait()
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), hang)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), hang)
     await queue.start()
     job = await queue.submit(new(1), credits=1, rules=PLENTY)
     await eventually(lambda: queue.running_count == 1, "job running")
@@ -490,7 +490,7 @@ async def test_clean_stop_takes_the_same_recovery_path(data_dir: Path) -> None:
         async def done(job: Job) -> None:
             return None
 
-        again = JobQueue(db, Quota(db), make_settings(data_dir), done)
+        again = make_queue(db, Quota(db), make_settings(data_dir), done)
         assert [j.id for j in await again.start()] == [job.id]
         assert (await ledger(db))[job.id] == "refunded"
         await again.stop()
@@ -511,7 +511,7 @@ async def test_a_thousand_job_queue_drains_with_linear_position_updates(db: aios
     async def on_position(job: Job, position: int) -> None:
         calls.append((job.id, position))
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=1), runner, on_position=on_position)
+    queue = make_queue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=1), runner, on_position=on_position)
     await queue.start()
     n = 1000
     for i in range(n):
@@ -551,7 +551,7 @@ async def test_a_final_commit_refused_by_a_locked_database_is_retried_until_it_l
 
         asyncio.get_running_loop().create_task(release())
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
     job = await queue.submit(new(1), credits=1, rules=PLENTY)
     await queue.join()
@@ -588,7 +588,7 @@ async def test_a_chained_job_waits_for_the_job_it_follows_even_with_free_slots(d
             await gate.wait()
         order.append(f"end {job.request['name']}")
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=4), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir, max_concurrent_jobs=4, max_jobs_per_guild=4, max_jobs_per_user=4), runner)
     await queue.start()
     first = await queue.submit(new(1, name="first"), credits=1, rules=PLENTY)
     await queue.submit(new(2, name="second", after_job_id=first.id), credits=1, rules=PLENTY)
@@ -617,7 +617,7 @@ async def test_a_final_commit_refused_for_long_gives_the_slot_back_and_lands_lat
     async def runner(job: Job) -> None:
         blocker.execute("BEGIN EXCLUSIVE")
 
-    queue = JobQueue(db, Quota(db), make_settings(data_dir), runner)
+    queue = make_queue(db, Quota(db), make_settings(data_dir), runner)
     await queue.start()
     try:
         job = await queue.submit(new(1), credits=1, rules=PLENTY)

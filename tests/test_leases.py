@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot import store
-from bot.jobs import Job, JobQueue, NewJob
+from bot.jobs import Job, NewJob, make_queue
 from bot.jobs.leases import LeasedQueue
 from bot.quota import Quota, QuotaRules
 from bot.settings import Settings
@@ -68,7 +68,7 @@ class Worker:
         async def on_interrupted(job: Job) -> None:
             self.interrupted.append(job.id)
 
-        queue = JobQueue(self.db, Quota(self.db), settings(data_dir, **over), runner, on_interrupted=on_interrupted, worker_id=self.name)
+        queue = make_queue(self.db, Quota(self.db), settings(data_dir, **over), runner, on_interrupted=on_interrupted, worker_id=self.name)
         assert isinstance(queue, LeasedQueue)
         queue.lease_s, queue.heartbeat_s, queue.poll_s = 1.0, 0.2, 0.05
         self.queue = queue

@@ -14,7 +14,7 @@ from bot import rules as access_rules
 from bot import store
 from bot.guild_config import GuildConfigStore, GuildSettings
 from bot.i18n import t
-from bot.jobs import Job, JobQueue, NewJob
+from bot.jobs import Job, JobQueue, NewJob, make_queue
 from bot.quota import Quota, QuotaExceeded, QuotaRules, next_day, next_month
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
@@ -106,7 +106,7 @@ async def test_200_concurrent_generations_never_overspend(data_dir: Path, four_c
             raise NoImage("blocked", reason="safety")
 
     queues = [
-        JobQueue(conn, Quota(conn, clock=clock), make_settings(data_dir), runner, config=GuildConfigStore(conn), clock=clock)
+        make_queue(conn, Quota(conn, clock=clock), make_settings(data_dir), runner, config=GuildConfigStore(conn), clock=clock)
         for conn in conns
     ]
     for queue in queues:
@@ -296,7 +296,7 @@ async def test_status_for_the_quota_command(db: aiosqlite.Connection, data_dir: 
             raise RelayFailed("down", status=502, retryable=True)
         await gate.wait()
 
-    queue = JobQueue(db, quota, make_settings(data_dir, max_jobs_per_user=1), runner, config=config, clock=clock)
+    queue = make_queue(db, quota, make_settings(data_dir, max_jobs_per_user=1), runner, config=config, clock=clock)
     await queue.start()
     failed = await queue.submit(
         NewJob(user_id=5, guild_id=1, channel_id=2, request={"fail": True}, model=FLASH, size="2K"),

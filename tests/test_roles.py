@@ -14,7 +14,7 @@ import pytest
 
 from bot import store
 from bot.db import locks
-from bot.jobs import Job, JobQueue, NewJob
+from bot.jobs import Job, JobQueue, NewJob, make_queue
 from bot.quota import Quota, QuotaRules
 from bot.settings import SettingsError, load_settings
 from tests import pg
@@ -92,7 +92,7 @@ async def test_a_gateway_submits_and_a_worker_runs(pg_server: pg.PgServer, data_
         async def runner(job: Job) -> None:
             ran.append((role, job.id))
 
-        q = JobQueue(db, Quota(db), dataclasses.replace(base, role=role), runner, worker_id=role)
+        q = make_queue(db, Quota(db), dataclasses.replace(base, role=role), runner, worker_id=role)
         q.poll_s = 0.05  # type: ignore[attr-defined]
         return q
 

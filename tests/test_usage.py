@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot import store
 from bot.guild_config import GuildConfigStore, GuildSettings
-from bot.jobs import Job, JobQueue, NewJob
+from bot.jobs import Job, NewJob, make_queue
 from bot.quota import Quota, QuotaRules
 from bot.relay.types import NoImage, RelayFailed
 from bot.settings import Settings
@@ -61,7 +61,7 @@ async def history(data_dir: Path) -> Any:
     guild = GuildSettings(quota=QuotaRules(user_daily=None)).with_price(FLASH, "1K", 0.05)
     await config.save(1, guild)
     settings = Settings(discord_token="", data_dir=data_dir, relay=None)
-    queue = JobQueue(db, Quota(db, clock=clock), settings, runner, config=config, clock=clock)
+    queue = make_queue(db, Quota(db, clock=clock), settings, runner, config=config, clock=clock)
 
     async def ask(user: int, model: str, size: str, guild_id: int = 1, **request: Any) -> Job:
         rules = await config.get(guild_id)

@@ -41,11 +41,36 @@ Life of a job::
   ``interrupted``, refunds them and calls ``on_interrupted(job)`` so the bot can offer Retry;
   queued jobs resume in their old order. :meth:`JobQueue.stop` leaves jobs it had to cancel as
   ``running`` on purpose, so a clean stop and a crash take the same recovery path.
-- One process owns a database's queue (with several processes, each would need its own
-  database or a shard filter here).
+- On SQLite one process owns the queue (:class:`JobQueue`, waiting jobs in memory); on
+  PostgreSQL the database drives it (:class:`~bot.jobs.leases.LeasedQueue`: claims under a
+  lock, leases with heartbeats, a reaper), so gateways and workers in several processes share it.
 """
 
+from typing import Any
+
+from ..db.postgres import PgConnection
+from ..store import Connection
+from .leases import LeasedQueue
 from .model import EXACT_POSITIONS, TERMINAL, Job, NewJob, QueueClosed, classify, shown_position
 from .queue import JobQueue
 
-__all__ = ["EXACT_POSITIONS", "TERMINAL", "Job", "JobQueue", "NewJob", "QueueClosed", "classify", "shown_position"]
+
+def make_queue(db: Connection, *args: Any, **kwargs: Any) -> JobQueue:
+    """The queue for this database: leased (shared by processes) on PostgreSQL, in-process on
+    SQLite; both take :class:`JobQueue`'s arguments."""
+    cls = LeasedQueue if isinstance(db, PgConnection) else JobQueue
+    return cls(db, *args, **kwargs)
+
+
+__all__ = [
+    "EXACT_POSITIONS",
+    "TERMINAL",
+    "Job",
+    "JobQueue",
+    "LeasedQueue",
+    "NewJob",
+    "QueueClosed",
+    "classify",
+    "make_queue",
+    "shown_position",
+]

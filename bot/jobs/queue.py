@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..db.postgres import PgConnection
 from ..guild_config import GuildConfigStore, GuildSettings
 from ..quota import Quota, QuotaRules, transaction
 from ..relay.types import RelayError
@@ -30,16 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class JobQueue:
-    """``JobQueue(db, …)`` on a PostgreSQL connection is a :class:`~bot.jobs.leases.LeasedQueue`:
-    the database drives it, so any number of processes may share it. On SQLite, one process
-    owns the queue and keeps its waiting jobs in memory (faster; the same tests hold)."""
-
-    def __new__(cls, db: Connection, *args: Any, **kwargs: Any) -> JobQueue:
-        if cls is JobQueue and isinstance(db, PgConnection):
-            from .leases import LeasedQueue
-
-            return super().__new__(LeasedQueue)
-        return super().__new__(cls)
+    """The in-process queue for SQLite: one process owns the queue and keeps its waiting jobs in
+    memory (faster; the same tests hold). :func:`bot.jobs.make_queue` picks it, or
+    :class:`~bot.jobs.leases.LeasedQueue` on PostgreSQL, where the database drives the queue
+    and any number of processes share it."""
 
     def __init__(
         self,
