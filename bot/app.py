@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl  # discord.py's own URL type (its dependency, through aiohttp)
@@ -26,6 +26,9 @@ from . import health, i18n
 from .db import locks
 from .db.postgres import PgConnection
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ async def _bounded(step: Awaitable[Any], seconds: float, what: str) -> None:
 
 
 class NanoBananaBot(commands.AutoShardedBot):
-    def __init__(self, settings: Settings, services: Any = None) -> None:
+    def __init__(self, settings: Settings, services: Services | None = None) -> None:
         # The bot has no voice: discord.py's "PyNaCl/davey is not installed" warnings at every
         # start would only worry operators. Both are class flags read once in Client.__init__.
         discord.VoiceClient.warn_nacl = False
@@ -103,10 +106,17 @@ class NanoBananaBot(commands.AutoShardedBot):
         self.settings = settings
         # bot.services.Services: opened by the runner before the login (so a database problem
         # is reported even when Discord is down), or here in setup_hook when not given.
-        self.services: Any = services
+        self._services = services
         self._heartbeat: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self._max_concurrency = 1  # shards identifying per 5 s (GET /gateway/bot)
+
+    @property
+    def services(self) -> Services:
+        """The bot's services: open before any cog loads (the runner or setup_hook opens them)."""
+        if self._services is None:
+            raise RuntimeError("the services are opened by setup_hook, before any cog loads")
+        return self._services
 
     async def launch_shards(self) -> None:
         """With an explicit shard count discord.py skips ``GET /gateway/bot`` and dials its
@@ -126,7 +136,7 @@ class NanoBananaBot(commands.AutoShardedBot):
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """Discord allows ``max_concurrency`` identifies per 5 s across *all* processes;
         discord.py paces only its own. On PostgreSQL each bucket is an advisory lock held 5 s."""
-        db = getattr(self.services, "db", None)
+        db = self._services.db if self._services is not None else None
         if not isinstance(db, PgConnection):
             await super().before_identify_hook(shard_id, initial=initial)
             return
@@ -135,8 +145,8 @@ class NanoBananaBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         from .services import Services
 
-        if self.services is None:
-            self.services = await Services.open(self.settings)
+        if self._services is None:
+            self._services = await Services.open(self.settings)
         await self.tree.set_translator(CatalogTranslator())
         for name in COGS:
             await self.load_extension(name)
@@ -218,11 +228,11 @@ class NanoBananaBot(commands.AutoShardedBot):
         # together they fit the runner's stop budget.
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        if self.services is not None:
-            await _bounded(self.services.stop_jobs(), 1.5, "stopping jobs")
+        if self._services is not None:
+            await _bounded(self._services.stop_jobs(), 1.5, "stopping jobs")
         await _bounded(super().close(), 1.5, "closing the Discord connection")
-        if self.services is not None:
-            await _bounded(self.services.close(), 0.8, "closing the database")
+        if self._services is not None:
+            await _bounded(self._services.close(), 0.8, "closing the database")
         with contextlib.suppress(OSError):
             if (self.settings.data_dir / health.FILE).exists():
                 health.write(self.settings.data_dir, False)
