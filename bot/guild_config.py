@@ -23,11 +23,11 @@ from typing import Any
 
 from . import pricing, rules
 from .config_error import ConfigError as ConfigError  # where every caller has imported it from
-from .quota import QuotaRules, transaction
+from .quota import QuotaRules
 from .relay.catalogue import DEFAULT_MODEL, MODELS, ModelSpec, checked_ratio, checked_size, normalize_ratio, normalize_size, resolve_model
 from .relay.types import InvalidRequest
 from .safety.policy import SafetyPolicy
-from .store import Connection
+from .store import Connection, transaction
 
 log = logging.getLogger(__name__)
 

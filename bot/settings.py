@@ -50,7 +50,7 @@ def load_dotenv(path: Path, environ: dict[str, str]) -> None:
 
 def model_aliases(env: Mapping[str, str]) -> dict[str, str]:
     """``NB_MODEL_ALIASES=catalogue-id=relay-name,...``: what the operator's relay calls each
-    model (seed 002's relays say ``nano-banana-pro`` for gemini-3-pro-image-preview)."""
+    model (some relays say ``nano-banana-pro`` for gemini-3-pro-image-preview)."""
     from .relay.catalogue import MODELS, resolve_model
     from .relay.types import InvalidRequest
 

@@ -50,7 +50,7 @@ DYNAMIC_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     "admin.urlguard.": {"calls": ("UnsafeURL",), "returns": ()},
     # bot/quota.py: Allowance(scope, ...) -> QuotaExceeded(scope).key = f"quota.exceeded.{scope}"
     "quota.exceeded.": {"calls": ("Allowance",), "returns": ()},
-    # bot/usage.py reason_label: the failure codes bot/jobs.py classify() stores. "interrupted" is
+    # bot/usage/report.py reason_label: the failure codes bot/jobs/model.py classify() stores. "interrupted" is
     # written by SQL on restart; other codes (http_NNN, no_image:x, error keys) have their own
     # texts or fall back to the bare code, so only these fixed words need a translation.
     "usage.reason.": {"calls": (), "returns": ("classify",), "extra": ("interrupted",)},
@@ -382,7 +382,7 @@ def test_scan_finds_the_kinds_of_key_uses_the_code_has(scan: Scan) -> None:
     # silently check nothing.
     keys = {u.key for u in scan.uses}
     assert "cmd_error.unexpected" in keys  # t("...")
-    assert "cmd.imagine" in keys  # _k("...") helper in cogs/imagine.py
+    assert "cmd.imagine" in keys  # _k("...") (cogs/texts.py) in cogs/imagine/cog.py
     assert "invalid.empty_prompt" in keys  # key="..." keyword
     assert "error.no_image" in keys  # class attribute
     assert "deliver.too_large" in keys  # UserFacingError("...")

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..guild_config import GuildConfigStore, GuildSettings
-from ..quota import Quota, QuotaRules, transaction
+from ..quota import Quota, QuotaRules
 from ..relay.types import RelayError
 from ..rules import job_caps
 from ..settings import Settings
-from ..store import Connection
+from ..store import Connection, transaction
 from .fairness import Snapshot, choose, positions, take
 from .model import UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
 from .records import interrupt, record_end, repair_ledger, settle

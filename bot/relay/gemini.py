@@ -6,10 +6,9 @@ read in either casing.
 
 Wire decisions:
 - ``imageSize`` is sent as ``1K``/``2K``/``4K`` and, for 3.1 Flash's smallest size, ``512``:
-  the value Google's API documents ("1K default, also 2K, 4K and 512 (0.5K)") and the one
-  field-notes §1 records. Seed 001 writes ``512px``; a relay that only takes that spelling
-  answers 400, so the client resends once with ``512px`` when a 512 request gets a plain 400
-  (not a key error; see ``client.py``). A 400 costs nothing, and relays often answer Google's
+  the value Google's API documents ("1K default, also 2K, 4K and 512 (0.5K)"). Some relays'
+  docs write ``512px``; a relay that only takes that spelling answers 400, so the client resends
+  once with ``512px`` when a 512 request gets a plain 400 (not a key error; see ``send.py``). A 400 costs nothing, and relays often answer Google's
   generic "Request contains an invalid argument." without naming the field.
 - ``responseModalities`` is ``["TEXT", "IMAGE"]``: the model's words are part of the result
   (they explain refusals), and it is the API's default anyway.

@@ -41,7 +41,7 @@ from .types import GenerationRequest, InputImage
 
 GENERATIONS = "/images/generations"
 EDITS = "/images/edits"
-# Seed 002: "图生图（支持传入1~6张图）" - edits take one to six pictures.
+# OpenAI-style relays document edits as taking one to six pictures ("图生图（支持传入1~6张图）").
 MAX_EDIT_IMAGES = 6
 _SIZED_ALIAS = re.compile(r"-(?:0\.5|1|2|4)k$", re.IGNORECASE)
 

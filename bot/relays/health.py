@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..quota import transaction
 from ..relay.redact import cut
 from ..secrets import mask
-from ..store import Connection
+from ..store import Connection, transaction
 
 REST_BASE_S = 60.0
 REST_MAX_S = 900.0

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..guild_config import ConfigError
-from ..quota import transaction
 from ..relay import redact as _redact
 from ..relay.probe_result import ProbeResult
 from ..relay.types import AUTH_STYLES, DIALECTS, RelayConfig, default_auth
 from ..secrets import Keyring, mask
-from ..store import Connection
+from ..store import Connection, transaction
 from ..urlguard import Resolver, check_url
 from .health import StoredHealth
 

@@ -1,6 +1,6 @@
 """The relay form (name, base URL, API key, model names) and what keeps its key out of logs.
 
-The API key travels once, from the form into :class:`~bot.guild_config.RelayStore`
+The API key travels once, from the form into :class:`~bot.relays.store.RelayStore`
 (encrypted). It is never put into a reply, a form default or a log line; discord.py's own
 DEBUG log of every gateway event would print the submitted form, so a log filter masks the
 relay form's values there (:class:`RelayFormLogFilter`).

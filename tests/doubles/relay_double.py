@@ -345,7 +345,7 @@ def _gemini_ask(model: str, body: Any, *, stream: bool, sse: bool) -> _Ask:
         raise _Invalid("* GenerateContentRequest.contents: contents is not specified")
     ask = _Ask(model=model, stream=stream, sse=sse)
     # camelCase only at the struct level: relays re-serialise requests with their own structs
-    # and silently drop `generation_config` / `image_config` (field notes §1).
+    # and silently drop `generation_config` / `image_config` (as Google's API does).
     config = body.get("generationConfig")
     image_config = config.get("imageConfig") if isinstance(config, dict) else None
     if isinstance(image_config, dict):
