@@ -67,6 +67,20 @@ class JobRequest:
     variants: int = 1
     variant_group: int | None = None
 
+    def generation(self, images: list[InputImage], history: list[dict[str, Any]] | None = None) -> GenerationRequest:
+        """What the relay is asked: this request's options with these inputs and history."""
+        return GenerationRequest(
+            prompt=self.prompt,
+            model=self.model,
+            images=images,
+            aspect_ratio=self.aspect_ratio,
+            size=self.size,
+            history=history or [],
+            grounding=self.grounding,
+            image_search=self.image_search,
+            thinking=self.thinking,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -144,18 +158,7 @@ class Studio:
     async def check(self, req: JobRequest, image_count: int | None = None) -> GenerationRequest:
         """Validate options against the model before anything is queued or sent."""
         placeholder = [InputImage(b"", "image/png")] * (len(req.images) if image_count is None else image_count)
-        return validate(
-            GenerationRequest(
-                prompt=req.prompt,
-                model=req.model,
-                images=placeholder,
-                aspect_ratio=req.aspect_ratio,
-                size=req.size,
-                grounding=req.grounding,
-                image_search=req.image_search,
-                thinking=req.thinking,
-            )
-        )
+        return validate(req.generation(placeholder))
 
     async def _replayable(self, parent: Turn) -> list[dict[str, Any]]:
         """The history to send for an edit of ``parent``'s picture, within the budget, or none.
@@ -184,17 +187,7 @@ class Studio:
                 # Nothing replayable (e.g. trimmed away): fall back to "latest image + instruction".
                 data, mime = await self.conversations.latest_image(parent.id)
                 inputs.insert(0, InputImage(data, mime))
-        request = GenerationRequest(
-            prompt=req.prompt,
-            model=req.model,
-            images=inputs,
-            aspect_ratio=req.aspect_ratio,
-            size=req.size,
-            history=history,
-            grounding=req.grounding,
-            image_search=req.image_search,
-            thinking=req.thinking,
-        )
+        request = req.generation(inputs, history)
         result, relay_name = await self.pool.generate(guild_id, request)
 
         # The relay has been paid and the picture exists: it is delivered even if it cannot be

@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import discord
@@ -34,6 +32,7 @@ from cogs.failures import UserFacingError, is_user_facing
 from .buttons import result_view
 from .groups import Slot, VariantGroups
 from .progress import Progress
+from .upload import Posted, Target, Upload
 from .variants import failure_notes, gallery_embeds, gallery_view
 
 if TYPE_CHECKING:
@@ -45,48 +44,6 @@ UPLOAD_RETRIES = 4
 UPLOAD_SHRINK = 0.7  # after a 413, fit under this share of the refused size
 THREAD_LOCKED = 50083  # Discord's code for "Thread is locked" (a 400)
 TOO_LARGE = 40005  # Discord's code for "Request entity too large"
-
-
-@dataclass
-class _Target:
-    """Where the picture goes; moved to another channel when Discord refuses this one."""
-
-    channel_id: int
-    reply_to: int | None
-    tried: set[int] = field(default_factory=set)
-
-
-@dataclass
-class _Upload:
-    """One upload attempt: the embeds and the pictures (bytes, filename) as fitted for it."""
-
-    embeds: list[discord.Embed]
-    pictures: list[tuple[bytes, str]]
-    view: discord.ui.View | None
-
-    @property
-    def embed(self) -> discord.Embed:
-        return self.embeds[0]
-
-    @property
-    def size(self) -> int:
-        return sum(len(data) for data, _name in self.pictures)
-
-    def files(self) -> list[discord.File]:
-        return [discord.File(fp=io.BytesIO(data), filename=name) for data, name in self.pictures]
-
-    def spoil(self) -> None:
-        """Post as spoilers (/admin safety spoiler): Discord covers a ``SPOILER_`` file, but never
-        an embed's own image, so the embeds lose theirs."""
-        self.pictures = [(data, name if name.startswith("SPOILER_") else f"SPOILER_{name}") for data, name in self.pictures]
-        for embed in self.embeds:
-            embed.set_image(url=None)
-
-
-@dataclass
-class _Posted:
-    message: discord.Message
-    embed: discord.Embed
 
 
 class Delivery:
@@ -196,8 +153,8 @@ class Delivery:
             self.progress.forget(job)
             return
 
-        async def make(limit: int) -> _Upload:
-            uploads: list[_Upload] = []
+        async def make(limit: int) -> Upload:
+            uploads: list[Upload] = []
             for slot, generated in made:
                 result = generated.result
                 fitted = await fit_for_upload_async(result.image, result.mime_type, limit // len(made))
@@ -207,7 +164,7 @@ class Delivery:
             first.description = "\n\n".join(x for x in (first.description, notes) if x)
             pictures = [u.pictures[0] for u in uploads]
             embeds = gallery_embeds(first, [name for _data, name in pictures], req.variant_group or job.id)
-            return _Upload(embeds=embeds, pictures=pictures, view=gallery_view([s for s, _g in made], locale))
+            return Upload(embeds=embeds, pictures=pictures, view=gallery_view([s for s, _g in made], locale))
 
         try:
             posted = await self._post_upload(job, req, make)
@@ -265,18 +222,18 @@ class Delivery:
             await self._open_thread(job, req, generated, posted)
         return posted.message
 
-    async def _post(self, job: Job, req: JobRequest, generated: Generated, *, elapsed: float) -> _Posted:
+    async def _post(self, job: Job, req: JobRequest, generated: Generated, *, elapsed: float) -> Posted:
         result = generated.result
 
-        async def make(limit: int) -> _Upload:
+        async def make(limit: int) -> Upload:
             return self._upload(job, req, generated, await fit_for_upload_async(result.image, result.mime_type, limit), elapsed)
 
         return await self._post_upload(job, req, make)
 
-    async def _post_upload(self, job: Job, req: JobRequest, make: Callable[[int], Awaitable[_Upload]]) -> _Posted:
+    async def _post_upload(self, job: Job, req: JobRequest, make: Callable[[int], Awaitable[Upload]]) -> Posted:
         """Upload the pictures ``make`` fits under a byte limit: smaller after a 413, elsewhere
         when this channel refuses them."""
-        target = _Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
+        target = Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
         limit = req.upload_limit
         spoiler = (await self.services.guild(job.guild_id)).safety.spoiler  # /admin safety spoiler
         for _attempt in range(UPLOAD_RETRIES):
@@ -285,7 +242,7 @@ class Delivery:
                 upload.spoil()
             try:
                 sent = self._send_privately(job, upload) if req.private else self._send(job, target, upload)
-                return _Posted(await sent, upload.embed)
+                return Posted(await sent, upload.embed)
             except discord.HTTPException as exc:
                 if exc.status == 413 or exc.code == TOO_LARGE:
                     limit = int(min(limit, upload.size) * UPLOAD_SHRINK)
@@ -309,10 +266,10 @@ class Delivery:
                     allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
                     wait=True,
                 )
-                return _Posted(message, upload.embed)
+                return Posted(message, upload.embed)
         raise UserFacingError("deliver.too_large")
 
-    async def _send(self, job: Job, target: _Target, upload: _Upload) -> discord.Message:
+    async def _send(self, job: Job, target: Target, upload: Upload) -> discord.Message:
         channel = self.bot.get_partial_messageable(target.channel_id, guild_id=job.guild_id)
         reference = None
         if target.reply_to:
@@ -326,7 +283,7 @@ class Delivery:
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
         )
 
-    async def _send_privately(self, job: Job, upload: _Upload) -> discord.Message:
+    async def _send_privately(self, job: Job, upload: Upload) -> discord.Message:
         """ "Results only to me": an ephemeral followup while the interaction's token lives
         (Discord's 15 minutes), else a direct message; a member whose DMs are closed is told
         on the progress message, and refunded, by the failure path."""
@@ -341,7 +298,7 @@ class Delivery:
         except discord.Forbidden as exc:
             raise UserFacingError("private.dm_closed") from exc
 
-    async def _move(self, job: Job, req: JobRequest, target: _Target, exc: discord.HTTPException) -> bool:
+    async def _move(self, job: Job, req: JobRequest, target: Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel
         the member asked from, else the conversation's own channel, rather than being lost."""
         target.tried.add(target.channel_id)
@@ -358,7 +315,7 @@ class Delivery:
         target.reply_to = None
         return True
 
-    def _upload(self, job: Job, req: JobRequest, generated: Generated, fitted: FittedImage, elapsed: float) -> _Upload:
+    def _upload(self, job: Job, req: JobRequest, generated: Generated, fitted: FittedImage, elapsed: float) -> Upload:
         result, turn = generated.result, generated.turn
         locale = req.locale if req.private else req.guild_locale  # only the member sees a private result
         # Not stored (disk full): delivered without the buttons that would need the turn.
@@ -386,9 +343,9 @@ class Delivery:
             fit_note="\n".join(x for x in notes if x) or None,
             model_text=result.text,
         )
-        return _Upload(embeds=[embed], pictures=[(fitted.data, filename)], view=view)
+        return Upload(embeds=[embed], pictures=[(fitted.data, filename)], view=view)
 
-    async def _open_thread(self, job: Job, req: JobRequest, generated: Generated, posted: _Posted) -> None:
+    async def _open_thread(self, job: Job, req: JobRequest, generated: Generated, posted: Posted) -> None:
         if not (await self.services.defaults(job.guild_id)).threads:
             return
         locale = req.guild_locale
