@@ -10,7 +10,6 @@ from cogs.admin.common import (
     AUTO,
     MODEL_CHOICES,
     AdminBase,
-    _k,
     _ratio_choices,
     _size_choices,
     defaults_summary,
@@ -19,6 +18,7 @@ from cogs.admin.common import (
     send,
 )
 from cogs.bot_types import Interaction
+from cogs.texts import command_text as _k
 
 
 class DefaultsCommands(AdminBase):

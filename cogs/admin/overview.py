@@ -15,7 +15,6 @@ from cogs import render
 from cogs.admin.common import (
     PERIOD_CHOICES,
     AdminBase,
-    _k,
     access_summary,
     defaults_summary,
     locale_of,
@@ -28,6 +27,7 @@ from cogs.admin.common import (
 from cogs.admin.log import log_summary
 from cogs.admin.relay_form import relay_line
 from cogs.bot_types import Interaction
+from cogs.texts import command_text as _k
 
 
 def relays_text(stats: list[RelayStats], locale: str) -> str:

@@ -12,7 +12,6 @@ from bot.pricing import canonical_size
 from cogs.admin.common import (
     MODEL_CHOICES,
     AdminBase,
-    _k,
     _size_choices,
     locale_of,
     model_name,
@@ -22,6 +21,7 @@ from cogs.admin.common import (
     toggled,
 )
 from cogs.bot_types import Interaction
+from cogs.texts import command_text as _k
 
 
 class QuotaCommands(AdminBase):

@@ -12,9 +12,10 @@ from bot.refusal import Refusal
 from bot.relay.catalogue import display_size
 from bot.relay.types import InputImage
 from bot.styles import SERVER
-from cogs.admin.common import AdminBase, _k, _ratio_choices, _size_choices, locale_of, plain, refuse, send
+from cogs.admin.common import AdminBase, _ratio_choices, _size_choices, locale_of, plain, refuse, send
 from cogs.bot_types import Interaction
 from cogs.intake import read_attachment
+from cogs.texts import command_text as _k
 
 
 class StyleCommands(AdminBase):
