@@ -144,14 +144,16 @@ def test_defaults_render_as_the_gemini_api_expects() -> None:
         {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_MEDIUM_AND_ABOVE"},
         {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "threshold": "BLOCK_LOW_AND_ABOVE"},
         {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_MEDIUM_AND_ABOVE"},
-        {"category": "HARM_CATEGORY_CIVIC_INTEGRITY", "threshold": "BLOCK_ONLY_HIGH"},
     ]
-    assert set(DEFAULT_THRESHOLDS) == set(CATEGORIES)
+    # Civic integrity is deprecated by Google: not sent unless an admin sets it.
+    assert set(CATEGORIES) - set(DEFAULT_THRESHOLDS) == {"HARM_CATEGORY_CIVIC_INTEGRITY"}
 
 
 def test_admin_changes_one_category_by_short_name_and_stored_form_round_trips() -> None:
-    changed = SafetySettings.defaults().with_threshold("sexual", "high").with_threshold("civic", None)
+    changed = SafetySettings.defaults().with_threshold("sexual", "high").with_threshold("civic", "high")
     assert {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "threshold": "BLOCK_ONLY_HIGH"} in changed.render()
+    assert {"category": "HARM_CATEGORY_CIVIC_INTEGRITY", "threshold": "BLOCK_ONLY_HIGH"} in changed.render()
+    changed = changed.with_threshold("civic", None)
     assert all(entry["category"] != "HARM_CATEGORY_CIVIC_INTEGRITY" for entry in changed.render())  # relay default
     assert SafetySettings.from_json(changed.to_json()) == changed
     assert SafetySettings.from_json(None) == SafetySettings.defaults()

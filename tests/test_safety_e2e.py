@@ -151,16 +151,17 @@ async def test_gemini_safety_thresholds_are_sent_safe_by_default_and_as_the_admi
         sent = {s["category"]: s["threshold"] for s in w.generations()[0].json["safetySettings"]}
         assert sent["HARM_CATEGORY_SEXUALLY_EXPLICIT"] == "BLOCK_LOW_AND_ABOVE"
         assert sent["HARM_CATEGORY_HARASSMENT"] == "BLOCK_MEDIUM_AND_ABOVE"
+        assert "HARM_CATEGORY_CIVIC_INTEGRITY" not in sent  # deprecated by Google: not sent by default
 
         changed = await w.ask("safety", "threshold", category="dangerous", threshold="high")
         assert "Dangerous content: Block only high likelihood" in text_of(changed)
-        await w.ask("safety", "threshold", category="civic", threshold="default")
+        await w.ask("safety", "threshold", category="hate", threshold="default")
         inter, mark = await w.imagine(w.alice, prompt="a lighthouse")
         await w.result_post(since=mark)
         await finished(bot)
         sent = {s["category"]: s["threshold"] for s in w.generations()[1].json["safetySettings"]}
         assert sent["HARM_CATEGORY_DANGEROUS_CONTENT"] == "BLOCK_ONLY_HIGH"
-        assert "HARM_CATEGORY_CIVIC_INTEGRITY" not in sent  # the relay's own default applies
+        assert "HARM_CATEGORY_HATE_SPEECH" not in sent  # the relay's own default applies
         # Kept across a restart: stored in the server's settings.
         bot.services.guilds._cache.clear()
         assert (await bot.services.guild(int(w.guild["id"]))).safety.gemini.thresholds[
