@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
-from bot.relay.balance import Balance, read_balance
+from bot.relay.balance import Balance, BalanceChange, read_balance
 from bot.relay.client import RelayClient
 from bot.relay.types import RelayConfig
+from bot.relays.balances import BalanceChecker
+from bot.relays.store import RelayStore
+from bot.secrets import load_keyring
 from bot.urlguard import make_guard
+from tests import pg
 from tests.doubles.relay_double import QUOTA_PER_USD, SeedRelayDouble
+
+backend, db_target, pg_server, open_db = pg.backend, pg.db_target, pg.pg_server, pg.open_db
 
 KEY = "sk-balance-secret-abcdef0123456789"
 
@@ -107,3 +114,74 @@ async def test_a_relay_going_to_zero_is_warned_about_once_then_skipped_until_top
         relay.set_balance(50.0, used=20.0)
         back = await check()
         assert back is not None and back.recovered and not back.warn and not watch.out_of_credit(relay_id)
+
+
+async def test_balance_levels_are_shared_by_every_process_and_survive_a_restart(
+    client: RelayClient, open_db: Callable[[], object], data_dir: Path
+) -> None:
+    """Two processes on one database (SQLite file or PostgreSQL): the one that checks records the
+    level; the other skips the empty relay after reading it back; a restarted checker does not
+    warn a second time about the same drop; removing the relay forgets its level."""
+    ring = load_keyring(None, data_dir)
+    checking = BalanceChecker(client, RelayStore(await open_db(), ring, allow_private=True))  # type: ignore[arg-type]
+    other = BalanceChecker(client, RelayStore(await open_db(), ring, allow_private=True))  # type: ignore[arg-type]
+    with SeedRelayDouble("openai-images", api_key=KEY) as relay:
+        info = await checking.store.add(4242, name="gw", base_url=relay.url, api_key=KEY, dialect="openai-images", auth="bearer")
+        relay.set_balance(0.0, used=20.0)
+        [change] = await checking.check(4242, warn_below=5.0)
+        assert change.warn and change.after == "empty"
+        assert not other.out_of_credit(4242, info.id)  # not read yet
+        await other.load()
+        assert other.out_of_credit(4242, info.id)  # failover in the other process skips it too
+
+        restarted = BalanceChecker(client, RelayStore(await open_db(), ring, allow_private=True))  # type: ignore[arg-type]
+        await restarted.load()
+        assert await restarted.check(4242, warn_below=5.0) == []  # still empty: told once already
+        relay.set_balance(50.0, used=20.0)
+        [back] = await restarted.check(4242, warn_below=5.0)
+        assert back.recovered
+        await other.load()
+        assert not other.out_of_credit(4242, info.id)
+
+        assert await checking.store.remove(4242, "gw")
+        await other.load()
+        assert other.watch.levels == {}
+
+
+async def test_two_processes_scheduling_checks_on_postgresql_warn_once(client: RelayClient, pg_server: pg.PgServer, data_dir: Path) -> None:
+    """Several gateways each run the schedule; the duty lock and the shared levels make one
+    warning per drop, whichever process got there first."""
+    import asyncio
+
+    from bot import store
+
+    target = await pg_server.fresh_database()
+    ring = load_keyring(None, data_dir)
+    dbs = [await store.connect(target) for _ in range(2)]
+    checkers = [BalanceChecker(client, RelayStore(db, ring, allow_private=True)) for db in dbs]
+    told: list[str] = []
+
+    async def warn_below(guild_id: int) -> float | None:
+        return 5.0
+
+    async def tell(guild_id: int, changes: list[BalanceChange]) -> None:
+        told.extend(f"{c.relay}:{c.after}" for c in changes)
+
+    try:
+        with SeedRelayDouble("openai-images", api_key=KEY) as relay:
+            await checkers[0].store.add(7, name="gw", base_url=relay.url, api_key=KEY, dialect="openai-images", auth="bearer")
+            relay.set_balance(0.0, used=20.0)
+            for c in checkers:
+                c.every = c.refresh = 0.1
+                c.start(warn_below, tell)
+            await asyncio.sleep(1.5)  # about 15 rounds in each process
+            assert told == ["gw:empty"]
+            relay.set_balance(50.0, used=20.0)
+            await asyncio.sleep(1.0)
+            assert told == ["gw:empty", "gw:ok"]
+            assert all(not c.out_of_credit(7, 1) for c in checkers)
+    finally:
+        for c in checkers:
+            await c.stop()
+        for db in dbs:
+            await db.close()

@@ -4,7 +4,7 @@
   lets ``max_concurrency`` shards identify per 5 s, so each bucket ``shard_id % max_concurrency``
   is one lock held 5 s after its identify, whichever process the shard runs in).
 - :func:`only_one`: run a duty only if no other process is running it now (command sync,
-  pruning): the others skip it.
+  pruning, balance checks): the others skip it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 IDENTIFY_LOCK = 0x6E62_1000  # + bucket number
 DUTY_LOCK = 0x6E62_2000  # + duty number
-SYNC_DUTY, PRUNE_DUTY = 1, 2
+SYNC_DUTY, PRUNE_DUTY, BALANCE_DUTY = 1, 2, 3
 _held: set[asyncio.Task[None]] = set()  # strong references to the pending releases
 
 

@@ -168,12 +168,20 @@ class BalanceWatch:
     """Each relay's last balance level, so a scheduled check warns once per drop (not on every
     run) and failover can skip a relay that reported no credit until a later check sees some.
 
-    Keys are whatever identifies a relay to the caller (e.g. ``f"{guild_id}:{name}"``). In
-    memory only: after a restart the first check re-establishes every level (and warns again
-    for relays still low, which is what an admin who missed it wants)."""
+    Keys are whatever identifies a relay to the caller (e.g. ``f"{guild_id}:{name}"``). The
+    watch itself is memory; bot.relays.balances keeps its levels in the database, so a restart
+    does not warn twice about one drop and every process skips the same empty relays."""
 
     def __init__(self) -> None:
         self._levels: dict[str, Level] = {}
+
+    @property
+    def levels(self) -> dict[str, Level]:
+        return dict(self._levels)
+
+    def restore(self, levels: dict[str, Level]) -> None:
+        """Take the levels another process (or this one, before a restart) recorded."""
+        self._levels = dict(levels)
 
     def update(self, relay: str, balance: Balance | None, warn_below: float | None = None) -> BalanceChange | None:
         """Record a check; the change worth telling admins about (warn or recovered), else None."""

@@ -264,6 +264,8 @@ class RelayStore:
                 removed = cur.rowcount > 0
                 if removed:
                     await self._renumber(db, guild_id, [])
+                if removed and current is not None:  # SQLite may hand the id to the next relay added
+                    await db.execute("DELETE FROM relay_balances WHERE guild_id = ? AND relay_id = ?", (guild_id, current.id))
         finally:
             self._changes += 1
             self._has.pop(guild_id, None)  # asked again next time (it may have been the last)
