@@ -278,23 +278,32 @@ class GuildSettings:
 
 
 class GuildConfigStore:
-    """Loads and saves :class:`GuildSettings`, cached in memory (one process owns a guild)."""
+    """Loads and saves :class:`GuildSettings`, cached in memory.
 
-    def __init__(self, db: Connection) -> None:
+    A server's settings change only through its admins' commands, which Discord delivers to
+    the one gateway process holding the server's shard, so that process's cache is current.
+    Other processes on the same database (workers, other gateways, the CLI) read the settings
+    too — safety, spoilers, caps — so with ``max_age`` set (services do on PostgreSQL, where
+    several processes are possible) a cached entry is read again once it is that many seconds
+    old: a change reaches every process within ``max_age``."""
+
+    def __init__(self, db: Connection, *, max_age: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
-        self._cache: dict[int, GuildSettings] = {}
+        self.max_age = max_age
+        self.clock = clock
+        self._cache: dict[int, tuple[float, GuildSettings]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
     async def get(self, guild_id: int | None) -> GuildSettings:
         if guild_id is None:
             return GuildSettings()  # direct messages: operator defaults
         cached = self._cache.get(guild_id)
-        if cached is not None:
-            return cached
+        if cached is not None and (self.max_age is None or self.clock() - cached[0] < self.max_age):
+            return cached[1]
         async with self.db.execute("SELECT data FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
             row = await cur.fetchone()
         settings = GuildSettings.from_json(row[0] if row else None)
-        self._cache[guild_id] = settings
+        self._cache[guild_id] = (self.clock(), settings)
         return settings
 
     async def save(self, guild_id: int, settings: GuildSettings) -> None:
@@ -304,7 +313,7 @@ class GuildConfigStore:
                 " ON CONFLICT (guild_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
                 (guild_id, settings.to_json(), time.time()),
             )
-        self._cache[guild_id] = settings
+        self._cache[guild_id] = (self.clock(), settings)
 
     async def update(self, guild_id: int, change: Callable[[GuildSettings], GuildSettings]) -> GuildSettings:
         """Apply ``change`` to the current settings and save; ConfigError leaves them as they were.

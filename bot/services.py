@@ -42,6 +42,7 @@ from .urlguard import make_guard
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 6 * 3600
+GUILD_SETTINGS_MAX_AGE_S = 10.0  # how soon an admin's change reaches the other processes
 
 
 class AccessDenied(RelayError):
@@ -91,7 +92,8 @@ class Services:
         )
         self.images = ImageStore(db, settings.images_dir)
         self.conversations = Conversations(db, self.images)
-        self.guilds = GuildConfigStore(db)
+        # On PostgreSQL other processes may read a server's settings; see GuildConfigStore.
+        self.guilds = GuildConfigStore(db, max_age=GUILD_SETTINGS_MAX_AGE_S if isinstance(db, store.PgConnection) else None)
         self.relays = RelayStore(db, self.keyring, allow_private=settings.allow_private_relays)
         self.balances = BalanceChecker(self.relay_client, self.relays)  # scheduled by cogs/modlog.py
         self.pool = RelayPool(

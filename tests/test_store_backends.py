@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bot import store
+from bot.guild_config import GuildConfigStore, GuildSettings
 from tests import pg
 
 # The fixtures that run each test on SQLite and on a throw-away PostgreSQL server.
-backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
+backend, db_target, pg_server, open_db = pg.backend, pg.db_target, pg.pg_server, pg.open_db
 
 JOB = "INSERT INTO jobs (guild_id, user_id, request, model, created_at) VALUES (?, ?, '{}', 'm', ?)"
 
@@ -98,3 +100,19 @@ def test_both_backends_have_the_same_migrations() -> None:
     sqlite = [(v, name) for v, name, _ in store.discover()]
     postgres = [(v, name) for v, name, _ in store.discover(store.migrations_dir() / "postgres")]
     assert sqlite == postgres
+
+
+async def test_another_process_sees_an_admins_change_within_max_age(open_db: Callable[[], object]) -> None:
+    """The gateway that took the admin's command saves; a worker on the same database (SQLite
+    file or PostgreSQL) reads its cached copy until it is ``max_age`` old, then the new one."""
+    now = [1000.0]
+    gateway = GuildConfigStore(await open_db())  # type: ignore[arg-type]
+    worker = GuildConfigStore(await open_db(), max_age=10.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    await gateway.save(42, GuildSettings(default_model="gemini-3-pro-image-preview"))
+    assert (await worker.get(42)).default_model == "gemini-3-pro-image-preview"
+    await gateway.save(42, GuildSettings(default_model="gemini-2.5-flash-image"))
+    now[0] += 9.0
+    assert (await worker.get(42)).default_model == "gemini-3-pro-image-preview"  # cached, still young
+    now[0] += 1.5
+    assert (await worker.get(42)).default_model == "gemini-2.5-flash-image"
+    assert (await gateway.get(42)).default_model == "gemini-2.5-flash-image"  # its own write
