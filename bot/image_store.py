@@ -345,7 +345,7 @@ class ImageStore:
                 f"WITH c(sha) AS (VALUES {marks}) SELECT sha FROM c WHERE"
                 " NOT EXISTS (SELECT 1 FROM turns t WHERE t.image_sha256 = c.sha"
                 "   OR t.user_parts LIKE '%' || c.sha || '%' OR t.model_parts LIKE '%' || c.sha || '%')"
-                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND j.request LIKE '%' || c.sha || '%')",
+                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running', 'delivering') AND j.request LIKE '%' || c.sha || '%')",
                 chunk,
             ) as cur:
                 orphans += [row[0] for row in await cur.fetchall()]

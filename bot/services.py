@@ -330,8 +330,10 @@ class Services:
     async def get_job(self, job_id: int) -> Job | None:
         return await self.jobs.get(job_id)
 
-    async def cancel_job(self, job_id: int, user_id: int) -> bool:
-        return await self.jobs.cancel(job_id, by_user=user_id) == "cancelled"
+    async def cancel_job(self, job_id: int, user_id: int) -> str:
+        """``cancelled``, or why not: ``delivering`` (its picture is being posted), ``too_late``,
+        ``not_owner``, ``not_found`` (see :meth:`bot.jobs.JobQueue.cancel`)."""
+        return await self.jobs.cancel(job_id, by_user=user_id)
 
     async def job_for_turn(self, turn_id: int) -> Job | None:
         turn = await self.conversations.get_turn(turn_id)
