@@ -14,9 +14,10 @@ moto's S3 server (tests/test_image_store_s3.py).
 
 - A PUT is signed with the SHA-256 of its body, which is the object's name: the server refuses
   bytes damaged on the way. Reads are capped at the size the index recorded and re-hashed.
-- Every request has a timeout (``NB_S3_TIMEOUT``). A failure is :class:`S3Unavailable`, an
-  ``OSError`` (callers treat it like a full disk), whose text names the operation, the object
-  and S3's error code with a hint, never a key or a signature.
+- Every request has a timeout: ``NB_S3_TIMEOUT`` for each step, and for the whole request twice
+  that plus a second per MB of picture, so a server trickling bytes cannot hold it. A failure is
+  :class:`S3Unavailable`, an ``OSError`` (callers treat it like a full disk), whose text names the
+  operation, the object and S3's error code with a hint, never a key or a signature.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ _HINTS = {
 
 class S3Unavailable(OSError):
     """The bucket refused or could not be reached; ``str()`` is one operator line, no secrets."""
+
+
+class S3TooLarge(S3Unavailable):
+    """An answer longer than expected (an object that is not the picture it is named after)."""
 
 
 @dataclass(frozen=True)
@@ -285,17 +290,21 @@ class S3Blobs:
         )
         what = f"{op} {c.where}/{key.removeprefix(c.prefix).lstrip('/')}" if key else f"{op} {c.where}"
         limit = cap if cap is not None else 65536
+        deadline = 2 * c.timeout + (len(body) + (cap or 0)) / 1e6  # past any single step's timeout
         try:
-            async with self._client.stream(method, url, content=body if body else None, headers=signed) as resp:
+            async with asyncio.timeout(deadline), self._client.stream(method, url, content=body or None, headers=signed) as resp:
                 data = bytearray()
-                async for chunk in resp.aiter_raw():
+                # Decoded (a listing may come gzipped), counted as it arrives: never more than limit.
+                async for chunk in resp.aiter_bytes():
                     data += chunk
                     if len(data) > limit:
                         if resp.status_code in ok:
-                            raise S3Unavailable(f"S3 image store: {what}: the answer is larger than the {limit} bytes expected")
+                            raise S3TooLarge(f"S3 image store: {what}: the answer is larger than the {limit} bytes expected")
                         break
         except httpx.TimeoutException:
             raise S3Unavailable(f"S3 image store: {what}: no answer within {c.timeout:g} s (NB_S3_TIMEOUT)") from None
+        except TimeoutError:
+            raise S3Unavailable(f"S3 image store: {what}: not done within {deadline:.1f} s (twice NB_S3_TIMEOUT + 1 s per MB)") from None
         except httpx.HTTPError as exc:
             raise S3Unavailable(f"S3 image store: {what}: cannot reach {c.endpoint} ({type(exc).__name__})") from None
         if resp.status_code in ok:
@@ -323,7 +332,10 @@ class S3Blobs:
     async def read(self, sha256: str, size: int) -> bytes | None:
         """The object's bytes if they still hash to their name; None when missing or damaged.
         At most ``size`` bytes (what the index recorded) are read."""
-        status, _, data = await self._send("GET", "GET", self.key_for(sha256), cap=size, ok=(200, 404))
+        try:
+            status, _, data = await self._send("GET", "GET", self.key_for(sha256), cap=size, ok=(200, 404))
+        except S3TooLarge:
+            return None  # not the picture the index recorded: damaged, as a hash mismatch is
         if status == 404:
             return None
         if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != sha256:

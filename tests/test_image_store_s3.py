@@ -198,7 +198,8 @@ async def test_wrong_keys_and_an_unreachable_bucket_are_clear_log_lines_without_
 class SlowServer:
     """A TCP server that accepts, reads the request and then answers nothing (or a huge body)."""
 
-    def __init__(self, answer: bytes = b"") -> None:
+    def __init__(self, answer: bytes = b"", drip: float = 0.0) -> None:
+        self.drip = drip  # seconds between single bytes of the body (0: as fast as it goes)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -220,8 +221,11 @@ class SlowServer:
                 try:
                     conn.sendall(self.answer)
                     while not self._stop.is_set():  # keep streaming: the client must stop reading
-                        conn.sendall(b"x" * 65536)
-                        self.sent += 65536
+                        piece = b"x" if self.drip else b"x" * 65536
+                        conn.sendall(piece)
+                        self.sent += len(piece)
+                        if self.drip:
+                            self._stop.wait(self.drip)
                 except OSError:
                     pass
             self._stop.wait(10)
@@ -266,9 +270,34 @@ async def test_reads_stop_at_the_size_the_index_recorded() -> None:
             {"NB_S3_ENDPOINT": f"http://127.0.0.1:{server.port}", "NB_S3_ACCESS_KEY_ID": "k", "NB_S3_SECRET_ACCESS_KEY": SECRET},
         )
         blobs = S3Blobs(config)
+        # Not the picture the index recorded (longer): damaged, so "expired", not an error.
+        assert await blobs.read("ab" * 32, 1000) is None
         with pytest.raises(S3Unavailable, match="larger than the 1000 bytes expected"):
-            await blobs.read("ab" * 32, 1000)
+            await blobs._send("GET", "GET", "ab/" + "ab" * 32, cap=1000)
         assert server.sent < 8 << 20  # it stopped reading, long before the endless body ran out
+        await blobs.aclose()
+    finally:
+        server.close()
+
+
+async def test_a_bucket_that_trickles_bytes_cannot_hold_a_read_past_its_deadline() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n"
+    server = SlowServer(head, drip=0.1)  # a byte every 0.1 s: no single wait reaches the timeout
+    try:
+        config = parse_config(
+            "s3://bucket",
+            {
+                "NB_S3_ENDPOINT": f"http://127.0.0.1:{server.port}",
+                "NB_S3_ACCESS_KEY_ID": "k",
+                "NB_S3_SECRET_ACCESS_KEY": SECRET,
+                "NB_S3_TIMEOUT": "0.5",
+            },
+        )
+        blobs = S3Blobs(config)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(S3Unavailable, match=r"not done within 1.5 s \(twice NB_S3_TIMEOUT \+ 1 s per MB\)"):
+            await blobs.read("ab" * 32, 500_000)  # deadline: 2 × 0.5 s + 0.5 s for half a MB
+        assert asyncio.get_running_loop().time() - started < 3
         await blobs.aclose()
     finally:
         server.close()
