@@ -393,7 +393,8 @@ class ImageStore:
 
     async def prune_strays(self, older_than_days: float = ORPHAN_DAYS, now: float | None = None) -> int:
         """Delete blobs modified over ``older_than_days`` ago whose row is missing or pruned
-        (a put whose row was never written; a deletion that failed). Returns the count."""
+        (a put whose row was never written; a deletion that failed). Returns the count. So a
+        folder or bucket prefix belongs to one bot database (README: ``NB_IMAGE_STORE``)."""
         cutoff = (time.time() if now is None else now) - older_than_days * _DAY
         old: list[str] = []
         async for sha, modified in self.blobs.listing():
