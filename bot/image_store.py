@@ -1,7 +1,11 @@
 """Content-addressed image storage: each picture is kept once, named by its SHA-256.
 
-Files live at ``<root>/<sha[:2]>/<sha>`` (two-level fan-out keeps directories small); the
-``images`` table holds mime type, size, dimensions, ``last_used`` and a ``pruned`` flag.
+The ``images`` table (the index) holds mime type, size, dimensions, ``last_used`` and a
+``pruned`` flag; the bytes live in a :class:`Blobs` store under ``<sha[:2]>/<sha>`` (two-level
+fan-out keeps directories small): :class:`LocalBlobs`, files under ``NB_DATA_DIR/images`` (the
+default), or :class:`bot.image_store_s3.S3Blobs`, objects in an S3-compatible bucket
+(``NB_IMAGE_STORE=s3://bucket/prefix``). Everything below (retention, pruning) is the index's
+and the same for both; :func:`open_blobs` picks the store from the settings.
 
 - ``put`` writes a temp file in the target folder, fsyncs it and renames it into place, so a
   crash never leaves a half-written image under its final name. Storing the same bytes again
@@ -17,9 +21,15 @@ Files live at ``<root>/<sha[:2]>/<sha>`` (two-level fan-out keeps directories sm
   with reads only (WAL readers never block the writer), in batches; only the final UPDATE
   writes.
 
+- ``prune_strays`` deletes blobs, older than ``ORPHAN_DAYS``, whose row is missing or pruned:
+  a put whose row was never written, or a deletion that failed (a bucket out of reach).
+
 File I/O, hashing and the Pillow header read run in a worker thread (they release the GIL),
 never on the event loop. One asyncio lock orders ``put`` and ``prune`` in this process, so a
-prune can never delete a file that a concurrent ``put`` just revived.
+prune can never delete a file that a concurrent ``put`` just revived. Across processes sharing a
+bucket (or a folder) the bump of an existing image is conditional (``pruned = 0``), so a put
+that loses the race to a prune writes the bytes again; what is left is the window of one
+deletion request, after which that image reads as expired and its next put restores it.
 """
 
 from __future__ import annotations
@@ -31,10 +41,15 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from bot.store import Connection, write
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +113,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_measured(path: Path, data: bytes, measure: bool) -> tuple[int | None, int | None]:
-    _write_atomic(path, data)
-    return _dimensions(data) if measure else (None, None)
+def _hash_and_measure(data: bytes) -> tuple[str, tuple[int | None, int | None]]:
+    return hashlib.sha256(data).hexdigest(), _dimensions(data)
 
 
 def _file_matches(path: Path, size: int) -> bool:
@@ -129,16 +143,92 @@ def _unlink_all(paths: list[Path]) -> None:
             pass
 
 
-class ImageStore:
-    """Images stored once by SHA-256 under ``root``, indexed in the ``images`` table."""
+def _files(root: Path) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for path in root.glob("??/*"):
+        sha = path.name
+        if len(sha) == 64 and sha[:2] == path.parent.name and all(c in "0123456789abcdef" for c in sha):
+            try:
+                out.append((sha, path.stat().st_mtime))
+            except FileNotFoundError:
+                pass
+    return out
 
-    def __init__(self, db: Connection, root: Path | str) -> None:
-        self.db = db
+
+class Blobs(Protocol):
+    """Where the bytes live, named by SHA-256; the index and its rules are ImageStore's.
+    A store out of reach raises OSError (as a full disk does)."""
+
+    where: str  # for log lines: a folder or s3://bucket/prefix
+
+    async def has(self, sha256: str, size: int) -> bool: ...
+    async def write(self, sha256: str, data: bytes, mime: str) -> None: ...
+    async def read(self, sha256: str, size: int) -> bytes | None: ...  # None: missing or damaged
+    async def delete(self, shas: list[str]) -> None: ...
+    def listing(self) -> AsyncIterator[tuple[str, float]]: ...  # (sha256, modified, Unix time)
+    async def aclose(self) -> None: ...
+
+
+class LocalBlobs:
+    """Files under ``root`` (``NB_DATA_DIR/images``), written by atomic rename."""
+
+    def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self._lock = asyncio.Lock()
+        self.where = str(self.root)
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
+
+    async def has(self, sha256: str, size: int) -> bool:
+        return await asyncio.to_thread(_file_matches, self.path_for(sha256), size)
+
+    async def write(self, sha256: str, data: bytes, mime: str) -> None:
+        await asyncio.to_thread(_write_atomic, self.path_for(sha256), data)
+
+    async def read(self, sha256: str, size: int) -> bytes | None:
+        return await asyncio.to_thread(_read_verified, self.path_for(sha256), sha256)
+
+    async def delete(self, shas: list[str]) -> None:
+        await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in shas])
+
+    async def listing(self) -> AsyncIterator[tuple[str, float]]:
+        for item in await asyncio.to_thread(_files, self.root):
+            yield item
+
+    async def aclose(self) -> None:
+        pass
+
+
+def open_blobs(settings: Settings) -> Blobs:
+    """The store ``NB_IMAGE_STORE`` names: a bucket, else files under ``NB_DATA_DIR/images``."""
+    if settings.image_store is not None:
+        from bot.image_store_s3 import S3Blobs
+
+        return S3Blobs(settings.image_store)
+    return LocalBlobs(settings.images_dir)
+
+
+class ImageStore:
+    """Images stored once by SHA-256 in ``blobs`` (a folder path: files there), indexed in the
+    ``images`` table."""
+
+    def __init__(self, db: Connection, blobs: Blobs | Path | str) -> None:
+        self.db = db
+        self.blobs: Blobs = LocalBlobs(blobs) if isinstance(blobs, (Path, str)) else blobs
+        self._lock = asyncio.Lock()
+
+    @property
+    def root(self) -> Path:
+        """The folder of a local store (tests and tools look at the files)."""
+        assert isinstance(self.blobs, LocalBlobs), "not a local image store"
+        return self.blobs.root
+
+    def path_for(self, sha256: str) -> Path:
+        assert isinstance(self.blobs, LocalBlobs), "not a local image store"
+        return self.blobs.path_for(sha256)
+
+    async def aclose(self) -> None:
+        await self.blobs.aclose()
 
     async def put(self, data: bytes, mime: str) -> str:
         """Store ``data`` (if not already stored) and return its SHA-256 hex digest.
@@ -148,16 +238,16 @@ class ImageStore:
         """
         if not data:
             raise ValueError("refusing to store an empty image")
-        sha = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-        path = self.path_for(sha)
+        # One trip to a worker thread: the hash, and the header's size (for a new row).
+        sha, (width, height) = await asyncio.to_thread(_hash_and_measure, data)
         now = time.time()
         async with self._lock:
             info = await self.info(sha)
-            if info is not None and not info.pruned and await asyncio.to_thread(_file_matches, path, len(data)):
-                await write(self.db, "UPDATE images SET last_used = ? WHERE sha256 = ?", (now, sha))
-                return sha
-            # One trip to a worker thread: the file, and (for a new row) the header's size.
-            width, height = await asyncio.to_thread(_write_measured, path, data, info is None)
+            if info is not None and not info.pruned and await self.blobs.has(sha, len(data)):
+                # Only while still unpruned: a prune elsewhere in between means writing it again.
+                if await write(self.db, "UPDATE images SET last_used = ? WHERE sha256 = ? AND pruned = 0 RETURNING 1", (now, sha)):
+                    return sha
+            await self.blobs.write(sha, data, mime)
             if info is None:
                 await write(
                     self.db,
@@ -206,11 +296,11 @@ class ImageStore:
             raise KeyError(sha256)
         if info.pruned:
             raise ImagePruned(sha256)
-        data = await asyncio.to_thread(_read_verified, self.path_for(sha256), sha256)
+        data = await self.blobs.read(sha256, info.byte_size)
         if data is None:
             # Lost or damaged outside our control: record it, so the answer stays "expired"
             # and the next put of these bytes restores the file.
-            log.warning("image %s is missing or damaged on disk; marking it pruned", sha256)
+            log.warning("image %s is missing or damaged in %s; marking it pruned", sha256, self.blobs.where)
             await write(self.db, "UPDATE images SET pruned = 1 WHERE sha256 = ?", (sha256,))
             raise ImagePruned(sha256)
         if touch:
@@ -234,7 +324,7 @@ class ImageStore:
         async with self._lock:
             rows = await write(self.db, "UPDATE images SET pruned = 1 WHERE pruned = 0 AND last_used < ? RETURNING sha256", (cutoff,))
             shas = [row[0] for row in rows]
-            await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in shas])
+            await self._delete(shas)
         if shas:
             log.info("pruned %d image(s) unused for %.1f days", len(shas), older_than_days)
         return len(shas)
@@ -255,7 +345,7 @@ class ImageStore:
                 f"WITH c(sha) AS (VALUES {marks}) SELECT sha FROM c WHERE"
                 " NOT EXISTS (SELECT 1 FROM turns t WHERE t.image_sha256 = c.sha"
                 "   OR t.user_parts LIKE '%' || c.sha || '%' OR t.model_parts LIKE '%' || c.sha || '%')"
-                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running') AND j.request LIKE '%' || c.sha || '%')",
+                " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status IN ('queued', 'running', 'delivering') AND j.request LIKE '%' || c.sha || '%')",
                 chunk,
             ) as cur:
                 orphans += [row[0] for row in await cur.fetchall()]
@@ -270,7 +360,7 @@ class ImageStore:
                     [cutoff, *chunk],
                 )
                 removed += [row[0] for row in rows]
-            await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in removed])
+            await self._delete(removed)
         if removed:
             log.info("pruned %d image(s) no turn or waiting job refers to", len(removed))
         return len(removed)
@@ -286,7 +376,39 @@ class ImageStore:
                     self.db, f"UPDATE images SET pruned = 1 WHERE pruned = 0 AND sha256 IN ({marks}) RETURNING sha256", chunk
                 )
                 removed += [row[0] for row in rows]
-            await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in removed])
+            await self._delete(removed)
         if removed:
             log.info("pruned %d image(s) over their server's storage cap", len(removed))
         return len(removed)
+
+    async def _delete(self, shas: list[str]) -> None:
+        """Delete blobs whose rows are already marked pruned. A failure is logged, not raised:
+        the rows say "expired" either way, and :meth:`prune_strays` deletes them later."""
+        if not shas:
+            return
+        try:
+            await self.blobs.delete(shas)
+        except OSError as exc:
+            log.error("image store %s: %s; they are deleted at a later pruning", self.blobs.where, exc)
+
+    async def prune_strays(self, older_than_days: float = ORPHAN_DAYS, now: float | None = None) -> int:
+        """Delete blobs modified over ``older_than_days`` ago whose row is missing or pruned
+        (a put whose row was never written; a deletion that failed). Returns the count. So a
+        folder or bucket prefix belongs to one bot database (README: ``NB_IMAGE_STORE``)."""
+        cutoff = (time.time() if now is None else now) - older_than_days * _DAY
+        old: list[str] = []
+        async for sha, modified in self.blobs.listing():
+            if modified < cutoff:
+                old.append(sha)
+        strays: list[str] = []
+        async with self._lock:
+            for start in range(0, len(old), 500):
+                chunk = old[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                live = await self.db.execute_fetchall(f"SELECT sha256 FROM images WHERE pruned = 0 AND sha256 IN ({marks})", chunk)
+                kept = {row[0] for row in live}
+                strays += [sha for sha in chunk if sha not in kept]
+            await self._delete(strays)
+        if strays:
+            log.info("deleted %d stored picture(s) the index no longer keeps", len(strays))
+        return len(strays)

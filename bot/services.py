@@ -21,7 +21,7 @@ from .conversations import Conversations
 from .db import locks
 from .gallery import Gallery
 from .guild_config import GuildConfigStore, GuildSettings
-from .image_store import ORPHAN_DAYS, ImageStore
+from .image_store import ORPHAN_DAYS, ImageStore, open_blobs
 from .imaging import intake
 from .jobs import Job, NewJob, make_queue
 from .modlog import ModLog
@@ -79,6 +79,8 @@ class Services:
         self.reader = reader
         self.http = http
         register_secret(settings.relay.api_key if settings.relay else None, operator=True)
+        if settings.image_store is not None:
+            register_secret(settings.image_store.secret_access_key, operator=True)
         fonts.configure(settings.font)  # NB_FONT for the usage chart
         self.keyring = load_keyring(settings.secret_key, settings.data_dir)
         retry = settings.retry  # NB_RETRY_* and NB_RELAY_TIMEOUT, as the CLI reads them
@@ -90,7 +92,7 @@ class Services:
             max_backoff=retry.max_backoff,
             timeout=retry.timeout,
         )
-        self.images = ImageStore(db, settings.images_dir)
+        self.images = ImageStore(db, open_blobs(settings))  # NB_IMAGE_STORE: a bucket, else NB_DATA_DIR/images
         self.conversations = Conversations(db, self.images)
         # On PostgreSQL other processes may read a server's settings; see GuildConfigStore.
         self.guilds = GuildConfigStore(db, max_age=GUILD_SETTINGS_MAX_AGE_S if isinstance(db, store.PgConnection) else None)
@@ -147,6 +149,7 @@ class Services:
         await self._runner(job)
 
     async def start(self) -> None:
+        await self._check_image_store()
         await self.jobs.start()
         self._prune_task = asyncio.create_task(self._prune_loop(), name="image-prune")
 
@@ -170,10 +173,26 @@ class Services:
             # The database last and always: its worker thread would otherwise outlive the loop.
             with contextlib.suppress(Exception):
                 await self.http.aclose()
+            with contextlib.suppress(Exception):
+                await self.images.aclose()
             if self.reader is not None:
                 with contextlib.suppress(Exception):
                     await self.reader.close()
             await self.db.close()
+
+    async def _check_image_store(self) -> None:
+        """One request to a bucket at start, so wrong settings are one clear line in the log
+        now rather than a failure on the first picture. Not fatal: a bucket briefly out of reach
+        should not keep the bot offline (each later failure is logged the same way)."""
+        check = getattr(self.images.blobs, "check", None)
+        if check is None:
+            return
+        try:
+            await check()
+        except OSError as exc:
+            log.error("%s", exc)
+        else:
+            log.info("pictures are stored in %s", self.images.blobs.where)
 
     async def _prune_loop(self) -> None:
         while True:
@@ -190,6 +209,7 @@ class Services:
         removed = await self.images.prune(self.settings.retention_days)
         removed += await self.images.prune_orphans(min(self.settings.retention_days, ORPHAN_DAYS))
         removed += await self.conversations.prune_server_overflow()
+        await self.images.prune_strays()
         if removed:
             log.info("pruned %d image(s) older than %d days", removed, self.settings.retention_days)
 
@@ -312,8 +332,10 @@ class Services:
     async def get_job(self, job_id: int) -> Job | None:
         return await self.jobs.get(job_id)
 
-    async def cancel_job(self, job_id: int, user_id: int) -> bool:
-        return await self.jobs.cancel(job_id, by_user=user_id) == "cancelled"
+    async def cancel_job(self, job_id: int, user_id: int) -> str:
+        """``cancelled``, or why not: ``delivering`` (its picture is being posted), ``too_late``,
+        ``not_owner``, ``not_found`` (see :meth:`bot.jobs.JobQueue.cancel`)."""
+        return await self.jobs.cancel(job_id, by_user=user_id)
 
     async def job_for_turn(self, turn_id: int) -> Job | None:
         turn = await self.conversations.get_turn(turn_id)

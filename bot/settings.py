@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .image_store_s3 import S3Config, parse_config
 from .relay.types import AUTH_STYLES, DIALECTS, default_auth
 
 DEFAULT_DISCORD_API = "https://discord.com/api/v10"
@@ -251,6 +252,8 @@ class Settings:
     # NB_JOB_LEASE_S: how long a worker's claim on a running job holds without a heartbeat
     # (PostgreSQL only): a killed worker's jobs are interrupted and refunded this long after.
     job_lease_s: int = 30
+    # NB_IMAGE_STORE=s3://bucket/prefix (+ NB_S3_*): pictures in a bucket; None: NB_DATA_DIR/images.
+    image_store: S3Config | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -264,6 +267,16 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+
+def image_store(env: Mapping[str, str]) -> S3Config | None:
+    raw = env.get("NB_IMAGE_STORE", "").strip()
+    if not raw or raw == "local":
+        return None
+    try:
+        return parse_config(raw, env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def database_url(env: Mapping[str, str]) -> str | None:
@@ -372,6 +385,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         shard_count=shard_count,
         shard_ids=shard_ids,
         job_lease_s=_int(env, "NB_JOB_LEASE_S", 30, 3),
+        image_store=image_store(env),
     )
 
 
@@ -382,7 +396,8 @@ def check_data_dir(settings: Settings) -> None:
     name = f"NB_DATA_DIR={str(settings.data_dir)!r}"
     hint = f"the bot runs as uid {os.getuid()}" if hasattr(os, "getuid") else ""
     try:
-        for folder in (settings.data_dir, settings.images_dir):
+        # The images folder only when pictures are kept on this disk (not NB_IMAGE_STORE=s3://…).
+        for folder in (settings.data_dir,) if settings.image_store else (settings.data_dir, settings.images_dir):
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):
                 pass

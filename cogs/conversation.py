@@ -140,7 +140,7 @@ class Conversation(commands.Cog):
         if chain:
             prior = self._last_job.get(message.channel.id)
             prior_job = await svc.get_job(prior) if prior is not None else None
-            if prior_job is not None and prior_job.status in ("queued", "running"):
+            if prior_job is not None and prior_job.status in ("queued", "running", "delivering"):
                 req.after_job_id = prior_job.id
 
     async def _start_edit(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 STATUS_LABELS = {
     "queued": "quota.status.queued",
     "running": "quota.status.running",
+    "delivering": "quota.status.running",
     "done": "quota.status.done",
     "failed": "quota.status.failed",
     "cancelled": "quota.status.cancelled",

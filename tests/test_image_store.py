@@ -1,6 +1,10 @@
+"""The image store on each database (SQLite, PostgreSQL) and each place for the bytes: files
+under NB_DATA_DIR/images and an S3 bucket (moto's server, signatures checked: tests/s3.py)."""
+
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import time
@@ -10,27 +14,79 @@ import pytest
 
 from bot import store
 from bot.i18n import t
-from bot.image_store import ImagePruned, ImageStore
-from tests import pg
+from bot.image_store import ImagePruned, ImageStore, LocalBlobs
+from bot.image_store_s3 import S3Blobs
+from tests import pg, s3
 from tests.conftest import make_image
 
 # The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
 backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
+s3_server = s3.s3_server
 
 DAY = 86400.0
 
 
+class Stored:
+    """What is in the store, looked at from outside it: the files, or the bucket's objects."""
+
+    def __init__(self, images: ImageStore, server: s3.S3Server | None = None, bucket: str = "") -> None:
+        self.images, self.server, self.bucket = images, server, bucket
+
+    def _key(self, sha: str) -> str:
+        assert isinstance(self.images.blobs, S3Blobs)
+        return self.images.blobs.key_for(sha)
+
+    def names(self) -> list[str]:
+        """The hashes stored (each once, under its own name: a stray temp file shows as itself)."""
+        if self.server is None:
+            root = self.images.root
+            return sorted(
+                p.name if p.parent.parent == root and p.parent.name == p.name[:2] else str(p) for p in root.rglob("*") if p.is_file()
+            )
+        return sorted(k.rpartition("/")[2] if k == self._key(k.rpartition("/")[2]) else k for k in self.server.keys(self.bucket))
+
+    def read(self, sha: str) -> bytes | None:
+        if self.server is None:
+            path = self.images.path_for(sha)
+            return path.read_bytes() if path.exists() else None
+        try:
+            return bytes(self.server.client().get_object(Bucket=self.bucket, Key=self._key(sha))["Body"].read())
+        except self.server.client().exceptions.NoSuchKey:
+            return None
+
+    def replace(self, sha: str, data: bytes) -> None:
+        """Damage the stored copy behind the store's back."""
+        if self.server is None:
+            self.images.path_for(sha).write_bytes(data)
+        else:
+            self.server.client().put_object(Bucket=self.bucket, Key=self._key(sha), Body=data)
+
+
+@pytest.fixture(params=("local", "s3"))
+def where(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def images(db_target: str | Path, data_dir: Path):
+async def stored(db_target: str | Path, data_dir: Path, where: str, request: pytest.FixtureRequest):
     db = await store.connect(db_target)
     try:
-        yield ImageStore(db, data_dir / "images")
+        if where == "local":
+            images = ImageStore(db, data_dir / "images")
+            yield Stored(images)
+        else:
+            server: s3.S3Server = request.getfixturevalue("s3_server")
+            bucket = server.bucket()
+            images = ImageStore(db, S3Blobs(server.config(bucket)))
+            yield Stored(images, server, bucket)
+        await images.aclose()
     finally:
         await db.close()
 
 
-def stored_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+@pytest.fixture
+def images(stored: Stored) -> ImageStore:
+    return stored.images
 
 
 async def row(images: ImageStore, sha: str):
@@ -44,16 +100,19 @@ async def age(images: ImageStore, sha: str, days: float) -> None:
     await images.db.execute("UPDATE images SET last_used = ? WHERE sha256 = ?", (time.time() - days * DAY, sha))
 
 
-async def test_put_stores_once_under_its_hash_with_metadata(images: ImageStore) -> None:
+async def test_put_stores_once_under_its_hash_with_metadata(images: ImageStore, stored: Stored) -> None:
     png = make_image(80, 50)
     sha = await images.put(png, "image/png")
     assert sha == hashlib.sha256(png).hexdigest()
-    assert images.path_for(sha) == images.root / sha[:2] / sha
-    assert images.path_for(sha).read_bytes() == png
+    if isinstance(images.blobs, LocalBlobs):
+        assert images.path_for(sha) == images.root / sha[:2] / sha
+    else:
+        assert images.blobs.key_for(sha) == f"pics/{sha[:2]}/{sha}"  # the local layout, under the prefix
+    assert stored.read(sha) == png
 
     await age(images, sha, 10)
     assert await images.put(png, "image/png") == sha
-    assert stored_files(images.root) == [images.path_for(sha)]
+    assert stored.names() == [sha]
     async with images.db.execute("SELECT COUNT(*) FROM images") as cur:
         assert (await cur.fetchone())[0] == 1
     mime, size, width, height, last_used, pruned = await row(images, sha)
@@ -68,45 +127,51 @@ async def test_unknown_hash_is_a_key_error(images: ImageStore) -> None:
         await images.get("0" * 64)
 
 
-async def test_concurrent_puts_of_one_image_leave_one_complete_file(images: ImageStore) -> None:
+async def test_concurrent_puts_of_one_image_leave_one_complete_file(images: ImageStore, stored: Stored) -> None:
     jpeg = make_image(300, 200, "JPEG")
     shas = await asyncio.gather(*(images.put(jpeg, "image/jpeg") for _ in range(6)))
     assert len(set(shas)) == 1
-    assert stored_files(images.root) == [images.path_for(shas[0])]
-    assert images.path_for(shas[0]).read_bytes() == jpeg
+    assert stored.names() == [shas[0]]
+    assert stored.read(shas[0]) == jpeg
 
 
-async def test_a_write_that_dies_before_the_rename_leaves_nothing_behind(images: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_write_that_fails_leaves_nothing_behind(images: ImageStore, stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
     png = make_image(64, 64)
+    if isinstance(images.blobs, LocalBlobs):
 
-    def disk_gone(src: object, dst: object) -> None:
-        raise OSError(28, "No space left on device")
+        def disk_gone(src: object, dst: object) -> None:
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", disk_gone)
+        monkeypatch.setattr(os, "replace", disk_gone)  # dies before the rename
+    else:
+        # The bucket out of reach: the same settings with a closed port on this machine.
+        config = dataclasses.replace(images.blobs.config, endpoint=f"http://127.0.0.1:{s3._free_port()}")
+        monkeypatch.setattr(images, "blobs", S3Blobs(config))
     with pytest.raises(OSError):
         await images.put(png, "image/png")
     sha = hashlib.sha256(png).hexdigest()
-    assert stored_files(images.root) == []  # neither the final name nor a stray temp file
+    assert stored.names() == []  # neither the final name nor a stray temp file
     assert await row(images, sha) is None
     with pytest.raises(KeyError):
         await images.get(sha)
 
+    await images.blobs.aclose()
     monkeypatch.undo()
     assert await images.put(png, "image/png") == sha
     assert await images.get(sha) == (png, "image/png")
 
 
-async def test_a_damaged_file_reads_as_expired_and_a_new_put_repairs_it(images: ImageStore) -> None:
+async def test_a_damaged_file_reads_as_expired_and_a_new_put_repairs_it(images: ImageStore, stored: Stored) -> None:
     png = make_image(64, 64)
     sha = await images.put(png, "image/png")
-    images.path_for(sha).write_bytes(png[: len(png) // 2])
+    stored.replace(sha, png[: len(png) // 2])
     with pytest.raises(ImagePruned):
         await images.get(sha)
     assert await images.put(png, "image/png") == sha
     assert await images.get(sha) == (png, "image/png")
 
 
-async def test_prune_deletes_only_images_unused_for_the_retention_period(images: ImageStore) -> None:
+async def test_prune_deletes_only_images_unused_for_the_retention_period(images: ImageStore, stored: Stored) -> None:
     old = make_image(40, 40)
     fresh = make_image(48, 40)  # a different size: different bytes
     old_sha = await images.put(old, "image/png")
@@ -115,8 +180,7 @@ async def test_prune_deletes_only_images_unused_for_the_retention_period(images:
     await age(images, fresh_sha, 29)
 
     assert await images.prune(30) == 1
-    assert not images.path_for(old_sha).exists()
-    assert images.path_for(fresh_sha).exists()
+    assert stored.names() == [fresh_sha]
     assert (await row(images, old_sha))[5] == 1  # the row stays, marked pruned
     with pytest.raises(ImagePruned) as info:
         await images.get(old_sha)
@@ -129,7 +193,7 @@ async def test_prune_deletes_only_images_unused_for_the_retention_period(images:
     assert await images.get(old_sha) == (old, "image/png")
 
 
-async def test_reading_an_image_restarts_its_retention(images: ImageStore) -> None:
+async def test_reading_an_image_restarts_its_retention(images: ImageStore, stored: Stored) -> None:
     png = make_image(32, 32)
     sha = await images.put(png, "image/png")
     await age(images, sha, 40)
@@ -137,7 +201,7 @@ async def test_reading_an_image_restarts_its_retention(images: ImageStore) -> No
     assert await images.prune(30) == 0
     # ...and `now` lets a caller (or test) ask "what if it were 31 days later?"
     assert await images.prune(30, now=time.time() + 31 * DAY) == 1
-    assert stored_files(images.root) == []
+    assert stored.names() == []
 
 
 def test_the_expired_message_is_translated() -> None:
@@ -146,7 +210,7 @@ def test_the_expired_message_is_translated() -> None:
     assert en != ImagePruned.key and zh != ImagePruned.key and en != zh
 
 
-async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: ImageStore, data_dir: Path) -> None:
+async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: ImageStore, stored: Stored, data_dir: Path) -> None:
     from bot.conversations import Conversations
     from bot.jobs import NewJob, make_queue
     from bot.quota import Quota, QuotaRules
@@ -194,7 +258,45 @@ async def test_inputs_of_jobs_that_never_ran_go_after_a_day_not_thirty(images: I
     assert (await images.info(refused)).pruned
     for sha in (waiting, kept, hashlib.sha256(result).hexdigest()):
         assert not (await images.info(sha)).pruned
-        assert images.path_for(sha).exists()
-    assert not images.path_for(refused).exists()
+        assert stored.read(sha) is not None
+    assert stored.read(refused) is None
     # Within the day, nothing goes.
     assert await images.prune_orphans(1.0, now=time.time()) == 0
+
+
+async def test_strays_go_after_a_day_and_what_the_index_keeps_stays(images: ImageStore, stored: Stored) -> None:
+    kept = await images.put(make_image(30, 30), "image/png")
+    await age(images, kept, 400)  # old, but its row keeps it (prune() decides about it, not this)
+    unindexed = make_image(31, 30)  # a put whose row was never written
+    unindexed_sha = hashlib.sha256(unindexed).hexdigest()
+    await images.blobs.write(unindexed_sha, unindexed, "image/png")
+    failed = await images.put(make_image(32, 30), "image/png")  # pruned, but its deletion failed
+    await images.db.execute("UPDATE images SET pruned = 1 WHERE sha256 = ?", (failed,))
+    assert sorted(stored.names()) == sorted([kept, unindexed_sha, failed])
+
+    assert await images.prune_strays(1.0) == 0  # all modified just now: a put may be under way
+    assert await images.prune_strays(1.0, now=time.time() + 2 * DAY) == 2
+    assert stored.names() == [kept]
+    assert await images.get(kept) == (make_image(30, 30), "image/png")
+
+
+async def test_a_put_that_loses_the_race_to_a_prune_writes_the_picture_again(images: ImageStore, stored: Stored) -> None:
+    png = make_image(33, 30)
+    sha = await images.put(png, "image/png")
+    await age(images, sha, 40)
+    real_has = images.blobs.has
+
+    async def pruned_meanwhile(sha256: str, size: int) -> bool:
+        # Another process prunes it between this put's look at the row and its bump.
+        found = await real_has(sha256, size)
+        await images.db.execute("UPDATE images SET pruned = 1 WHERE sha256 = ?", (sha256,))
+        await images.blobs.delete([sha256])
+        return found
+
+    images.blobs.has = pruned_meanwhile  # type: ignore[method-assign]
+    try:
+        assert await images.put(png, "image/png") == sha
+    finally:
+        images.blobs.has = real_has  # type: ignore[method-assign]
+    assert stored.read(sha) == png
+    assert await images.get(sha) == (png, "image/png")

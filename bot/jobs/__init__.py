@@ -2,11 +2,11 @@
 
 Life of a job::
 
-    submit ──► queued ──► running ──► done          (runner returned: credits committed)
-      │          │           ├──────► failed        (runner raised, NoImage included: refunded)
-      │          └───────────┴──────► cancelled     (requester cancelled: refunded)
-      │                      └──────► interrupted   (process died while running: refunded at
-      ▼                                              the next start, ``on_interrupted`` called)
+    submit ──► queued ──► running ──► delivering ──► done   (runner returned: credits committed)
+      │          │           ├────────────┴───► failed   (runner raised, NoImage included: refunded)
+      │          └───────────┴────────────────► cancelled (requester cancelled: refunded)
+      │                      └────────────┴───► interrupted (process died while running: refunded
+      ▼                                              at the next start, ``on_interrupted`` called)
     QuotaExceeded: no row, nothing queued, nothing sent
 
 - **Reservation** happens in the same transaction that inserts the job row (see bot/quota.py
@@ -35,8 +35,10 @@ Life of a job::
   full, locked past busy_timeout) is tried again for about a minute, holding the slot, so a
   job is not left ``running`` with credits ``reserved`` until a restart.
 - **Cancel:** the requester (or a moderator, ``by_user=None``) cancels a queued job (dropped
-  and refunded) or a running one (its task is cancelled, then refunded). A job whose runner has
-  already returned can no longer be cancelled: the picture is out.
+  and refunded) or a running one (its task is cancelled, then refunded). Once the runner calls
+  :meth:`JobQueue.begin_delivery` (it is about to post the picture) the job is ``delivering``,
+  in the database too, and Cancel from any process answers ``delivering``: the picture goes out
+  and is charged. A job whose runner has already returned can no longer be cancelled either.
 - **Restart:** :meth:`JobQueue.start` turns jobs left ``running`` by a crash into
   ``interrupted``, refunds them and calls ``on_interrupted(job)`` so the bot can offer Retry;
   queued jobs resume in their old order. :meth:`JobQueue.stop` leaves jobs it had to cancel as
@@ -51,8 +53,8 @@ from typing import Any
 from ..db.postgres import PgConnection
 from ..store import Connection
 from .leases import LeasedQueue
-from .model import EXACT_POSITIONS, TERMINAL, Job, NewJob, QueueClosed, classify, shown_position
-from .queue import JobQueue
+from .model import ACTIVE, EXACT_POSITIONS, TERMINAL, Job, NewJob, QueueClosed, classify, shown_position
+from .queue import CancelledBeforeDelivery, JobQueue
 
 
 def make_queue(db: Connection, *args: Any, **kwargs: Any) -> JobQueue:
@@ -63,6 +65,8 @@ def make_queue(db: Connection, *args: Any, **kwargs: Any) -> JobQueue:
 
 
 __all__ = [
+    "ACTIVE",
+    "CancelledBeforeDelivery",
     "EXACT_POSITIONS",
     "TERMINAL",
     "Job",

@@ -15,7 +15,10 @@ The same :class:`~bot.jobs.queue.JobQueue` surface and the same fairness rule
 - **Fenced completion:** a job's end is written ``WHERE status = 'running' AND worker_id = me``;
   a worker whose lease was reaped meanwhile changes nothing (no double outcome, no double charge).
 - **Cancel** reaches whichever process runs the job: a queued job is cancelled in the database;
-  a running one elsewhere gets ``cancel_requested``, which its worker sees at its next heartbeat.
+  a running one elsewhere gets ``cancel_requested``, which its worker sees at its next poll.
+  ``delivering`` (its runner began posting the picture) is a state in the database, set only
+  while no cancel was asked (``begin_delivery``): any process then answers Cancel "being
+  delivered" at once and refunds nothing, and a cancel asked first stops the post.
 - **Start and stop** touch only this worker's jobs: :meth:`start` recovers the jobs its own
   ``worker_id`` left running (a restart of the same worker), a clean stop leaves them as a
   crash would, and other workers' jobs are left to their leases.
@@ -33,7 +36,7 @@ from typing import Any
 
 from ..store import Connection, transaction
 from .fairness import Snapshot, choose, take
-from .model import Job
+from .model import ACTIVE_SQL, Job
 from .queue import JobQueue
 from .records import interrupt, record_end
 
@@ -69,7 +72,7 @@ class LeasedQueue(JobQueue):
     async def start(self) -> list[Job]:
         now = self.clock()
         async with transaction(self.db) as db:
-            mine = await _jobs(db, "status = 'running' AND worker_id = ?", (self.worker_id,))
+            mine = await _jobs(db, f"status IN {ACTIVE_SQL} AND worker_id = ?", (self.worker_id,))
             interrupted = [await interrupt(db, self.quota, job, now) for job in mine]
         interrupted += await self._reap()
         self._started = True
@@ -87,7 +90,7 @@ class LeasedQueue(JobQueue):
 
     async def join(self) -> None:
         """Wait until nothing is queued or running, in any process."""
-        while await self.db.execute_fetchall("SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1"):
+        while await self.db.execute_fetchall("SELECT 1 FROM jobs WHERE status IN ('queued', 'running', 'delivering') LIMIT 1"):
             await asyncio.sleep(self.poll_s / 5)
 
     def _submitted(self, job: Job) -> None:
@@ -184,7 +187,8 @@ class LeasedQueue(JobQueue):
             "SELECT id FROM jobs WHERE worker_id = ? AND status = 'running' AND cancel_requested = 1", (self.worker_id,)
         )
         for job_id in (int(r[0]) for r in rows):
-            if job_id in self._running and job_id not in self._delivered and job_id not in self._cancel_requested:
+            live = self._running.get(job_id)
+            if live and live[0].status != "delivering" and job_id not in self._delivered and job_id not in self._cancel_requested:
                 self._cancel_requested.add(job_id)
                 self._running[job_id][1].cancel()
 
@@ -205,7 +209,7 @@ class LeasedQueue(JobQueue):
             return
         marks = ", ".join("?" * len(ids))
         await self.db.execute(
-            f"UPDATE jobs SET lease_until = {DB_NOW} + ? WHERE worker_id = ? AND status = 'running' AND id IN ({marks})",
+            f"UPDATE jobs SET lease_until = {DB_NOW} + ? WHERE worker_id = ? AND status IN {ACTIVE_SQL} AND id IN ({marks})",
             (self.lease_s, self.worker_id, *ids),
         )
 
@@ -213,7 +217,7 @@ class LeasedQueue(JobQueue):
         """Jobs whose worker stopped renewing: interrupted and refunded, once, by whoever sees it."""
         now = self.clock()
         async with transaction(self.db) as db:
-            expired = await _jobs(db, f"status = 'running' AND lease_until < {DB_NOW}", ())
+            expired = await _jobs(db, f"status IN {ACTIVE_SQL} AND lease_until < {DB_NOW}", ())
             return [await interrupt(db, self.quota, job, now) for job in expired]
 
     async def _tell_interrupted(self, jobs: list[Job]) -> None:
@@ -256,14 +260,28 @@ class LeasedQueue(JobQueue):
                 if job_id in self._running:
                     return await super().cancel(job_id, by_user=by_user)
         if job.status == "running":
-            await self.db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
-            for _ in range(int(max(10.0, 20 * self.poll_s) / 0.05)):  # its worker looks every poll_s
-                await asyncio.sleep(0.05)
+            cur = await self.db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
+            if cur.rowcount == 0:  # it began delivering (or ended) meanwhile
                 job = await self.get(job_id)
-                if job is None or job.status != "running":
-                    break
-            return "cancelled" if job is not None and job.status == "cancelled" else "too_late"
-        return "too_late"
+            else:
+                # Its worker looks every poll_s; from here on it can no longer begin delivering.
+                for _ in range(int(max(10.0, 20 * self.poll_s) / 0.05)):
+                    await asyncio.sleep(0.05)
+                    job = await self.get(job_id)
+                    if job is None or job.status != "running":
+                        break
+            if job is not None and job.status == "cancelled":
+                return "cancelled"
+        return "delivering" if job is not None and job.status == "delivering" else "too_late"
+
+    async def _mark_delivering(self, job: Job) -> bool:
+        # One statement decides between a Cancel from another process and the delivery: the
+        # later of the two finds the row changed. Not this worker's any more (reaped): no post.
+        cur = await self.db.execute(
+            "UPDATE jobs SET status = 'delivering' WHERE id = ? AND status = 'running' AND worker_id = ? AND cancel_requested = 0",
+            (job.id, self.worker_id),
+        )
+        return bool(cur.rowcount)
 
     async def _cancel_queued(self, job: Job) -> bool:
         async with transaction(self.db) as db:
@@ -302,7 +320,7 @@ async def _snapshot(db: Connection, depth: int | None = CLAIM_DEPTH) -> Snapshot
     for row in rows:
         job = Job.from_row(row)
         snap.queued.setdefault(job.user_id, deque()).append(job)
-    snap.running = await _jobs(db, "status = 'running'", ())
+    snap.running = await _jobs(db, f"status IN {ACTIVE_SQL}", ())
     users = list(snap.queued)
     if users:
         marks = ", ".join("?" * len(users))

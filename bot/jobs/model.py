@@ -12,6 +12,10 @@ from typing import Any, Protocol
 from ..relay.types import InvalidRequest, NoImage, RelayError, RelayFailed, RelayTimeout
 
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
+# A job holding a slot: ``running``, or ``delivering`` once its runner began posting the picture
+# (from then on Cancel is too late, in every process: see JobQueue.begin_delivery).
+ACTIVE = ("running", "delivering")
+ACTIVE_SQL = "('running', 'delivering')"
 
 # Places in line shown exactly; beyond it a member sees "within the first N" (N from
 # POSITION_BUCKETS, then powers of ten), which changes only when a bucket boundary is crossed.

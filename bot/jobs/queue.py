@@ -20,12 +20,17 @@ from ..quota import Quota, QuotaRules
 from ..relay.types import RelayError
 from ..rules import job_caps
 from ..settings import Settings
-from ..store import Connection, transaction
+from ..store import Connection, DatabaseError, transaction
 from .fairness import Snapshot, choose, positions, take
-from .model import UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
+from .model import ACTIVE_SQL, UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
 from .records import interrupt, record_end, repair_ledger, settle
 
 log = logging.getLogger(__name__)
+
+
+class CancelledBeforeDelivery(asyncio.CancelledError):
+    """Raised by :meth:`JobQueue.begin_delivery` when a Cancel reached the job first: the
+    runner unwinds as on any cancellation, and the queue records it cancelled and refunded."""
 
 
 class JobQueue:
@@ -78,7 +83,8 @@ class JobQueue:
         """Recover after a restart and start dispatching. Returns the jobs found interrupted."""
         now = self.clock()
         async with transaction(self.db) as db:
-            async with db.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY id") as cur:
+            # A job left 'delivering' may or may not have been posted: refunded (never charged twice).
+            async with db.execute(f"SELECT * FROM jobs WHERE status IN {ACTIVE_SQL} ORDER BY id") as cur:
                 interrupted = [Job.from_row(r) for r in await cur.fetchall()]
             for job in interrupted:
                 await interrupt(db, self.quota, job, now)
@@ -232,8 +238,8 @@ class JobQueue:
     async def cancel(self, job_id: int, *, by_user: int | None) -> str:
         """Cancel a job. ``by_user`` must be the requester; None skips that check (moderators).
 
-        Returns ``cancelled``, ``not_found``, ``not_owner`` or ``too_late`` (already finished or
-        delivered).
+        Returns ``cancelled``, ``not_found``, ``not_owner``, ``delivering`` (its picture is
+        being posted: too late) or ``too_late`` (already finished).
         """
         for user_id, q in list(self._queued.items()):
             for job in q:
@@ -252,6 +258,8 @@ class JobQueue:
             job, task = running
             if by_user is not None and by_user != job.user_id:
                 return "not_owner"
+            if job.status == "delivering":
+                return "delivering"
             if job_id in self._delivered:
                 return "too_late"
             self._cancel_requested.add(job_id)
@@ -273,7 +281,33 @@ class JobQueue:
             return "not_found"
         if by_user is not None and by_user != found.user_id:
             return "not_owner"
-        return "too_late"
+        return "delivering" if found.status == "delivering" else "too_late"
+
+    async def begin_delivery(self, job: Job) -> None:
+        """The runner is about to post ``job``'s picture (an upload may land even if it is then
+        interrupted): from now on Cancel answers ``delivering`` and refunds nothing. Raises
+        :class:`CancelledBeforeDelivery` if a Cancel came first; the queue then records the job
+        cancelled and refunded, and the runner must not post."""
+        if job.id in self._cancel_requested:
+            raise CancelledBeforeDelivery(job.id)
+        # Set before any await: a Cancel in this process sees it at once.
+        job.status = "delivering"
+        try:
+            marked = await self._mark_delivering(job)
+        except DatabaseError as exc:
+            # This process's answer to Cancel is right already (job.status), and a cancel asked
+            # elsewhere waits for the job's end and refunds nothing: the picture goes out.
+            log.warning("job %d: could not record that its picture is being posted (%s)", job.id, exc)
+            marked = True
+        if not marked:
+            job.status = "running"
+            self._cancel_requested.add(job.id)
+            raise CancelledBeforeDelivery(job.id)
+
+    async def _mark_delivering(self, job: Job) -> bool:
+        """The state in the database, for every process; False when a Cancel came first."""
+        await self.db.execute("UPDATE jobs SET status = 'delivering' WHERE id = ? AND status = 'running'", (job.id,))
+        return True  # one process: a Cancel here saw job.status first
 
     # --- internals -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from ..quota import Quota
 from ..store import Connection, DatabaseError
-from .model import Job
+from .model import ACTIVE_SQL, Job
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ async def record_end(
     sql = _END
     params: list[object] = [status, now, code, detail, job.relay_name, job.latency_ms, job.result_message_id, job.id]
     if worker_id is not None:
-        sql += " AND status = 'running' AND worker_id = ?"
+        sql += f" AND status IN {ACTIVE_SQL} AND worker_id = ?"
         params.append(worker_id)
     cur = await db.execute(sql, params)
     if worker_id is not None and cur.rowcount == 0:
@@ -54,7 +54,7 @@ async def record_end(
 async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
     """Inside a transaction: a job whose process was lost becomes ``interrupted``, refunded."""
     await db.execute(
-        "UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ? AND status = 'running'",
+        f"UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ? AND status IN {ACTIVE_SQL}",
         (now, job.id),
     )
     await quota.settle_in(db, job.id, "refunded", now)

@@ -246,17 +246,25 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
         if job is None or job.user_id != interaction.user.id:
             await _say(interaction, "cancel.not_yours")
             return
+        # Answered first: on PostgreSQL the cancel may wait for the worker running the job (in
+        # another process), longer than the 3 s Discord allows before an answer.
+        await interaction.response.defer()
         # No await between this check and the cancel: the runner cannot slip into delivery.
         # A variant group with a picture already made is past cancelling (it is posted with the rest).
-        late = job.id in jobs.progress.delivering or jobs.variants.any_ended((job.request or {}).get("variant_group"))
-        cancelled = not late and await jobs.services.cancel_job(job.id, interaction.user.id)
-        if cancelled:
+        if job.id in jobs.progress.delivering:
+            outcome = "delivering"
+        elif jobs.variants.any_ended((job.request or {}).get("variant_group")):
+            outcome = "too_late"
+        else:
+            outcome = await jobs.services.cancel_job(job.id, interaction.user.id)  # "delivering" from any process
+        if outcome == "cancelled":
             await jobs.cancel_siblings(job)
-        if not cancelled:
-            await _say(interaction, "cancel.too_late")
+        else:
+            key = "cancel.delivering" if outcome == "delivering" else "cancel.too_late"
+            await interaction.followup.send(t(key, normalize_locale(interaction.locale)), ephemeral=True)
             return
         jobs.progress.release(progress_message_id(job))
-        await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
+        await interaction.edit_original_response(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
 
 
 class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):

@@ -95,6 +95,7 @@ class Delivery:
             generated = await self._generate(job, req, started)
             # The picture exists and goes out now (the upload may land even if interrupted):
             # a Cancel click from here on is too late, or it would refund a posted picture.
+            await self.services.jobs.begin_delivery(job)  # in the database: for every process
             self.progress.delivering.add(job.id)
             await self.progress.edit(job, render.progress_text("uploading", req.locale, since=started), force=True)
             return generated, await self._deliver(job, req, generated, elapsed=time.time() - started)
