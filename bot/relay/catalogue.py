@@ -296,6 +296,43 @@ def image_config(request: GenerationRequest) -> dict[str, str]:
     return config
 
 
+# What each dialect has no field for: the OpenAI Chat format carries no ratio or size (the
+# ``imageConfig`` it sends beside the messages is read by LiteLLM only), and neither OpenAI
+# format carries Google Search or a thinking level. Names as in GenerationRequest.
+UNCARRIED: dict[str, tuple[str, ...]] = {
+    "openai-chat": ("aspect_ratio", "size", "grounding", "thinking"),
+    "openai-images": ("grounding", "thinking"),
+}
+# Input pictures a dialect takes, where tighter than the models' own limit: OpenAI-style
+# relays document their edits endpoint as taking one to six pictures ("支持传入1~6张图").
+DIALECT_MAX_IMAGES: dict[str, int] = {"openai-images": 6}
+
+
+def unhonoured(dialect: str, request: GenerationRequest) -> list[str]:
+    """What ``request`` asks for that a relay of ``dialect`` would drop or refuse: option
+    names as in GenerationRequest, and ``images`` for more input pictures than the dialect
+    takes. A relay with any of these is no place for the request (bot/relays/pool.py skips it;
+    the cogs refuse before anything is charged when every relay would). History is not among
+    them: an OpenAI relay edits the latest picture instead, and says so (``history_note``)."""
+    dropped = [name for name in UNCARRIED.get(dialect, ()) if getattr(request, name)]
+    limit = DIALECT_MAX_IMAGES.get(dialect)
+    if limit is not None and len(request.images) > limit:
+        dropped.append("images")
+    return dropped
+
+
+def history_note(request: GenerationRequest, dialect: str) -> Note | None:
+    """Said on a result whose conversation could not be sent: an OpenAI-format relay (a
+    failover, say) has no multi-turn, so it edited the latest picture with the new instruction."""
+    if not request.history or dialect == "gemini":
+        return None
+    return Note(
+        "note.history_dropped",
+        f"the {dialect} relay format cannot carry the conversation; the latest picture was edited with your words alone",
+        {"dialect": dialect},
+    )
+
+
 def dialect_notes(request: GenerationRequest, dialect: Dialect) -> list[Note]:
     """Controls the OpenAI-style formats have no field for, so the picture is made without
     them (said rather than dropped silently). Gemini's format carries them all."""
