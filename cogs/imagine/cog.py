@@ -93,7 +93,7 @@ class Imagine(commands.Cog):
     def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         self.progress = Progress(bot, _cancel_view)
-        self.variants = VariantGroups()
+        self.variants = VariantGroups(bot)
         self.starter = Starter(bot, self.progress, self.variants)
         self.delivery = Delivery(bot, self.progress, self.variants)
         # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
@@ -308,6 +308,8 @@ class Imagine(commands.Cog):
         await self.progress.edit(job, text, cancel=True)
 
     async def on_interrupted(self, job: Job) -> None:
+        if await self.delivery.variant_interrupted(job):
+            return  # its slot says so in the group's message; the other variants still come
         locale = job_locale(job)
         embed = discord.Embed(colour=render.ERROR, description=t("job.interrupted", locale))
         view = single_button_view(RetryButton(job.id, locale=locale))

@@ -184,17 +184,17 @@ class Starter:
                 await self.services.jobs.cancel(queued.id, by_user=None)
             raise
         if count > 1:
-            self.variants.expect(progress_id, [j.id for j in jobs])
+            await self.variants.expect(progress_id, [j.id for j in jobs])
         return jobs
 
     async def cancel_siblings(self, job: Job) -> None:
         """Cancel on one variant cancels its whole group (they share one progress message);
         a variant already being posted is left to finish."""
         group = (job.request or {}).get("variant_group")
-        for sibling in self.variants.siblings(group):
+        for sibling in await self.variants.siblings(group):
             if sibling != job.id and sibling not in self.progress.delivering:
                 await self.services.jobs.cancel(sibling, by_user=None)
-        self.variants.forget(group)
+        await self.variants.forget(group)
 
     async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
         """The member's own settings that hold for every request of theirs: "results only to
