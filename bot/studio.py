@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from . import store
 from .conversations import Conversations, Turn
 from .image_store import ImageStore
-from .relay.catalogue import unhonoured, validate
+from .relay.catalogue import reference_note, unhonoured, validate
 from .relay.client import HISTORY_BUDGET, approx_json_size
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, RelayConfig
 
@@ -188,6 +188,9 @@ class Studio:
                 inputs.insert(0, InputImage(data, mime))
         request = req.generation(inputs, history)
         result, relay_name = await self.pool.generate(guild_id, request)
+        guidance = reference_note(result.model, len(req.images))
+        if guidance is not None:  # many references: which of them the model keeps faithfully
+            result.notes.append(guidance)
 
         # The relay has been paid and the picture exists: it is delivered even if it cannot be
         # recorded (disk full, database unwritable); it is then simply not editable later.

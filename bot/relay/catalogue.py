@@ -32,6 +32,10 @@ class ModelSpec:
     thoughts: bool = False
     thinking_levels: tuple[str, ...] = ()  # empty: not controllable
     aliases: tuple[str, ...] = ()
+    # Of ``max_images`` references, how many objects it keeps with high fidelity and how many
+    # people it keeps consistent (Google's figures; 0: no such guidance for the model).
+    max_objects: int = 0
+    max_people: int = 0
 
     @property
     def default_size(self) -> str | None:
@@ -55,6 +59,8 @@ MODELS: dict[str, ModelSpec] = {
             aspect_ratios=BASE_RATIOS,
             sizes=("1K", "2K", "4K"),
             max_images=14,
+            max_objects=6,
+            max_people=5,
             grounding=True,
             thoughts=True,
             aliases=("nano-banana-pro",),
@@ -65,6 +71,8 @@ MODELS: dict[str, ModelSpec] = {
             aspect_ratios=BASE_RATIOS + EXTREME_RATIOS,
             sizes=("512", "1K", "2K", "4K"),
             max_images=14,
+            max_objects=10,
+            max_people=4,
             grounding=True,
             image_search=True,
             thoughts=True,
@@ -158,6 +166,17 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     ratio = checked_ratio(spec, request.aspect_ratio) if request.aspect_ratio else None
     size = checked_size(spec, request.size) if request.size else None
 
+    if len(request.images) > spec.max_images and spec.max_people:
+        raise InvalidRequest(
+            f"{spec.id} takes at most {spec.max_images} input images (up to {spec.max_objects} objects "
+            f"with high fidelity, up to {spec.max_people} people kept consistent); got {len(request.images)}",
+            key="invalid.too_many_images_guided",
+            model=spec.label,
+            count=len(request.images),
+            limit=spec.max_images,
+            objects=spec.max_objects,
+            people=spec.max_people,
+        )
     if len(request.images) > spec.max_images:
         raise InvalidRequest(
             f"{spec.id} takes at most {spec.max_images} input images; got {len(request.images)}",
@@ -319,6 +338,21 @@ def unhonoured(dialect: str, request: GenerationRequest) -> list[str]:
     if limit is not None and len(request.images) > limit:
         dropped.append("images")
     return dropped
+
+
+def reference_note(model: str, count: int) -> Note | None:
+    """The model's guidance on many references, said on a result made from ``count`` pictures,
+    more than ``model`` keeps people consistent (it cannot tell which pictures show people;
+    the member can)."""
+    spec = MODELS.get(model)
+    if spec is None or not spec.max_people or count <= spec.max_people:
+        return None
+    return Note(
+        "note.references",
+        f"{spec.label} keeps up to {spec.max_people} people consistent and up to {spec.max_objects} objects "
+        f"with high fidelity; {count} pictures were given",
+        {"model": spec.label, "people": spec.max_people, "objects": spec.max_objects, "count": count},
+    )
 
 
 def history_note(request: GenerationRequest, dialect: str) -> Note | None:
