@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import Connection, transaction, write
+from .store import Connection, transaction
+
+# How long a group is kept: far past any job's deadline and queue wait (a group still
+# unposted by then never will be).
+KEEP_S = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -52,17 +57,23 @@ def _slot(row: Any) -> SlotRecord:
 
 
 class VariantGroupStore:
-    def __init__(self, db: Connection) -> None:
+    def __init__(self, db: Connection, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.clock = clock
 
     async def expect(self, group_id: int, job_ids: list[int]) -> None:
-        """A new group of these jobs (in variant order), before any of them can end."""
-        await write(
-            self.db,
-            "INSERT INTO variant_groups (group_id, job_ids, variants, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (group_id) DO UPDATE SET job_ids = excluded.job_ids, variants = excluded.variants",
-            (group_id, json.dumps(job_ids), len(job_ids), time.time()),
-        )
+        """A new group of these jobs (in variant order), before any of them can end. Groups
+        older than :data:`KEEP_S` go (posted long ago, or cut short): no job waits that long."""
+        now = self.clock()
+        async with transaction(self.db) as tx:
+            old = "SELECT group_id FROM variant_groups WHERE created_at < ?"
+            await tx.execute_fetchall(f"DELETE FROM variant_slots WHERE group_id IN ({old})", (now - KEEP_S,))
+            await tx.execute_fetchall("DELETE FROM variant_groups WHERE created_at < ?", (now - KEEP_S,))
+            await tx.execute_fetchall(
+                "INSERT INTO variant_groups (group_id, job_ids, variants, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (group_id) DO UPDATE SET job_ids = excluded.job_ids, variants = excluded.variants",
+                (group_id, json.dumps(job_ids), len(job_ids), now),
+            )
 
     async def job_ids(self, group_id: int) -> list[int]:
         rows = list(await self.db.execute_fetchall("SELECT job_ids FROM variant_groups WHERE group_id = ?", (group_id,)))
@@ -86,7 +97,7 @@ class VariantGroupStore:
             await tx.execute_fetchall(
                 "INSERT INTO variant_groups (group_id, variants, created_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (group_id) DO UPDATE SET variants = variant_groups.variants",
-                (group_id, variants, time.time()),
+                (group_id, variants, self.clock()),
             )
             await tx.execute_fetchall(
                 f"INSERT INTO variant_slots (group_id, {_SLOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -121,8 +132,13 @@ class VariantGroupStore:
             await tx.execute_fetchall("UPDATE variant_groups SET message_id = ? WHERE group_id = ?", (message_id, group_id))
             await tx.execute_fetchall("DELETE FROM variant_slots WHERE group_id = ?", (group_id,))
 
-    async def forget(self, group_id: int) -> None:
-        """The group was cancelled: nothing is to be posted for it."""
+    async def forget(self, group_id: int) -> list[SlotRecord]:
+        """The group was cancelled: nothing is to be posted for it. Returns the slots that had
+        ended (a picture among them was made but will never be shown: the caller refunds it)."""
         async with transaction(self.db) as tx:
+            rows = list(
+                await tx.execute_fetchall(f"SELECT {_SLOT_COLUMNS} FROM variant_slots WHERE group_id = ? ORDER BY slot", (group_id,))
+            )
             await tx.execute_fetchall("DELETE FROM variant_slots WHERE group_id = ?", (group_id,))
             await tx.execute_fetchall("DELETE FROM variant_groups WHERE group_id = ?", (group_id,))
+        return [_slot(r) for r in rows]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bot.variant_groups import SlotRecord, VariantGroupStore
+from bot.variant_groups import KEEP_S, SlotRecord, VariantGroupStore
 from tests import pg
 
 backend, db_target, pg_server, open_db = pg.backend, pg.db_target, pg.pg_server, pg.open_db
@@ -42,12 +42,22 @@ async def test_of_variants_ending_at_once_in_separate_processes_one_posts(open_d
     assert len(winners) == 1 and [s.index for s in winners[0]] == [1, 2, 3, 4]
 
 
-async def test_a_cancelled_group_is_forgotten(open_db: Any) -> None:
+async def test_a_cancelled_group_is_forgotten_and_says_which_slots_had_ended(open_db: Any) -> None:
     groups = VariantGroupStore(await open_db())
     await groups.expect(GROUP, [1, 2])
     await groups.done(GROUP, SlotRecord(1, 1, turn_id=1), 2)
-    await groups.forget(GROUP)
+    assert [r.job_id for r in await groups.forget(GROUP)] == [1]  # its picture is to be refunded
     assert await groups.job_ids(GROUP) == [] and await groups.ended(GROUP) == 0
+
+
+async def test_groups_older_than_a_week_are_dropped_when_a_new_one_starts(open_db: Any) -> None:
+    now = [1_800_000_000.0]
+    groups = VariantGroupStore(await open_db(), clock=lambda: now[0])
+    await groups.expect(GROUP, [1, 2])
+    await groups.done(GROUP, SlotRecord(1, 1, turn_id=1), 2)
+    now[0] += KEEP_S + 60
+    await groups.expect(GROUP + 1, [3])
+    assert await groups.job_ids(GROUP) == [] and await groups.ended(GROUP) == 0 and await groups.job_ids(GROUP + 1) == [3]
 
 
 async def test_a_restart_mid_group_still_posts_one_message_with_every_picture(tmp_path: Any) -> None:

@@ -103,9 +103,14 @@ class VariantGroups:
         return bool(self._local.get(group or 0))
 
     async def forget(self, group: int | None) -> None:
+        """The group was cancelled. A variant that had already ended with a picture (in
+        another process: this one's Cancel refuses then) was charged for a picture now never
+        shown: refunded."""
         self._local.pop(group or 0, None)
         if group:
-            await self.store.forget(group)
+            for record in await self.store.forget(group):
+                if record.error is None:
+                    await self.services.quota.refund_delivered(record.job_id)
 
     async def posted(self, group: int | None, message_id: int) -> None:
         self._local.pop(group or 0, None)
