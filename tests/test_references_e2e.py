@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.conftest import make_image
 from tests.test_bot_e2e import modal_ids
-from tests.test_creative_e2e import PRO, World, world
+from tests.test_creative_e2e import PRO, World, custom_ids, world
 from tests.test_routing_e2e import RELAY_ENV, add_relays
 
 
@@ -65,6 +65,24 @@ async def test_four_slots_and_ten_from_the_form_reach_the_relay_as_fourteen_in_o
         assert "keeps up to 5 people consistent" in json.dumps(post.json["embeds"][0])
         await asyncio.sleep(0.3)
         assert (await w.bot.services.quota.totals())["committed"] == 3  # one Pro picture
+
+        # Re-roll sends the same fourteen again; a message in the result's thread replays them as history.
+        message = w.dd.messages[int(post.response["id"])]
+        reroll = next(i for i in custom_ids(message) if i.startswith("nb:reroll:"))
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(message, reroll, user=w.alice))
+        await w.result_post(mark)
+        assert gemini_inputs(w) == [data for data, _att in refs]
+        thread = w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}/threads$")[0]
+        channel = w.dd.channels[int(thread.response["id"])]
+        mark = w.dd.mark()
+        await w.dd.post_message(channel, w.alice, f"<@{w.bot.user.id}> now at night")
+        await w.dd.wait_for(
+            "POST", rf"^/channels/{channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300
+        )
+        contents = w.relay.requests[-1].json["contents"]
+        first_turn = [base64.b64decode(p["inlineData"]["data"]) for p in contents[0]["parts"] if "inlineData" in p]
+        assert first_turn == [data for data, _att in refs] and contents[-1]["parts"][0]["text"].endswith("now at night")
 
 
 async def test_more_than_the_model_takes_is_refused_with_its_guidance_and_nothing_is_charged(tmp_path: Path) -> None:
