@@ -3,6 +3,8 @@ relay of a server, and which relay model name a size asks for."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.relay.catalogue import reference_note, unhonoured
 from bot.relay.model_names import map_models
 from bot.relay.types import GenerationRequest, InputImage, RelayConfig
@@ -52,3 +54,14 @@ def test_the_guidance_note_appears_past_the_people_the_model_keeps() -> None:
     note = reference_note(PRO, 6)
     assert note is not None and note.params == {"model": "Nano Banana Pro (3 Pro)", "people": 5, "objects": 6, "count": 6}
     assert reference_note("gemini-2.5-flash-image", 3) is None  # no such guidance for 2.5 Flash
+
+
+def test_the_relay_form_reads_back_the_per_size_names_it_shows() -> None:
+    from bot.guild_config import ConfigError
+    from cogs.admin.relay_form import parse_aliases
+
+    shown = f"{PRO}=nano-banana-pro\n{PRO}@2K=nano-banana-pro-2k\nnano-banana-pro@4k=nano-banana-pro-4k"
+    assert parse_aliases(shown) == {PRO: "nano-banana-pro", f"{PRO}@2K": "nano-banana-pro-2k", f"{PRO}@4K": "nano-banana-pro-4k"}
+    for bad in (f"{PRO}@huge=x", "no-such-model@2K=x"):
+        with pytest.raises(ConfigError):
+            parse_aliases(bad)
