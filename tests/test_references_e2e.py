@@ -75,6 +75,8 @@ async def test_four_slots_and_ten_from_the_form_reach_the_relay_as_fourteen_in_o
         assert gemini_inputs(w) == [data for data, _att in refs]
         thread = w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages/{post.response['id']}/threads$")[0]
         channel = w.dd.channels[int(thread.response["id"])]
+        # The bot's hint in the thread comes once the thread is bound to the picture's conversation.
+        await w.dd.wait_for("POST", rf"^/channels/{channel['id']}/messages$")
         mark = w.dd.mark()
         await w.dd.post_message(channel, w.alice, f"<@{w.bot.user.id}> now at night")
         await w.dd.wait_for(

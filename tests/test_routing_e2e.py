@@ -93,6 +93,8 @@ async def test_a_thread_edit_failing_over_to_an_openai_relay_says_the_conversati
         await w.result_post(mark)
         thread = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
         channel = w.dd.channels[int(thread.response["id"])]
+        # The bot's hint in the thread comes once the thread is bound to the picture's conversation.
+        await w.dd.wait_for("POST", rf"^/channels/{channel['id']}/messages$", since=mark)
         w.relay.enqueue(Behaviour("error", status=503))
         mark = w.dd.mark()
         await w.dd.post_message(channel, w.alice, f"<@{w.bot.user.id}> make it blue")

@@ -149,6 +149,30 @@ def checked_size(spec: ModelSpec, size: str) -> str:
     return canonical
 
 
+def check_image_count(spec: ModelSpec, count: int) -> None:
+    """InvalidRequest when ``count`` input pictures are more than ``spec`` takes, with the
+    model's guidance (objects kept faithful, people kept consistent) where it has one."""
+    if count > spec.max_images and spec.max_people:
+        raise InvalidRequest(
+            f"{spec.id} takes at most {spec.max_images} input images (up to {spec.max_objects} objects "
+            f"with high fidelity, up to {spec.max_people} people kept consistent); got {count}",
+            key="invalid.too_many_images_guided",
+            model=spec.label,
+            count=count,
+            limit=spec.max_images,
+            objects=spec.max_objects,
+            people=spec.max_people,
+        )
+    if count > spec.max_images:
+        raise InvalidRequest(
+            f"{spec.id} takes at most {spec.max_images} input images; got {count}",
+            key="invalid.too_many_images",
+            model=spec.id,
+            count=count,
+            limit=spec.max_images,
+        )
+
+
 def validate(request: GenerationRequest) -> GenerationRequest:
     """Return a copy with model, ratio and size in canonical form, or raise InvalidRequest."""
     prompt = request.prompt.strip()
@@ -166,25 +190,7 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     ratio = checked_ratio(spec, request.aspect_ratio) if request.aspect_ratio else None
     size = checked_size(spec, request.size) if request.size else None
 
-    if len(request.images) > spec.max_images and spec.max_people:
-        raise InvalidRequest(
-            f"{spec.id} takes at most {spec.max_images} input images (up to {spec.max_objects} objects "
-            f"with high fidelity, up to {spec.max_people} people kept consistent); got {len(request.images)}",
-            key="invalid.too_many_images_guided",
-            model=spec.label,
-            count=len(request.images),
-            limit=spec.max_images,
-            objects=spec.max_objects,
-            people=spec.max_people,
-        )
-    if len(request.images) > spec.max_images:
-        raise InvalidRequest(
-            f"{spec.id} takes at most {spec.max_images} input images; got {len(request.images)}",
-            key="invalid.too_many_images",
-            model=spec.id,
-            count=len(request.images),
-            limit=spec.max_images,
-        )
+    check_image_count(spec, len(request.images))
     if request.grounding and not spec.grounding:
         raise InvalidRequest(
             f"{spec.id} cannot use search grounding; models that can: " + ", ".join(m.id for m in MODELS.values() if m.grounding),
