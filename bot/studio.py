@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import store
 from .conversations import Conversations, Turn
 from .image_store import ImageStore
-from .relay.catalogue import validate
+from .relay.catalogue import reference_note, unhonoured, validate
 from .relay.client import HISTORY_BUDGET, approx_json_size
-from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest
+from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, RelayConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,16 @@ class JobRequest:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-# What each dialect cannot carry (bot/relay): the OpenAI Chat format has no ratio or size
-# field, and neither OpenAI format has Google Search or a thinking level.
-_UNCARRIED: dict[str, tuple[str, ...]] = {
-    "openai-chat": ("aspect_ratio", "size", "grounding", "thinking"),
-    "openai-images": ("grounding", "thinking"),
-}
-
-
-def unhonoured(dialect: str, req: JobRequest) -> list[str]:
-    """The options ``req`` asks for that a relay of ``dialect`` would drop (names as in
-    JobRequest), so the member can be told before anything is charged."""
-    return [name for name in _UNCARRIED.get(dialect, ()) if getattr(req, name)]
+def unroutable(order: Sequence[RelayConfig], checked: GenerationRequest) -> list[str]:
+    """The options (GenerationRequest names, ``images`` for the count) that stop every relay
+    in ``order`` from honouring ``checked``: empty when one of them can, since the pool sends
+    the job to the first relay that can. Those no relay can honour come first; else (each
+    lacks something else) all of them, in the first relay's order."""
+    drops = [unhonoured(relay.dialect, checked) for relay in order]
+    if not drops or any(not d for d in drops):
+        return []
+    common = [name for name in drops[0] if all(name in d for d in drops)]
+    return common or list(dict.fromkeys(name for d in drops for name in d))
 
 
 def continue_from(
@@ -189,6 +188,9 @@ class Studio:
                 inputs.insert(0, InputImage(data, mime))
         request = req.generation(inputs, history)
         result, relay_name = await self.pool.generate(guild_id, request)
+        guidance = reference_note(result.model, len(req.images))
+        if guidance is not None:  # many references: which of them the model keeps faithfully
+            result.notes.append(guidance)
 
         # The relay has been paid and the picture exists: it is delivered even if it cannot be
         # recorded (disk full, database unwritable); it is then simply not editable later.

@@ -32,6 +32,10 @@ class ModelSpec:
     thoughts: bool = False
     thinking_levels: tuple[str, ...] = ()  # empty: not controllable
     aliases: tuple[str, ...] = ()
+    # Of ``max_images`` references, how many objects it keeps with high fidelity and how many
+    # people it keeps consistent (Google's figures; 0: no such guidance for the model).
+    max_objects: int = 0
+    max_people: int = 0
 
     @property
     def default_size(self) -> str | None:
@@ -55,6 +59,8 @@ MODELS: dict[str, ModelSpec] = {
             aspect_ratios=BASE_RATIOS,
             sizes=("1K", "2K", "4K"),
             max_images=14,
+            max_objects=6,
+            max_people=5,
             grounding=True,
             thoughts=True,
             aliases=("nano-banana-pro",),
@@ -65,6 +71,8 @@ MODELS: dict[str, ModelSpec] = {
             aspect_ratios=BASE_RATIOS + EXTREME_RATIOS,
             sizes=("512", "1K", "2K", "4K"),
             max_images=14,
+            max_objects=10,
+            max_people=4,
             grounding=True,
             image_search=True,
             thoughts=True,
@@ -141,6 +149,30 @@ def checked_size(spec: ModelSpec, size: str) -> str:
     return canonical
 
 
+def check_image_count(spec: ModelSpec, count: int) -> None:
+    """InvalidRequest when ``count`` input pictures are more than ``spec`` takes, with the
+    model's guidance (objects kept faithful, people kept consistent) where it has one."""
+    if count > spec.max_images and spec.max_people:
+        raise InvalidRequest(
+            f"{spec.id} takes at most {spec.max_images} input images (up to {spec.max_objects} objects "
+            f"with high fidelity, up to {spec.max_people} people kept consistent); got {count}",
+            key="invalid.too_many_images_guided",
+            model=spec.label,
+            count=count,
+            limit=spec.max_images,
+            objects=spec.max_objects,
+            people=spec.max_people,
+        )
+    if count > spec.max_images:
+        raise InvalidRequest(
+            f"{spec.id} takes at most {spec.max_images} input images; got {count}",
+            key="invalid.too_many_images",
+            model=spec.id,
+            count=count,
+            limit=spec.max_images,
+        )
+
+
 def validate(request: GenerationRequest) -> GenerationRequest:
     """Return a copy with model, ratio and size in canonical form, or raise InvalidRequest."""
     prompt = request.prompt.strip()
@@ -158,14 +190,7 @@ def validate(request: GenerationRequest) -> GenerationRequest:
     ratio = checked_ratio(spec, request.aspect_ratio) if request.aspect_ratio else None
     size = checked_size(spec, request.size) if request.size else None
 
-    if len(request.images) > spec.max_images:
-        raise InvalidRequest(
-            f"{spec.id} takes at most {spec.max_images} input images; got {len(request.images)}",
-            key="invalid.too_many_images",
-            model=spec.id,
-            count=len(request.images),
-            limit=spec.max_images,
-        )
+    check_image_count(spec, len(request.images))
     if request.grounding and not spec.grounding:
         raise InvalidRequest(
             f"{spec.id} cannot use search grounding; models that can: " + ", ".join(m.id for m in MODELS.values() if m.grounding),
@@ -294,6 +319,58 @@ def image_config(request: GenerationRequest) -> dict[str, str]:
     if request.size and MODELS[request.model].sizes:
         config["imageSize"] = request.size
     return config
+
+
+# What each dialect has no field for: the OpenAI Chat format carries no ratio or size (the
+# ``imageConfig`` it sends beside the messages is read by LiteLLM only), and neither OpenAI
+# format carries Google Search or a thinking level. Names as in GenerationRequest.
+UNCARRIED: dict[str, tuple[str, ...]] = {
+    "openai-chat": ("aspect_ratio", "size", "grounding", "thinking"),
+    "openai-images": ("grounding", "thinking"),
+}
+# Input pictures a dialect takes, where tighter than the models' own limit: OpenAI-style
+# relays document their edits endpoint as taking one to six pictures ("支持传入1~6张图").
+DIALECT_MAX_IMAGES: dict[str, int] = {"openai-images": 6}
+
+
+def unhonoured(dialect: str, request: GenerationRequest) -> list[str]:
+    """What ``request`` asks for that a relay of ``dialect`` would drop or refuse: option
+    names as in GenerationRequest, and ``images`` for more input pictures than the dialect
+    takes. A relay with any of these is no place for the request (bot/relays/pool.py skips it;
+    the cogs refuse before anything is charged when every relay would). History is not among
+    them: an OpenAI relay edits the latest picture instead, and says so (``history_note``)."""
+    dropped = [name for name in UNCARRIED.get(dialect, ()) if getattr(request, name)]
+    limit = DIALECT_MAX_IMAGES.get(dialect)
+    if limit is not None and len(request.images) > limit:
+        dropped.append("images")
+    return dropped
+
+
+def reference_note(model: str, count: int) -> Note | None:
+    """The model's guidance on many references, said on a result made from ``count`` pictures,
+    more than ``model`` keeps people consistent (it cannot tell which pictures show people;
+    the member can)."""
+    spec = MODELS.get(model)
+    if spec is None or not spec.max_people or count <= spec.max_people:
+        return None
+    return Note(
+        "note.references",
+        f"{spec.label} keeps up to {spec.max_people} people consistent and up to {spec.max_objects} objects "
+        f"with high fidelity; {count} pictures were given",
+        {"model": spec.label, "people": spec.max_people, "objects": spec.max_objects, "count": count},
+    )
+
+
+def history_note(request: GenerationRequest, dialect: str) -> Note | None:
+    """Said on a result whose conversation could not be sent: an OpenAI-format relay (a
+    failover, say) has no multi-turn, so it edited the latest picture with the new instruction."""
+    if not request.history or dialect == "gemini":
+        return None
+    return Note(
+        "note.history_dropped",
+        f"the {dialect} relay format cannot carry the conversation; the latest picture was edited with your words alone",
+        {"dialect": dialect},
+    )
 
 
 def dialect_notes(request: GenerationRequest, dialect: Dialect) -> list[Note]:

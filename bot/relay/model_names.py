@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import MODELS, normalize_size, resolve_model
-from .types import InvalidRequest
+from .types import SIZE_SEP, InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class ModelMap:
     aliases: Mapping[str, str] = field(default_factory=dict)
     sized: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     unknown: tuple[str, ...] = ()  # listed names that are no image model we know
+
+    def wire_names(self) -> dict[str, str]:
+        """``aliases`` plus the per-size names under ``"<id>@<size>"`` keys: the
+        RelayConfig ``model_aliases`` that lets a 4K job ask for ``nano-banana-pro-4k``
+        rather than every job being pinned to the one name in ``aliases``."""
+        names = dict(self.aliases)
+        for ours, by_size in self.sized.items():
+            names.update({f"{ours}{SIZE_SEP}{size}": name for size, name in by_size.items()})
+        return names
 
 
 _SIZE_SUFFIX = re.compile(r"^(?P<base>.+?)[-_](?P<size>512(?:px)?|[124]k)$", re.IGNORECASE)

@@ -36,13 +36,13 @@ from typing import Any
 
 from .answer import AnswerError, BrokenAnswer, Parsed, envelope_error, error_info, no_image, openai_usage
 from .blob import Blob, DecodeError, b64_bytes, data_urls
-from .catalogue import MODELS, image_config
+from .catalogue import DIALECT_MAX_IMAGES, MODELS, image_config
 from .types import GenerationRequest, InputImage
 
 GENERATIONS = "/images/generations"
 EDITS = "/images/edits"
-# OpenAI-style relays document edits as taking one to six pictures ("图生图（支持传入1~6张图）").
-MAX_EDIT_IMAGES = 6
+# OpenAI-style relays document edits as taking one to six pictures (the catalogue's table).
+MAX_EDIT_IMAGES = DIALECT_MAX_IMAGES["openai-images"]
 _SIZED_ALIAS = re.compile(r"-(?:0\.5|1|2|4)k$", re.IGNORECASE)
 
 

@@ -79,7 +79,7 @@ class ProbeResult:
             auth=self.auth,
             api_key=api_key,
             name=name,
-            model_aliases=dict(self.models.aliases),
+            model_aliases=self.models.wire_names(),
             trusted=trusted,
         )
 

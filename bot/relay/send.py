@@ -72,7 +72,7 @@ async def send(
     caller: Caller, relay: RelayConfig, req: GenerationRequest, prepared: list[InputImage], user_turn: Turn, timeout: float
 ) -> tuple[Parsed, Turn]:
     """The parsed answer and the user turn as sent (Gemini may resend it with another size)."""
-    model = relay.model_aliases.get(req.model, req.model)
+    model = relay.model_name(req.model, req.size)
     if relay.dialect == "gemini":
         return await _gemini(caller, relay, req, model, prepared, timeout, user_turn)
     if relay.dialect == "openai-images":

@@ -12,6 +12,9 @@ from typing import Any, Literal, get_args
 Dialect = Literal["gemini", "openai-images", "openai-chat"]
 AuthStyle = Literal["query", "bearer", "x-goog-api-key"]
 
+# ``model_aliases`` keys for a relay's per-size model names: "<catalogue id>@<canonical size>".
+SIZE_SEP = "@"
+
 # The one list of each, for settings, the CLI, the admin commands and the relay store.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 AUTH_STYLES: tuple[AuthStyle, ...] = get_args(AuthStyle)
@@ -36,6 +39,17 @@ class RelayConfig:
     model_aliases: dict[str, str] = field(default_factory=dict)
     # Operator relays are trusted (loopback allowed); server-admin relays pass the URL guard.
     trusted: bool = True
+
+    def model_name(self, model: str, size: str | None = None) -> str:
+        """What this relay calls ``model`` at ``size`` (canonical): its per-size name when it
+        lists one (``model_aliases["gemini-3-pro-image-preview@4K"] = "nano-banana-pro-4k"``,
+        the gpt.ge style, where the name picks the resolution), else its name for the model,
+        else our own id."""
+        if size:
+            sized = self.model_aliases.get(f"{model}{SIZE_SEP}{size}")
+            if sized:
+                return sized
+        return self.model_aliases.get(model, model)
 
 
 @dataclass(frozen=True)

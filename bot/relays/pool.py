@@ -1,5 +1,11 @@
 """Choosing a relay for a server's job: its relays in order, failover, and rest periods.
 
+- **Only relays that can honour the request** are candidates (``catalogue.unhonoured``: a
+  ratio or size never goes to an OpenAI Chat relay, Google Search or a thinking level never to
+  an OpenAI one, more pictures than an OpenAI Images edit takes never there), so neither the
+  first choice nor a failover drops an option silently; the cogs refused before anything was
+  charged when none could. History is the exception: an OpenAI relay edits the latest
+  picture instead, and the result says so (``catalogue.history_note``).
 - A server's relays are tried in the admin's order. On a ``RelayFailed`` with ``retryable``
   (429, 5xx, network, timeout, and this relay's own key/account trouble, as the relay client
   decides) the next relay is tried. Anything else — ``NoImage`` (the model refused: another
@@ -37,8 +43,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..relay.catalogue import timeout_for
-from ..relay.types import GenerationRequest, GenerationResult, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
+from ..relay.catalogue import history_note, timeout_for, unhonoured
+from ..relay.types import GenerationRequest, GenerationResult, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
 from ..settings import Settings
 from .breaker import ServerBreaker
 from .health import MemoryHealth
@@ -76,6 +82,12 @@ class Client(Protocol):
     async def generate(self, relay: RelayConfig, request: GenerationRequest, *, deadline: float | None = None) -> GenerationResult: ...
 
     async def probe(self, relay: RelayConfig) -> float: ...
+
+
+class Unroutable(InvalidRequest):
+    """Every relay of the server would drop an option the job asks for."""
+
+    key = "capability.gone"
 
 
 class NoRelay(RelayError):
@@ -164,6 +176,17 @@ class RelayPool:
         left = [c for c in candidates if c.relay_id is None or not check(guild_id, c.relay_id)]
         return left or candidates
 
+    def _capable(self, candidates: list[_Candidate], request: GenerationRequest) -> list[_Candidate]:
+        """Only the relays whose dialect carries every option the request asks for (a ratio
+        never goes to an OpenAI Chat relay, Google Search never to an OpenAI one), so neither
+        the first choice nor a failover drops one silently. The cogs refused before anything
+        was charged when no relay could; none left here (the relays changed since) fails the
+        job, refunded."""
+        capable = [c for c in candidates if not unhonoured(c.config.dialect, request)]
+        if not capable:
+            raise Unroutable("no relay of this server can honour every option asked")
+        return capable
+
     def _order(self, candidates: list[_Candidate]) -> list[_Candidate]:
         now = self.clock()
         ready = [c for c in candidates if c.skip_until <= now]
@@ -179,7 +202,7 @@ class RelayPool:
         if self.safety is not None and request.safety_settings is None:
             request = dataclasses.replace(request, safety_settings=await self.safety(guild_id) or None)
         allowance = job_deadline(request.size, getattr(self.client, "timeout", None))
-        candidates = self._order(self._with_credit(guild_id, await self._candidates(guild_id)))
+        candidates = self._order(self._with_credit(guild_id, self._capable(await self._candidates(guild_id), request)))
         call = _Call(guild_id, time.monotonic() + allowance, allowance)
         # The client ends its attempts at the deadline itself; this scope is the backstop for
         # anything else that would run past it.
@@ -191,6 +214,9 @@ class RelayPool:
                         break
                     result = await self._attempt(call, candidate, request)
                     if result is not None:
+                        note = history_note(request, candidate.config.dialect)
+                        if note is not None:  # e.g. a failover to an OpenAI relay: said on the result
+                            result.notes.append(note)
                         return result, candidate.config.name
         except TimeoutError:
             if not scope.expired():

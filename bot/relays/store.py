@@ -140,7 +140,7 @@ class RelayStore:
             api_key=api_key,
             dialect=result.dialect,
             auth=result.auth,
-            model_aliases={**result.models.aliases, **(aliases or {})},
+            model_aliases={**result.models.wire_names(), **(aliases or {})},
         )
 
     async def add(

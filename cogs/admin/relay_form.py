@@ -22,9 +22,9 @@ from discord import app_commands, ui
 from bot.guild_config import ConfigError
 from bot.i18n import t
 from bot.relay.balance import Balance
-from bot.relay.catalogue import resolve_model
+from bot.relay.catalogue import normalize_size, resolve_model
 from bot.relay.redact import redact
-from bot.relay.types import InvalidRequest
+from bot.relay.types import SIZE_SEP, InvalidRequest
 from bot.relays.store import RelayInfo
 from cogs import render
 from cogs.admin.common import locale_of, send
@@ -89,7 +89,8 @@ def relay_line(info: RelayInfo, now: float, locale: str) -> str:
 
 
 def parse_aliases(text: str) -> dict[str, str]:
-    """``model=name`` lines (the relay's own names for catalogue models)."""
+    """``model=name`` lines (the relay's own names for catalogue models); ``model@4K=name``
+    for a relay's per-size name (the form shows the probed ones that way)."""
     aliases: dict[str, str] = {}
     for raw in text.replace(",", "\n").splitlines():
         line = raw.strip()
@@ -98,10 +99,15 @@ def parse_aliases(text: str) -> dict[str, str]:
         model, sep, name = (part.strip() for part in line.partition("="))
         if not sep or not model or not name or any(c.isspace() for c in name):
             raise ConfigError("bad aliases", key="admin.relay.bad_aliases")
+        base, at, size = model.partition(SIZE_SEP)
+        canonical = normalize_size(size) if at else None
         try:
-            aliases[resolve_model(model).id] = name
+            ours = resolve_model(base).id
         except InvalidRequest:
             raise ConfigError("bad aliases", key="admin.relay.bad_aliases") from None
+        if at and canonical is None:
+            raise ConfigError("bad aliases", key="admin.relay.bad_aliases")
+        aliases[f"{ours}{SIZE_SEP}{canonical}" if at else ours] = name
     return aliases
 
 

@@ -24,6 +24,7 @@ from bot.studio import JobRequest
 from bot.variations import variant_count
 from cogs import render
 from cogs.bot_types import Interaction
+from cogs.failures import is_user_facing
 from cogs.intake import upload_limit
 from cogs.settings import DROPPED
 from cogs.texts import command_text as _k
@@ -32,6 +33,7 @@ from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single
 from .delivery import Delivery
 from .groups import VariantGroups
 from .progress import Progress, job_locale
+from .references import References
 from .start import Notice, Starter
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ _RENAMED = dict(
     count=_k("opt.count", "count"),
     style=_k("opt.style", "style"),
     preview=_k("live.opt.preview", "preview"),
+    more_images=_k("refs.opt.more_images", "more_images"),
 )
 
 
@@ -71,6 +74,7 @@ _DESCRIBED = dict(
     count=_k("opt.count.desc", "How many variants to make at once (1-4), each charged"),
     style=_k("opt.style.desc", "A saved style: its prompt template and reference pictures"),
     preview=_k("live.opt.preview.desc", "Show the model's drafts while it draws (3 Pro and 3.1 Flash)"),
+    more_images=_k("refs.opt.more_images.desc", "Add more reference images in a form (up to 14 in all on 3 Pro / 3.1 Flash)"),
 )
 
 
@@ -93,7 +97,7 @@ class Imagine(commands.Cog):
     def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
         self.progress = Progress(bot, _cancel_view)
-        self.variants = VariantGroups()
+        self.variants = VariantGroups(bot)
         self.starter = Starter(bot, self.progress, self.variants)
         self.delivery = Delivery(bot, self.progress, self.variants)
         # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
@@ -103,14 +107,23 @@ class Imagine(commands.Cog):
             allowed_contexts=app_commands.AppCommandContext(guild=True),
         )
         self.edit_menu.guild_only = True
+        self.references = References(self.starter, lambda i, prompt: self._request(i, prompt, Typed()))
+        self.imagine_with_menu = app_commands.ContextMenu(
+            name=_k("refs.cmd.imagine_with", "Imagine with these images"),
+            callback=self.imagine_with_images,
+            allowed_contexts=app_commands.AppCommandContext(guild=True),
+        )
+        self.imagine_with_menu.guild_only = True
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
         self.bot.tree.add_command(self.edit_menu)
+        self.bot.tree.add_command(self.imagine_with_menu)
         self.bot.services.set_handlers(runner=self.delivery.run_job, on_position=self.on_position, on_interrupted=self.on_interrupted)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
+        self.bot.tree.remove_command(self.imagine_with_menu.name, type=self.imagine_with_menu.type)
 
     # ---------------------------------------------------------------- /imagine
 
@@ -147,6 +160,7 @@ class Imagine(commands.Cog):
         preview: bool = False,
         count: app_commands.Range[int, 1, 4] | None = None,
         style: str | None = None,
+        more_images: bool = False,
     ) -> None:
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
         typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count, style=style)
@@ -155,7 +169,19 @@ class Imagine(commands.Cog):
         except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
             await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
             return
+        if more_images:  # the rest of the references from a form (references.py)
+            await self.references.ask_more(interaction, req, attachments, notices, variants)
+            return
         await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices, count=variants)
+
+    async def imagine_with_images(self, interaction: Interaction, message: discord.Message) -> None:
+        """The message command: that message's pictures as the references (references.py)."""
+        try:
+            await self.references.from_message(interaction, message)
+        except Exception as exc:  # e.g. more pictures than the model takes: nothing was charged
+            if not is_user_facing(exc):
+                raise
+            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
 
     async def imagine_prompt(self, interaction: Interaction, prompt: str) -> None:
         """/imagine with only a prompt (the member's settings and the server's defaults apply):
@@ -308,6 +334,8 @@ class Imagine(commands.Cog):
         await self.progress.edit(job, text, cancel=True)
 
     async def on_interrupted(self, job: Job) -> None:
+        if await self.delivery.variant_interrupted(job):
+            return  # its slot says so in the group's message; the other variants still come
         locale = job_locale(job)
         embed = discord.Embed(colour=render.ERROR, description=t("job.interrupted", locale))
         view = single_button_view(RetryButton(job.id, locale=locale))

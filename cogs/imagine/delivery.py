@@ -135,13 +135,27 @@ class Delivery:
         except Exception as exc:
             if not is_user_facing(exc):
                 log.error("variant job %s failed", job.id, exc_info=exc)
-            slots = self.groups.done(req.variant_group, Slot(req.variant, job, error=exc), req.variants)
-            if slots is not None:
-                await self._post_variants(job, req, slots)
+            await self._slot_ended(job, req, Slot(req.variant, job, error=exc))
             raise
-        slots = self.groups.done(req.variant_group, slot, req.variants)
+        await self._slot_ended(job, req, slot)
+
+    async def _slot_ended(self, job: Job, req: JobRequest, slot: Slot) -> None:
+        """Record the slot (groups.py); the variant whose record completes the group posts it."""
+        slots = await self.groups.done(req.variant_group, slot, req.variants)
         if slots is not None:
             await self._post_variants(job, req, slots)
+
+    async def variant_interrupted(self, job: Job) -> bool:
+        """A variant cut by a restart (refunded by the queue) ends its slot, so the group is
+        still posted, with every picture its other variants made; True if it was a variant."""
+        if int((job.request or {}).get("variants") or 1) <= 1:
+            return False
+        req = JobRequest.from_json(job.request)
+        try:
+            await self._slot_ended(job, req, Slot(req.variant, job, error=UserFacingError("variants.interrupted")))
+        except Exception as exc:  # noqa: BLE001 - told on the progress message; nothing is left to refund here
+            log.warning("variants of job %s could not be posted after a restart: %s", job.id, exc)
+        return True
 
     async def _post_variants(self, job: Job, req: JobRequest, slots: list[Slot]) -> None:
         """Every delivered variant in one message, each failed slot explained; each variant's
@@ -180,6 +194,7 @@ class Delivery:
             if isinstance(exc, discord.HTTPException):
                 raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
             raise
+        await self.groups.posted(req.variant_group, posted.message.id)
         for slot, generated in made:
             await self._recorded(slot.job, generated, posted.message, slot.elapsed)
             self.bot.dispatch("picture_delivered", slot.job, req, generated, posted.message)  # the moderation log

@@ -1,18 +1,34 @@
 """Variants of one /imagine: N jobs (each its own relay call, reservation and refund) whose
 pictures are posted together, in one message, once every one of them has ended.
 
-The jobs run whenever the queue gives this member a turn, in any order and perhaps one after
-another, so no job waits for its siblings: each leaves its picture (or its failure) here and
-the last to end posts them all (variants.py). The groups live in this process's memory; a group
-cut by a restart is not posted together (its jobs come back as interrupted, each with Retry).
+The jobs run whenever the queue gives this member a turn, in any order, perhaps in different
+processes (the worker roles) and across a restart, so no job waits for its siblings: each
+records how it ended in the database (bot/variant_groups.py) and the one whose record
+completes the group posts them all (variants.py). A slot that ended in another process (or
+before a restart) is rebuilt from what was stored: its turn, its picture in the image store,
+and what its result shows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bot.jobs import Job
+from bot.relay.types import GenerationResult, GroundingSource, Note
+from bot.services import Services
 from bot.studio import Generated
+from bot.variant_groups import SlotRecord, VariantGroupStore
+from cogs.failures import UserFacingError
+
+if TYPE_CHECKING:
+    from bot.app import NanoBananaBot
+
+log = logging.getLogger(__name__)
+
+LOCAL_MEMORY = 1_000  # groups whose ended slots this process remembers (for Cancel's quick check)
 
 
 @dataclass
@@ -26,37 +42,124 @@ class Slot:
     elapsed: float = 0.0
 
 
-@dataclass
-class _Group:
-    job_ids: list[int]
-    slots: dict[int, Slot] = field(default_factory=dict)
+class StoredFailure(UserFacingError):
+    """A slot's failure as recorded by whichever process ran it: its key and parameters."""
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=str))
+
+
+def record_of(slot: Slot) -> SlotRecord:
+    """What is stored of a slot: enough for another process to show it."""
+    record = SlotRecord(slot.index, slot.job.id, elapsed=slot.elapsed)
+    generated = slot.generated
+    if generated is None:
+        key = getattr(slot.error, "key", None)
+        params = getattr(slot.error, "params", None) or {}
+        record.error = {"key": key if isinstance(key, str) else "cmd_error.unexpected", "params": _jsonable(dict(params))}
+        return record
+    result = generated.result
+    record.turn_id = generated.turn.id if generated.turn is not None else None
+    record.relay_name = generated.relay_name
+    record.shown = {
+        "mime_type": result.mime_type,
+        "width": result.width,
+        "height": result.height,
+        "model": result.model,
+        "text": result.text,
+        "sources": [[s.title, s.uri, s.image_uri] for s in result.sources],
+        "image_queries": list(result.image_queries),
+        "notes": [[n.key, n.text, _jsonable(n.params)] for n in result.notes],
+    }
+    return record
 
 
 class VariantGroups:
-    """The variant groups still running in this process, keyed by their progress message."""
+    """The variant groups, kept in the database; this process also keeps the slots it ended
+    itself (their pictures are at hand, even one that could not be stored)."""
 
-    def __init__(self) -> None:
-        self._groups: dict[int, _Group] = {}
+    def __init__(self, bot: NanoBananaBot) -> None:
+        self.bot = bot
+        self._local: dict[int, dict[int, Slot]] = {}
 
-    def expect(self, group: int, job_ids: list[int]) -> None:
-        self._groups[group] = _Group(job_ids)
+    @property
+    def services(self) -> Services:
+        return self.bot.services
 
-    def siblings(self, group: int | None) -> list[int]:
-        found = self._groups.get(group or 0)
-        return list(found.job_ids) if found else []
+    @property
+    def store(self) -> VariantGroupStore:
+        return VariantGroupStore(self.services.db)
+
+    async def expect(self, group: int, job_ids: list[int]) -> None:
+        await self.store.expect(group, job_ids)
+
+    async def siblings(self, group: int | None) -> list[int]:
+        return await self.store.job_ids(group) if group else []
 
     def any_ended(self, group: int | None) -> bool:
-        found = self._groups.get(group or 0)
-        return bool(found and found.slots)
+        """Whether a slot of the group ended in this process (no await: Cancel checks it
+        between reading the job and cancelling it)."""
+        return bool(self._local.get(group or 0))
 
-    def forget(self, group: int | None) -> None:
-        self._groups.pop(group or 0, None)
+    async def forget(self, group: int | None) -> None:
+        """The group was cancelled. A variant that had already ended with a picture (in
+        another process: this one's Cancel refuses then) was charged for a picture now never
+        shown: refunded."""
+        self._local.pop(group or 0, None)
+        if group:
+            for record in await self.store.forget(group):
+                if record.error is None:
+                    await self.services.quota.refund_delivered(record.job_id)
 
-    def done(self, group: int | None, slot: Slot, count: int) -> list[Slot] | None:
-        """Record one variant's end; every slot, in order, when it was the last, else None."""
-        found = self._groups.setdefault(group or 0, _Group([]))
-        found.slots[slot.index] = slot
-        if len(found.slots) < count:
+    async def posted(self, group: int | None, message_id: int) -> None:
+        self._local.pop(group or 0, None)
+        if group:
+            await self.store.posted(group, message_id)
+
+    async def done(self, group: int | None, slot: Slot, count: int) -> list[Slot] | None:
+        """Record one variant's end; every slot, in order, when it completed the group (this
+        caller then posts them), else None."""
+        local = self._local.setdefault(group or 0, {})
+        local[slot.index] = slot
+        while len(self._local) > LOCAL_MEMORY:
+            self._local.pop(next(iter(self._local)))
+        records = await self.store.done(group or slot.job.id, record_of(slot), count)
+        if records is None:
             return None
-        self._groups.pop(group or 0, None)
-        return [found.slots[i] for i in sorted(found.slots)]
+        self._local.pop(group or 0, None)
+        return [local.get(r.index) or await self._rebuilt(r) for r in records]
+
+    async def _rebuilt(self, record: SlotRecord) -> Slot:
+        """A slot another process (or this one before a restart) ended, from what was stored."""
+        svc = self.services
+        job = await svc.get_job(record.job_id)
+        if job is None:
+            raise LookupError(f"variant job {record.job_id} is gone")
+        if record.error is not None:
+            failure = StoredFailure(str(record.error.get("key")), **dict(record.error.get("params") or {}))
+            return Slot(record.index, job, error=failure, elapsed=record.elapsed)
+        turn = await svc.conversations.get_turn(record.turn_id) if record.turn_id is not None else None
+        try:
+            if turn is None or turn.image_sha256 is None:
+                raise LookupError("no stored picture")
+            data, _mime = await svc.images.get(turn.image_sha256)
+        except Exception as exc:  # noqa: BLE001 - a picture that cannot be loaded is a failed slot, refunded
+            log.warning("variant job %s: its picture could not be loaded (%s); refunding it", job.id, exc)
+            await svc.quota.refund_delivered(job.id)
+            return Slot(record.index, job, error=UserFacingError("variants.lost"), elapsed=record.elapsed)
+        shown = record.shown
+        result = GenerationResult(
+            image=data,
+            mime_type=str(shown.get("mime_type") or _mime),
+            width=int(shown.get("width") or 0),
+            height=int(shown.get("height") or 0),
+            model=str(shown.get("model") or job.model),
+            text=str(shown.get("text") or ""),
+            sources=[GroundingSource(*s) for s in shown.get("sources", [])],
+            image_queries=list(shown.get("image_queries", [])),
+            notes=[Note(*n) for n in shown.get("notes", [])],
+            relay_name=record.relay_name,
+        )
+        generated = Generated(turn=turn, result=result, relay_name=record.relay_name, conversation_id=turn.conversation_id)
+        return Slot(record.index, job, generated=generated, elapsed=record.elapsed)

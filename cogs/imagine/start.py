@@ -15,8 +15,9 @@ from bot import rules
 from bot.conversations import Conversation
 from bot.i18n import SUPPORTED, normalize_locale, t
 from bot.jobs import Job
+from bot.relay.catalogue import DIALECT_MAX_IMAGES
 from bot.services import Services
-from bot.studio import JobRequest, continue_from, unhonoured
+from bot.studio import JobRequest, continue_from, unroutable
 from bot.variations import fan_out, total_cost
 from cogs import render
 from cogs.bot_types import Interaction
@@ -38,6 +39,7 @@ OPTION_KEYS = {  # how a refusal names an option a relay cannot honour
     "size": "capability.option.size",
     "grounding": "capability.option.grounding",
     "thinking": "capability.option.thinking",
+    "images": "capability.option.images",
 }
 
 RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
@@ -182,17 +184,17 @@ class Starter:
                 await self.services.jobs.cancel(queued.id, by_user=None)
             raise
         if count > 1:
-            self.variants.expect(progress_id, [j.id for j in jobs])
+            await self.variants.expect(progress_id, [j.id for j in jobs])
         return jobs
 
     async def cancel_siblings(self, job: Job) -> None:
         """Cancel on one variant cancels its whole group (they share one progress message);
         a variant already being posted is left to finish."""
         group = (job.request or {}).get("variant_group")
-        for sibling in self.variants.siblings(group):
+        for sibling in await self.variants.siblings(group):
             if sibling != job.id and sibling not in self.progress.delivering:
                 await self.services.jobs.cancel(sibling, by_user=None)
-        self.variants.forget(group)
+        await self.variants.forget(group)
 
     async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
         """The member's own settings that hold for every request of theirs: "results only to
@@ -225,7 +227,7 @@ class Starter:
                 role_ids=role_ids(interaction.user),
                 channel_nsfw=channel_is_nsfw(channel),
             )
-            await self._honest(interaction.guild_id, req)
+            await self._honest(interaction.guild_id, req, len(req.images) + len(attachments))
             if count > 1:  # the whole fan-out, at once: never some variants queued and the rest refused
                 credits, limits = await self.services.charge(interaction.guild_id, req.model, req.size)
                 await self.services.quota.check(
@@ -242,16 +244,20 @@ class Starter:
             return False
         return True
 
-    async def _honest(self, guild_id: int | None, req: JobRequest) -> None:
-        """Refuse, before anything is charged, an option the relay tried first would drop
-        (a ratio on an OpenAI Chat relay, Google Search on an OpenAI relay), rather than make a
-        picture that silently ignores it."""
+    async def _honest(self, guild_id: int | None, req: JobRequest, image_count: int) -> None:
+        """Refuse, before anything is charged, an option no relay of this server can honour
+        (a ratio when every relay speaks OpenAI Chat, Google Search with only OpenAI relays)
+        rather than make a picture that silently ignores it; when a later relay in the
+        failover order can, the pool sends the job there (bot/relays/pool.py)."""
         order = await self.services.relay_order(guild_id)
-        dropped = unhonoured(order[0].dialect, req) if order else []
+        dropped = unroutable(order, await self.services.studio.check(req, image_count=image_count))
         if dropped:
             joiner = "、" if req.locale.startswith("zh") else ", "
-            options = joiner.join(t(OPTION_KEYS[name], req.locale) for name in dropped)
-            raise UserFacingError("capability.dropped", relay=order[0].name, options=options)
+            limit = min((DIALECT_MAX_IMAGES[r.dialect] for r in order if r.dialect in DIALECT_MAX_IMAGES), default=0)
+            options = joiner.join(t(OPTION_KEYS[name], req.locale, limit=limit) for name in dropped)
+            if len(order) == 1:
+                raise UserFacingError("capability.dropped", relay=order[0].name, options=options)
+            raise UserFacingError("capability.none", options=options)
 
     async def show_queued(self, job: Job) -> None:
         """The job's place in the queue, with Cancel, on its progress message."""
