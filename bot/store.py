@@ -248,8 +248,11 @@ async def transaction(db: Connection) -> AsyncIterator[Connection]:
     if lock is None:
         lock = _locks[db] = asyncio.Lock()
     async with lock:
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            # Inside the try: a task cancelled while BEGIN waits for SQLite's write lock has
+            # still queued it, and aiosqlite's thread runs it later; only the ROLLBACK below,
+            # queued after it, keeps the connection from staying inside that transaction.
+            await db.execute("BEGIN IMMEDIATE")
             yield db
             await db.execute("COMMIT")
         except BaseException:

@@ -116,3 +116,33 @@ async def test_another_process_sees_an_admins_change_within_max_age(open_db: Cal
     now[0] += 1.5
     assert (await worker.get(42)).default_model == "gemini-2.5-flash-image"
     assert (await gateway.get(42)).default_model == "gemini-2.5-flash-image"  # its own write
+
+
+async def test_a_task_cancelled_while_begin_waits_for_the_write_lock_leaves_the_connection_usable(tmp_path: Path) -> None:
+    """Cancel (a member's Cancel button, a shutdown) can land while BEGIN IMMEDIATE waits for
+    SQLite's write lock; the BEGIN still runs later on aiosqlite's thread. The connection must
+    not stay inside that transaction, or every later write fails."""
+    import sqlite3
+
+    path = tmp_path / "bot.sqlite3"
+    db = await store.connect(path)
+    try:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+        async def write() -> None:
+            async with store.transaction(db) as tx:
+                await tx.execute(JOB, (1, 2, 0.0))
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.2)  # waiting in BEGIN (busy_timeout)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        other.execute("ROLLBACK")
+        other.close()
+        async with store.transaction(db) as tx:  # "cannot start a transaction within a transaction" before the fix
+            await tx.execute(JOB, (1, 3, 0.0))
+        assert [tuple(r) for r in await db.execute_fetchall("SELECT user_id FROM jobs")] == [(3,)]
+    finally:
+        await db.close()
