@@ -14,14 +14,13 @@ Stored form
     silently drop snake_case signatures (a relay that re-serializes drops the keys it does not know).
 
 Thought parts (decision)
-    Model turns are stored *whole*, thought parts (``"thought": true``, text or draft images)
-    included, and ``history`` sends them back by default. Google's rule for multi-turn image
-    editing is to return the previous model turn exactly as received, signatures included,
-    and the official SDK's chat history does the same (it keeps thought parts). Dropping the
-    drafts would save payload but is unverified against the API, so it is opt-in:
-    ``history(..., include_thoughts=False)`` leaves out thought parts that carry no
-    ``thoughtSignature`` (a part with a signature is always kept). Draft images count against
-    the payload budget like any other image.
+    Unsigned thought parts (``"thought": true``: the model's words and draft pictures while it
+    thinks) never reach a stored turn: the relay layer drops them from every Gemini answer,
+    streamed or plain (bot.relay.send), so a conversation replays the same turn whichever way
+    the answer came, and a relay that sends drafts unasked does not make every later edit
+    carry them. A thought part that carries a ``thoughtSignature`` is kept byte for byte: the
+    API checks signatures, never unsigned parts. ``history(..., include_thoughts=False)`` still
+    drops unsigned thought parts of turns stored before this rule.
 
 What is stored of a model turn (decision: "what a later turn needs")
     A relay may answer with any number of parts (61 ``inlineData`` parts were tried: 61 files,

@@ -105,7 +105,7 @@ async def _gemini(
     sent = await post_json(url, body)
     failure: RelayFailed | None = None
     try:
-        return await caller.request(relay, sent, timeout=timeout, parse=checked(gemini.parse)), turn
+        return await caller.request(relay, sent, timeout=timeout, parse=_gemini_answer), turn
     except RelayFailed as exc:
         # Any plain 400 (not a key problem): relays often answer Google's generic "Request
         # contains an invalid argument." without naming the field. A 400 is not billed.
@@ -116,7 +116,7 @@ async def _gemini(
     log.info("relay %s refused imageSize 512 (%s); resending as 512px", relay.name, failure.relay_message)
     body, turn = gemini.build(req, prepared, "512px", turn=user_turn)
     sent = await post_json(url, body)
-    return await caller.request(relay, sent, timeout=timeout, parse=checked(gemini.parse)), turn
+    return await caller.request(relay, sent, timeout=timeout, parse=_gemini_answer), turn
 
 
 async def _streamed(
@@ -134,16 +134,9 @@ async def _streamed(
     url = caller.endpoint(relay, gemini.stream_path(model))
     body, turn = gemini.build(req, prepared, req.size, turn=user_turn, thoughts=True)
     sent = await post_json(url, body)
-    parse = checked(gemini.parse)
-
-    def without_thoughts(value: object) -> Parsed:
-        parsed = parse(value)
-        parsed.model_turn = previews.without_thoughts(parsed.model_turn)
-        return parsed
-
     token = ON_EVENT.set(previews.ThoughtReader(sink))
     try:
-        return await caller.request(relay, sent, timeout=timeout, parse=without_thoughts, attempts=1), turn
+        return await caller.request(relay, sent, timeout=timeout, parse=_gemini_answer, attempts=1), turn
     finally:
         ON_EVENT.reset(token)
 
@@ -224,3 +217,15 @@ def checked(parse: Callable[[Any], Parsed]) -> Callable[[Any], Parsed]:
         return parsed
 
     return run
+
+
+_parse_gemini = checked(gemini.parse)
+
+
+def _gemini_answer(value: object) -> Parsed:
+    """A Gemini answer, its model turn without unsigned thought parts, streamed or not: a relay
+    may send drafts even when none were asked for, and the conversation must replay the same
+    turn whichever way the answer came (signed parts stay, exactly as sent)."""
+    parsed = _parse_gemini(value)
+    parsed.model_turn = previews.without_thoughts(parsed.model_turn)
+    return parsed
