@@ -150,6 +150,9 @@ class NanoBananaBot(commands.AutoShardedBot):
         await self.tree.set_translator(CatalogTranslator())
         for name in COGS:
             await self.load_extension(name)
+        from cogs.install import configure  # Discord glue: which installs and contexts offer each command
+
+        configure(self.tree, user_install=self.settings.user_install)
         try:
             await self._sync_once()
         except discord.HTTPException as exc:

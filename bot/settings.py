@@ -235,6 +235,14 @@ class Settings:
     shared_user_daily: int | None = None
     shared_guild_daily: int | None = None
     shared_guild_monthly: int | None = None
+    # NB_USER_INSTALL: members may install the app on their account and use it in DMs, group DMs
+    # and servers the bot is not in. Requests without a server run on the operator's relay under
+    # the personal quota: NB_USER_DAILY per member per day, NB_PERSONAL_DAILY / _MONTHLY for all
+    # members' personal use together (None: no such limit).
+    user_install: bool = True
+    user_daily: int = 10
+    personal_daily: int | None = None
+    personal_monthly: int | None = None
     log_level: str = "INFO"
     owner_ids: frozenset[int] = frozenset()
     message_content_intent: bool = False
@@ -362,6 +370,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         shared_user_daily=_optional_int(env, "NB_SHARED_USER_DAILY"),
         shared_guild_daily=_optional_int(env, "NB_SHARED_GUILD_DAILY"),
         shared_guild_monthly=_optional_int(env, "NB_SHARED_GUILD_MONTHLY"),
+        user_install=_flag(env, "NB_USER_INSTALL", True),
+        user_daily=_int(env, "NB_USER_DAILY", 10),
+        personal_daily=_optional_int(env, "NB_PERSONAL_DAILY"),
+        personal_monthly=_optional_int(env, "NB_PERSONAL_MONTHLY"),
         log_level=level,
         owner_ids=frozenset(owners),
         message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),

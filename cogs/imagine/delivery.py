@@ -2,6 +2,12 @@
 asks the studio for a picture and posts it with the *bot* token (interaction tokens die after 15
 minutes; big jobs take longer).
 
+Where the bot cannot post (a group DM, a server it is not in: a member's own install of the
+app) the picture goes as a followup of the interaction that asked, through the token stored
+with the job. A picture ready after the token has died (Discord's 15 minutes) is sent to the
+member in a direct message, saying where it was asked for; when their DMs are closed too, the
+job fails and is refunded (nothing was delivered).
+
 Discord's upload limit: a picture is fitted under the limit Discord gave for the channel; when
 Discord still answers 413 (or its code 40005, "request entity too large"), it is fitted again
 under 0.7× the size that was refused, up to :data:`UPLOAD_RETRIES` times. (A relay's own 413
@@ -86,6 +92,7 @@ class Delivery:
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.
             self.progress.delivering.discard(job.id)
+            await self.services.replies.drop(job.id)  # the interaction token goes with the job
 
     async def _make_and_post(self, job: Job, req: JobRequest, started: float) -> tuple[Generated, discord.Message]:
         """The picture, posted; on failure the progress message says why, then it raises."""
@@ -236,12 +243,18 @@ class Delivery:
         target = Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
         limit = req.upload_limit
         spoiler = (await self.services.guild(job.guild_id)).safety.spoiler  # /admin safety spoiler
+        channel_post = await self.progress.channel_post(job)
         for _attempt in range(UPLOAD_RETRIES):
             upload = await make(limit)
             if spoiler:
                 upload.spoil()
             try:
-                sent = self._send_privately(job, upload) if req.private else self._send(job, target, upload)
+                if req.private:
+                    sent = self._send_privately(job, upload)
+                elif not channel_post:
+                    sent = self._send_through_interaction(job, req, upload)
+                else:
+                    sent = self._send(job, target, upload)
                 return Posted(await sent, upload.embed)
             except discord.HTTPException as exc:
                 if exc.status == 413 or exc.code == TOO_LARGE:
@@ -288,15 +301,52 @@ class Delivery:
         (Discord's 15 minutes), else a direct message; a member whose DMs are closed is told
         on the progress message, and refunded, by the failure path."""
         interaction = self.progress.live_interaction(job)
-        if interaction is not None:
-            return await interaction.followup.send(
-                embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING, ephemeral=True, wait=True
-            )
+        hook = interaction.followup if interaction is not None else await self.progress.webhook(job)
+        if hook is not None:
+            try:
+                return await hook.send(
+                    embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING, ephemeral=True, wait=True
+                )
+            except discord.HTTPException as exc:
+                if exc.status != 401:
+                    raise
+                # The token died before our clock said so: a direct message, as after 15 minutes.
         try:
             dm = await self.bot.create_dm(discord.Object(job.user_id))
             return await dm.send(embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING)
         except discord.Forbidden as exc:
             raise UserFacingError("private.dm_closed") from exc
+
+    async def _send_through_interaction(self, job: Job, req: JobRequest, upload: Upload) -> discord.Message:
+        """Where the bot cannot post: a followup of the interaction while its token lives; after
+        (the picture took longer than Discord's 15 minutes), a direct message saying where it
+        was asked for. DMs closed too: refused, so the job fails and is refunded."""
+        hook = await self.progress.webhook(job)
+        if hook is not None:
+            try:
+                return await hook.send(
+                    content=f"<@{job.user_id}>",
+                    embeds=upload.embeds,
+                    files=upload.files(),
+                    view=upload.view or discord.utils.MISSING,
+                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+                    wait=True,
+                )
+            except discord.HTTPException as exc:
+                if exc.status != 401:
+                    raise
+                log.info("job %s: the interaction token died early; sending the picture by direct message", job.id)
+        locale = req.locale  # a direct message: the member's own language
+        try:
+            dm = await self.bot.create_dm(discord.Object(job.user_id))
+            return await dm.send(
+                content=t("install.late_dm", locale),
+                embeds=upload.embeds,
+                files=upload.files(),
+                view=upload.view or discord.utils.MISSING,
+            )
+        except discord.Forbidden as exc:
+            raise UserFacingError("install.dm_closed") from exc
 
     async def _move(self, job: Job, req: JobRequest, target: Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel

@@ -21,6 +21,7 @@ from bot.variations import fan_out, total_cost
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
+from cogs.install import bot_can_post, scope_id
 from cogs.intake import channel_is_nsfw, check_can_post, role_ids, store_inputs, upload_limit, vet
 
 from .groups import VariantGroups
@@ -76,7 +77,7 @@ class Starter:
             conversation = await svc.conversations.get_conversation(conversation)
         if conversation is None:
             return True  # nothing to protect; the caller reports an unknown picture
-        g = await svc.guild(interaction.guild_id)
+        g = await svc.guild(scope_id(interaction))
         if rules.may_continue_thread(g.thread_mode, interaction.user.id, conversation.owner_id):
             return True
         if refuse:
@@ -134,7 +135,7 @@ class Starter:
             return None
         progress_text = render.progress_text("preparing", req.locale)
         callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
-        acked = time.monotonic()
+        acked, acked_at = time.monotonic(), time.time()
         # The callback answer carries the message: no second round trip on a token that may expire.
         resource = callback.resource
         progress = resource if isinstance(resource, discord.InteractionMessage) else await interaction.original_response()
@@ -142,6 +143,14 @@ class Starter:
         try:
             await store_inputs(svc, req, attachments)
             jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
+            for job in jobs:  # whoever runs it edits progress and answers through this interaction
+                await svc.replies.put(
+                    job.id,
+                    application_id=interaction.application_id,
+                    token=interaction.token,
+                    acked_at=acked_at,
+                    channel_post=bot_can_post(interaction),
+                )
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
             log_unless_user_facing(exc, log, "could not queue a %s job", kind)
             self.progress.release(progress.id)
@@ -167,7 +176,7 @@ class Starter:
             for each in requests:
                 jobs.append(
                     await self.services.submit_job(
-                        guild_id=interaction.guild_id,
+                        guild_id=scope_id(interaction),
                         channel_id=interaction.channel_id,
                         user_id=interaction.user.id,
                         role_ids=role_ids(interaction.user),
@@ -197,7 +206,7 @@ class Starter:
     async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
         """The member's own settings that hold for every request of theirs: "results only to
         me" and a language override (the server's language still goes on public posts)."""
-        mine = await self.services.preferences.get(interaction.guild_id, interaction.user.id)
+        mine = await self.services.preferences.get(scope_id(interaction), interaction.user.id)
         req.private = req.private or mine.private
         if mine.locale is not None and mine.locale in SUPPORTED:
             req.locale = mine.locale
@@ -212,24 +221,25 @@ class Starter:
         """Every check that sends nothing; a refusal is answered ephemerally (False)."""
         channel = interaction.channel
         try:
-            if req.post_channel_id == interaction.channel_id:
+            # Where the bot cannot post, the result goes through the interaction (no channel post).
+            if req.post_channel_id == interaction.channel_id and bot_can_post(interaction):
                 check_can_post(interaction.app_permissions, in_thread=isinstance(channel, discord.Thread))
             await vet(
                 self.services,
                 req,
                 attachments,
-                guild_id=interaction.guild_id,
+                guild_id=scope_id(interaction),
                 parent_channel_id=getattr(channel, "parent_id", None),
                 channel_id=interaction.channel_id,
                 user_id=interaction.user.id,
                 role_ids=role_ids(interaction.user),
                 channel_nsfw=channel_is_nsfw(channel),
             )
-            await self._honest(interaction.guild_id, req)
+            await self._honest(scope_id(interaction), req)
             if count > 1:  # the whole fan-out, at once: never some variants queued and the rest refused
-                credits, limits = await self.services.charge(interaction.guild_id, req.model, req.size)
+                credits, limits = await self.services.charge(scope_id(interaction), req.model, req.size)
                 await self.services.quota.check(
-                    guild_id=interaction.guild_id,
+                    guild_id=scope_id(interaction),
                     user_id=interaction.user.id,
                     credits=total_cost(credits, count),
                     rules=limits,
