@@ -7,8 +7,8 @@ the bot is not a member of. This module answers, for every cog:
 
 - :func:`scope_id`: whose rules, quota and relay apply — the server's when the bot is in it,
   else None, the personal scope (bot.quota: the operator's relay, ``NB_USER_DAILY``);
-- :func:`bot_can_post`: whether the bot's own token can post where the member is (a server it
-  is in, its own DM), else results go only through the interaction's responses and followups;
+- :func:`bot_can_post`: whether results are posted with the bot's own token (a server it is
+  in), else only through the interaction's responses and followups (then by DM, after 15 min);
 - :func:`refusal`: a user-installed request the operator (``NB_USER_INSTALL=off``) or the
   server (``/admin access user_installs``) does not allow, answered before anything is charged;
 - :func:`configure`: each command's registered installs and contexts (``/admin`` stays a
@@ -52,9 +52,11 @@ def scope_id(interaction: discord.Interaction[Any]) -> int | None:
 
 
 def bot_can_post(interaction: discord.Interaction[Any]) -> bool:
-    """The bot's own token can post here: a server it is in, or its DM with the member.
-    Elsewhere (a group DM, a server it is not in) Discord answers a bot post 403 50001."""
-    return in_server(interaction) or (interaction.guild_id is None and bool(interaction.context.dm_channel))
+    """Results are posted with the bot's own token: only in a server the bot is in. In a group
+    DM or a server it is not in Discord answers a bot post 403 50001, so results go through
+    the interaction there; in the bot's own DM too, so the result answers the command in place
+    (the DM is where a result goes once the interaction's token has died)."""
+    return in_server(interaction)
 
 
 async def refusal(interaction: discord.Interaction[NanoBananaBot]) -> str | None:
