@@ -340,3 +340,75 @@ async def test_a_servers_preview_default_turns_previews_on_unless_the_member_say
             async with w.bot.services.db.execute("SELECT request FROM jobs ORDER BY id DESC LIMIT 1") as cur:
                 (request,) = await cur.fetchone()
             assert ('"preview": true' in request) is expected, request
+
+
+# ---------------------------------------------------------------- conversations without a server
+
+
+def _button(message: dict[str, Any], prefix: str) -> str:
+    return next(c["custom_id"] for row in message["components"] for c in row["components"] if c["custom_id"].startswith(prefix))
+
+
+def _signatures(contents: list[dict[str, Any]]) -> list[str]:
+    return [p["thoughtSignature"] for c in contents if c.get("role") == "model" for p in c.get("parts", []) if "thoughtSignature" in p]
+
+
+async def test_reroll_and_the_edit_form_work_in_a_server_the_bot_is_not_in(tmp_path: Path) -> None:
+    from tests.test_bot_e2e import modal_ids
+
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("image", signature="sig-root"))
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.slash_interaction("imagine", channel=w.foreign_channel, user=w.alice, options={"prompt": "a fox"}))
+        result = w.dd.messages[int((await w.picture_followup(mark)).response["id"])]
+        await w.bot.services.jobs.join()
+
+        mark = w.dd.mark()
+        click = await w.dd.interact(w.dd.component_interaction(result, _button(result, "nb:reroll:"), user=w.alice))
+        rerolled = await w.picture_followup(mark)
+        assert rerolled.path.split("/")[3] == click["token"]  # answered through the click's own interaction
+        await w.bot.services.jobs.join()
+
+        mark = w.dd.mark()
+        opened = await w.dd.interact(w.dd.component_interaction(result, _button(result, "nb:edit:"), user=w.alice))
+        assert (await answer(w.dd, opened)) is not None and w.dd.response_type(opened) == 9  # the form
+        modal = w.dd.last_modal()
+        assert modal is not None
+        ids = modal_ids(modal)
+        w.relay.enqueue(Behaviour("image", signature="sig-edit"))
+        await w.dd.interact(
+            w.dd.modal_submit_interaction(
+                modal["custom_id"], {ids[4]: "give the fox a hat", ids[19]: []}, channel=w.foreign_channel, user=w.alice, modal=modal
+            )
+        )
+        edited = await w.picture_followup(mark)
+        assert edited.files[0].data == w.relay.images_served[-1]
+        await w.bot.services.jobs.join()
+        assert _signatures(w.relay.requests[-1].json["contents"]) == ["sig-root"]  # it continued the fox
+        assert not w.dd.find("*", rf"^/channels/{w.foreign_channel['id']}/")
+        assert [row[:3] for row in await ledger(w.bot)] == [(None, "done", "committed")] * 3
+
+
+async def test_a_reply_in_the_bots_dm_continues_the_picture(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("image", signature="sig-root"))
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.slash_interaction("imagine", channel=w.dm, user=w.alice, options={"prompt": "a quiet harbour"}))
+        result = w.dd.messages[int((await w.picture_followup(mark)).response["id"])]
+        await w.bot.services.jobs.join()
+        w.relay.enqueue(Behaviour("image", signature="sig-night"))
+        mark = w.dd.mark()
+        await w.dd.post_message(w.dm, w.alice, "make it night time", reply_to=result)
+        post = await w.dd.wait_for(
+            "POST", rf"^/channels/{w.dm['id']}/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300, timeout=20
+        )
+        assert post.files[0].data == w.relay.images_served[-1]
+        await w.bot.services.jobs.join()
+        sent = w.relay.requests[-1].json["contents"]
+        assert sent[-1]["parts"][0]["text"] == "make it night time" and _signatures(sent) == ["sig-root"]
+        assert [row[:3] for row in await ledger(w.bot)] == [(None, "done", "committed")] * 2
+        # A plain message in the DM (no reply to a picture) starts nothing.
+        asked = len(w.relay.requests)
+        await w.dd.post_message(w.dm, w.alice, "thanks!")
+        await asyncio.sleep(0.3)
+        assert len(w.relay.requests) == asked
