@@ -36,12 +36,8 @@ COOLDOWN_S = 15.0
 class Describe(commands.Cog):
     def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
-        self.menu = app_commands.ContextMenu(
-            name=_k("creative.menu.describe_image", "Describe image"),
-            callback=self.describe_message,
-            allowed_contexts=app_commands.AppCommandContext(guild=True),
-        )
-        self.menu.guild_only = True
+        # Installs and contexts as for every member command (cogs/install.py configures them).
+        self.menu = app_commands.ContextMenu(name=_k("creative.menu.describe_image", "Describe image"), callback=self.describe_message)
         self._last: dict[int, float] = {}  # member -> when their last describe started (monotonic)
 
     async def cog_load(self) -> None:
@@ -58,7 +54,6 @@ class Describe(commands.Cog):
     )
     @app_commands.rename(image=_k("creative.opt.image", "image"))
     @app_commands.describe(image=_k("creative.opt.image.desc", "The picture to describe"))
-    @app_commands.guild_only()
     async def describe(self, interaction: discord.Interaction[NanoBananaBot], image: discord.Attachment) -> None:
         await self.run(interaction, image)
 

@@ -412,3 +412,29 @@ async def test_a_reply_in_the_bots_dm_continues_the_picture(tmp_path: Path) -> N
         await w.dd.post_message(w.dm, w.alice, "thanks!")
         await asyncio.sleep(0.3)
         assert len(w.relay.requests) == asked
+
+
+async def test_personal_defaults_set_in_the_bots_dm_apply_to_imagine_outside_servers(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        uid = w.alice["id"]
+        opened = await w.dd.interact(w.dd.slash_interaction("settings", channel=w.dm, user=w.alice))
+        await answer(w.dd, opened)
+        panel = w.dd.original_message(opened)
+        assert panel is not None
+        pro = "gemini-3-pro-image-preview"
+        for custom_id, value in ((f"nb:set:f:{uid}", "model"), (f"nb:set:v:{uid}:model", pro)):
+            click = await w.dd.interact(w.dd.component_interaction(panel, custom_id, user=w.alice, component_type=3, values=[value]))
+            await answer(w.dd, click)
+            panel = w.dd.messages[int(panel["id"])]
+        # The personal default holds in a group DM too (no server: the same personal settings)...
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.slash_interaction("imagine", channel=w.group, user=w.alice, options={"prompt": "a pear"}))
+        await w.picture_followup(mark)
+        await w.bot.services.jobs.join()
+        assert pro in w.relay.requests[-1].path
+        # ...but not in a server the bot is in, where the member's settings there apply.
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.slash_interaction("imagine", channel=w.channel, user=w.alice, options={"prompt": "a plum"}))
+        await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files), timeout=20)
+        await w.bot.services.jobs.join()
+        assert pro not in w.relay.requests[-1].path
