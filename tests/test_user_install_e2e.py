@@ -438,3 +438,12 @@ async def test_personal_defaults_set_in_the_bots_dm_apply_to_imagine_outside_ser
         await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files), timeout=20)
         await w.bot.services.jobs.join()
         assert pro not in w.relay.requests[-1].path
+
+
+def test_interaction_tokens_are_masked_in_log_lines() -> None:
+    from bot.relay.redact import redact_everywhere
+
+    token = "aW50ZXJhY3Rpb246MTU3NzU4NjM5MTg1MDgxMTM5Mjo8zOFQXPjv64Uf"
+    line = f"PATCH https://discord.com/api/v10/webhooks/123/{token}/messages/456 -> 401; POST /interactions/789/{token}/callback"
+    cleaned = redact_everywhere(line)
+    assert token not in cleaned and "/webhooks/123/***/messages/456" in cleaned and "/interactions/789/***/callback" in cleaned

@@ -18,7 +18,7 @@ from bot.jobs import Job
 from bot.services import Services
 from bot.studio import JobRequest, continue_from, unhonoured
 from bot.variations import fan_out, total_cost
-from cogs import render
+from cogs import install, render
 from cogs.bot_types import Interaction
 from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
 from cogs.install import bot_can_post, scope_id
@@ -129,6 +129,8 @@ class Starter:
         (every variant's credits are checked, as one total, before anything is sent). ``notices``: (key, params) said to the member
         privately once the job is queued (e.g. a preference this request could not honour)."""
         svc = self.services
+        if await install.refused(interaction):
+            return None  # every way to a job (commands, buttons, forms) passes here: nothing charged
         req.post_channel_id = req.post_channel_id or interaction.channel_id
         await self._personal(interaction, req)
         if not await self._vetted(interaction, req, attachments, count):
