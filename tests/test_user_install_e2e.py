@@ -447,3 +447,29 @@ def test_interaction_tokens_are_masked_in_log_lines() -> None:
     line = f"PATCH https://discord.com/api/v10/webhooks/123/{token}/messages/456 -> 401; POST /interactions/789/{token}/callback"
     cleaned = redact_everywhere(line)
     assert token not in cleaned and "/webhooks/123/***/messages/456" in cleaned and "/interactions/789/***/callback" in cleaned
+
+
+async def test_the_member_is_told_before_the_token_dies_that_the_picture_will_come_by_dm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.jobs.replies as replies
+
+    # The token is used for 61.5 s instead of 14 minutes: the notice comes 60 s before, at 1.5 s.
+    monkeypatch.setattr(replies, "SAFE_LIFETIME_S", 61.5)
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("slow", delay=3.0))
+        mark = w.dd.mark()
+        payload = await w.dd.interact(
+            w.dd.slash_interaction("imagine", channel=w.foreign_channel, user=w.alice, options={"prompt": "long"})
+        )
+        told = await w.dd.wait_for(
+            "PATCH",
+            rf"^/webhooks/{w.dd.application_id}/{payload['token']}/messages/",
+            since=mark,
+            predicate=lambda c: "direct message" in str((c.json or {}).get("content")),
+            timeout=10,
+        )
+        assert told.status < 300
+        post = await w.picture_followup(mark)  # still in time: the picture itself goes there
+        assert post.index > told.index
+        await w.bot.services.jobs.join()

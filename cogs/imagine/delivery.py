@@ -71,6 +71,7 @@ class Delivery:
         started = time.time()
         generating = render.progress_text("generating", req.locale, since=started, model=req.model)
         await self.progress.edit(job, generating, force=True, cancel=True)
+        await self.progress.warn_before_expiry(job, req.locale, generating)
         try:
             if req.variants > 1:
                 await self._run_variant(job, req, started)

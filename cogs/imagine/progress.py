@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
+from bot.i18n import t
 from bot.jobs import Job
 from bot.jobs.replies import Reply
 from bot.relay.previews import Preview, PreviewSink
@@ -42,6 +43,7 @@ PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate lim
 TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
 DRAFT_PIXELS = 256  # a draft is shown at most this wide and high: small, and quick to upload
 DRAFT_MAX_PIXELS = 64 * 2**20  # a draft claiming more pixels is not decoded (a decompression bomb)
+LATE_NOTICE_S = 60  # how long before the stored token stops being used the member is told
 
 
 def small_draft(data: bytes) -> bytes | None:
@@ -84,6 +86,10 @@ class Progress:
         self._drafts: dict[int, tuple[Preview, str]] = {}
         self._draft_tasks: dict[int, asyncio.Task[None]] = {}
         self._drafted: set[int] = set()
+        # Where only the interaction reaches the member: a note shown under the progress once
+        # the token is about to die (the picture will come by DM), and the task that adds it.
+        self._notes: dict[int, str] = {}
+        self._late: dict[int, asyncio.Task[None]] = {}
 
     @property
     def services(self) -> Services:
@@ -129,6 +135,32 @@ class Progress:
         self._drafted.discard(job.id)
         self.release(progress_message_id(job))
         self._last_edit.pop(job.id, None)
+        self._notes.pop(job.id, None)
+        late = self._late.pop(job.id, None)
+        if late is not None and late is not asyncio.current_task():
+            late.cancel()
+
+    async def warn_before_expiry(self, job: Job, locale: str, generating: str) -> None:
+        """Where only the interaction reaches the member, say on the progress message shortly
+        before its token dies that the picture will come by direct message — the last moment
+        anything can be said there (cogs/imagine/delivery.py sends the late picture)."""
+        reply = await self.reply(job)
+        if reply is None or reply.channel_post:
+            return
+        delay = reply.expires_at - LATE_NOTICE_S - time.time()
+        if delay > 0 and job.id not in self._late:
+            self._late[job.id] = asyncio.create_task(self._late_notice(job, locale, generating, delay))
+
+    async def _late_notice(self, job: Job, locale: str, generating: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            if job.id in self.delivering:
+                return  # the picture is on its way through the interaction
+            self._notes[job.id] = t("install.late_notice", locale)
+            # As a draft edit: live previews go on, each carrying the note (see edit()).
+            await self.edit(job, generating, force=True, cancel=True, draft=True)
+        finally:
+            self._late.pop(job.id, None)
 
     async def edit(
         self,
@@ -167,6 +199,9 @@ class Progress:
         if flusher is not None and flusher is not asyncio.current_task():
             flusher.cancel()
         self._last_edit[job.id] = now
+        note = self._notes.get(job.id)
+        if note is not None and content is not None and note not in content:
+            content = f"{content}\n{note}"
         if cancel:
             view = self._cancel_view(job)
         extra: dict[str, Any] = {}
