@@ -42,6 +42,7 @@ COGS = (
     "cogs.settings",
     "cogs.describe",
     "cogs.modlog",
+    "cogs.install",  # last: sets every command's installs and contexts (NB_USER_INSTALL)
 )
 
 
@@ -150,9 +151,6 @@ class NanoBananaBot(commands.AutoShardedBot):
         await self.tree.set_translator(CatalogTranslator())
         for name in COGS:
             await self.load_extension(name)
-        from cogs.install import configure  # Discord glue: which installs and contexts offer each command
-
-        configure(self.tree, user_install=self.settings.user_install)
         try:
             await self._sync_once()
         except discord.HTTPException as exc:

@@ -92,3 +92,8 @@ def configure(tree: app_commands.CommandTree[Any], *, user_install: bool) -> Non
         command.allowed_installs = app_commands.AppInstallationType(guild=True, user=everywhere)
         command.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=everywhere, private_channel=everywhere)
         command.guild_only = not everywhere  # discord.py sends it as dm_permission
+
+
+async def setup(bot: NanoBananaBot) -> None:
+    """Loaded after every feature (bot.app.COGS): their commands exist by now."""
+    configure(bot.tree, user_install=bot.settings.user_install)

@@ -38,6 +38,7 @@ from cogs.failures import UserFacingError, is_user_facing
 from .buttons import result_view
 from .groups import Slot, VariantGroups
 from .progress import Progress
+from .reach import Reach
 from .upload import Posted, Target, Upload
 from .variants import failure_notes, gallery_embeds, gallery_view
 
@@ -57,6 +58,7 @@ class Delivery:
         self.bot = bot
         self.progress = progress
         self.groups = groups
+        self.reach = Reach(bot, progress)  # followups, ephemeral results, the late DM
 
     @property
     def services(self) -> Services:
@@ -251,9 +253,9 @@ class Delivery:
                 upload.spoil()
             try:
                 if req.private:
-                    sent = self._send_privately(job, upload)
+                    sent = self.reach.privately(job, upload)
                 elif not channel_post:
-                    sent = self._send_through_interaction(job, req, upload)
+                    sent = self.reach.through_interaction(job, req, upload)
                 else:
                     sent = self._send(job, target, upload)
                 return Posted(await sent, upload.embed)
@@ -266,21 +268,19 @@ class Delivery:
                     raise  # never posted in the channel instead: the member asked for results only to them
                 if (exc.status in (403, 404) or exc.code == THREAD_LOCKED) and await self._move(job, req, target, exc):
                     continue
-                interaction = self.progress.live_interaction(job)
-                if exc.status != 403 or interaction is None:
+                hook = await self.reach.hook(job)
+                if exc.status != 403 or hook is None:
                     raise
                 # The bot cannot post here with its own token (e.g. the server added only
                 # the app's commands): the interaction's followup still can, for 15 minutes.
                 log.info("job %s: channel post refused (%s); answering through the interaction", job.id, exc.code)
-                message = await interaction.followup.send(
-                    content=f"<@{job.user_id}>",
-                    embeds=upload.embeds,
-                    files=upload.files(),
-                    view=upload.view or discord.utils.MISSING,
-                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
-                    wait=True,
-                )
-                return Posted(message, upload.embed)
+                try:
+                    return Posted(await self.reach.followup(hook, job, upload), upload.embed)
+                except discord.HTTPException as again:
+                    if again.status != 401:
+                        raise
+                    self.progress.token_died(job)
+                    raise exc from None  # the channel's refusal is what the member is told
         raise UserFacingError("deliver.too_large")
 
     async def _send(self, job: Job, target: Target, upload: Upload) -> discord.Message:
@@ -296,58 +296,6 @@ class Delivery:
             reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
         )
-
-    async def _send_privately(self, job: Job, upload: Upload) -> discord.Message:
-        """ "Results only to me": an ephemeral followup while the interaction's token lives
-        (Discord's 15 minutes), else a direct message; a member whose DMs are closed is told
-        on the progress message, and refunded, by the failure path."""
-        interaction = self.progress.live_interaction(job)
-        hook = interaction.followup if interaction is not None else await self.progress.webhook(job)
-        if hook is not None:
-            try:
-                return await hook.send(
-                    embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING, ephemeral=True, wait=True
-                )
-            except discord.HTTPException as exc:
-                if exc.status != 401:
-                    raise
-                # The token died before our clock said so: a direct message, as after 15 minutes.
-        try:
-            dm = await self.bot.create_dm(discord.Object(job.user_id))
-            return await dm.send(embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING)
-        except discord.Forbidden as exc:
-            raise UserFacingError("private.dm_closed") from exc
-
-    async def _send_through_interaction(self, job: Job, req: JobRequest, upload: Upload) -> discord.Message:
-        """Where the bot cannot post: a followup of the interaction while its token lives; after
-        (the picture took longer than Discord's 15 minutes), a direct message saying where it
-        was asked for. DMs closed too: refused, so the job fails and is refunded."""
-        hook = await self.progress.webhook(job)
-        if hook is not None:
-            try:
-                return await hook.send(
-                    content=f"<@{job.user_id}>",
-                    embeds=upload.embeds,
-                    files=upload.files(),
-                    view=upload.view or discord.utils.MISSING,
-                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
-                    wait=True,
-                )
-            except discord.HTTPException as exc:
-                if exc.status != 401:
-                    raise
-                log.info("job %s: the interaction token died early; sending the picture by direct message", job.id)
-        locale = req.locale  # a direct message: the member's own language
-        try:
-            dm = await self.bot.create_dm(discord.Object(job.user_id))
-            return await dm.send(
-                content=t("install.late_dm", locale),
-                embeds=upload.embeds,
-                files=upload.files(),
-                view=upload.view or discord.utils.MISSING,
-            )
-        except discord.Forbidden as exc:
-            raise UserFacingError("install.dm_closed") from exc
 
     async def _move(self, job: Job, req: JobRequest, target: Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel

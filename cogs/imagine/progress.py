@@ -90,6 +90,7 @@ class Progress:
         # the token is about to die (the picture will come by DM), and the task that adds it.
         self._notes: dict[int, str] = {}
         self._late: dict[int, asyncio.Task[None]] = {}
+        self._dead: set[int] = set()  # jobs whose token Discord already refused (401): not tried again
 
     @property
     def services(self) -> Services:
@@ -124,10 +125,16 @@ class Progress:
         discord.py builds ``Interaction.followup``: an application webhook with the bot's
         state, so its messages may carry the bot's persistent buttons."""
         reply = await self.reply(job)
-        if reply is None or not reply.alive():
+        if reply is None or not reply.alive() or job.id in self._dead:
             return None
         data = {"id": reply.application_id, "type": 3, "token": reply.token}
         return discord.Webhook.from_state(data=data, state=self.bot._connection)  # type: ignore[arg-type]
+
+    def token_died(self, job: Job) -> None:
+        """Discord refused the job's interaction token (401: it died before our clock said so):
+        neither the interaction held here nor the stored token is tried again."""
+        self.release(progress_message_id(job))
+        self._dead.add(job.id)
 
     def forget(self, job: Job) -> None:
         """The job is over: drop its interaction, rate-limit and preview state."""
@@ -136,6 +143,7 @@ class Progress:
         self.release(progress_message_id(job))
         self._last_edit.pop(job.id, None)
         self._notes.pop(job.id, None)
+        self._dead.discard(job.id)
         late = self._late.pop(job.id, None)
         if late is not None and late is not asyncio.current_task():
             late.cancel()
@@ -231,7 +239,7 @@ class Progress:
             if exc.status not in (401, 404):
                 raise
             # The token died early (Discord's clock, not ours): the bot token still works.
-            self.release(message_id)
+            self.token_died(job)
         await self._channel(job).get_partial_message(message_id).edit(**fields)
 
     async def _post_instead(
