@@ -82,7 +82,7 @@ async def test_a_gateway_takes_imagine_and_a_worker_delivers_it_through_rest(pg_
                 hooked = dd.find("PATCH", rf"^/webhooks/{dd.application_id}/{token}/messages/\d+$")
                 assert hooked and all(c.status < 300 for c in hooked), hooked
                 assert token not in cluster.logs()
-                assert await rows(url, "SELECT job_id FROM job_replies") == []  # dropped with the job
+                assert await rows(url, "SELECT message_id FROM job_replies") == []  # dropped with the job
 
 
 # --- two shards, two gateways, two workers, one worker killed mid-job -------------------------

@@ -30,7 +30,7 @@ from bot.i18n import t
 from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
 from bot.relay import previews
-from bot.services import Services
+from bot.services import Services, progress_message_id
 from bot.studio import Generated, JobRequest
 from cogs import render
 from cogs.failures import UserFacingError, is_user_facing
@@ -95,7 +95,8 @@ class Delivery:
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.
             self.progress.delivering.discard(job.id)
-            await self.services.replies.drop(job.id)  # the interaction token goes with the job
+            if req.variants <= 1:  # variants share the token: it goes when their group is posted
+                await self.services.replies.drop(progress_message_id(job))  # the token goes with the job
 
     async def _make_and_post(self, job: Job, req: JobRequest, started: float) -> tuple[Generated, discord.Message]:
         """The picture, posted; on failure the progress message says why, then it raises."""
@@ -161,6 +162,7 @@ class Delivery:
         if not made:
             await self.progress.edit(job, None, force=True, must_show=True, embed=discord.Embed(colour=render.ERROR, description=notes))
             self.progress.forget(job)
+            await self.services.replies.drop(progress_message_id(job))
             return
 
         async def make(limit: int) -> Upload:
@@ -193,6 +195,7 @@ class Delivery:
             await self._recorded(slot.job, generated, posted.message, slot.elapsed)
             self.bot.dispatch("picture_delivered", slot.job, req, generated, posted.message)  # the moderation log
         await self.progress.drop(job)
+        await self.services.replies.drop(progress_message_id(job))
 
     async def _recorded(self, job: Job, generated: Generated, message: discord.Message, elapsed: float) -> None:
         try:

@@ -112,7 +112,7 @@ class Progress:
 
     async def reply(self, job: Job) -> Reply | None:
         """The interaction the job answers through, as stored with it (any process)."""
-        return await self.services.replies.get(job.id)
+        return await self.services.replies.get(progress_message_id(job))
 
     async def channel_post(self, job: Job) -> bool:
         """The bot's own token may post where the member asked (not a group DM, nor a server

@@ -144,18 +144,20 @@ class Starter:
         self.progress.hold(progress.id, interaction, acked)
         try:
             await store_inputs(svc, req, attachments)
+            # Before the job is queued, so whoever runs it (a worker) edits progress and answers
+            # through this interaction from its first step.
+            await svc.replies.put(
+                progress.id,
+                application_id=interaction.application_id,
+                token=interaction.token,
+                acked_at=acked_at,
+                channel_post=bot_can_post(interaction),
+            )
             jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
-            for job in jobs:  # whoever runs it edits progress and answers through this interaction
-                await svc.replies.put(
-                    job.id,
-                    application_id=interaction.application_id,
-                    token=interaction.token,
-                    acked_at=acked_at,
-                    channel_post=bot_can_post(interaction),
-                )
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
             log_unless_user_facing(exc, log, "could not queue a %s job", kind)
             self.progress.release(progress.id)
+            await svc.replies.drop(progress.id)
             await progress.edit(content=None, embed=render.error_embed(exc, req.locale), view=None)
             return None
         await self.show_queued(jobs[0])
