@@ -474,3 +474,25 @@ async def test_the_member_is_told_before_the_token_dies_that_the_picture_will_co
         post = await w.picture_followup(mark)  # still in time: the picture itself goes there
         assert post.index > told.index
         await w.bot.services.jobs.join()
+
+
+async def test_cancel_in_the_bots_dm_refunds_and_forgets_the_token(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("slow", delay=2.0))
+        payload = await w.dd.interact(w.dd.slash_interaction("imagine", channel=w.dm, user=w.alice, options={"prompt": "never mind"}))
+        await answer(w.dd, payload)
+        deadline = time.monotonic() + 10
+        while True:
+            progress = w.dd.original_message(payload)
+            if progress and any(
+                c.get("custom_id", "").startswith("nb:cancel:") for r in progress.get("components", []) for c in r["components"]
+            ):
+                break
+            assert time.monotonic() < deadline, progress
+            await asyncio.sleep(0.05)
+        click = await w.dd.interact(w.dd.component_interaction(progress, _button(progress, "nb:cancel:"), user=w.alice))
+        await answer(w.dd, click)
+        await w.bot.services.jobs.join()
+        assert [row[1:3] for row in await ledger(w.bot)] == [("cancelled", "refunded")]
+        async with w.bot.services.db.execute("SELECT COUNT(*) FROM job_replies") as cur:
+            assert (await cur.fetchone())[0] == 0

@@ -260,6 +260,7 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
             return
         jobs.progress.release(progress_message_id(job))
         await interaction.response.edit_message(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
+        await jobs.services.replies.drop(progress_message_id(job))  # a queued job never reaches its runner's cleanup
 
 
 class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
