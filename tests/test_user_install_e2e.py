@@ -496,3 +496,14 @@ async def test_cancel_in_the_bots_dm_refunds_and_forgets_the_token(tmp_path: Pat
         assert [row[1:3] for row in await ledger(w.bot)] == [("cancelled", "refunded")]
         async with w.bot.services.db.execute("SELECT COUNT(*) FROM job_replies") as cur:
             assert (await cur.fetchone())[0] == 0
+
+
+async def test_save_as_style_outside_servers_says_why_it_cannot(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.slash_interaction("imagine", channel=w.dm, user=w.alice, options={"prompt": "a teapot"}))
+        result = w.dd.messages[int((await w.picture_followup(mark)).response["id"])]
+        await w.bot.services.jobs.join()
+        click = await w.dd.interact(w.dd.component_interaction(result, _button(result, "nb:style:"), user=w.alice))
+        data = await answer(w.dd, click)
+        assert "Styles are kept per server" in data["content"] and data["flags"] & 64

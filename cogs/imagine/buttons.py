@@ -184,8 +184,11 @@ class SaveStyleButton(PersistentButton, template=r"nb:style:(?P<turn>\d+)"):
 
     async def act(self, interaction: Interaction) -> None:
         svc = starter(interaction).services
+        if scope_id(interaction) is None:
+            await _say(interaction, "install.no_styles")  # styles belong to a server (bot/styles.py)
+            return
         turn = await svc.conversations.get_turn(self.target)
-        if turn is None or not turn.image_sha256 or scope_id(interaction) is None:
+        if turn is None or not turn.image_sha256:
             await _say(interaction, "conversation.unknown_turn")
             return
         job = await svc.job_for_turn(self.target)
