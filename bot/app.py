@@ -42,6 +42,7 @@ COGS = (
     "cogs.settings",
     "cogs.describe",
     "cogs.modlog",
+    "cogs.install",  # last: sets every command's installs and contexts (NB_USER_INSTALL)
 )
 
 

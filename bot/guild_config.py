@@ -65,6 +65,10 @@ class GuildSettings:
     allowed_channels: frozenset[int] = frozenset()  # empty: everywhere
     allowed_roles: frozenset[int] = frozenset()  # empty: everyone
     threads: bool = True
+    # Members may use their own install of the app here (False: only the server's install).
+    user_installs: bool = True
+    # Live previews (the model's drafts while it draws) unless a member's option says otherwise.
+    previews: bool = False
     thread_mode: str = "requester"  # who may continue a result's thread: requester | anyone
     # Lower the operator's concurrency caps for this server (None: the operator's value).
     max_jobs: int | None = None
@@ -174,6 +178,7 @@ class GuildSettings:
         roles: Iterable[int] | None = None,
         thread_mode: str | None = None,
         threads: bool | None = None,
+        user_installs: bool | None = None,
     ) -> GuildSettings:
         if thread_mode is not None and thread_mode not in rules.THREAD_MODES:
             raise ConfigError("bad thread mode", key="admin.config.bad_thread_mode", value=thread_mode)
@@ -183,7 +188,11 @@ class GuildSettings:
             allowed_roles=self.allowed_roles if roles is None else frozenset(int(r) for r in roles),
             thread_mode=self.thread_mode if thread_mode is None else thread_mode,
             threads=self.threads if threads is None else threads,
+            user_installs=self.user_installs if user_installs is None else user_installs,
         )
+
+    def with_previews(self, on: bool) -> GuildSettings:
+        return dataclasses.replace(self, previews=on)
 
     def with_limits(self, *, max_jobs: int | None, max_jobs_per_user: int | None) -> GuildSettings:
         for value in (max_jobs, max_jobs_per_user):
@@ -219,6 +228,8 @@ class GuildSettings:
                 "allowed_channels": sorted(self.allowed_channels),
                 "allowed_roles": sorted(self.allowed_roles),
                 "threads": self.threads,
+                "user_installs": self.user_installs,
+                "previews": self.previews,
                 "thread_mode": self.thread_mode,
                 "max_jobs": self.max_jobs,
                 "max_jobs_per_user": self.max_jobs_per_user,
@@ -262,6 +273,8 @@ class GuildSettings:
         take("allowed_channels", lambda v: frozenset(int(x) for x in v))
         take("allowed_roles", lambda v: frozenset(int(x) for x in v))
         take("threads", bool)
+        take("user_installs", bool)
+        take("previews", bool)
         take("thread_mode", lambda v: v if v in rules.THREAD_MODES else base.thread_mode)
         take("max_jobs", optional_int)
         take("max_jobs_per_user", optional_int)

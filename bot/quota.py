@@ -27,6 +27,11 @@ Decisions (and why):
   that budget is what protects whoever pays the relay.
 - When several limits would be broken, the one that resets last is reported: waiting for the
   daily reset does not help when the month is used up.
+- **Personal scope** (a request without a server: the bot's DM, a group DM, a server the bot is
+  not in, through a member's own install): the ledger's rows with no ``guild_id``, under the same
+  rules shape — :func:`personal_rules` from the operator's ``NB_USER_DAILY`` (per member per day)
+  and ``NB_PERSONAL_DAILY`` / ``_MONTHLY`` (all personal use together, which the operator's relay
+  pays for). Its limits are reported as ``personal_day`` / ``personal_month``, not as a server's.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 
 from .store import Connection, transaction
 
-__all__ = ["Quota", "QuotaExceeded", "QuotaRules", "QuotaStatus", "transaction"]
+__all__ = ["Quota", "QuotaExceeded", "QuotaRules", "QuotaStatus", "personal_rules", "transaction"]
 
 Clock = Callable[[], float]
 
@@ -117,8 +122,19 @@ class QuotaRules:
         )
 
 
+def personal_rules(*, user_daily: int | None, daily: int | None, monthly: int | None) -> QuotaRules:
+    """The rules for requests without a server (the ``guild_id IS NULL`` rows): no roles, so
+    no bonus or exemption; ``daily`` / ``monthly`` bound all members' personal use together."""
+    return QuotaRules(user_daily=user_daily, guild_daily=daily, guild_monthly=monthly)
+
+
+# How a scope-wide limit is named without a server: it is the operator's budget, not a server's.
+_PERSONAL_SCOPES = {"guild_day": "personal_day", "guild_month": "personal_month"}
+
+
 class QuotaExceeded(Exception):
-    """A reservation would break a limit. ``scope``: ``user_day`` | ``guild_day`` | ``guild_month``.
+    """A reservation would break a limit. ``scope``: ``user_day`` | ``guild_day`` | ``guild_month``
+    (without a server: ``user_day`` | ``personal_day`` | ``personal_month``).
 
     ``key``/``params`` feed the translation layer (``resets_at`` is unix seconds, for a Discord
     ``<t:…>`` timestamp).
@@ -240,12 +256,13 @@ class Quota:
         (row,) = await db.execute_fetchall(sql, params)
         sums = iter(int(value or 0) for value in row)  # SUM over no rows is NULL
         found: list[Allowance] = []
+        scope = (lambda name: _PERSONAL_SCOPES[name]) if guild_id is None else (lambda name: name)
         if user_limit is not None:
             found.append(Allowance("user_day", user_limit, next(sums), next_day(now)))
         if rules.guild_daily is not None:
-            found.append(Allowance("guild_day", rules.guild_daily, next(sums), next_day(now)))
+            found.append(Allowance(scope("guild_day"), rules.guild_daily, next(sums), next_day(now)))
         if rules.guild_monthly is not None:
-            found.append(Allowance("guild_month", rules.guild_monthly, next(sums), next_month(now)))
+            found.append(Allowance(scope("guild_month"), rules.guild_monthly, next(sums), next_month(now)))
         return found
 
     async def check_in(

@@ -62,6 +62,20 @@ def access_refusal(
     return None
 
 
+def install_refusal(*, user_install_on: bool, user_installed: bool, in_server: bool, server_allows: bool) -> str | None:
+    """Why a request made through a member's own install of the app (not the server's) is
+    refused, or None. The operator can turn user installs off (``NB_USER_INSTALL``); a server
+    the bot is in keeps its say over what happens in it (``/admin access user_installs``). A
+    server the bot is not in has no settings here, so nothing of its applies."""
+    if not user_installed:
+        return None
+    if not user_install_on:
+        return "install.off"
+    if in_server and not server_allows:
+        return "install.server_forbids"
+    return None
+
+
 def may_continue_thread(thread_mode: str, user_id: int, owner_id: int) -> bool:
     """Whether ``user_id`` may continue the thread of a conversation ``owner_id`` started:
     the requester always; anyone else only when the server's thread mode is ``anyone``."""

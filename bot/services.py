@@ -24,9 +24,10 @@ from .guild_config import GuildConfigStore, GuildSettings
 from .image_store import ORPHAN_DAYS, ImageStore, open_blobs
 from .imaging import intake
 from .jobs import Job, NewJob, make_queue
+from .jobs.replies import ReplyStore
 from .modlog import ModLog
 from .preferences import PreferenceStore
-from .quota import Quota, QuotaRules
+from .quota import Quota, QuotaRules, personal_rules
 from .relay.client import RelayClient
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayConfig, RelayError
@@ -109,6 +110,7 @@ class Services:
         self.modlog = ModLog()  # posted by cogs/modlog.py
         self._runner: Callable[[Job], Awaitable[None]] = _not_ready
         self.jobs = make_queue(db, self.quota, settings, self._run, config=self.guilds)
+        self.replies = ReplyStore(db, self.keyring)  # the interaction each job answers through
         self._prune_task: asyncio.Task[None] | None = None
         self._jobs_stopped = False
 
@@ -254,7 +256,9 @@ class Services:
         )
         if refusal is not None:
             raise AccessDenied(_REFUSED[refusal], key=refusal, model=model, allowed=", ".join(g.allowed_models))
-        if await self.pool.uses_default(guild_id) and (self.pool.default_relay() is None or not self.settings.share_default_relay):
+        # Without a server (personal use) the operator's relay is the only one, shared or not.
+        shared = self.settings.share_default_relay or guild_id is None
+        if await self.pool.uses_default(guild_id) and (self.pool.default_relay() is None or not shared):
             # Said now, not after the member has waited in the queue for a job that cannot run.
             raise NoRelay("this server has no relay configured")
 
@@ -264,10 +268,14 @@ class Services:
         if entries:
             return [e.config for e in entries]
         default = self.pool.default_relay()
-        return [default] if default is not None and self.settings.share_default_relay else []
+        return [default] if default is not None and (self.settings.share_default_relay or guild_id is None) else []
 
     async def quota_rules(self, guild_id: int | None, g: GuildSettings | None = None) -> QuotaRules:
-        """The server's rules, tightened by the operator's limits while it uses the shared relay."""
+        """The server's rules, tightened by the operator's limits while it uses the shared relay;
+        without a server, the personal quota (bot.quota.personal_rules)."""
+        if guild_id is None:
+            s = self.settings
+            return personal_rules(user_daily=s.user_daily, daily=s.personal_daily, monthly=s.personal_monthly)
         rules = (g or await self.guild(guild_id)).quota
         if not await self.pool.uses_default(guild_id):
             return rules

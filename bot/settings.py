@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .image_store_s3 import S3Config, parse_config
@@ -236,6 +237,14 @@ class Settings:
     shared_user_daily: int | None = None
     shared_guild_daily: int | None = None
     shared_guild_monthly: int | None = None
+    # NB_USER_INSTALL: members may install the app on their account and use it in DMs, group DMs
+    # and servers the bot is not in. Requests without a server run on the operator's relay under
+    # the personal quota: NB_USER_DAILY per member per day, NB_PERSONAL_DAILY / _MONTHLY for all
+    # members' personal use together (None: no such limit).
+    user_install: bool = True
+    user_daily: int = 10
+    personal_daily: int | None = None
+    personal_monthly: int | None = None
     log_level: str = "INFO"
     owner_ids: frozenset[int] = frozenset()
     message_content_intent: bool = False
@@ -326,6 +335,16 @@ def data_dir_from(env: Mapping[str, str]) -> Path:
     return Path(env.get("NB_DATA_DIR", "").strip() or "./data")
 
 
+def personal_use(env: Mapping[str, str]) -> dict[str, Any]:
+    """NB_USER_INSTALL and the personal quota (requests without a server), as Settings fields."""
+    return {
+        "user_install": _flag(env, "NB_USER_INSTALL", True),
+        "user_daily": _int(env, "NB_USER_DAILY", 10),
+        "personal_daily": _optional_int(env, "NB_PERSONAL_DAILY"),
+        "personal_monthly": _optional_int(env, "NB_PERSONAL_MONTHLY"),
+    }
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bool = True, role: str = "all") -> Settings:
     env = dict(os.environ if environ is None else environ)
     load_dotenv(Path(env.get("NB_ENV_FILE", ".env")), env)
@@ -335,7 +354,6 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         raise SettingsError(
             "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and put its token in the environment or .env"
         )
-
     owners: set[int] = set()
     for part in env.get("NB_OWNER_IDS", "").replace(",", " ").split():
         if not part.isdigit():
@@ -375,6 +393,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         shared_user_daily=_optional_int(env, "NB_SHARED_USER_DAILY"),
         shared_guild_daily=_optional_int(env, "NB_SHARED_GUILD_DAILY"),
         shared_guild_monthly=_optional_int(env, "NB_SHARED_GUILD_MONTHLY"),
+        **personal_use(env),
         log_level=level,
         owner_ids=frozenset(owners),
         message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),

@@ -8,6 +8,9 @@ the intent (README says how to switch it on).
 
 The job is queued here; the Imagine feature runs it like any other (its progress message, its
 picture, its buttons), told through the ``job_queued`` event.
+
+In the bot's DM (a member's own install of the app, cogs/install.py) a reply to a personal
+result continues it there, under the personal quota: the bot sees its DMs and may post in them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
@@ -28,7 +32,7 @@ from bot.services import Services
 from bot.studio import JobRequest, continue_from
 from cogs import render
 from cogs.failures import log_unless_user_facing
-from cogs.intake import channel_is_nsfw, role_ids, store_inputs, vet
+from cogs.intake import DEFAULT_UPLOAD_LIMIT, channel_is_nsfw, role_ids, store_inputs, vet
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -36,6 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MEMORY = 10_000  # threads whose lock and last job are kept (the oldest are forgotten first)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the message was written: its server (None: the bot's DM), the upload limit there,
+    and the language answers use (the server's; in a DM the member's, as they last asked)."""
+
+    guild_id: int | None
+    upload_limit: int
+    locale: str
 
 
 class Conversation(commands.Cog):
@@ -81,20 +95,34 @@ class Conversation(commands.Cog):
         conversation = await conversations.get_conversation(turn.conversation_id)
         return None if conversation is None else (turn, conversation, replied_to_picture)
 
+    async def _place(self, message: discord.Message, turn: Turn) -> Place:
+        guild = message.guild
+        if guild is not None:
+            return Place(guild.id, guild.filesize_limit, normalize_locale(guild.preferred_locale))
+        job = await self.services.job_for_turn(turn.id)
+        locale = str((job.request or {}).get("locale") or "en") if job is not None else "en"
+        return Place(None, DEFAULT_UPLOAD_LIMIT, normalize_locale(locale))
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         guild = message.guild
-        if message.author.bot or guild is None or message.webhook_id:
+        if message.author.bot or message.webhook_id:
+            return
+        in_dm = guild is None and isinstance(message.channel, discord.DMChannel)
+        if guild is None and not (in_dm and self.bot.settings.user_install):
             return
         found = await self._picture_for(message)
         if found is None:
             return
         turn, conversation, replied_to_picture = found
+        if in_dm and (not replied_to_picture or conversation.guild_id is not None):
+            return  # in the DM only a reply to a personal result continues it (a server's stays in the server)
         text = self._instruction(message)
         if not text:
             return
-        defaults = await self.services.defaults(guild.id)
-        locale = normalize_locale(guild.preferred_locale)
+        place = await self._place(message, turn)
+        locale = place.locale
+        defaults = await self.services.defaults(place.guild_id)
         if not rules.may_continue_thread(defaults.thread_mode, message.author.id, conversation.owner_id):
             # Only answer people who spoke to the bot; others may just be chatting in the thread.
             if replied_to_picture or (self.bot.user is not None and self.bot.user in message.mentions):
@@ -102,13 +130,11 @@ class Conversation(commands.Cog):
             return
         lock = self._thread_locks.setdefault(message.channel.id, asyncio.Lock())
         async with lock:
-            await self._start_edit(message, guild, turn, conversation, text, locale, chain=not replied_to_picture)
+            await self._start_edit(message, place, turn, conversation, text, chain=not replied_to_picture)
         if not lock.locked() and len(self._thread_locks) > MEMORY:
             self._thread_locks.pop(message.channel.id, None)
 
-    def _request(
-        self, message: discord.Message, guild: discord.Guild, turn: Turn, conversation: Thread, text: str, locale: str
-    ) -> JobRequest:
+    def _request(self, message: discord.Message, place: Place, turn: Turn, conversation: Thread, text: str) -> JobRequest:
         post_channel = conversation.thread_id or message.channel.id
         return continue_from(
             turn,
@@ -117,19 +143,19 @@ class Conversation(commands.Cog):
             post_channel_id=post_channel,
             # In the thread the result answers the instruction; from the channel it lands in the thread.
             reply_to_message_id=message.id if post_channel == message.channel.id else None,
-            upload_limit=guild.filesize_limit,
-            locale=locale,
-            guild_locale=locale,
+            upload_limit=place.upload_limit,
+            locale=place.locale,
+            guild_locale=place.locale,
         )
 
-    async def _prepare(self, message: discord.Message, guild: discord.Guild, req: JobRequest, *, chain: bool) -> None:
+    async def _prepare(self, message: discord.Message, place: Place, req: JobRequest, *, chain: bool) -> None:
         """Vet the request, store its pictures and chain it after the thread's running job."""
         svc = self.services
         await vet(
             svc,
             req,
             message.attachments,
-            guild_id=guild.id,
+            guild_id=place.guild_id,
             parent_channel_id=getattr(message.channel, "parent_id", None),
             channel_id=message.channel.id,
             user_id=message.author.id,
@@ -144,11 +170,12 @@ class Conversation(commands.Cog):
                 req.after_job_id = prior_job.id
 
     async def _start_edit(
-        self, message: discord.Message, guild: discord.Guild, turn: Turn, conversation: Thread, text: str, locale: str, *, chain: bool
+        self, message: discord.Message, place: Place, turn: Turn, conversation: Thread, text: str, *, chain: bool
     ) -> None:
-        req = self._request(message, guild, turn, conversation, text, locale)
+        locale = place.locale
+        req = self._request(message, place, turn, conversation, text)
         try:
-            await self._prepare(message, guild, req, chain=chain)
+            await self._prepare(message, place, req, chain=chain)
         except Exception as exc:  # noqa: BLE001 - every failure is answered in the thread
             log_unless_user_facing(exc, log, "could not start an edit from message %s", message.id)
             await self._reply(message, render.error_text(exc, locale))
@@ -158,7 +185,7 @@ class Conversation(commands.Cog):
             return
         try:
             job = await self.services.submit_job(
-                guild_id=guild.id,
+                guild_id=place.guild_id,
                 channel_id=progress.channel.id,
                 user_id=message.author.id,
                 role_ids=role_ids(message.author),

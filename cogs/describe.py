@@ -22,6 +22,7 @@ from bot.i18n import normalize_locale, t
 from bot.refusal import Refusal
 from cogs import render
 from cogs.failures import report_failure
+from cogs.install import scope_id
 from cogs.intake import check_attachments, read_attachment, role_ids
 from cogs.texts import command_text as _k
 
@@ -35,12 +36,8 @@ COOLDOWN_S = 15.0
 class Describe(commands.Cog):
     def __init__(self, bot: NanoBananaBot) -> None:
         self.bot = bot
-        self.menu = app_commands.ContextMenu(
-            name=_k("creative.menu.describe_image", "Describe image"),
-            callback=self.describe_message,
-            allowed_contexts=app_commands.AppCommandContext(guild=True),
-        )
-        self.menu.guild_only = True
+        # Installs and contexts as for every member command (cogs/install.py configures them).
+        self.menu = app_commands.ContextMenu(name=_k("creative.menu.describe_image", "Describe image"), callback=self.describe_message)
         self._last: dict[int, float] = {}  # member -> when their last describe started (monotonic)
 
     async def cog_load(self) -> None:
@@ -57,7 +54,6 @@ class Describe(commands.Cog):
     )
     @app_commands.rename(image=_k("creative.opt.image", "image"))
     @app_commands.describe(image=_k("creative.opt.image.desc", "The picture to describe"))
-    @app_commands.guild_only()
     async def describe(self, interaction: discord.Interaction[NanoBananaBot], image: discord.Attachment) -> None:
         await self.run(interaction, image)
 
@@ -83,13 +79,13 @@ class Describe(commands.Cog):
         try:
             self._hold(interaction.user.id)
             check_attachments([attachment])
-            g = await svc.guild(interaction.guild_id)
+            g = await svc.guild(scope_id(interaction))
             roles = role_ids(interaction.user)
-            await svc.authorize(interaction.guild_id, interaction.channel_id, interaction.user.id, roles, g.default_model)
+            await svc.authorize(scope_id(interaction), interaction.channel_id, interaction.user.id, roles, g.default_model)
             await interaction.response.defer(ephemeral=True, thinking=True)
             image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
             prompt = await describe_with(
-                svc.relay_client, await svc.relay_order(interaction.guild_id), g.default_model, image, locale=locale
+                svc.relay_client, await svc.relay_order(scope_id(interaction)), g.default_model, image, locale=locale
             )
         except Exception as exc:  # noqa: BLE001 - every failure gets a translated answer
             await report_failure(interaction, exc)

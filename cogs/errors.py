@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.i18n import normalize_locale, t
-from cogs import render
+from cogs import install, render
 from cogs.failures import is_user_facing
 
 if TYPE_CHECKING:
@@ -46,9 +46,17 @@ class Errors(commands.Cog):
         self.bot = bot
         self._previous = bot.tree.on_error
         bot.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
+        self._previous_check = bot.tree.interaction_check
+        bot.tree.interaction_check = self.install_check  # type: ignore[method-assign]
 
     async def cog_unload(self) -> None:
         self.bot.tree.on_error = self._previous  # type: ignore[method-assign]
+        self.bot.tree.interaction_check = self._previous_check  # type: ignore[method-assign]
+
+    async def install_check(self, interaction: discord.Interaction[NanoBananaBot]) -> bool:
+        """Every command: a user-installed use the operator or the server does not allow is
+        refused here, translated, before the command runs (so nothing is charged)."""
+        return not await install.refused(interaction)
 
     async def on_app_command_error(self, interaction: discord.Interaction[NanoBananaBot], error: app_commands.AppCommandError) -> None:
         original = getattr(error, "original", error)

@@ -21,6 +21,7 @@ from bot.relay.catalogue import display_size
 from cogs import render
 from cogs.failures import report_failure
 from cogs.imagine.buttons import EditButton
+from cogs.install import scope_id
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ ALL = "all"  # the model filter's "every model" value (no model id is spelled li
 
 def _may_see_server(interaction: discord.Interaction[Any]) -> bool:
     perms = interaction.permissions
-    return interaction.guild_id is not None and (perms.manage_guild or perms.administrator)
+    return scope_id(interaction) is not None and (perms.manage_guild or perms.administrator)
 
 
 def _item_line(n: int, item: Any, locale: str) -> str:
@@ -112,9 +113,9 @@ async def show(interaction: discord.Interaction[Any], user_id: int, scope: str, 
         gallery = interaction.client.services.gallery
         viewer = None if scope == "s" else user_id
         found = await gallery.page(
-            interaction.guild_id, user_id=viewer, page=page, model=None if model == ALL else model, per_page=PER_PAGE
+            scope_id(interaction), user_id=viewer, page=page, model=None if model == ALL else model, per_page=PER_PAGE
         )
-        models = await gallery.models(interaction.guild_id, user_id=viewer)
+        models = await gallery.models(scope_id(interaction), user_id=viewer)
     except Exception as exc:  # noqa: BLE001 - every failure gets a translated answer
         await report_failure(interaction, exc)
         return

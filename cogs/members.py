@@ -17,6 +17,7 @@ from bot.pricing import canonical_size
 from bot.quota import QuotaStatus
 from bot.relay.catalogue import display_size
 from cogs import render
+from cogs.install import scope_id
 from cogs.intake import role_ids
 from cogs.texts import command_text as _k
 
@@ -35,9 +36,19 @@ STATUS_LABELS = {
 RECENT_JOBS = 5
 
 
-def quota_lines(status: QuotaStatus, locale: str) -> list[str]:
-    """What is left and when it resets, tightest limit last-but-one, reset line last."""
-    lines: list[str] = []
+# Limits over everyone's use: a server's, or (without a server) all personal use together.
+SCOPE_LINES = {
+    "guild_day": "quota.server_day",
+    "guild_month": "quota.server_month",
+    "personal_day": "install.quota.personal_day",
+    "personal_month": "install.quota.personal_month",
+}
+
+
+def quota_lines(status: QuotaStatus, locale: str, *, personal: bool = False) -> list[str]:
+    """What is left and when it resets, tightest limit last-but-one, reset line last.
+    ``personal``: the quota of requests without a server (the app installed on the account)."""
+    lines: list[str] = [t("install.quota.personal", locale)] if personal else []
     by_scope = {a.scope: a for a in status.allowances}
     mine = by_scope.get("user_day")
     if mine is not None:
@@ -46,12 +57,9 @@ def quota_lines(status: QuotaStatus, locale: str) -> list[str]:
         lines.append(t("quota.exempt", locale))
     else:
         lines.append(t("quota.unlimited", locale))
-    day = by_scope.get("guild_day")
-    if day is not None:
-        lines.append(t("quota.server_day", locale, used=day.used, limit=day.limit))
-    month = by_scope.get("guild_month")
-    if month is not None:
-        lines.append(t("quota.server_month", locale, used=month.used, limit=month.limit))
+    for scope, key in SCOPE_LINES.items():
+        if (found := by_scope.get(scope)) is not None:
+            lines.append(t(key, locale, used=found.used, limit=found.limit))
     if status.resets_at is not None:
         lines.append(t("quota.resets", locale, resets_at=int(status.resets_at)))
     if status.held:
@@ -87,21 +95,20 @@ class Members(commands.Cog):
     @app_commands.command(
         name=_k("quota.cmd", "quota"), description=_k("quota.cmd.desc", "Your credits left, when they reset, and your recent pictures")
     )
-    @app_commands.guild_only()
     async def quota(self, interaction: discord.Interaction[NanoBananaBot]) -> None:
         svc = self.bot.services
         locale = normalize_locale(interaction.locale)
-        g = await svc.guild(interaction.guild_id)
+        g = await svc.guild(scope_id(interaction))
         roles = role_ids(interaction.user)
         status = await svc.quota.status(
-            guild_id=interaction.guild_id,
+            guild_id=scope_id(interaction),
             user_id=interaction.user.id,
-            rules=await svc.quota_rules(interaction.guild_id, g),
+            rules=await svc.quota_rules(scope_id(interaction), g),
             role_ids=roles,
             recent=RECENT_JOBS,
         )
         embed = discord.Embed(colour=render.BRAND, title=t("quota.title", locale))
-        embed.description = "\n".join(quota_lines(status, locale))
+        embed.description = "\n".join(quota_lines(status, locale, personal=scope_id(interaction) is None))
         size = canonical_size(g.default_model, g.default_size)
         cost = g.cost(g.default_model, size)
         shown = display_size(size) if size else "~1 MP"

@@ -22,6 +22,7 @@ from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, display_size
 from cogs import render
 from cogs.failures import report_failure
+from cogs.install import scope_id
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -68,19 +69,19 @@ async def _choices(interaction: discord.Interaction[Any], name: str, eff: Effect
     out = [(DEFAULT, t("prefs.locale.discord" if name == "locale" else "prefs.server_default", locale))]
     spec = MODELS.get(eff.model)
     if name == "model":
-        g = await svc.guild(interaction.guild_id)
+        g = await svc.guild(scope_id(interaction))
         out += [(m, render.model_label(m)) for m in MODELS if rules.model_allowed(g.allowed_models, m)]
     elif name == "aspect_ratio" and spec is not None:
         out += [(r, r) for r in spec.aspect_ratios]
     elif name == "size" and spec is not None:
         out += [(s, display_size(s)) for s in spec.sizes]
     elif name == "variants":
-        creative = await svc.preferences.server(interaction.guild_id)
+        creative = await svc.preferences.server(scope_id(interaction))
         out += [(str(n), str(n)) for n in range(1, creative.variants_max + 1)]
     elif name == "style":
         # One option per name (a member's own style hides the server's of that name, as when
         # it is used): Discord refuses a menu whose options share a value.
-        styles = await svc.styles.autocomplete(interaction.guild_id, interaction.user.id, "", limit=24)
+        styles = await svc.styles.autocomplete(scope_id(interaction), interaction.user.id, "", limit=24)
         out += [(s.name, f"{s.name} ({t('style.personal' if s.personal else 'style.server', locale)})") for s in styles]
     elif name == "locale":
         out += [(code, t(key, locale)) for code, key in LANGUAGES.items()]
@@ -133,15 +134,15 @@ async def _apply(interaction: discord.Interaction[Any], change: tuple[str, str |
     prefs = interaction.client.services.preferences
     name, value = change
     if name == "reset":
-        await prefs.reset(interaction.guild_id, interaction.user.id)
+        await prefs.reset(scope_id(interaction), interaction.user.id)
     elif name == "private":
-        mine = await prefs.get(interaction.guild_id, interaction.user.id)
-        await prefs.set(interaction.guild_id, interaction.user.id, "private", not mine.private)
+        mine = await prefs.get(scope_id(interaction), interaction.user.id)
+        await prefs.set(scope_id(interaction), interaction.user.id, "private", not mine.private)
     elif name == "style" and value is not None:
-        style = await interaction.client.services.styles.resolve(interaction.guild_id, interaction.user.id, value)
-        await prefs.set(interaction.guild_id, interaction.user.id, "style", style.name)
+        style = await interaction.client.services.styles.resolve(scope_id(interaction), interaction.user.id, value)
+        await prefs.set(scope_id(interaction), interaction.user.id, "style", style.name)
     else:
-        await prefs.set(interaction.guild_id, interaction.user.id, name, value)
+        await prefs.set(scope_id(interaction), interaction.user.id, name, value)
 
 
 def _view(user_id: int, field: str | None, choices: list[tuple[str, str]], current: object, locale: str, private: bool) -> ui.View:
@@ -174,8 +175,8 @@ async def show(
             raise Refusal("not this member's panel", key="prefs.not_yours")
         if change is not None:
             await _apply(interaction, change)
-        prefs = await svc.preferences.get(interaction.guild_id, user_id)
-        eff = await svc.preferences.effective(interaction.guild_id, user_id, await svc.guild(interaction.guild_id))
+        prefs = await svc.preferences.get(scope_id(interaction), user_id)
+        eff = await svc.preferences.effective(scope_id(interaction), user_id, await svc.guild(scope_id(interaction)))
         choices = await _choices(interaction, field, eff, locale) if field in FIELDS else []
     except Exception as exc:  # noqa: BLE001 - every failure gets a translated answer
         await report_failure(interaction, exc)
@@ -203,7 +204,6 @@ class Settings(commands.Cog):
         name=_k("creative.cmd.settings", "settings"),
         description=_k("creative.cmd.settings.desc", "Your own defaults: model, shape, size, variants, style, language, private results"),
     )
-    @app_commands.guild_only()
     async def settings(self, interaction: discord.Interaction[NanoBananaBot]) -> None:
         await show(interaction, interaction.user.id, edit=False)
 

@@ -144,14 +144,28 @@ async def test_results_only_to_me_are_ephemeral_with_no_thread(tmp_path: Path) -
         assert not w.dd.find("POST", r"/threads$", since=mark)
 
 
+async def _past_the_token(w: Any, started: Any) -> None:
+    """Start the request with a slow relay and move the Discord double's clock past the
+    interaction token's 15 minutes while the picture is being drawn."""
+    w.relay.enqueue(Behaviour("slow", delay=0.8))
+    asked = len(w.relay.requests)
+    await started
+    for _ in range(500):
+        if len(w.relay.requests) > asked:
+            break
+        await asyncio.sleep(0.01)
+    w.dd.advance(16 * 60)
+
+
 async def test_a_private_result_after_the_token_expired_goes_by_direct_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with world(tmp_path) as w:
         await w.prefer(private=True)
-        # As if the job ran past Discord's 15 minutes for the interaction's token.
+        # The job runs past Discord's 15 minutes for the interaction's token (the double's
+        # clock), so neither the interaction held in memory nor the token stored with the job works.
         # (load_extension runs the package afresh: patch the module the bot runs.)
         monkeypatch.setattr(sys.modules["cogs.imagine.progress"], "TOKEN_LIFETIME", -1)
         mark = w.dd.mark()
-        await w.imagine(prompt="a letter by post")
+        await _past_the_token(w, w.imagine(prompt="a letter by post"))
         opened = await w.dd.wait_for("POST", r"^/users/@me/channels$", since=mark)
         dm = opened.response["id"]
         post = await w.dd.wait_for("POST", rf"^/channels/{dm}/messages$", since=mark, predicate=lambda c: bool(c.files))
@@ -167,7 +181,7 @@ async def test_a_private_result_with_direct_messages_closed_is_refunded_and_expl
         monkeypatch.setattr(sys.modules["cogs.imagine.progress"], "TOKEN_LIFETIME", -1)
         w.dd.fail("POST", r"^/channels/\d+/messages$", 403, {"message": "Cannot send messages to this user", "code": 50007})
         mark = w.dd.mark()
-        await w.imagine(prompt="a letter nobody reads")
+        await _past_the_token(w, w.imagine(prompt="a letter nobody reads"))
         told = await w.dd.wait_for(
             "POST", rf"^/channels/{w.channel['id']}/messages$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds"))
         )

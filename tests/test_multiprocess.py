@@ -76,6 +76,13 @@ async def test_a_gateway_takes_imagine_and_a_worker_delivers_it_through_rest(pg_
                 # `python -m bot health` (Docker's HEALTHCHECK) passes for both roles.
                 assert health.status(worker.data_dir)[0] and health.status(gateway.data_dir)[0]
                 assert "Traceback" not in cluster.logs()
+                # The worker never saw the interaction: it edited the progress message through the
+                # token stored with the job (encrypted), which no log line shows.
+                token = interaction["token"]
+                hooked = dd.find("PATCH", rf"^/webhooks/{dd.application_id}/{token}/messages/\d+$")
+                assert hooked and all(c.status < 300 for c in hooked), hooked
+                assert token not in cluster.logs()
+                assert await rows(url, "SELECT message_id FROM job_replies") == []  # dropped with the job
 
 
 # --- two shards, two gateways, two workers, one worker killed mid-job -------------------------

@@ -50,6 +50,9 @@ _MIN_PARTIAL = 4
 _QUERY = re.compile(r"(?i)([?&;](?:key|api[_-]?key|apikey|access[_-]?token|token|auth|secret)=)[^&#\s\"'<>)]+")
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+")
 _HEADER = re.compile(r"(?i)((?:x-goog-api-key|x-api-key|api-key|authorization)[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',;}]+")
+# Discord interaction tokens in webhook and callback URLs (a credential for 15 minutes each;
+# too many and too short-lived to register one by one).
+_DISCORD_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_\-.]{20,}")
 # OpenAI-style keys that were never registered (e.g. a relay echoing some other key back).
 _SK = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
 # Where a key may sit: a run without spaces, quotes or brackets. A key holding one of those
@@ -204,6 +207,7 @@ def _patterns(out: str) -> str:
     out = _QUERY.sub(lambda m: m.group(1) + MASK, out)
     out = _BEARER.sub(lambda m: m.group(1) + MASK, out)
     out = _HEADER.sub(lambda m: m.group(1) + MASK, out)
+    out = _DISCORD_TOKEN.sub(lambda m: m.group(1) + MASK, out)
     return _SK.sub("sk-" + MASK, out)
 
 

@@ -163,7 +163,8 @@ class RelayPool:
             if entries:
                 return [_Candidate(e.config, e.info.id, e.info.skip_until) for e in entries]
         default = self.default_relay()
-        if default is None or not self.settings.share_default_relay:
+        # Personal use (no server, bot.quota's personal scope) runs on the operator's relay.
+        if default is None or not (self.settings.share_default_relay or guild_id is None):
             raise NoRelay("this server has no relay configured", key=NoRelay.key)
         return [_Candidate(default, None, self._default_health.skip_until)]
 

@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 
 from bot.guild_config import GuildSettings
+from bot.i18n import t
 from cogs.admin.common import THREAD_MODE_CHOICES, AdminBase, access_summary, locale_of, send, toggled
 from cogs.bot_types import Interaction
 from cogs.texts import command_text as _k
@@ -50,6 +51,17 @@ class AccessCommands(AdminBase):
     @app_commands.choices(thread_mode=THREAD_MODE_CHOICES)
     async def access_threads(self, interaction: Interaction, threads: bool | None = None, thread_mode: str | None = None) -> None:
         await self._save_access(interaction, lambda g: g.with_access(threads=threads, thread_mode=thread_mode))
+
+    @access.command(
+        name=_k("install.admin.cmd.user_installs", "user_installs"),
+        description=_k("install.admin.cmd.user_installs.desc", "Let members use their own install of the bot here, or only the server's"),
+    )
+    @app_commands.rename(allow=_k("admin.opt.allow", "allow"))
+    @app_commands.describe(allow=_k("install.admin.opt.allow.desc", "On: members' own installs work here; off: refused"))
+    async def access_user_installs(self, interaction: Interaction, allow: bool) -> None:
+        g = await self._update(interaction, lambda g: g.with_access(user_installs=allow))
+        if g is not None:
+            await send(interaction, t("install.admin.saved.on" if g.user_installs else "install.admin.saved.off", locale_of(interaction)))
 
     async def _save_access(self, interaction: Interaction, change: Callable[[GuildSettings], GuildSettings]) -> None:
         """Apply an access change and answer with the access rules as they now stand."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from discord import app_commands
 
+from bot.i18n import t
 from bot.relay.catalogue import MODELS
 from cogs.admin.common import (
     AUTO,
@@ -51,6 +52,17 @@ class DefaultsCommands(AdminBase):
         g = await self._update(interaction, lambda g: g.with_defaults(model=model, ratio=ratio, size=chosen_size))
         if g is not None:
             await send(interaction, defaults_summary(g, locale_of(interaction)))
+
+    @defaults.command(
+        name=_k("install.admin.cmd.previews", "previews"),
+        description=_k("install.admin.cmd.previews.desc", "Show the model's drafts while it draws, unless a member says otherwise"),
+    )
+    @app_commands.rename(on=_k("install.admin.opt.on", "on"))
+    @app_commands.describe(on=_k("install.admin.opt.on.desc", "On: live previews by default; off: only when a member asks"))
+    async def defaults_previews(self, interaction: Interaction, on: bool) -> None:
+        g = await self._update(interaction, lambda g: g.with_previews(on))
+        if g is not None:
+            await send(interaction, t("install.admin.previews.on" if g.previews else "install.admin.previews.off", locale_of(interaction)))
 
     @defaults.command(name=_k("admin.cmd.models", "models"), description=_k("admin.cmd.models.desc", "Which models members may use"))
     @app_commands.rename(models=_k("admin.opt.models", "models"))

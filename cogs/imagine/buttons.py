@@ -24,9 +24,10 @@ from bot.services import progress_message_id
 from bot.studio import UPSCALE_PROMPT, JobRequest
 from bot.styles import MAX_NAME as STYLE_NAME_MAX
 from bot.variations import vary_prompt
-from cogs import render
+from cogs import install, render
 from cogs.bot_types import Interaction
 from cogs.failures import report_failure
+from cogs.install import scope_id
 from cogs.intake import upload_limit
 
 from .progress import job_locale
@@ -70,6 +71,8 @@ class PersistentButton(ui.DynamicItem[ui.Button[ui.View]], template=r"(?!)"):
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         # discord.py types item callbacks over any client; this bot is the only one.
         try:
+            if await install.refused(cast(Interaction, interaction)):
+                return  # a user-installed click the operator or this server does not allow
             await self.act(cast(Interaction, interaction))
         except Exception as exc:  # noqa: BLE001 - every failure gets an answer
             await report_failure(interaction, exc)
@@ -181,8 +184,11 @@ class SaveStyleButton(PersistentButton, template=r"nb:style:(?P<turn>\d+)"):
 
     async def act(self, interaction: Interaction) -> None:
         svc = starter(interaction).services
+        if scope_id(interaction) is None:
+            await _say(interaction, "install.no_styles")  # styles belong to a server (bot/styles.py)
+            return
         turn = await svc.conversations.get_turn(self.target)
-        if turn is None or not turn.image_sha256 or interaction.guild_id is None:
+        if turn is None or not turn.image_sha256:
             await _say(interaction, "conversation.unknown_turn")
             return
         job = await svc.job_for_turn(self.target)
@@ -202,7 +208,7 @@ class StyleNameModal(ui.Modal):
         svc = cast(Interaction, interaction).client.services
         data, mime = await svc.images.get(self.image_sha256)
         saved = await svc.styles.save_from_result(
-            interaction.guild_id or 0, interaction.user.id, self.name.value, self.prompt, InputImage(data, mime)
+            scope_id(interaction) or 0, interaction.user.id, self.name.value, self.prompt, InputImage(data, mime)
         )
         await interaction.response.send_message(t("style.saved", normalize_locale(interaction.locale), name=saved.name), ephemeral=True)
 
@@ -265,6 +271,7 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
             return
         jobs.progress.release(progress_message_id(job))
         await interaction.edit_original_response(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
+        await jobs.services.replies.drop(progress_message_id(job))  # a queued job never reaches its runner's cleanup
 
 
 class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):

@@ -25,6 +25,7 @@ from bot.variations import variant_count
 from cogs import render
 from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing
+from cogs.install import scope_id
 from cogs.intake import upload_limit
 from cogs.settings import DROPPED
 from cogs.texts import command_text as _k
@@ -100,20 +101,12 @@ class Imagine(commands.Cog):
         self.variants = VariantGroups(bot)
         self.starter = Starter(bot, self.progress, self.variants)
         self.delivery = Delivery(bot, self.progress, self.variants)
-        # Guild-only like /imagine: in a DM no server's access rules or quota would apply.
-        self.edit_menu = app_commands.ContextMenu(
-            name=_k("cmd.edit_image", "Edit image"),
-            callback=self.edit_image_menu,
-            allowed_contexts=app_commands.AppCommandContext(guild=True),
-        )
-        self.edit_menu.guild_only = True
+        # Installs and contexts as for /imagine (cogs/install.py configures every command).
+        self.edit_menu = app_commands.ContextMenu(name=_k("cmd.edit_image", "Edit image"), callback=self.edit_image_menu)
         self.references = References(self.starter, lambda i, prompt: self._request(i, prompt, Typed()))
         self.imagine_with_menu = app_commands.ContextMenu(
-            name=_k("refs.cmd.imagine_with", "Imagine with these images"),
-            callback=self.imagine_with_images,
-            allowed_contexts=app_commands.AppCommandContext(guild=True),
+            name=_k("refs.cmd.imagine_with", "Imagine with these images"), callback=self.imagine_with_images
         )
-        self.imagine_with_menu.guild_only = True
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
@@ -130,7 +123,6 @@ class Imagine(commands.Cog):
     @app_commands.command(
         name=_k("cmd.imagine", "imagine"), description=_k("cmd.imagine.desc", "Make a picture from a prompt and optional reference images")
     )
-    @app_commands.guild_only()
     @app_commands.rename(**_RENAMED)
     @app_commands.describe(**_DESCRIBED)
     @app_commands.choices(
@@ -157,7 +149,7 @@ class Imagine(commands.Cog):
         size: str | None = None,
         search: str | None = None,
         thinking: str | None = None,
-        preview: bool = False,
+        preview: bool | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
         style: str | None = None,
         more_images: bool = False,
@@ -201,15 +193,16 @@ class Imagine(commands.Cog):
         *,
         search: str | None = None,
         thinking: str | None = None,
-        preview: bool = False,
+        preview: bool | None = None,
     ) -> tuple[JobRequest, list[Notice], int]:
         """The request /imagine makes: what the member typed, else their own /settings, else the
         server's defaults; with a notice for each of their settings this server cannot honour."""
         svc = self.bot.services
-        creative = await svc.preferences.server(interaction.guild_id)
+        creative = await svc.preferences.server(scope_id(interaction))
+        server = await svc.guild(scope_id(interaction))
         eff = for_request(
-            await svc.preferences.get(interaction.guild_id, interaction.user.id),
-            await svc.guild(interaction.guild_id),
+            await svc.preferences.get(scope_id(interaction), interaction.user.id),
+            server,
             creative,
             model=typed.model,
             aspect_ratio=typed.aspect_ratio,
@@ -222,7 +215,7 @@ class Imagine(commands.Cog):
             size=eff.size,
             grounding=search is not None,
             image_search=search == "images",
-            preview=preview,
+            preview=server.previews if preview is None else preview,  # /admin defaults previews
             thinking=thinking,
             upload_limit=upload_limit(interaction),
             locale=normalize_locale(interaction.locale),
@@ -243,7 +236,7 @@ class Imagine(commands.Cog):
         if not name:
             return
         try:
-            chosen = await self.bot.services.styles.resolve(interaction.guild_id, interaction.user.id, name)
+            chosen = await self.bot.services.styles.resolve(scope_id(interaction), interaction.user.id, name)
         except Refusal:
             if typed.style:
                 raise
@@ -258,7 +251,7 @@ class Imagine(commands.Cog):
     @imagine.autocomplete("style")
     async def style_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         locale = normalize_locale(interaction.locale)
-        found = await self.bot.services.styles.autocomplete(interaction.guild_id, interaction.user.id, current)
+        found = await self.bot.services.styles.autocomplete(scope_id(interaction), interaction.user.id, current)
         return [
             app_commands.Choice(name=f"{s.name} ({t('style.personal' if s.personal else 'style.server', locale)})"[:100], value=s.name)
             for s in found
@@ -284,7 +277,7 @@ class Imagine(commands.Cog):
     async def _spec_for(self, interaction: Interaction) -> ModelSpec:
         chosen = getattr(interaction.namespace, "model", None)
         if not chosen:
-            chosen = (await self.bot.services.defaults(interaction.guild_id)).model
+            chosen = (await self.bot.services.defaults(scope_id(interaction))).model
         try:
             return resolve_model(chosen)
         except InvalidRequest:
@@ -294,9 +287,6 @@ class Imagine(commands.Cog):
 
     async def edit_image_menu(self, interaction: Interaction, message: discord.Message) -> None:
         locale = normalize_locale(interaction.locale)
-        if interaction.guild_id is None:
-            await interaction.response.send_message(t("cmd_error.guild_only", locale), ephemeral=True)
-            return
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if not images:
             await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)
@@ -309,7 +299,7 @@ class Imagine(commands.Cog):
             if turn is not None:
                 await self.starter.continue_turn(modal_interaction, turn.id, text, extra)
                 return
-            defaults = await self.bot.services.defaults(modal_interaction.guild_id)
+            defaults = await self.bot.services.defaults(scope_id(modal_interaction))
             req = JobRequest(
                 prompt=text,
                 model=defaults.model,

@@ -2,6 +2,12 @@
 asks the studio for a picture and posts it with the *bot* token (interaction tokens die after 15
 minutes; big jobs take longer).
 
+Where the bot cannot post (a group DM, a server it is not in: a member's own install of the
+app) the picture goes as a followup of the interaction that asked, through the token stored
+with the job. A picture ready after the token has died (Discord's 15 minutes) is sent to the
+member in a direct message, saying where it was asked for; when their DMs are closed too, the
+job fails and is refunded (nothing was delivered).
+
 Discord's upload limit: a picture is fitted under the limit Discord gave for the channel; when
 Discord still answers 413 (or its code 40005, "request entity too large"), it is fitted again
 under 0.7× the size that was refused, up to :data:`UPLOAD_RETRIES` times. (A relay's own 413
@@ -24,7 +30,7 @@ from bot.i18n import t
 from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
 from bot.relay import previews
-from bot.services import Services
+from bot.services import Services, progress_message_id
 from bot.studio import Generated, JobRequest
 from cogs import render
 from cogs.failures import UserFacingError, is_user_facing
@@ -32,6 +38,7 @@ from cogs.failures import UserFacingError, is_user_facing
 from .buttons import result_view
 from .groups import Slot, VariantGroups
 from .progress import Progress
+from .reach import Reach
 from .upload import Posted, Target, Upload
 from .variants import failure_notes, gallery_embeds, gallery_view
 
@@ -51,6 +58,7 @@ class Delivery:
         self.bot = bot
         self.progress = progress
         self.groups = groups
+        self.reach = Reach(bot, progress)  # followups, ephemeral results, the late DM
 
     @property
     def services(self) -> Services:
@@ -65,6 +73,7 @@ class Delivery:
         started = time.time()
         generating = render.progress_text("generating", req.locale, since=started, model=req.model)
         await self.progress.edit(job, generating, force=True, cancel=True)
+        await self.progress.warn_before_expiry(job, req.locale, generating)
         try:
             if req.variants > 1:
                 await self._run_variant(job, req, started)
@@ -86,6 +95,8 @@ class Delivery:
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.
             self.progress.delivering.discard(job.id)
+            if req.variants <= 1:  # variants share the token: it goes when their group is posted
+                await self.services.replies.drop(progress_message_id(job))  # the token goes with the job
 
     async def _make_and_post(self, job: Job, req: JobRequest, started: float) -> tuple[Generated, discord.Message]:
         """The picture, posted; on failure the progress message says why, then it raises."""
@@ -166,6 +177,7 @@ class Delivery:
         if not made:
             await self.progress.edit(job, None, force=True, must_show=True, embed=discord.Embed(colour=render.ERROR, description=notes))
             self.progress.forget(job)
+            await self.services.replies.drop(progress_message_id(job))
             return
 
         async def make(limit: int) -> Upload:
@@ -199,6 +211,7 @@ class Delivery:
             await self._recorded(slot.job, generated, posted.message, slot.elapsed)
             self.bot.dispatch("picture_delivered", slot.job, req, generated, posted.message)  # the moderation log
         await self.progress.drop(job)
+        await self.services.replies.drop(progress_message_id(job))
 
     async def _recorded(self, job: Job, generated: Generated, message: discord.Message, elapsed: float) -> None:
         try:
@@ -252,12 +265,18 @@ class Delivery:
         target = Target(channel_id=req.post_channel_id or job.channel_id or 0, reply_to=req.reply_to_message_id)
         limit = req.upload_limit
         spoiler = (await self.services.guild(job.guild_id)).safety.spoiler  # /admin safety spoiler
+        channel_post = await self.progress.channel_post(job)
         for _attempt in range(UPLOAD_RETRIES):
             upload = await make(limit)
             if spoiler:
                 upload.spoil()
             try:
-                sent = self._send_privately(job, upload) if req.private else self._send(job, target, upload)
+                if req.private:
+                    sent = self.reach.privately(job, upload)
+                elif not channel_post:
+                    sent = self.reach.through_interaction(job, req, upload)
+                else:
+                    sent = self._send(job, target, upload)
                 return Posted(await sent, upload.embed)
             except discord.HTTPException as exc:
                 if exc.status == 413 or exc.code == TOO_LARGE:
@@ -268,21 +287,19 @@ class Delivery:
                     raise  # never posted in the channel instead: the member asked for results only to them
                 if (exc.status in (403, 404) or exc.code == THREAD_LOCKED) and await self._move(job, req, target, exc):
                     continue
-                interaction = self.progress.live_interaction(job)
-                if exc.status != 403 or interaction is None:
+                hook = await self.reach.hook(job)
+                if exc.status != 403 or hook is None:
                     raise
                 # The bot cannot post here with its own token (e.g. the server added only
                 # the app's commands): the interaction's followup still can, for 15 minutes.
                 log.info("job %s: channel post refused (%s); answering through the interaction", job.id, exc.code)
-                message = await interaction.followup.send(
-                    content=f"<@{job.user_id}>",
-                    embeds=upload.embeds,
-                    files=upload.files(),
-                    view=upload.view or discord.utils.MISSING,
-                    allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
-                    wait=True,
-                )
-                return Posted(message, upload.embed)
+                try:
+                    return Posted(await self.reach.followup(hook, job, upload), upload.embed)
+                except discord.HTTPException as again:
+                    if again.status != 401:
+                        raise
+                    self.progress.token_died(job)
+                    raise exc from None  # the channel's refusal is what the member is told
         raise UserFacingError("deliver.too_large")
 
     async def _send(self, job: Job, target: Target, upload: Upload) -> discord.Message:
@@ -298,21 +315,6 @@ class Delivery:
             reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
         )
-
-    async def _send_privately(self, job: Job, upload: Upload) -> discord.Message:
-        """ "Results only to me": an ephemeral followup while the interaction's token lives
-        (Discord's 15 minutes), else a direct message; a member whose DMs are closed is told
-        on the progress message, and refunded, by the failure path."""
-        interaction = self.progress.live_interaction(job)
-        if interaction is not None:
-            return await interaction.followup.send(
-                embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING, ephemeral=True, wait=True
-            )
-        try:
-            dm = await self.bot.create_dm(discord.Object(job.user_id))
-            return await dm.send(embeds=upload.embeds, files=upload.files(), view=upload.view or discord.utils.MISSING)
-        except discord.Forbidden as exc:
-            raise UserFacingError("private.dm_closed") from exc
 
     async def _move(self, job: Job, req: JobRequest, target: Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel

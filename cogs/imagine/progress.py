@@ -2,8 +2,11 @@
 Discord's rate limit on message edits.
 
 An interaction token edits the message for its first 15 minutes (Discord's token lifetime),
-the bot token afterwards. Discord may refuse a bot-token edit of an interaction's response;
-news the member must see (a failure, Retry after a restart) is then posted as a new message.
+the bot token afterwards. The token is stored with the job (bot/jobs/replies.py), so a worker
+process, which never saw the interaction, edits through the interaction's webhook too. Discord
+may refuse a bot-token edit of an interaction's response; news the member must see (a failure,
+Retry after a restart) is then posted as a new message — in a direct message where the bot
+cannot post (a group DM, a server it is not in).
 
 Live previews: while the model thinks, each of its draft pictures is shown small (a thumbnail,
 titled as a draft) with its latest thought in one line, at most one edit per
@@ -24,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
+from bot.i18n import t
 from bot.jobs import Job
+from bot.jobs.replies import Reply
 from bot.relay.previews import Preview, PreviewSink
 from bot.services import Services, progress_message_id
 from cogs import render
@@ -38,6 +43,7 @@ PROGRESS_EDIT_INTERVAL = 1.5  # seconds between progress edits (Discord rate lim
 TOKEN_LIFETIME = 14 * 60  # use an interaction token only while it is safely alive
 DRAFT_PIXELS = 256  # a draft is shown at most this wide and high: small, and quick to upload
 DRAFT_MAX_PIXELS = 64 * 2**20  # a draft claiming more pixels is not decoded (a decompression bomb)
+LATE_NOTICE_S = 60  # how long before the stored token stops being used the member is told
 
 
 def small_draft(data: bytes) -> bytes | None:
@@ -80,6 +86,11 @@ class Progress:
         self._drafts: dict[int, tuple[Preview, str]] = {}
         self._draft_tasks: dict[int, asyncio.Task[None]] = {}
         self._drafted: set[int] = set()
+        # Where only the interaction reaches the member: a note shown under the progress once
+        # the token is about to die (the picture will come by DM), and the task that adds it.
+        self._notes: dict[int, str] = {}
+        self._late: dict[int, asyncio.Task[None]] = {}
+        self._dead: set[int] = set()  # jobs whose token Discord already refused (401): not tried again
 
     @property
     def services(self) -> Services:
@@ -99,12 +110,65 @@ class Progress:
             return held[0]
         return None
 
+    async def reply(self, job: Job) -> Reply | None:
+        """The interaction the job answers through, as stored with it (any process)."""
+        return await self.services.replies.get(progress_message_id(job))
+
+    async def channel_post(self, job: Job) -> bool:
+        """The bot's own token may post where the member asked (not a group DM, nor a server
+        the bot is not in). A job without a stored reply came from a message: it may."""
+        reply = await self.reply(job)
+        return reply is None or reply.channel_post
+
+    async def webhook(self, job: Job) -> discord.Webhook | None:
+        """The job's interaction webhook while its token is safely alive, else None. Built as
+        discord.py builds ``Interaction.followup``: an application webhook with the bot's
+        state, so its messages may carry the bot's persistent buttons."""
+        reply = await self.reply(job)
+        if reply is None or not reply.alive() or job.id in self._dead:
+            return None
+        data = {"id": reply.application_id, "type": 3, "token": reply.token}
+        return discord.Webhook.from_state(data=data, state=self.bot._connection)  # type: ignore[arg-type]
+
+    def token_died(self, job: Job) -> None:
+        """Discord refused the job's interaction token (401: it died before our clock said so):
+        neither the interaction held here nor the stored token is tried again."""
+        self.release(progress_message_id(job))
+        self._dead.add(job.id)
+
     def forget(self, job: Job) -> None:
         """The job is over: drop its interaction, rate-limit and preview state."""
         self._stop_drafts(job)
         self._drafted.discard(job.id)
         self.release(progress_message_id(job))
         self._last_edit.pop(job.id, None)
+        self._notes.pop(job.id, None)
+        self._dead.discard(job.id)
+        late = self._late.pop(job.id, None)
+        if late is not None and late is not asyncio.current_task():
+            late.cancel()
+
+    async def warn_before_expiry(self, job: Job, locale: str, generating: str) -> None:
+        """Where only the interaction reaches the member, say on the progress message shortly
+        before its token dies that the picture will come by direct message — the last moment
+        anything can be said there (cogs/imagine/delivery.py sends the late picture)."""
+        reply = await self.reply(job)
+        if reply is None or reply.channel_post:
+            return
+        delay = reply.expires_at - LATE_NOTICE_S - time.time()
+        if delay > 0 and job.id not in self._late:
+            self._late[job.id] = asyncio.create_task(self._late_notice(job, locale, generating, delay))
+
+    async def _late_notice(self, job: Job, locale: str, generating: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            if job.id in self.delivering:
+                return  # the picture is on its way through the interaction
+            self._notes[job.id] = t("install.late_notice", locale)
+            # As a draft edit: live previews go on, each carrying the note (see edit()).
+            await self.edit(job, generating, force=True, cancel=True, draft=True)
+        finally:
+            self._late.pop(job.id, None)
 
     async def edit(
         self,
@@ -143,6 +207,9 @@ class Progress:
         if flusher is not None and flusher is not asyncio.current_task():
             flusher.cancel()
         self._last_edit[job.id] = now
+        note = self._notes.get(job.id)
+        if note is not None and content is not None and note not in content:
+            content = f"{content}\n{note}"
         if cancel:
             view = self._cancel_view(job)
         extra: dict[str, Any] = {}
@@ -160,20 +227,27 @@ class Progress:
 
     async def _send_edit(self, job: Job, message_id: int, **fields: Any) -> None:
         interaction = self.live_interaction(job)
-        if interaction is not None:
-            try:
+        try:
+            if interaction is not None:
                 await interaction.edit_original_response(**fields)
                 return
-            except discord.HTTPException as exc:
-                if exc.status not in (401, 404):
-                    raise
-                # The token died early (Discord's clock, not ours): the bot token still works.
-                self.release(message_id)
+            hook = await self.webhook(job)  # a worker: the token stored with the job
+            if hook is not None:
+                await hook.edit_message(message_id, **fields)
+                return
+        except discord.HTTPException as exc:
+            if exc.status not in (401, 404):
+                raise
+            # The token died early (Discord's clock, not ours): the bot token still works.
+            self.token_died(job)
         await self._channel(job).get_partial_message(message_id).edit(**fields)
 
     async def _post_instead(
         self, job: Job, message_id: int, *, content: str | None, embed: discord.Embed | None, view: discord.ui.View | None
     ) -> None:
+        if not await self.channel_post(job):
+            await self._tell_directly(job, content=content, embed=embed, view=view)
+            return
         channel = self._channel(job)
         try:
             reference = discord.MessageReference(message_id=message_id, channel_id=job.channel_id or 0, fail_if_not_exists=False)
@@ -193,6 +267,14 @@ class Progress:
             await channel.get_partial_message(message_id).delete()
         except discord.HTTPException:
             pass
+
+    async def _tell_directly(self, job: Job, *, content: str | None, embed: discord.Embed | None, view: discord.ui.View | None) -> None:
+        """News the member must see, where the bot cannot post and the token has died: a DM."""
+        try:
+            dm = await self.bot.create_dm(discord.Object(job.user_id))
+            await dm.send(content=content, embed=embed or discord.utils.MISSING, view=view or discord.utils.MISSING)
+        except discord.HTTPException as again:
+            log.warning("could not tell the requester of job %s in a direct message either: %s", job.id, again.status)
 
     async def _flush_later(self, job: Job, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -265,13 +347,17 @@ class Progress:
         if not message_id:
             return
         try:
-            if interaction is not None:
-                try:
+            try:
+                if interaction is not None:
                     await interaction.delete_original_response()
                     return
-                except discord.HTTPException as exc:
-                    if exc.status not in (401, 404):
-                        raise
+                hook = await self.webhook(job)
+                if hook is not None:
+                    await hook.delete_message(message_id)
+                    return
+            except discord.HTTPException as exc:
+                if exc.status not in (401, 404):
+                    raise
             await self._channel(job).get_partial_message(message_id).delete()
         except discord.HTTPException as exc:
             log.info("could not remove the progress message of job %s: %s", job.id, exc.status)

@@ -19,9 +19,10 @@ from bot.relay.catalogue import DIALECT_MAX_IMAGES
 from bot.services import Services
 from bot.studio import JobRequest, continue_from, unroutable
 from bot.variations import fan_out, total_cost
-from cogs import render
+from cogs import install, render
 from cogs.bot_types import Interaction
 from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
+from cogs.install import bot_can_post, scope_id
 from cogs.intake import channel_is_nsfw, check_can_post, role_ids, store_inputs, upload_limit, vet
 
 from .groups import VariantGroups
@@ -78,7 +79,7 @@ class Starter:
             conversation = await svc.conversations.get_conversation(conversation)
         if conversation is None:
             return True  # nothing to protect; the caller reports an unknown picture
-        g = await svc.guild(interaction.guild_id)
+        g = await svc.guild(scope_id(interaction))
         if rules.may_continue_thread(g.thread_mode, interaction.user.id, conversation.owner_id):
             return True
         if refuse:
@@ -130,23 +131,35 @@ class Starter:
         (every variant's credits are checked, as one total, before anything is sent). ``notices``: (key, params) said to the member
         privately once the job is queued (e.g. a preference this request could not honour)."""
         svc = self.services
+        if await install.refused(interaction):
+            return None  # every way to a job (commands, buttons, forms) passes here: nothing charged
         req.post_channel_id = req.post_channel_id or interaction.channel_id
         await self._personal(interaction, req)
         if not await self._vetted(interaction, req, attachments, count):
             return None
         progress_text = render.progress_text("preparing", req.locale)
         callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
-        acked = time.monotonic()
+        acked, acked_at = time.monotonic(), time.time()
         # The callback answer carries the message: no second round trip on a token that may expire.
         resource = callback.resource
         progress = resource if isinstance(resource, discord.InteractionMessage) else await interaction.original_response()
         self.progress.hold(progress.id, interaction, acked)
         try:
             await store_inputs(svc, req, attachments)
+            # Before the job is queued, so whoever runs it (a worker) edits progress and answers
+            # through this interaction from its first step.
+            await svc.replies.put(
+                progress.id,
+                application_id=interaction.application_id,
+                token=interaction.token,
+                acked_at=acked_at,
+                channel_post=bot_can_post(interaction),
+            )
             jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
             log_unless_user_facing(exc, log, "could not queue a %s job", kind)
             self.progress.release(progress.id)
+            await svc.replies.drop(progress.id)
             await progress.edit(content=None, embed=render.error_embed(exc, req.locale), view=None)
             return None
         await self.show_queued(jobs[0])
@@ -169,7 +182,7 @@ class Starter:
             for each in requests:
                 jobs.append(
                     await self.services.submit_job(
-                        guild_id=interaction.guild_id,
+                        guild_id=scope_id(interaction),
                         channel_id=interaction.channel_id,
                         user_id=interaction.user.id,
                         role_ids=role_ids(interaction.user),
@@ -199,7 +212,7 @@ class Starter:
     async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
         """The member's own settings that hold for every request of theirs: "results only to
         me" and a language override (the server's language still goes on public posts)."""
-        mine = await self.services.preferences.get(interaction.guild_id, interaction.user.id)
+        mine = await self.services.preferences.get(scope_id(interaction), interaction.user.id)
         req.private = req.private or mine.private
         if mine.locale is not None and mine.locale in SUPPORTED:
             req.locale = mine.locale
@@ -214,24 +227,25 @@ class Starter:
         """Every check that sends nothing; a refusal is answered ephemerally (False)."""
         channel = interaction.channel
         try:
-            if req.post_channel_id == interaction.channel_id:
+            # Where the bot cannot post, the result goes through the interaction (no channel post).
+            if req.post_channel_id == interaction.channel_id and bot_can_post(interaction):
                 check_can_post(interaction.app_permissions, in_thread=isinstance(channel, discord.Thread))
             await vet(
                 self.services,
                 req,
                 attachments,
-                guild_id=interaction.guild_id,
+                guild_id=scope_id(interaction),
                 parent_channel_id=getattr(channel, "parent_id", None),
                 channel_id=interaction.channel_id,
                 user_id=interaction.user.id,
                 role_ids=role_ids(interaction.user),
                 channel_nsfw=channel_is_nsfw(channel),
             )
-            await self._honest(interaction.guild_id, req, len(req.images) + len(attachments))
+            await self._honest(scope_id(interaction), req, len(req.images) + len(attachments))
             if count > 1:  # the whole fan-out, at once: never some variants queued and the rest refused
-                credits, limits = await self.services.charge(interaction.guild_id, req.model, req.size)
+                credits, limits = await self.services.charge(scope_id(interaction), req.model, req.size)
                 await self.services.quota.check(
-                    guild_id=interaction.guild_id,
+                    guild_id=scope_id(interaction),
                     user_id=interaction.user.id,
                     credits=total_cost(credits, count),
                     rules=limits,

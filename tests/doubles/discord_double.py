@@ -18,7 +18,15 @@ behaves like Discord where a bot can get it wrong:
   401 50027 once a token has expired;
 - payload limits (content 2000, embeds, components, 10 files, modal title 45, 25 choices,
   command names/locales) answer 400 50035; files above the upload limit answer 413 40005;
-- faults can be injected per route (``dd.fail``), including 429 with ``retry_after``.
+- faults can be injected per route (``dd.fail``), including 429 with ``retry_after``;
+- installation contexts: a command is dispatched only where its synced ``integration_types``
+  and ``contexts`` allow it (:class:`CommandUnavailable` otherwise, as Discord would not show it);
+  interactions carry ``context`` 0/1/2 and ``authorizing_integration_owners`` {"0": guild} or
+  {"1": user}; the bot's DM, group DMs (type 3, the bot not a recipient) and guilds the bot is
+  not in (``add_guild(bot_member=False)``: no GUILD_CREATE, no access) are modelled, and
+  bot-token requests to channels the bot cannot see answer 403 50001;
+- a clock tests move (``dd.advance(seconds)``) instead of sleeping: interaction tokens die
+  15 minutes after dispatch by it.
 
 Builders return Discord's own JSON (string snowflakes), ready for ``await dd.dispatch(...)``.
 """
@@ -48,6 +56,7 @@ from aiohttp import WSMsgType, web
 
 __all__ = [
     "Call",
+    "CommandUnavailable",
     "DiscordDouble",
     "Fault",
     "Intent",
@@ -206,6 +215,15 @@ class Fault:
         return (self.method == "*" or self.method == method) and self.pattern.search(path) is not None
 
 
+class CommandUnavailable(ValueError):
+    """The command is not offered here (its integration types or contexts leave this place out)."""
+
+
+# What Discord grants an app in a place it has no bot member (DMs, group DMs, guilds it is not
+# in): enough for interaction responses with embeds and files.
+_INTERACTION_ONLY_PERMISSIONS = int(Perm.ATTACH_FILES | Perm.EMBED_LINKS | Perm.MENTION_EVERYONE | Perm.USE_EXTERNAL_EMOJIS)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None):
         body: dict[str, Any] = {"message": message, "code": code}
@@ -351,6 +369,7 @@ class _Interaction:
     followups: list[int] = field(default_factory=list)
     expired: bool = False
     response_data: Any = None
+    owners: dict[str, str] = field(default_factory=dict)  # authorizing_integration_owners
 
 
 # --------------------------------------------------------------------------- the double
@@ -389,6 +408,9 @@ class DiscordDouble:
         # Off by default: a 3 s deadline on a loaded 2-core test box would flake.
         self.ack_deadline: float | None = None
         self.interaction_token_ttl: float = 15 * 60
+        self._clock_offset = 0.0  # dd.advance(): the double's clock, ahead of time.monotonic()
+        self.foreign_guilds: set[int] = set()  # guilds the bot is not in (user installs reach them)
+        self._invisible: set[int] = set()  # channels the bot cannot see (group DMs it is not in)
 
         self.calls: list[Call] = []
         self.unhandled: list[Call] = []  # requests to routes the double does not implement
@@ -533,12 +555,17 @@ class DiscordDouble:
         premium_tier: int = 0,
         owner: Any = None,
         with_channel: str | None = "general",
+        bot_member: bool = True,
     ) -> dict[str, Any]:
         """A guild the bot is in: @everyone role, the bot's managed role and member, an owner
         member, and (by default) a text channel. If a gateway session is live, a GUILD_CREATE
-        is sent at once (the bot "joins"); otherwise it comes after READY."""
+        is sent at once (the bot "joins"); otherwise it comes after READY.
+        ``bot_member=False``: a guild the bot is not in (a member's user install reaches it):
+        no gateway events, and the bot's token has no access to its channels."""
         gid = self._sf.next()
         self._quiet.add(gid)
+        if not bot_member:
+            self.foreign_guilds.add(gid)
         owner_user = self.users[_id(owner)] if owner is not None else self.add_user(f"owner-{len(self.guilds) + 1}")
         guild = {
             "id": str(gid),
@@ -577,12 +604,14 @@ class DiscordDouble:
         }
         self.guilds[gid] = guild
         self.add_member(guild, owner_user)
-        bot_role = self.add_role(guild, self.bot_user["global_name"] or "bot", bot_permissions, _managed_bot=True)
-        self.add_member(guild, self.bot_user, roles=[bot_role])
+        if bot_member:
+            bot_role = self.add_role(guild, self.bot_user["global_name"] or "bot", bot_permissions, _managed_bot=True)
+            self.add_member(guild, self.bot_user, roles=[bot_role])
         if with_channel:
             self.add_text_channel(guild, with_channel)
-        self._quiet.discard(gid)
-        self._emit_guild_create(gid)
+        if bot_member:
+            self._quiet.discard(gid)
+            self._emit_guild_create(gid)
         return self.guild_json(gid)
 
     def _role_json(self, gid: int, name: str, permissions: Any, *, position: int, rid: int | None = None) -> dict[str, Any]:
@@ -764,6 +793,25 @@ class DiscordDouble:
         cid = self._sf.next()
         ch = {"id": str(cid), "type": 1, "last_message_id": None, "flags": 0, "recipients": [copy.deepcopy(self.users[uid])]}
         self.channels[cid] = ch
+        return copy.deepcopy(ch)
+
+    def add_group_dm(self, owner: Any, *others: Any, name: str | None = None) -> dict[str, Any]:
+        """A group DM (channel type 3) among users, the bot not among them: a user-installed
+        command works there, but the bot's token cannot see it."""
+        cid = self._sf.next()
+        users = [owner, *others]
+        ch = {
+            "id": str(cid),
+            "type": 3,
+            "name": name,
+            "icon": None,
+            "owner_id": str(_id(owner)),
+            "last_message_id": None,
+            "flags": 0,
+            "recipients": [copy.deepcopy(self.users[_id(u)]) for u in users],
+        }
+        self.channels[cid] = ch
+        self._invisible.add(cid)
         return copy.deepcopy(ch)
 
     def guild_json(self, guild: Any, *, for_gateway: bool = False, all_members: bool = False) -> dict[str, Any]:
@@ -1038,9 +1086,7 @@ class DiscordDouble:
                 "id": str(interaction.id),
                 "type": interaction.type,
                 "user": copy.deepcopy(interaction.user),
-                "authorizing_integration_owners": {"0": str(interaction.guild_id)}
-                if interaction.guild_id
-                else {"1": interaction.user["id"]},
+                "authorizing_integration_owners": copy.deepcopy(interaction.owners),
             }
             if interaction.name:
                 meta["name"] = interaction.name
@@ -1111,7 +1157,10 @@ class DiscordDouble:
         member_permissions: Any,
         name: str | None = None,
         message_id: int | None = None,
+        installed_by: str | None = None,
     ) -> tuple[dict[str, Any], _Interaction]:
+        """``installed_by``: whose install authorizes it, "guild" or "user" (both: "both");
+        by default the guild's where the bot is in the guild, else the member's own."""
         ch = self.channels[_id(channel)]
         uid = _id(user)
         if uid not in self.users:
@@ -1132,6 +1181,18 @@ class DiscordDouble:
             "channel_id": ch["id"],
             "channel": self._partial_channel(ch, uid),
         }
+        foreign = gid is not None and gid in self.foreign_guilds
+        bot_dm = ch["type"] == 1 and gid is None and _id(ch) not in self._invisible
+        by = installed_by or ("user" if foreign or gid is None else "guild")
+        if by not in ("guild", "user", "both"):
+            raise ValueError(f"installed_by is guild, user or both, not {by!r}")
+        if by != "user" and (foreign or (gid is None and not bot_dm)):
+            raise ValueError("only a user install reaches a guild the bot is not in or a group DM")
+        owners: dict[str, str] = {}
+        if by in ("guild", "both"):
+            owners["0"] = str(gid) if gid is not None else "0"  # Discord: "0" for the bot's DM
+        if by in ("user", "both"):
+            owners["1"] = str(uid)
         if gid is not None:
             g = self.guilds[gid]
             if (gid, uid) not in self.members:
@@ -1139,27 +1200,27 @@ class DiscordDouble:
             member = self.member_json(gid, uid, with_permissions_in=ch)
             if member_permissions is not None:
                 member["permissions"] = str(_perm_value(member_permissions))
+            granted = _INTERACTION_ONLY_PERMISSIONS if foreign else self.permissions_in(ch, self.application_id)
             payload.update(
                 guild_id=str(gid),
                 guild={"id": str(gid), "locale": g["preferred_locale"], "features": list(g["features"])},
                 guild_locale=g["preferred_locale"],
                 member=member,
-                app_permissions=str(
-                    _perm_value(app_permissions) if app_permissions is not None else self.permissions_in(ch, self.application_id)
-                ),
-                authorizing_integration_owners={"0": str(gid)},
+                app_permissions=str(_perm_value(app_permissions) if app_permissions is not None else granted),
+                authorizing_integration_owners=owners,
                 context=0,
             )
             user_json = member["user"]
         else:
             user_json = copy.deepcopy(self.users[uid])
+            granted = _DM_PERMISSIONS if bot_dm else _INTERACTION_ONLY_PERMISSIONS
             payload.update(
                 user=user_json,
-                app_permissions=str(_perm_value(app_permissions) if app_permissions is not None else _DM_PERMISSIONS),
-                authorizing_integration_owners={"1": str(uid)},
-                context=1,
+                app_permissions=str(_perm_value(app_permissions) if app_permissions is not None else granted),
+                authorizing_integration_owners=owners,
+                context=1 if bot_dm else 2,
             )
-        rec = _Interaction(iid, token, itype, _id(ch), gid, user_json, name, message_id)
+        rec = _Interaction(iid, token, itype, _id(ch), gid, user_json, name, message_id, owners=owners)
         self._interactions[iid] = rec
         self._by_token[token] = rec
         return payload, rec
@@ -1201,6 +1262,7 @@ class DiscordDouble:
         locale: str = "en-US",
         app_permissions: Any = None,
         member_permissions: Any = None,
+        installed_by: str | None = None,
         _focused: str | None = None,
     ) -> dict[str, Any]:
         """A CHAT_INPUT application-command interaction. ``options`` maps option names to
@@ -1212,7 +1274,14 @@ class DiscordDouble:
         cmd = self._find_command(name, gid, 1)
         itype = 4 if _focused else 2
         payload, rec = self._base_interaction(
-            itype, channel, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, name=name
+            itype,
+            channel,
+            user,
+            locale=locale,
+            app_permissions=app_permissions,
+            member_permissions=member_permissions,
+            name=name,
+            installed_by=installed_by,
         )
         resolved: dict[str, dict[str, Any]] = {}
         defs = cmd.get("options", []) if cmd else None
@@ -1342,6 +1411,7 @@ class DiscordDouble:
         locale: str = "en-US",
         app_permissions: Any = None,
         member_permissions: Any = None,
+        installed_by: str | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE_COMPONENT interaction (button: type 2; string select: 3 with ``values``) on a
         stored message — usually one the bot sent. Raises if the message has no such custom_id."""
@@ -1351,7 +1421,14 @@ class DiscordDouble:
             raise ValueError(f"message {msg['id']} has no component with custom_id {custom_id!r} (has {sorted(i for i in ids if i)})")
         ch = self.channels[int(msg["channel_id"])]
         payload, rec = self._base_interaction(
-            3, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, message_id=_id(msg)
+            3,
+            ch,
+            user,
+            locale=locale,
+            app_permissions=app_permissions,
+            member_permissions=member_permissions,
+            message_id=_id(msg),
+            installed_by=installed_by,
         )
         payload["message"] = copy.deepcopy(msg)
         data: dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
@@ -1372,6 +1449,7 @@ class DiscordDouble:
         locale: str = "en-US",
         app_permissions: Any = None,
         member_permissions: Any = None,
+        installed_by: str | None = None,
     ) -> dict[str, Any]:
         """A MODAL_SUBMIT interaction. ``fields`` maps component custom_ids to a text value or a
         list of attachment dicts (file upload → ``resolved.attachments``). Pass ``modal`` (the
@@ -1386,6 +1464,7 @@ class DiscordDouble:
             app_permissions=app_permissions,
             member_permissions=member_permissions,
             message_id=_id(message) if message is not None else None,
+            installed_by=installed_by,
         )
         resolved: dict[str, dict[str, Any]] = {}
 
@@ -1443,6 +1522,7 @@ class DiscordDouble:
         locale: str = "en-US",
         app_permissions: Any = None,
         member_permissions: Any = None,
+        installed_by: str | None = None,
     ) -> dict[str, Any]:
         """A MESSAGE context-menu command (type 3) on a stored message: ``target_id`` +
         ``resolved.messages`` (content always included, as Discord does for targets)."""
@@ -1451,7 +1531,14 @@ class DiscordDouble:
         gid = int(ch["guild_id"]) if ch.get("guild_id") else None
         cmd = self._find_command(name, gid, 3)
         payload, rec = self._base_interaction(
-            2, ch, user, locale=locale, app_permissions=app_permissions, member_permissions=member_permissions, name=name
+            2,
+            ch,
+            user,
+            locale=locale,
+            app_permissions=app_permissions,
+            member_permissions=member_permissions,
+            name=name,
+            installed_by=installed_by,
         )
         data: dict[str, Any] = {
             "id": cmd["id"] if cmd else str(self._sf.next()),
@@ -1466,9 +1553,39 @@ class DiscordDouble:
         return payload
 
     async def interact(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Dispatch an interaction built above (INTERACTION_CREATE); returns the payload."""
+        """Dispatch an interaction built above (INTERACTION_CREATE); returns the payload.
+        A command its synced definition keeps out of this place raises
+        :class:`CommandUnavailable` (Discord would not have offered it)."""
+        if payload.get("type") in (2, 4):
+            self.check_available(payload)
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
+
+    def check_available(self, payload: Mapping[str, Any]) -> None:
+        """Discord offers a command only in the contexts and to the installs it was synced for:
+        ``integration_types`` (0 guild install, 1 user install) and ``contexts`` (0 guild,
+        1 the bot's DM, 2 group DMs and other DMs). Guild-scoped commands exist only in their
+        guild, through its install."""
+        data = payload.get("data") or {}
+        gid = int(payload["guild_id"]) if payload.get("guild_id") else None
+        cmd = self._find_command(str(data.get("name")), gid if gid not in self.foreign_guilds else None, int(data.get("type", 1)))
+        if cmd is None:
+            return  # not synced (a test building payloads by hand): nothing to check against
+        owners = payload.get("authorizing_integration_owners") or {}
+        context = int(payload.get("context", 0))
+        where = f"/{data.get('name')} in context {context} installed by {sorted(owners)}"
+        if cmd.get("guild_id"):
+            if "0" not in owners:
+                raise CommandUnavailable(f"{where}: a guild command needs the guild's install")
+            return
+        types = cmd.get("integration_types") or [0]
+        if not any(int(k) in types for k in owners):
+            raise CommandUnavailable(f"{where}: the command is registered for integration types {types}")
+        contexts = cmd.get("contexts")
+        if contexts is None:
+            contexts = [0, 1, 2] if cmd.get("dm_permission", True) else [0]
+        if context not in contexts:
+            raise CommandUnavailable(f"{where}: the command is registered for contexts {contexts}")
 
     # --- interaction inspection
 
@@ -1511,7 +1628,15 @@ class DiscordDouble:
     def _token_expired(self, rec: _Interaction) -> bool:
         if rec.expired:
             return True
-        return rec.dispatched_at is not None and time.monotonic() - rec.dispatched_at > self.interaction_token_ttl
+        return rec.dispatched_at is not None and self.now() - rec.dispatched_at > self.interaction_token_ttl
+
+    def now(self) -> float:
+        """The double's clock (monotonic seconds, moved on by :meth:`advance`)."""
+        return time.monotonic() + self._clock_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the double's clock on (e.g. past the 15 minutes an interaction token lives)."""
+        self._clock_offset += seconds
 
     # ------------------------------------------------------------------ command inspection
 
@@ -1619,7 +1744,7 @@ class DiscordDouble:
         session may receive it) and message content is blanked without MESSAGE_CONTENT.
         Waits up to ``timeout`` for a session to exist."""
         if event == "INTERACTION_CREATE" and "id" in data and int(data["id"]) in self._interactions:
-            self._interactions[int(data["id"])].dispatched_at = time.monotonic()
+            self._interactions[int(data["id"])].dispatched_at = self.now()
         if not self._live_sessions():
             assert self._session_ready is not None
             try:
@@ -1639,7 +1764,7 @@ class DiscordDouble:
         """Queue an event to every session allowed to see it. None if none was."""
         sent = False
         futures: list[asyncio.Future[None]] = []
-        if guild_id is not None and guild_id in self._quiet:
+        if guild_id is not None and guild_id in self._quiet and event != "INTERACTION_CREATE":
             return None
         for s in self._live_sessions():
             if not s.owns_guild(guild_id):
@@ -1777,7 +1902,9 @@ class DiscordDouble:
         ready: dict[str, Any] = {
             "v": 10,
             "user": {**copy.deepcopy(self.bot_user), "verified": True, "mfa_enabled": False, "email": None},
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds if s.owns_guild(gid)],
+            "guilds": [
+                {"id": str(gid), "unavailable": True} for gid in self.guilds if s.owns_guild(gid) and gid not in self.foreign_guilds
+            ],
             "session_id": s.id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -1795,7 +1922,7 @@ class DiscordDouble:
             ready["shard"] = list(shard)
         self._send_dispatch(s, "READY", ready)
         for gid in list(self.guilds):
-            if s.owns_guild(gid) and intents & Intent.GUILDS:
+            if s.owns_guild(gid) and intents & Intent.GUILDS and gid not in self.foreign_guilds:
                 self._send_dispatch(
                     s, "GUILD_CREATE", self.guild_json(gid, for_gateway=True, all_members=bool(intents & Intent.GUILD_PRESENCES))
                 )
@@ -2023,7 +2150,7 @@ class DiscordDouble:
             "role_connections_verification_url": None,
             "tags": [],
             "install_params": {"scopes": ["bot", "applications.commands"], "permissions": str(DEFAULT_BOT_PERMISSIONS)},
-            "integration_types_config": {"0": {}},
+            "integration_types_config": {"0": {}, "1": {}},
             "approximate_guild_count": len(self.guilds),
             "redirect_uris": [],
             "rpc_origins": [],
@@ -2119,7 +2246,7 @@ class DiscordDouble:
         rec = self._interactions.get(int(iid))
         if rec is None or rec.token != token or self._token_expired(rec):
             raise ApiError(404, 10062, "Unknown interaction")
-        if self.ack_deadline is not None and rec.dispatched_at is not None and time.monotonic() - rec.dispatched_at > self.ack_deadline:
+        if self.ack_deadline is not None and rec.dispatched_at is not None and self.now() - rec.dispatched_at > self.ack_deadline:
             raise ApiError(404, 10062, "Unknown interaction")
         if rec.response_type is not None:
             raise ApiError(400, 40060, "Interaction has already been acknowledged.")
@@ -2247,7 +2374,7 @@ class DiscordDouble:
         ch = self.channels.get(int(cid))
         if ch is None:
             raise ApiError(404, 10003, "Unknown Channel")
-        if ch.get("guild_id") and not self.permissions_in(ch, self.application_id) & Perm.VIEW_CHANNEL:
+        if int(cid) in self._invisible or (ch.get("guild_id") and not self.permissions_in(ch, self.application_id) & Perm.VIEW_CHANNEL):
             raise ApiError(403, 50001, "Missing Access")
         return ch
 
