@@ -240,6 +240,20 @@ async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp
         assert sorted(j.result_message_id or 0 for j in jobs) == [0, *[int(post.response["id"])] * 3]
 
 
+async def test_variants_waiting_for_the_members_cap_never_turn_drawing_back_into_queued(tmp_path: Path) -> None:
+    """Three variants, one at a time (a member runs one job at once): the shared progress
+    message goes queued -> drawing and stays drawing until the pictures come."""
+    async with world(tmp_path) as w:
+        w.relay.default = Behaviour("slow", delay=0.6)
+        mark = w.dd.mark()
+        await w.imagine(prompt="three paper boats", count=3)
+        await variants_posted(w, mark, 3)
+        texts = [str(c.json.get("content") or "") for c in w.dd.find("PATCH", r"^/webhooks/", since=mark) if c.json]
+        shown = [("drawing" if "Drawing" in x else "queued") for x in texts if "Drawing" in x or "Queued" in x]
+        assert "drawing" in shown, texts
+        assert "queued" not in shown[shown.index("drawing") :], texts
+
+
 async def test_variants_are_reserved_as_one_total_and_refused_over_quota_or_the_maximum(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         await w.bot.services.preferences.save_server(w.gid, ServerCreative(variants_default=1, variants_max=2))

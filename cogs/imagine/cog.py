@@ -320,6 +320,8 @@ class Imagine(commands.Cog):
         await self.starter.show_queued(job)
 
     async def on_position(self, job: Job, position: int) -> None:
+        if self.progress.shows_drawing(job):
+            return  # a variant whose sibling is being drawn on the same message: never "queued" again
         text = render.progress_text("queued", job_locale(job), position=position, since=job.created_at)
         await self.progress.edit(job, text, cancel=True)
 

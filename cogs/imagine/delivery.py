@@ -72,6 +72,7 @@ class Delivery:
             req = JobRequest(prompt="", model="")  # refused below, with the user told and refunded
         started = time.time()
         generating = render.progress_text("generating", req.locale, since=started, model=req.model)
+        self.progress.drawing(job)
         await self.progress.edit(job, generating, force=True, cancel=True)
         await self.progress.warn_before_expiry(job, req.locale, generating)
         try:

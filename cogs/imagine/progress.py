@@ -91,6 +91,9 @@ class Progress:
         self._notes: dict[int, str] = {}
         self._late: dict[int, asyncio.Task[None]] = {}
         self._dead: set[int] = set()  # jobs whose token Discord already refused (401): not tried again
+        # Progress messages showing "drawing": the variants of one /imagine share one message,
+        # and a sibling still queued (the member's cap) must not turn it back to "queued".
+        self._drawing: set[int] = set()
 
     @property
     def services(self) -> Services:
@@ -136,8 +139,17 @@ class Progress:
         self.release(progress_message_id(job))
         self._dead.add(job.id)
 
+    def drawing(self, job: Job) -> None:
+        """The job's picture is being made: its message shows that from now on."""
+        self._drawing.add(progress_message_id(job))
+
+    def shows_drawing(self, job: Job) -> bool:
+        return progress_message_id(job) in self._drawing
+
     def forget(self, job: Job) -> None:
         """The job is over: drop its interaction, rate-limit and preview state."""
+        if int((job.request or {}).get("variants") or 1) == 1:  # siblings may still be drawn on it
+            self._drawing.discard(progress_message_id(job))
         self._stop_drafts(job)
         self._drafted.discard(job.id)
         self.release(progress_message_id(job))
