@@ -93,7 +93,7 @@ class Progress:
         self._dead: set[int] = set()  # jobs whose token Discord already refused (401): not tried again
         # Progress messages showing "drawing": the variants of one /imagine share one message,
         # and a sibling still queued (the member's cap) must not turn it back to "queued".
-        self._drawing: set[int] = set()
+        self._drawing: set[int] = set()  # 0: a job without a progress message (never asked)
 
     @property
     def services(self) -> Services:
@@ -141,15 +141,15 @@ class Progress:
 
     def drawing(self, job: Job) -> None:
         """The job's picture is being made: its message shows that from now on."""
-        self._drawing.add(progress_message_id(job))
+        self._drawing.add(progress_message_id(job) or 0)
 
     def shows_drawing(self, job: Job) -> bool:
-        return progress_message_id(job) in self._drawing
+        return (progress_message_id(job) or 0) in self._drawing
 
     def forget(self, job: Job) -> None:
         """The job is over: drop its interaction, rate-limit and preview state."""
         if int((job.request or {}).get("variants") or 1) == 1:  # siblings may still be drawn on it
-            self._drawing.discard(progress_message_id(job))
+            self._drawing.discard(progress_message_id(job) or 0)
         self._stop_drafts(job)
         self._drafted.discard(job.id)
         self.release(progress_message_id(job))
