@@ -116,8 +116,9 @@ def continue_from(
     reply_to_message_id: int | None = None,
     size: str | None = None,
 ) -> JobRequest:
-    """A request that edits ``turn``'s picture: same model, shape, grounding and thinking
-    (a member who asked for Google Search keeps it on the next message), posted in its thread."""
+    """A request that edits ``turn``'s picture: same model, shape, grounding, thinking and live
+    previews (a member who asked for Google Search keeps it on the next message), posted in its
+    thread."""
     settings = turn.settings or {}
     return JobRequest(
         prompt=prompt,
@@ -127,6 +128,7 @@ def continue_from(
         grounding=bool(settings.get("grounding", False)),
         image_search=bool(settings.get("image_search", False)),
         thinking=settings.get("thinking"),
+        preview=bool(settings.get("preview", False)),  # who watched it being drawn watches the edits too
         parent_turn_id=turn.id,
         conversation_id=turn.conversation_id,
         post_channel_id=conversation_thread_id or post_channel_id,
@@ -215,6 +217,7 @@ class Studio:
                     "grounding": req.grounding,
                     "image_search": req.image_search,
                     "thinking": req.thinking,
+                    "preview": req.preview,
                 },
                 job_id=job_id,
             )

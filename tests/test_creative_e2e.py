@@ -533,6 +533,8 @@ async def test_a_message_in_the_thread_of_a_grounded_picture_is_grounded_too(tmp
         assert w.relay.requests[-1].json["tools"] == [{"googleSearch": {}}]
         thread = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
         channel = w.dd.channels[int(thread.response["id"])]
+        # The bot's hint in the thread comes once the thread is bound to the picture's conversation.
+        await w.dd.wait_for("POST", rf"^/channels/{channel['id']}/messages$")
         mark = w.dd.mark()
         await w.dd.post_message(channel, w.alice, f"<@{w.bot.user.id}> now for tomorrow")  # the bot reads what mentions it
         await w.dd.wait_for(
@@ -541,6 +543,24 @@ async def test_a_message_in_the_thread_of_a_grounded_picture_is_grounded_too(tmp
         sent = w.relay.requests[-1].json
         assert sent["contents"][-1]["parts"][0]["text"].endswith("now for tomorrow")
         assert sent["tools"] == [{"googleSearch": {}}]
+
+
+async def test_a_message_in_the_thread_of_a_previewed_picture_streams_its_drafts_too(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        mark = w.dd.mark()
+        await w.imagine(prompt="a glass teapot", model=FLASH31, preview=True)
+        await w.result_post(mark)
+        assert w.relay.requests[-1].path.endswith(":streamGenerateContent")
+        thread = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/\d+/threads$", since=mark)
+        channel = w.dd.channels[int(thread.response["id"])]
+        await w.dd.wait_for("POST", rf"^/channels/{channel['id']}/messages$")  # the hint: the thread is bound
+        mark = w.dd.mark()
+        await w.dd.post_message(channel, w.alice, f"<@{w.bot.user.id}> fill it with tea")
+        await w.dd.wait_for(
+            "POST", rf"^/channels/{channel['id']}/messages$", since=mark, predicate=lambda c: bool(c.files) and c.status < 300
+        )
+        sent = w.relay.requests[-1]
+        assert sent.path.endswith(":streamGenerateContent") and sent.json["generationConfig"]["thinkingConfig"]["includeThoughts"]
 
 
 async def test_vary_on_a_result_posted_before_a_restart_still_works(tmp_path: Path) -> None:
