@@ -81,13 +81,13 @@ class BalanceChecker:
         return changes
 
     async def _save(self, guild_id: int, found: list[RelayBalance]) -> None:
-        now = self.clock()
+        now, levels = self.clock(), self.watch.levels  # one copy of the levels, not one per relay
         async with transaction(self.store.db) as db:
             for relay in found:
                 await db.execute(
                     "INSERT INTO relay_balances (guild_id, relay_id, level, checked_at) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (guild_id, relay_id) DO UPDATE SET level = excluded.level, checked_at = excluded.checked_at",
-                    (guild_id, relay.relay_id, self.watch.levels.get(watch_key(guild_id, relay.relay_id), "unknown"), now),
+                    (guild_id, relay.relay_id, levels.get(watch_key(guild_id, relay.relay_id), "unknown"), now),
                 )
 
     async def load(self) -> None:

@@ -352,6 +352,7 @@ class Progress:
         message_id = progress_message_id(job)
         interaction = self.live_interaction(job)
         self.forget(job)
+        self._drawing.discard(message_id or 0)  # a variant group's message too: it is gone now
         self._pending.pop(job.id, None)
         flusher = self._flushers.pop(job.id, None)
         if flusher is not None:
