@@ -1,5 +1,5 @@
 """The shared REST rate-limit proxy the README documents: ``@discordjs/proxy`` (the discord.js
-team's), installed from npm at test time into a cache folder and served by a few lines of node.
+team's), installed from npm at test time into a cache folder and served by the README's server.js.
 
 Every bot process points ``DISCORD_API_BASE`` at it; it forwards to ``upstream`` (the Discord
 double), queueing per rate-limit bucket for all of them at once. Without npm/node, or when the
@@ -18,17 +18,15 @@ from pathlib import Path
 import pytest
 
 PACKAGES = ("@discordjs/proxy@2.1.1", "@discordjs/rest@2.6.3")
-SERVER_JS = """\
-const { createServer } = require('node:http');
-const { proxyRequests } = require('@discordjs/proxy');
-const { REST } = require('@discordjs/rest');
-// The API base without its version: the proxy strips /api/vN from each path, REST adds /v10.
-const api = process.env.UPSTREAM || 'https://discord.com/api';
-const rest = new REST({ api, version: '10', retries: 0, timeout: 60000 });
-const server = createServer(proxyRequests(rest));
-const port = Number(process.env.PORT || 0), host = process.env.HOST || '127.0.0.1';
-server.listen(port, host, () => console.log(`listening ${server.address().port}`));
-"""
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def server_js() -> str:
+    """The README's server.js, as an operator copies it: the test runs what the guide tells them to run."""
+    text = README.read_text()
+    start = text.index("cat > server.js <<'EOF'\n") + len("cat > server.js <<'EOF'\n")
+    lines = text[start : text.index("\n   EOF\n", start)].splitlines()
+    return "\n".join(line.removeprefix("   ") for line in lines) + "\n"
 
 
 def proxy_dir() -> Path:
@@ -38,7 +36,7 @@ def proxy_dir() -> Path:
         pytest.skip("npm/node not found: the REST proxy (@discordjs/proxy) cannot be installed, so this test did not run")
     folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nano-banana-bot-tests" / "discordjs-proxy"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "server.js").write_text(SERVER_JS)
+    (folder / "server.js").write_text(server_js())
     if not (folder / "node_modules" / "@discordjs" / "proxy").is_dir():
         done = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(folder), *PACKAGES],
@@ -58,7 +56,7 @@ def running_proxy(upstream_api: str) -> Iterator[str]:
     proc = subprocess.Popen(
         [shutil.which("node") or "node", str(folder / "server.js")],
         cwd=folder,
-        env={**os.environ, "UPSTREAM": upstream_api},
+        env={**os.environ, "UPSTREAM": upstream_api, "PORT": "0"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -69,6 +67,9 @@ def running_proxy(upstream_api: str) -> Iterator[str]:
         if not line.startswith("listening "):
             raise AssertionError(f"the REST proxy did not start: {line}{proc.stdout.read()[-2000:]}")
         yield f"http://127.0.0.1:{int(line.split()[1])}/api/v10"
+        # Every process's REST traffic goes through it: had it died mid-test, say so, with its words.
+        if proc.poll() is not None:
+            raise AssertionError(f"the REST proxy exited ({proc.returncode}) during the test: {proc.stdout.read()[-2000:]}")
     finally:
         proc.terminate()
         try:
