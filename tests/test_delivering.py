@@ -84,10 +84,42 @@ async def test_a_job_that_stopped_while_delivering_is_interrupted_and_refunded_a
     await eventually(lambda: job.id in runner.posting, "the upload began")
     await queue.stop()  # as a crash leaves it: the row stays 'delivering'
     assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "delivering"}
-    again = await open_queue(db, data_dir, Runner(), worker_id="w1")
+    again, told = await restarted(db, data_dir)
     assert [j.id for j in await again.start()] == [job.id]
     assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "interrupted"}
     assert await ledger(db) == {job.id: "refunded"}  # maybe posted, never charged twice
+    assert told == [job.id]  # the bot offers Retry
+    # Cancel clicked on its old progress message: not "already finished", but what happened.
+    assert await again.cancel(job.id, by_user=1) == "interrupted"
+    await again.stop()
+
+
+async def restarted(db: Any, data_dir: Path) -> tuple[Any, list[int]]:
+    """The same worker started again, noting which jobs it tells the bot were interrupted."""
+    told: list[int] = []
+
+    async def on_interrupted(job: Job) -> None:
+        told.append(job.id)
+
+    again = await open_queue(db, data_dir, Runner(), worker_id="w1")
+    again.on_interrupted = on_interrupted
+    return again, told
+
+
+async def test_a_job_stopped_after_its_picture_was_posted_is_done_and_charged_at_restart(db: aiosqlite.Connection, data_dir: Path) -> None:
+    runner = Runner()
+    queue = await open_queue(db, data_dir, runner, worker_id="w1")
+    await queue.start()
+    job = await queue.submit(new(1), credits=1, rules=PLENTY)
+    runner.made.set()
+    await eventually(lambda: job.id in runner.posting, "the upload began")
+    await queue.update(job.id, result_message_id=4242)  # the post returned and its id was saved...
+    await queue.stop()  # ...then the process died before recording the end
+    again, told = await restarted(db, data_dir)
+    await again.start()
+    assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "done"}
+    assert await ledger(db) == {job.id: "committed"}  # the member has the picture: charged once
+    assert told == []  # no Retry under a picture that was delivered
     await again.stop()
 
 

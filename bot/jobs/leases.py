@@ -37,8 +37,8 @@ from typing import Any
 from ..store import Connection, transaction
 from .fairness import Snapshot, choose, take
 from .model import ACTIVE_SQL, Job
-from .queue import JobQueue
-from .records import interrupt, record_end
+from .queue import JobQueue, too_late
+from .records import interrupt, log_lost, record_end
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ class LeasedQueue(JobQueue):
             asyncio.create_task(self._poller(), name="jobs-poll"),
         ]
         self._wake.set()
-        if interrupted:
-            log.warning("%d job(s) had lost their worker; marked interrupted and refunded", len(interrupted))
+        log_lost(interrupted, "had lost their worker")
         await self._tell_interrupted(interrupted)
         return interrupted
 
@@ -220,14 +219,6 @@ class LeasedQueue(JobQueue):
             expired = await _jobs(db, f"status IN {ACTIVE_SQL} AND lease_until < {DB_NOW}", ())
             return [await interrupt(db, self.quota, job, now) for job in expired]
 
-    async def _tell_interrupted(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            if self.on_interrupted:
-                try:
-                    await self.on_interrupted(job)
-                except Exception:
-                    log.exception("on_interrupted failed for job %d", job.id)
-
     # --- ending and cancelling ------------------------------------------------------------
 
     async def _finish(self, job: Job, status: str, ledger: str, *, error: tuple[str, str] | None = None) -> None:
@@ -272,7 +263,7 @@ class LeasedQueue(JobQueue):
                         break
             if job is not None and job.status == "cancelled":
                 return "cancelled"
-        return "delivering" if job is not None and job.status == "delivering" else "too_late"
+        return too_late(job)
 
     async def _mark_delivering(self, job: Job) -> bool:
         # One statement decides between a Cancel from another process and the delivery: the

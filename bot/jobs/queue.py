@@ -23,7 +23,7 @@ from ..settings import Settings
 from ..store import Connection, DatabaseError, transaction
 from .fairness import Snapshot, choose, positions, take
 from .model import ACTIVE_SQL, UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
-from .records import interrupt, record_end, repair_ledger, settle
+from .records import interrupt, log_lost, record_end, repair_ledger, settle
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class JobQueue:
         """Recover after a restart and start dispatching. Returns the jobs found interrupted."""
         now = self.clock()
         async with transaction(self.db) as db:
-            # A job left 'delivering' may or may not have been posted: refunded (never charged twice).
+            # A job left 'delivering' without its message id may or may not have been posted:
+            # refunded (never charged twice). With the id it was posted: done (see interrupt).
             async with db.execute(f"SELECT * FROM jobs WHERE status IN {ACTIVE_SQL} ORDER BY id") as cur:
                 interrupted = [Job.from_row(r) for r in await cur.fetchall()]
             for job in interrupted:
@@ -95,8 +96,7 @@ class JobQueue:
         self._queued.clear()
         for job in queued:
             self._enqueue(job)
-        if interrupted:
-            log.warning("%d job(s) were running when the bot stopped; marked interrupted and refunded", len(interrupted))
+        log_lost(interrupted, "were running when the bot stopped")
         if queued:
             log.info("resuming %d queued job(s)", len(queued))
         self._started = True
@@ -106,13 +106,17 @@ class JobQueue:
         ]
         self._wake.set()
         self._positions_dirty.set()
-        if self.on_interrupted:
-            for job in interrupted:
+        await self._tell_interrupted(interrupted)
+        return interrupted
+
+    async def _tell_interrupted(self, jobs: list[Job]) -> None:
+        """``on_interrupted`` for each job lost with its process, not those found delivered (done)."""
+        for job in jobs:
+            if self.on_interrupted and job.status == "interrupted":
                 try:
                     await self.on_interrupted(job)
                 except Exception:
                     log.exception("on_interrupted failed for job %d", job.id)
-        return interrupted
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stop taking jobs; give running ones ``grace`` seconds, then cancel them. Jobs cancelled
@@ -239,7 +243,8 @@ class JobQueue:
         """Cancel a job. ``by_user`` must be the requester; None skips that check (moderators).
 
         Returns ``cancelled``, ``not_found``, ``not_owner``, ``delivering`` (its picture is
-        being posted: too late) or ``too_late`` (already finished).
+        being posted: too late), ``interrupted`` (its process was lost: already refunded) or
+        ``too_late`` (already finished).
         """
         for user_id, q in list(self._queued.items()):
             for job in q:
@@ -281,7 +286,7 @@ class JobQueue:
             return "not_found"
         if by_user is not None and by_user != found.user_id:
             return "not_owner"
-        return "delivering" if found.status == "delivering" else "too_late"
+        return too_late(found)
 
     async def begin_delivery(self, job: Job) -> None:
         """The runner is about to post ``job``'s picture (an upload may land even if it is then
@@ -425,3 +430,10 @@ class JobQueue:
                     await self.on_position(job, position)
                 except Exception:
                     log.exception("on_position failed for job %d", job.id)
+
+
+def too_late(job: Job | None) -> str:
+    """Why a job that is no longer queued or running here cannot be cancelled."""
+    if job is not None and job.status in ("delivering", "interrupted"):
+        return job.status
+    return "too_late"

@@ -52,7 +52,14 @@ async def record_end(
 
 
 async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
-    """Inside a transaction: a job whose process was lost becomes ``interrupted``, refunded."""
+    """Inside a transaction: a job whose process was lost becomes ``interrupted``, refunded; one
+    whose picture was already posted (its message id is saved only once the post returned) is
+    ``done`` and charged, as if its process had lived the few statements more: the member has it."""
+    if job.result_message_id is not None:
+        await db.execute(f"UPDATE jobs SET status = 'done', finished_at = ? WHERE id = ? AND status IN {ACTIVE_SQL}", (now, job.id))
+        await quota.settle_in(db, job.id, "committed", now)
+        job.status, job.finished_at = "done", now
+        return job
     await db.execute(
         f"UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ? AND status IN {ACTIVE_SQL}",
         (now, job.id),
@@ -60,6 +67,15 @@ async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
     await quota.settle_in(db, job.id, "refunded", now)
     job.status, job.error_code, job.finished_at = "interrupted", "interrupted", now
     return job
+
+
+def log_lost(jobs: list[Job], how: str) -> None:
+    """One line for the operator about jobs found without a live process (see :func:`interrupt`)."""
+    refunded = sum(job.status == "interrupted" for job in jobs)
+    if refunded:
+        log.warning("%d job(s) %s; marked interrupted and refunded", refunded, how)
+    if len(jobs) - refunded:
+        log.info("%d job(s) %s after their picture was posted; recorded as done", len(jobs) - refunded, how)
 
 
 async def repair_ledger(db: Connection, now: float) -> None:

@@ -266,7 +266,7 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
         if outcome == "cancelled":
             await jobs.cancel_siblings(job)
         else:
-            key = "cancel.delivering" if outcome == "delivering" else "cancel.too_late"
+            key = f"cancel.{outcome}" if outcome in ("delivering", "interrupted") else "cancel.too_late"
             await interaction.followup.send(t(key, normalize_locale(interaction.locale)), ephemeral=True)
             return
         jobs.progress.release(progress_message_id(job))
