@@ -313,7 +313,7 @@ class Services:
     ) -> Job:
         req = dataclasses.replace(req, progress_message_id=progress_message_id, display_prompt=display_prompt or req.display_prompt)
         credits, quota_rules = await self.charge(guild_id, req.model, req.size)
-        job = await self.jobs.submit(
+        return await self.jobs.submit(
             NewJob(
                 user_id=user_id,
                 guild_id=guild_id,
@@ -325,14 +325,12 @@ class Services:
                 locale=req.locale,
                 conversation_id=req.conversation_id,
                 parent_turn_id=req.parent_turn_id,
+                progress_message_id=progress_message_id,
             ),
             role_ids=list(role_ids),
             credits=credits,
             rules=quota_rules,
         )
-        if progress_message_id:
-            await self.jobs.update(job.id, progress_message_id=progress_message_id)
-        return job
 
     async def queue_position(self, job_id: int) -> int | None:
         return self.jobs.position(job_id)

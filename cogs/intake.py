@@ -4,6 +4,7 @@ nothing, and the input pictures downloaded and stored by hash. Shared by every w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ from cogs import render
 from cogs.failures import UserFacingError
 
 log = logging.getLogger(__name__)
+# Every reference image of one request fetched from Discord's CDN within this (14 at most).
+INTAKE_TIMEOUT_S = 120.0
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
@@ -126,10 +129,17 @@ async def read_attachment(attachment: discord.Attachment) -> bytes:
 
 
 async def store_inputs(svc: Services, req: JobRequest, attachments: Sequence[discord.Attachment]) -> None:
-    """Download, identify and store each attachment by hash; the request refers to them by hash."""
-    for attachment in attachments:
-        image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
-        req.images.append(await svc.images.put(image.data, image.mime_type))
+    """Download, identify and store each attachment by hash; the request refers to them by hash.
+    Bounded in all (discord.py's read has no timeout of its own), so a request is queued, or
+    refused, within a known time of its acknowledgement (bot.jobs.replies.ORPHAN_S relies on it)."""
+    try:
+        async with asyncio.timeout(INTAKE_TIMEOUT_S):
+            for attachment in attachments:
+                image = await svc.identify_image(await read_attachment(attachment), attachment.filename)
+                req.images.append(await svc.images.put(image.data, image.mime_type))
+    except TimeoutError:
+        log.info("attachments not fetched within %.0f s", INTAKE_TIMEOUT_S)
+        raise UserFacingError("fair.reference_slow") from None
 
 
 def role_ids(member: discord.abc.User) -> list[int]:

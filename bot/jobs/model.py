@@ -59,6 +59,9 @@ class NewJob:
     locale: str = "en"
     conversation_id: int | None = None
     parent_turn_id: int | None = None
+    # In the same row as it is created: a stored interaction token without a job that refers to
+    # it means the request was lost before queueing (bot.jobs.replies.ReplyStore.orphans).
+    progress_message_id: int | None = None
 
 
 @dataclass

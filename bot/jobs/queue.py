@@ -151,7 +151,8 @@ class JobQueue:
             )
             cur = await db.execute(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, request, model, size, cost, locale,"
-                " conversation_id, parent_turn_id, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " conversation_id, parent_turn_id, progress_message_id, created_at)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     new.guild_id,
                     new.channel_id,
@@ -164,6 +165,7 @@ class JobQueue:
                     new.locale,
                     new.conversation_id,
                     new.parent_turn_id,
+                    new.progress_message_id,
                     now,
                 ),
             )
@@ -184,6 +186,7 @@ class JobQueue:
             locale=new.locale,
             conversation_id=new.conversation_id,
             parent_turn_id=new.parent_turn_id,
+            progress_message_id=new.progress_message_id,
             created_at=now,
         )
         self._submitted(job)

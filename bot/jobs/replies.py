@@ -11,13 +11,18 @@ goes with the job, for whichever process runs it (a worker has no interaction ob
 - read back only while alive (a margin under Discord's 15 minutes), and dropped when the job
   ends (:meth:`ReplyStore.drop`); rows of jobs that ended elsewhere expire and are purged;
 - keyed by the job's progress message (the interaction's original response), written before
-  the job is queued, so whoever starts the job finds it (variants of one request share it).
+  the job is queued, so whoever starts the job finds it (variants of one request share it);
+- a row that still has no job :data:`ORPHAN_S` after its acknowledgement belongs to a request
+  whose process died before queueing it (the member sees "Getting ready…" for ever otherwise):
+  :meth:`ReplyStore.orphans` hands each to one process, which tells the member in ``locale``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..secrets import Keyring
 from ..store import Connection, transaction
@@ -25,6 +30,10 @@ from ..store import Connection, transaction
 TOKEN_LIFETIME_S = 15 * 60  # Discord's lifetime of an interaction token
 SAFE_LIFETIME_S = 14 * 60  # used only while safely alive: a call in flight must not outlive it
 STALE_S = 86400  # rows of jobs that never reached their runner are purged this long after
+# A request is queued within this long of its acknowledgement unless its process died: the
+# inputs' download is bounded at cogs.intake.INTAKE_TIMEOUT_S (120 s) and the rest is a few
+# statements. Longer is lost; shorter could tell a member "lost" about a request still starting.
+ORPHAN_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +44,13 @@ class Reply:
     token: str = field(repr=False)
     expires_at: float  # unix seconds, SAFE_LIFETIME_S after the interaction was acknowledged
     channel_post: bool  # the bot's own token may post where the member asked
+    locale: str = "en"  # the member's, for news told before any job exists
 
     def alive(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) < self.expires_at
+
+
+_COLUMNS = "application_id, token_cipher, expires_at, channel_post, locale"
 
 
 class ReplyStore:
@@ -46,17 +59,20 @@ class ReplyStore:
         self.keyring = keyring
         self._cache: dict[int, Reply] = {}  # progress message id -> its reply, read once per process
 
-    async def put(self, message_id: int, *, application_id: int, token: str, acked_at: float, channel_post: bool) -> Reply:
-        reply = Reply(application_id, token, acked_at + SAFE_LIFETIME_S, channel_post)
+    async def put(
+        self, message_id: int, *, application_id: int, token: str, acked_at: float, channel_post: bool, locale: str = "en"
+    ) -> Reply:
+        reply = Reply(application_id, token, acked_at + SAFE_LIFETIME_S, channel_post, locale)
         async with transaction(self.db) as db:
             # Rows of jobs that ended without reaching their runner (cancelled in the queue, lost
             # in a crash): their tokens died long ago. A day, so a long job keeps ``channel_post``.
             await db.execute("DELETE FROM job_replies WHERE expires_at < ?", (time.time() - STALE_S,))
             await db.execute(
-                "INSERT INTO job_replies (message_id, application_id, token_cipher, expires_at, channel_post) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (message_id) DO UPDATE SET application_id = excluded.application_id,"
-                " token_cipher = excluded.token_cipher, expires_at = excluded.expires_at, channel_post = excluded.channel_post",
-                (message_id, application_id, self.keyring.encrypt(token), reply.expires_at, int(channel_post)),
+                "INSERT INTO job_replies (message_id, application_id, token_cipher, expires_at, channel_post, locale)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET application_id = excluded.application_id,"
+                " token_cipher = excluded.token_cipher, expires_at = excluded.expires_at, channel_post = excluded.channel_post,"
+                " locale = excluded.locale",
+                (message_id, application_id, self.keyring.encrypt(token), reply.expires_at, int(channel_post), locale),
             )
         self._cache[message_id] = reply
         return reply
@@ -68,15 +84,36 @@ class ReplyStore:
             return None
         if message_id in self._cache:
             return self._cache[message_id]
-        async with self.db.execute(
-            "SELECT application_id, token_cipher, expires_at, channel_post FROM job_replies WHERE message_id = ?", (message_id,)
-        ) as cur:
+        async with self.db.execute(f"SELECT {_COLUMNS} FROM job_replies WHERE message_id = ?", (message_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
-        reply = Reply(int(row[0]), self.keyring.decrypt(bytes(row[1])), float(row[2]), bool(row[3]))
-        self._cache[message_id] = reply
+        reply = self._cache[message_id] = self._reply(row)
         return reply
+
+    def _reply(self, row: Sequence[Any]) -> Reply:
+        return Reply(int(row[0]), self.keyring.decrypt(bytes(row[1])), float(row[2]), bool(row[3]), str(row[4]))
+
+    async def orphans(self, now: float | None = None) -> list[tuple[int, Reply]]:
+        """Requests acknowledged over :data:`ORPHAN_S` ago, token still alive, that no job refers
+        to: their process died between the acknowledgement and the queue. Each row is deleted
+        as it is handed out, so of several processes sweeping at once only one gets it."""
+        now = time.time() if now is None else now
+        acked_before = now - ORPHAN_S + SAFE_LIFETIME_S  # expires_at = acknowledged + SAFE_LIFETIME_S
+        async with self.db.execute(
+            f"SELECT message_id, {_COLUMNS} FROM job_replies r WHERE expires_at > ? AND expires_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.progress_message_id = r.message_id)",
+            (now, acked_before),
+        ) as cur:
+            rows = await cur.fetchall()
+        mine: list[tuple[int, Reply]] = []
+        for row in rows:
+            async with transaction(self.db) as db:
+                cur = await db.execute("DELETE FROM job_replies WHERE message_id = ?", (row[0],))
+                claimed = cur.rowcount == 1
+            if claimed:
+                mine.append((int(row[0]), self._reply(row[1:])))
+        return mine
 
     async def drop(self, message_id: int | None) -> None:
         """The job is over: its token is forgotten here and in the database."""

@@ -33,6 +33,7 @@ from cogs.texts import command_text as _k
 from .buttons import DYNAMIC_ITEMS, CancelButton, EditModal, RetryButton, single_button_view
 from .delivery import Delivery
 from .groups import VariantGroups
+from .lost import LostRequests
 from .progress import Progress, job_locale
 from .references import References
 from .start import Notice, Starter
@@ -101,6 +102,7 @@ class Imagine(commands.Cog):
         self.variants = VariantGroups(bot)
         self.starter = Starter(bot, self.progress, self.variants)
         self.delivery = Delivery(bot, self.progress, self.variants)
+        self.lost = LostRequests(bot)
         # Installs and contexts as for /imagine (cogs/install.py configures every command).
         self.edit_menu = app_commands.ContextMenu(name=_k("cmd.edit_image", "Edit image"), callback=self.edit_image_menu)
         self.references = References(self.starter, lambda i, prompt: self._request(i, prompt, Typed()))
@@ -113,8 +115,10 @@ class Imagine(commands.Cog):
         self.bot.tree.add_command(self.edit_menu)
         self.bot.tree.add_command(self.imagine_with_menu)
         self.bot.services.set_handlers(runner=self.delivery.run_job, on_position=self.on_position, on_interrupted=self.on_interrupted)
+        self.lost.start()
 
     async def cog_unload(self) -> None:
+        await self.lost.stop()
         self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
         self.bot.tree.remove_command(self.imagine_with_menu.name, type=self.imagine_with_menu.type)
 
@@ -309,7 +313,9 @@ class Imagine(commands.Cog):
             )
             await self.starter.start(modal_interaction, req, attachments=[*images[:1], *extra], kind="edit")
 
-        await interaction.response.send_modal(EditModal(locale, submitted))
+        model = turn.settings.get("model") if turn is not None else None
+        model = model or (await self.bot.services.defaults(scope_id(interaction))).model
+        await interaction.response.send_modal(EditModal(locale, submitted, model=model))
 
     # ---------------------------------------------------------------- the job queue's news
 

@@ -124,14 +124,11 @@ class Progress:
         return reply is None or reply.channel_post
 
     async def webhook(self, job: Job) -> discord.Webhook | None:
-        """The job's interaction webhook while its token is safely alive, else None. Built as
-        discord.py builds ``Interaction.followup``: an application webhook with the bot's
-        state, so its messages may carry the bot's persistent buttons."""
+        """The job's interaction webhook while its token is safely alive, else None."""
         reply = await self.reply(job)
         if reply is None or not reply.alive() or job.id in self._dead:
             return None
-        data = {"id": reply.application_id, "type": 3, "token": reply.token}
-        return discord.Webhook.from_state(data=data, state=self.bot._connection)  # type: ignore[arg-type]
+        return interaction_webhook(self.bot, reply)
 
     def token_died(self, job: Job) -> None:
         """Discord refused the job's interaction token (401: it died before our clock said so):
@@ -377,3 +374,11 @@ class Progress:
 
     def _channel(self, job: Job) -> discord.PartialMessageable:
         return self.bot.get_partial_messageable(job.channel_id or 0, guild_id=job.guild_id)
+
+
+def interaction_webhook(bot: NanoBananaBot, reply: Reply) -> discord.Webhook:
+    """The webhook of a stored interaction token, built as discord.py builds
+    ``Interaction.followup``: an application webhook with the bot's state, so its messages may
+    carry the bot's persistent buttons."""
+    data = {"id": reply.application_id, "type": 3, "token": reply.token}
+    return discord.Webhook.from_state(data=data, state=bot._connection)  # type: ignore[arg-type]

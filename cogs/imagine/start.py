@@ -145,18 +145,25 @@ class Starter:
         progress = resource if isinstance(resource, discord.InteractionMessage) else await interaction.original_response()
         self.progress.hold(progress.id, interaction, acked)
         try:
-            await store_inputs(svc, req, attachments)
             # Before the job is queued, so whoever runs it (a worker) edits progress and answers
-            # through this interaction from its first step.
+            # through this interaction from its first step; and before the inputs' download, so
+            # if this process dies before queueing, another can still tell the member (lost.py).
             await svc.replies.put(
                 progress.id,
                 application_id=interaction.application_id,
                 token=interaction.token,
                 acked_at=acked_at,
                 channel_post=bot_can_post(interaction),
+                locale=req.locale,
             )
+            await store_inputs(svc, req, attachments)
             jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
+            if self.bot.is_closed():
+                # Cut short by a shutdown (the download's connection closed under it): nothing
+                # can be sent now; the stored token lets the next start tell the member (lost.py).
+                log.info("a %s request was cut short by the shutdown; the next start tells its member", kind)
+                return None
             log_unless_user_facing(exc, log, "could not queue a %s job", kind)
             self.progress.release(progress.id)
             await svc.replies.drop(progress.id)

@@ -430,6 +430,7 @@ class DiscordDouble:
         self._session_ready: asyncio.Event | None = None  # created in start() (needs a loop)
         self._quiet: set[int] = set()  # guilds being built: no events before their GUILD_CREATE
         self._attachments_expired_before: int | None = None
+        self.cdn_delay = 0.0  # seconds the CDN waits before answering (a slow or stuck download)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -969,6 +970,8 @@ class DiscordDouble:
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
         aid = int(request.match_info["aid"])
         self.downloads.append(request.path)
+        if self.cdn_delay:
+            await asyncio.sleep(self.cdn_delay)
         blob = self._blobs.get(aid)
         expired = self._attachments_expired_before is not None and aid < self._attachments_expired_before
         if blob is None or expired or request.query.get("hm") != blob[2]:
