@@ -119,3 +119,15 @@ def upscale_sizes(model_sizes: Sequence[str], current: str | None) -> list[str]:
     else:
         at = order.index("1K") if "1K" in order else -1
     return [bigger for bigger in ("2K", "4K") if bigger in order and order.index(bigger) > at]
+
+
+# Answers without a picture that another try may well change: the model drew nothing or only
+# wrote (it varies run to run), as opposed to a block, a safety refusal or a refused request.
+_LUCK_REASONS = frozenset({"no_image", "text_only"})
+
+
+def retry_offered(*, retryable: bool | None = None, no_image_reason: str | None = None) -> bool:
+    """Whether a failed job's notice offers Retry: after a transient relay failure (429, 5xx, a
+    timeout, the network: what failover treats as worth another relay) or an answer without a
+    picture that was luck, never after a block or a refusal (the same request would fail again)."""
+    return bool(retryable) or no_image_reason in _LUCK_REASONS

@@ -463,11 +463,11 @@ async def test_a_safety_block_is_explained_with_the_models_words_and_refunded(tm
         assert not w.dd.find("POST", rf"^/channels/{w.channel['id']}/messages$", since=mark)
 
 
-async def test_a_relay_that_stays_down_is_reported_in_chinese_and_refunded(tmp_path: Path) -> None:
+async def test_a_relay_that_stays_down_is_reported_in_chinese_refunded_and_retry_delivers_later(tmp_path: Path) -> None:
     async with world(tmp_path) as (w, bot):
         w.relay.default = Behaviour("error", status=503, message="upstream overloaded")
         mark = w.dd.mark()
-        await w.imagine(prompt="一座灯塔", locale="zh-CN")
+        inter = await w.imagine(prompt="一座灯塔", locale="zh-CN")
         call = await w.dd.wait_for(
             "PATCH", r"/messages/@original$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds")), timeout=60
         )
@@ -476,6 +476,18 @@ async def test_a_relay_that_stays_down_is_reported_in_chinese_and_refunded(tmp_p
         assert API_KEY not in json.dumps(call.json)
         await asyncio.sleep(0.2)
         assert (await bot.services.quota.totals())["refunded"] == 1
+        # A failure that may not repeat offers Retry (a block does not: see the safety test).
+        (retry,) = [c for row in call.json["components"] for c in row["components"]]
+        assert retry["custom_id"].startswith("nb:retry:") and retry["label"] == "重试"
+        w.relay.default = Behaviour("image")  # the relay is back
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(w.dd.original_message(inter), retry["custom_id"], user=w.alice, locale="zh-CN"))
+        post = await w.result_post(since=mark)
+        assert post.files
+        assert w.relay.requests[-1].json["contents"][-1]["parts"][0]["text"] == "一座灯塔"
+        await asyncio.wait_for(bot.services.jobs.join(), 10)  # the delivered job is recorded
+        totals = await bot.services.quota.totals()
+        assert totals["committed"] >= 1 and totals["reserved"] == 0
 
 
 async def test_operator_limits_apply_to_servers_on_the_shared_relay(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bot import rules
 from bot.guild_config import GuildSettings
+from bot.relay.answer import no_image
+from bot.relay.types import RelayFailed
 
 
 def test_an_empty_allow_list_allows_everything() -> None:
@@ -70,3 +72,12 @@ def test_a_replayed_history_leaves_out_the_oldest_exchanges_first() -> None:
     assert rules.oldest_left_out([5, 3, 3], 10) == 1  # the oldest goes
     assert rules.oldest_left_out([1, 9, 3], 10) == 2  # whole exchanges: not the 1 behind the 9
     assert rules.oldest_left_out([1, 1, 50], 10) == 2  # the newest always stays, even alone too big
+
+
+def test_retry_is_offered_after_bad_luck_not_after_a_refusal() -> None:
+    overloaded = RelayFailed("HTTP 503", status=503, retryable=True)
+    assert rules.retry_offered(retryable=overloaded.retryable)
+    assert not rules.retry_offered(retryable=RelayFailed("HTTP 401", status=401).retryable)  # a bad key stays bad
+    for reason, offered in (("no_image", True), ("text_only", True), ("blocked", False), ("safety", False), ("recitation", False)):
+        assert rules.retry_offered(no_image_reason=no_image(reason).reason) is offered, reason
+    assert not rules.retry_offered()

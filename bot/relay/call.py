@@ -250,7 +250,9 @@ class Caller:
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             fail = Fail(network(f"could not connect to the relay within {min(30.0, timeout):.0f} s"), retry=True)
         except (httpx.ReadTimeout, httpx.WriteTimeout, TimeoutError):
-            detail = f"no answer within {timeout:.0f} s"
+            # With the status line in (a stream whose drafts may already show), the relay did
+            # answer: it is the rest that did not come within the attempt's time.
+            detail = f"the answer did not finish within {timeout:.0f} s" if answering else f"no answer within {timeout:.0f} s"
             fail = Fail(
                 RelayTimeout(f"the relay gave {detail}", relay_message=detail, retryable=True, key="error.timeout"),
                 retry=False,

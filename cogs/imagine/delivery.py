@@ -26,16 +26,18 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot import rules
 from bot.i18n import t
 from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
 from bot.relay import previews
+from bot.relay.types import NoImage, RelayFailed
 from bot.services import Services, progress_message_id
 from bot.studio import Generated, JobRequest
 from cogs import render
 from cogs.failures import UserFacingError, is_user_facing
 
-from .buttons import result_view
+from .buttons import RetryButton, result_view, single_button_view
 from .groups import Slot, VariantGroups
 from .progress import Progress
 from .reach import Reach
@@ -234,7 +236,14 @@ class Delivery:
             log.warning("job %s: Discord refused the result (%s %s)", job.id, exc.status, exc.code)
         elif not is_user_facing(exc):
             log.error("job %s failed", job.id, exc_info=exc)
-        await self.progress.edit(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=None)
+        view = None
+        # One picture asked for, and a failure another try may well not repeat: Retry (refunded
+        # already; a click is a new job, charged again). Variants' failures are notes in their group.
+        if req.variants <= 1 and rules.retry_offered(
+            retryable=isinstance(exc, RelayFailed) and exc.retryable, no_image_reason=exc.reason if isinstance(exc, NoImage) else None
+        ):
+            view = single_button_view(RetryButton(job.id, locale=req.locale))
+        await self.progress.edit(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=view)
         self.progress.forget(job)
 
     async def _deliver(self, job: Job, req: JobRequest, generated: Generated, *, elapsed: float) -> discord.Message:
