@@ -183,7 +183,11 @@ async def test_a_private_result_with_direct_messages_closed_is_refunded_and_expl
         mark = w.dd.mark()
         await _past_the_token(w, w.imagine(prompt="a letter nobody reads"))
         told = await w.dd.wait_for(
-            "POST", rf"^/channels/{w.channel['id']}/messages$", since=mark, predicate=lambda c: bool((c.json or {}).get("embeds"))
+            "POST",
+            rf"^/channels/{w.channel['id']}/messages$",
+            since=mark,
+            predicate=lambda c: bool((c.json or {}).get("embeds")),
+            timeout=15,
         )
         assert "direct messages are closed" in told.json["embeds"][0]["description"]
         assert not told.files  # the picture itself never goes public

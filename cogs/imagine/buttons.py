@@ -132,7 +132,8 @@ class EditButton(PersistentButton, template=r"nb:edit:(?P<turn>\d+)"):
         async def submitted(modal_interaction: Interaction, text: str, extra: list[discord.Attachment]) -> None:
             await jobs.continue_turn(modal_interaction, turn_id, text, extra)
 
-        await interaction.response.send_modal(EditModal(normalize_locale(interaction.locale), submitted))
+        model = turn.settings.get("model") or (await jobs.services.defaults(scope_id(interaction))).model
+        await interaction.response.send_modal(EditModal(normalize_locale(interaction.locale), submitted, model=model))
 
 
 class UpscaleButton(PersistentButton, template=r"nb:up:(?P<turn>\d+):(?P<size>2K|4K)"):
@@ -330,10 +331,21 @@ def single_button_view(item: ui.Item[Any]) -> ui.View:
     return view
 
 
+MAX_UPLOAD = 10  # files one upload component of a Discord form takes
+
+
+def edit_room(model: str | None) -> int:
+    """Extra pictures an edit may add: the model's references (14 on 3 Pro / 3.1 Flash, 3 on
+    2.5 Flash) less the picture being edited, within one upload component; 4 for a model the
+    catalogue does not know (the vetting before the job still applies the relay's limit)."""
+    spec = MODELS.get(model or "")
+    return max(1, min(MAX_UPLOAD, spec.max_images - 1 if spec else 4))
+
+
 class EditModal(ui.Modal):
     """Instructions plus optional extra images (discord.py 2.7 file upload in modals)."""
 
-    def __init__(self, locale: str, on_submit: SubmitHandler, *, allow_files: bool = True) -> None:
+    def __init__(self, locale: str, on_submit: SubmitHandler, *, model: str | None = None, allow_files: bool = True) -> None:
         super().__init__(title=t("modal.edit_title", locale)[:45], timeout=900)
         self._on_submit = on_submit
         self.instructions: ui.TextInput[ui.Modal] = ui.TextInput(
@@ -342,7 +354,7 @@ class EditModal(ui.Modal):
         self.add_item(ui.Label(text=t("modal.edit_label", locale)[:45], component=self.instructions))
         self.files: ui.FileUpload[ui.Modal] | None = None
         if allow_files:
-            self.files = ui.FileUpload(required=False, min_values=0, max_values=4)
+            self.files = ui.FileUpload(required=False, min_values=0, max_values=edit_room(model))
             self.add_item(ui.Label(text=t("modal.edit_files", locale)[:45], component=self.files))
 
     async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:

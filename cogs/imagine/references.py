@@ -26,9 +26,8 @@ from bot.studio import JobRequest
 from cogs.bot_types import Interaction
 from cogs.failures import report_failure
 
+from .buttons import MAX_UPLOAD
 from .start import Notice, Starter
-
-MAX_UPLOAD = 10  # files one upload component of a Discord form takes
 
 Submitted = Callable[[Interaction, str, list[discord.Attachment]], Awaitable[None]]
 # Builds the /imagine request for a prompt (the member's settings, the server's defaults).
