@@ -395,7 +395,7 @@ class JobQueue:
                     log.exception("job %d failed", job.id)
                 else:
                     log.info("job %d failed: %s", job.id, code)
-                relay = getattr(exc, "relay_name", None)
+                relay = exc.relay_name if isinstance(exc, RelayError) else None
                 if relay and not job.relay_name:
                     job.relay_name = relay
                 await asyncio.shield(self._settle(job, "failed", "refunded", error=(code, detail)))

@@ -163,6 +163,9 @@ class RelayError(Exception):
 
     key = "error.relay"
     exit_code = 4
+    # The relay that raised it, set by the relay pool (bot.relays.pool) so the job records which
+    # relay failed; None outside the pool (the CLI) or before any relay was tried.
+    relay_name: str | None = None
 
     def __init__(self, message: str, *, key: str | None = None, **params: Any) -> None:
         super().__init__(message)

@@ -237,7 +237,7 @@ class RelayPool:
             result = await self.client.generate(candidate.config, request, deadline=call.deadline)
         except RelayFailed as exc:
             call.in_flight = None
-            exc.relay_name = name  # type: ignore[attr-defined]
+            exc.relay_name = name
             if isinstance(exc, RelayTimeout):
                 call.timeouts += 1
                 self.breaker.timed_out(call.guild_id)
@@ -249,15 +249,15 @@ class RelayPool:
             call.last = exc
             if time.monotonic() >= call.deadline:
                 passed = DeadlinePassed(round(call.allowance))
-                passed.relay_name = name  # type: ignore[attr-defined]
+                passed.relay_name = name
                 raise passed from None
             return None
         except NoImage as exc:
             self.breaker.answered(call.guild_id)  # the relay answered; the model refused
-            exc.relay_name = name  # type: ignore[attr-defined]
+            exc.relay_name = name
             raise
         except RelayError as exc:
-            exc.relay_name = name  # type: ignore[attr-defined]
+            exc.relay_name = name
             raise
         call.in_flight = None
         self.breaker.answered(call.guild_id)
@@ -269,11 +269,11 @@ class RelayPool:
         now) counts as a timeout of its relay."""
         passed = DeadlinePassed(round(call.allowance))
         if call.in_flight is not None:
-            passed.relay_name = call.in_flight.config.name  # type: ignore[attr-defined]
+            passed.relay_name = call.in_flight.config.name
             self.breaker.timed_out(call.guild_id)
             await self._failed(call.in_flight, passed)
         elif call.last is not None:
-            passed.relay_name = getattr(call.last, "relay_name", None)  # type: ignore[attr-defined]
+            passed.relay_name = call.last.relay_name
         return passed
 
     async def probe(self, guild_id: int | None, name: str) -> float:
