@@ -118,6 +118,14 @@ async def db_target(backend: str, request: pytest.FixtureRequest, data_dir: Path
 
 
 @pytest.fixture
+async def db(db_target: str | Path) -> AsyncIterator[store.Connection]:
+    """A migrated connection on this test's database (SQLite file or PostgreSQL)."""
+    conn = await store.connect(db_target)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
 async def open_db(db_target: str | Path) -> AsyncIterator[Callable[[], object]]:
     """``await open_db()`` -> a migrated connection on this test's database; all closed after."""
     opened: list[store.Connection] = []

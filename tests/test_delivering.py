@@ -19,7 +19,7 @@ from bot.quota import Quota
 from tests import pg
 from tests.test_jobs import PLENTY, eventually, ledger, make_settings, new, rows
 
-backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
+backend, db_target, pg_server, db = pg.backend, pg.db_target, pg.pg_server, pg.db
 
 
 class Runner:
@@ -47,13 +47,6 @@ async def open_queue(db: Any, data_dir: Path, runner: Any, *, worker_id: str = "
         queue.lease_s, queue.heartbeat_s, queue.poll_s = 2.0, 0.3, 0.05
     runner.queue = queue
     return queue
-
-
-@pytest.fixture
-async def db(db_target: str | Path):
-    conn = await store.connect(db_target)
-    yield conn
-    await conn.close()
 
 
 async def test_cancel_while_the_picture_is_being_posted_is_too_late_and_charges(db: aiosqlite.Connection, data_dir: Path) -> None:

@@ -22,7 +22,7 @@ from bot.settings import Settings
 from tests import pg
 
 # The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
-backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
+backend, db_target, pg_server, db = pg.backend, pg.db_target, pg.pg_server, pg.db
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH = "gemini-3.1-flash-image-preview"
@@ -63,13 +63,6 @@ async def rows(db: aiosqlite.Connection, sql: str, *params: Any) -> list[tuple[A
 
 async def ledger(db: aiosqlite.Connection) -> dict[int, str]:
     return {job: state for job, state in await rows(db, "SELECT job_id, state FROM quota_ledger")}
-
-
-@pytest.fixture
-async def db(db_target: str | Path):
-    conn = await store.connect(db_target)
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

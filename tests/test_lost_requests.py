@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from bot import store
 from bot.jobs import make_queue, replies
 from bot.jobs.replies import ORPHAN_S, ReplyStore
 from bot.quota import Quota
@@ -25,15 +24,8 @@ from tests.test_bot_e2e import World, new_bot
 from tests.test_bot_e2e import world as e2e_world
 from tests.test_jobs import PLENTY, make_settings, new
 
-backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
+backend, db_target, pg_server, db = pg.backend, pg.db_target, pg.pg_server, pg.db
 API_KEY = "relay-secret-key-123456"
-
-
-@pytest.fixture
-async def db(db_target: str | Path):
-    conn = await store.connect(db_target)
-    yield conn
-    await conn.close()
 
 
 async def test_a_stored_token_without_a_job_is_handed_out_once_after_orphan_s(db: Any, data_dir: Path) -> None:

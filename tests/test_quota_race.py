@@ -21,7 +21,7 @@ from bot.settings import Settings
 from tests import pg
 
 # The fixtures that run each database test on SQLite and on a throw-away PostgreSQL server.
-backend, db_target, pg_server = pg.backend, pg.db_target, pg.pg_server
+backend, db_target, pg_server, db = pg.backend, pg.db_target, pg.pg_server, pg.db
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
 FLASH = "gemini-3.1-flash-image-preview"
@@ -195,13 +195,6 @@ async def race(queues: list[JobQueue], conns: list[aiosqlite.Connection], outcom
 
 
 # --- the rules, one at a time --------------------------------------------------------------
-
-
-@pytest.fixture
-async def db(db_target: str | Path):
-    conn = await store.connect(db_target)
-    yield conn
-    await conn.close()
 
 
 async def reserve(

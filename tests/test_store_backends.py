@@ -13,16 +13,9 @@ from bot.guild_config import GuildConfigStore, GuildSettings
 from tests import pg
 
 # The fixtures that run each test on SQLite and on a throw-away PostgreSQL server.
-backend, db_target, pg_server, open_db = pg.backend, pg.db_target, pg.pg_server, pg.open_db
+backend, db_target, pg_server, db, open_db = pg.backend, pg.db_target, pg.pg_server, pg.db, pg.open_db
 
 JOB = "INSERT INTO jobs (guild_id, user_id, request, model, created_at) VALUES (?, ?, '{}', 'm', ?)"
-
-
-@pytest.fixture
-async def db(db_target: str | Path):
-    conn = await store.connect(db_target)
-    yield conn
-    await conn.close()
 
 
 async def test_lastrowid_rowcount_and_null_safe_comparison(db: store.Connection) -> None:
