@@ -69,12 +69,7 @@ async def test_cancel_while_the_picture_is_being_posted_is_too_late_and_charges(
 
 
 async def test_a_job_that_stopped_while_delivering_is_interrupted_and_refunded_at_restart(db: aiosqlite.Connection, data_dir: Path) -> None:
-    runner = Runner()
-    queue = await open_queue(db, data_dir, runner, worker_id="w1")
-    await queue.start()
-    job = await queue.submit(new(1), credits=1, rules=PLENTY)
-    runner.made.set()
-    await eventually(lambda: job.id in runner.posting, "the upload began")
+    queue, job = await uploading(db, data_dir)
     await queue.stop()  # as a crash leaves it: the row stays 'delivering'
     assert dict(await rows(db, "SELECT id, status FROM jobs")) == {job.id: "delivering"}
     again, told = await restarted(db, data_dir)
@@ -85,6 +80,17 @@ async def test_a_job_that_stopped_while_delivering_is_interrupted_and_refunded_a
     # Cancel clicked on its old progress message: not "already finished", but what happened.
     assert await again.cancel(job.id, by_user=1) == "interrupted"
     await again.stop()
+
+
+async def uploading(db: Any, data_dir: Path) -> tuple[Any, Job]:
+    """Worker w1 started, one job made and its upload under way."""
+    runner = Runner()
+    queue = await open_queue(db, data_dir, runner, worker_id="w1")
+    await queue.start()
+    job = await queue.submit(new(1), credits=1, rules=PLENTY)
+    runner.made.set()
+    await eventually(lambda: job.id in runner.posting, "the upload began")
+    return queue, job
 
 
 async def restarted(db: Any, data_dir: Path) -> tuple[Any, list[int]]:
@@ -100,12 +106,7 @@ async def restarted(db: Any, data_dir: Path) -> tuple[Any, list[int]]:
 
 
 async def test_a_job_stopped_after_its_picture_was_posted_is_done_and_charged_at_restart(db: aiosqlite.Connection, data_dir: Path) -> None:
-    runner = Runner()
-    queue = await open_queue(db, data_dir, runner, worker_id="w1")
-    await queue.start()
-    job = await queue.submit(new(1), credits=1, rules=PLENTY)
-    runner.made.set()
-    await eventually(lambda: job.id in runner.posting, "the upload began")
+    queue, job = await uploading(db, data_dir)
     await queue.update(job.id, result_message_id=4242)  # the post returned and its id was saved...
     await queue.stop()  # ...then the process died before recording the end
     again, told = await restarted(db, data_dir)
