@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from . import store
 from .conversations import Conversations, Turn
 from .image_store import ImageStore
-from .relay.catalogue import reference_note, unhonoured, validate
+from .relay.capabilities import reference_note, unhonoured
+from .relay.catalogue import validate
 from .relay.client import HISTORY_BUDGET, approx_json_size
 from .relay.types import GenerationRequest, GenerationResult, InputImage, InvalidRequest, RelayConfig
 

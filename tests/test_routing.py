@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.relay.catalogue import reference_note, unhonoured
+from bot.relay.capabilities import reference_note, unhonoured
 from bot.relay.model_names import map_models
 from bot.relay.types import GenerationRequest, InputImage, RelayConfig
 from bot.studio import unroutable

@@ -131,3 +131,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(key, str):
         return key, detail
     return "internal", type(exc).__name__
+
+
+def too_late(job: Job | None) -> str:
+    """Why a job that is no longer queued or running here cannot be cancelled."""
+    if job is not None and job.status in ("delivering", "interrupted"):
+        return job.status
+    return "too_late"

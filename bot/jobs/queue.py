@@ -8,7 +8,6 @@ queue. On PostgreSQL, bot/jobs/leases.py lets the database drive it across proce
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -17,13 +16,23 @@ from typing import Any
 
 from ..guild_config import GuildConfigStore, GuildSettings
 from ..quota import Quota, QuotaRules
-from ..relay.types import RelayError
 from ..rules import job_caps
 from ..settings import Settings
 from ..store import Connection, DatabaseError, transaction
 from .fairness import Snapshot, choose, positions, take
-from .model import ACTIVE_SQL, UPDATABLE, Job, JobCallback, NewJob, PositionCallback, QueueClosed, Runner, classify, shown_position
-from .records import interrupt, log_lost, record_end, repair_ledger, settle
+from .model import (
+    ACTIVE_SQL,
+    UPDATABLE,
+    Job,
+    JobCallback,
+    NewJob,
+    PositionCallback,
+    QueueClosed,
+    Runner,
+    shown_position,
+    too_late,
+)
+from .records import failed, insert, interrupt, log_lost, record_end, repair_ledger, settle
 
 log = logging.getLogger(__name__)
 
@@ -142,53 +151,14 @@ class JobQueue:
         passes ``new.size`` as it is to be stored."""
         if self._closing:
             raise QueueClosed("the bot is shutting down")
-        size, limits = new.size, rules
         async with transaction(self.db) as db:
             now = self.clock()
             # Check first (reads only), so a refusal commits an empty transaction, no rollback.
             await self.quota.check_in(
-                db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=limits, role_ids=role_ids, now=now
+                db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=rules, role_ids=role_ids, now=now
             )
-            cur = await db.execute(
-                "INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, request, model, size, cost, locale,"
-                " conversation_id, parent_turn_id, progress_message_id, created_at)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.guild_id,
-                    new.channel_id,
-                    new.user_id,
-                    new.kind,
-                    json.dumps(new.request),
-                    new.model,
-                    size,
-                    credits,
-                    new.locale,
-                    new.conversation_id,
-                    new.parent_turn_id,
-                    new.progress_message_id,
-                    now,
-                ),
-            )
-            assert cur.lastrowid is not None  # an INSERT always has one
-            job_id = cur.lastrowid
-            await self.quota.hold_in(db, job_id=job_id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
-        job = Job(
-            id=job_id,
-            guild_id=new.guild_id,
-            channel_id=new.channel_id,
-            user_id=new.user_id,
-            kind=new.kind,
-            status="queued",
-            request=new.request,
-            model=new.model,
-            size=size,
-            cost=credits,
-            locale=new.locale,
-            conversation_id=new.conversation_id,
-            parent_turn_id=new.parent_turn_id,
-            progress_message_id=new.progress_message_id,
-            created_at=now,
-        )
+            job = await insert(db, new, credits, now)
+            await self.quota.hold_in(db, job_id=job.id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
         self._submitted(job)
         return job
 
@@ -390,15 +360,7 @@ class JobQueue:
                     return
                 raise  # shutdown: the row stays 'running'; the next start recovers it
             except Exception as exc:
-                code, detail = classify(exc)
-                if not isinstance(exc, (RelayError,)) and code == "internal":
-                    log.exception("job %d failed", job.id)
-                else:
-                    log.info("job %d failed: %s", job.id, code)
-                relay = exc.relay_name if isinstance(exc, RelayError) else None
-                if relay and not job.relay_name:
-                    job.relay_name = relay
-                await asyncio.shield(self._settle(job, "failed", "refunded", error=(code, detail)))
+                await asyncio.shield(self._settle(job, "failed", "refunded", error=failed(job, exc)))
             else:
                 self._delivered.add(job.id)
                 await asyncio.shield(self._settle(job, "done", "committed"))
@@ -433,10 +395,3 @@ class JobQueue:
                     await self.on_position(job, position)
                 except Exception:
                     log.exception("on_position failed for job %d", job.id)
-
-
-def too_late(job: Job | None) -> str:
-    """Why a job that is no longer queued or running here cannot be cancelled."""
-    if job is not None and job.status in ("delivering", "interrupted"):
-        return job.status
-    return "too_late"

@@ -1,15 +1,18 @@
-"""Writing a job's end: the outcome row and its ledger step in one transaction, retried while
-the database refuses the write, and the repairs a restart makes. Used by both queues."""
+"""Writing a job's rows: its creation, its end (the outcome row and its ledger step in one
+transaction, retried while the database refuses the write), and the repairs a restart makes.
+Used by both queues."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from ..quota import Quota
+from ..relay.types import RelayError
 from ..store import Connection, DatabaseError
-from .model import ACTIVE_SQL, Job
+from .model import ACTIVE_SQL, Job, NewJob, classify
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,48 @@ _END = (
     "UPDATE jobs SET status = ?, finished_at = ?, error_code = ?, error_detail = ?, relay_name = ?,"
     " latency_ms = ?, result_message_id = COALESCE(?, result_message_id) WHERE id = ?"
 )
+
+
+async def insert(db: Connection, new: NewJob, credits: int, now: float) -> Job:
+    """Inside a transaction: the queued job's row (its credits are the caller's to hold)."""
+    cur = await db.execute(
+        "INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, request, model, size, cost, locale,"
+        " conversation_id, parent_turn_id, progress_message_id, created_at)"
+        " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.guild_id,
+            new.channel_id,
+            new.user_id,
+            new.kind,
+            json.dumps(new.request),
+            new.model,
+            new.size,
+            credits,
+            new.locale,
+            new.conversation_id,
+            new.parent_turn_id,
+            new.progress_message_id,
+            now,
+        ),
+    )
+    assert cur.lastrowid is not None  # an INSERT always has one
+    return Job(
+        id=cur.lastrowid,
+        guild_id=new.guild_id,
+        channel_id=new.channel_id,
+        user_id=new.user_id,
+        kind=new.kind,
+        status="queued",
+        request=new.request,
+        model=new.model,
+        size=new.size,
+        cost=credits,
+        locale=new.locale,
+        conversation_id=new.conversation_id,
+        parent_turn_id=new.parent_turn_id,
+        progress_message_id=new.progress_message_id,
+        created_at=now,
+    )
 
 
 async def record_end(
@@ -67,6 +112,19 @@ async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
     await quota.settle_in(db, job.id, "refunded", now)
     job.status, job.error_code, job.finished_at = "interrupted", "interrupted", now
     return job
+
+
+def failed(job: Job, exc: Exception) -> tuple[str, str]:
+    """A runner's failure, logged (a traceback only for what is neither the relay's nor the
+    member's doing) and classified for the job's row; the relay that failed goes on the job."""
+    code, detail = classify(exc)
+    if not isinstance(exc, RelayError) and code == "internal":
+        log.error("job %d failed", job.id, exc_info=exc)
+    else:
+        log.info("job %d failed: %s", job.id, code)
+    if isinstance(exc, RelayError) and exc.relay_name and not job.relay_name:
+        job.relay_name = exc.relay_name
+    return code, detail
 
 
 def log_lost(jobs: list[Job], how: str) -> None:

@@ -35,7 +35,8 @@ from . import images
 from .answer import MODEL_TEXT_CAP, AnswerError, Parsed, error_info
 from .body import Sent, approx_json_size, post_json
 from .call import DEADLINE, Caller, api_root
-from .catalogue import DEFAULT_MODEL, dialect_notes, shape_notes, timeout_for, validate
+from .capabilities import dialect_notes
+from .catalogue import DEFAULT_MODEL, shape_notes, timeout_for, validate
 from .download import download
 from .redact import cut, register_secret, relay_scope
 from .send import fit_dialect, prepare, send

@@ -36,7 +36,8 @@ from typing import Any
 
 from .answer import AnswerError, BrokenAnswer, Parsed, envelope_error, error_info, no_image, openai_usage
 from .blob import Blob, DecodeError, b64_bytes, data_urls
-from .catalogue import DIALECT_MAX_IMAGES, MODELS, image_config
+from .capabilities import DIALECT_MAX_IMAGES
+from .catalogue import MODELS, image_config
 from .types import GenerationRequest, InputImage
 
 GENERATIONS = "/images/generations"

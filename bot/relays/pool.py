@@ -1,11 +1,11 @@
 """Choosing a relay for a server's job: its relays in order, failover, and rest periods.
 
-- **Only relays that can honour the request** are candidates (``catalogue.unhonoured``: a
+- **Only relays that can honour the request** are candidates (``capabilities.unhonoured``: a
   ratio or size never goes to an OpenAI Chat relay, Google Search or a thinking level never to
   an OpenAI one, more pictures than an OpenAI Images edit takes never there), so neither the
   first choice nor a failover drops an option silently; the cogs refused before anything was
   charged when none could. History is the exception: an OpenAI relay edits the latest
-  picture instead, and the result says so (``catalogue.history_note``).
+  picture instead, and the result says so (``capabilities.history_note``).
 - A server's relays are tried in the admin's order. On a ``RelayFailed`` with ``retryable``
   (429, 5xx, network, timeout, and this relay's own key/account trouble, as the relay client
   decides) the next relay is tried. Anything else — ``NoImage`` (the model refused: another
@@ -43,7 +43,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..relay.catalogue import history_note, timeout_for, unhonoured
+from ..relay.capabilities import history_note, unhonoured
+from ..relay.catalogue import timeout_for
 from ..relay.types import GenerationRequest, GenerationResult, InvalidRequest, NoImage, RelayConfig, RelayError, RelayFailed, RelayTimeout
 from ..settings import Settings
 from .breaker import ServerBreaker

@@ -41,7 +41,7 @@ from .buttons import RetryButton, result_view, single_button_view
 from .groups import Slot, VariantGroups
 from .progress import Progress
 from .reach import Reach
-from .upload import Posted, Target, Upload
+from .upload import Posted, Target, Upload, post_in_channel
 from .variants import failure_notes, gallery_embeds, gallery_view
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ class Delivery:
                 elif not channel_post:
                     sent = self.reach.through_interaction(job, req, upload)
                 else:
-                    sent = self._send(job, target, upload)
+                    sent = post_in_channel(self.bot, job, target, upload)
                 return Posted(await sent, upload.embed)
             except discord.HTTPException as exc:
                 if exc.status == 413 or exc.code == TOO_LARGE:
@@ -311,20 +311,6 @@ class Delivery:
                     self.progress.token_died(job)
                     raise exc from None  # the channel's refusal is what the member is told
         raise UserFacingError("deliver.too_large")
-
-    async def _send(self, job: Job, target: Target, upload: Upload) -> discord.Message:
-        channel = self.bot.get_partial_messageable(target.channel_id, guild_id=job.guild_id)
-        reference = None
-        if target.reply_to:
-            reference = discord.MessageReference(message_id=target.reply_to, channel_id=target.channel_id, fail_if_not_exists=False)
-        return await channel.send(
-            content=f"<@{job.user_id}>",
-            embeds=upload.embeds,
-            files=upload.files(),
-            view=upload.view or discord.utils.MISSING,
-            reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
-        )
 
     async def _move(self, job: Job, req: JobRequest, target: Target, exc: discord.HTTPException) -> bool:
         """The thread was deleted, locked or closed to the bot: the picture goes to the channel

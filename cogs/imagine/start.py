@@ -15,7 +15,7 @@ from bot import rules
 from bot.conversations import Conversation
 from bot.i18n import SUPPORTED, normalize_locale, t
 from bot.jobs import Job
-from bot.relay.catalogue import DIALECT_MAX_IMAGES
+from bot.relay.capabilities import DIALECT_MAX_IMAGES
 from bot.services import Services
 from bot.studio import JobRequest, continue_from, unroutable
 from bot.variations import fan_out, total_cost

@@ -2,6 +2,7 @@
 
 Kept apart from delivery.py so the retry loop there reads as steps: fit, send, and on a 413
 fit again smaller (Discord counts every file of one message towards its upload limit).
+The send with the bot's own token is here; through the interaction, in reach.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import io
 from dataclasses import dataclass, field
 
 import discord
+
+from bot.jobs import Job
 
 
 @dataclass
@@ -52,3 +55,19 @@ class Upload:
 class Posted:
     message: discord.Message
     embed: discord.Embed
+
+
+async def post_in_channel(bot: discord.Client, job: Job, target: Target, upload: Upload) -> discord.Message:
+    """The upload as a message of the bot's own in ``target``, pinging the requester only."""
+    channel = bot.get_partial_messageable(target.channel_id, guild_id=job.guild_id)
+    reference = None
+    if target.reply_to:
+        reference = discord.MessageReference(message_id=target.reply_to, channel_id=target.channel_id, fail_if_not_exists=False)
+    return await channel.send(
+        content=f"<@{job.user_id}>",
+        embeds=upload.embeds,
+        files=upload.files(),
+        view=upload.view or discord.utils.MISSING,
+        reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
+        allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
+    )
