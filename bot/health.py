@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print("usage: python -m bot health   exit 0 when the bot in NB_DATA_DIR is connected to Discord, 1 otherwise")
         return 0
-    from .settings import SettingsError, data_dir_from, load_dotenv
+    from .env import SettingsError, load_dotenv
+    from .settings import data_dir_from
 
     env = dict(os.environ)
     try:

@@ -13,41 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from .env import SettingsError, choice, flag, http_url, integer, load_dotenv, number, optional_int
 from .image_store_s3 import S3Config, parse_config
 from .relay.types import AUTH_STYLES, DIALECTS, default_auth
 
 DEFAULT_DISCORD_API = "https://discord.com/api/v10"
-
-
-class SettingsError(Exception):
-    """A missing or malformed setting; ``str()`` is a one-line explanation."""
-
-
-def load_dotenv(path: Path, environ: dict[str, str]) -> None:
-    """Fill ``environ`` from a ``KEY=value`` file without overriding what is already set.
-
-    python-dotenv's parser reads what editors and other tools write: a UTF-8 byte-order mark
-    (``utf-8-sig`` drops it, so the first line keeps its name), single or double quotes,
-    ``export`` prefixes and ``# comments`` (after an unquoted value, a ``#`` preceded by a space).
-    Nothing is interpolated, as with ``docker run --env-file``. A line it cannot read is one
-    error naming the file and line; a bare ``KEY`` (no ``=``) sets nothing.
-    """
-    if not path.is_file():
-        return
-    from dotenv.parser import parse_stream
-
-    try:
-        with path.open(encoding="utf-8-sig") as stream:
-            bindings = list(parse_stream(stream))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
-    for binding in bindings:
-        if binding.error:
-            raise SettingsError(f"{path}:{binding.original.line}: expected KEY=value")
-        if binding.key is not None and binding.value is not None:
-            environ.setdefault(binding.key, binding.value)
 
 
 def model_aliases(env: Mapping[str, str]) -> dict[str, str]:
@@ -81,73 +52,6 @@ class DefaultRelay:
     model_aliases: dict[str, str] = field(default_factory=dict)
 
 
-def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = env.get(name, "").strip() or default
-    if value not in allowed:
-        raise SettingsError(f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _optional_int(env: Mapping[str, str], name: str) -> int | None:
-    return _int(env, name, -1, 0) if env.get(name, "").strip() else None
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
-
-
-# A host name as URLs carry it (letters, digits, hyphens, dots; IDNs after idna encoding),
-# or a bracketed IPv6 literal: anything else (a space, a stray character) is a typo.
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?)$")
-
-
-def _url(name: str, raw: str) -> str:
-    url = raw.strip().rstrip("/")
-    shown = raw.strip().split("?", 1)[0]  # a query may hold a key: never echo it
-    if not (url.startswith("http://") or url.startswith("https://")) or "://" == url[-3:]:
-        raise SettingsError(f"{name} must be an http(s) URL, got {shown!r}")
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    host = netloc
-    if host.startswith("["):
-        host = host[: host.find("]") + 1]
-    else:
-        host = host.partition(":")[0]
-    try:
-        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        ascii_host = ""
-    if not _HOST.match(ascii_host):
-        raise SettingsError(f"{name} has no valid host name in {shown!r}")
-    try:
-        parts.port  # noqa: B018 - urllib checks the port only when asked
-    except ValueError:
-        raise SettingsError(f"{name} has an invalid port in {shown!r} (a number from 1 to 65535)") from None
-    if netloc.endswith(":") or parts.port == 0:
-        raise SettingsError(f"{name} has an invalid port in {shown!r} (a number from 1 to 65535)")
-    return url
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How the relay client retries (``NB_RETRY_*``) and how long one attempt may take
@@ -159,26 +63,13 @@ class RetryPolicy:
     timeout: float | None = None
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not value >= minimum or value == float("inf"):  # also refuses nan and inf
-        raise SettingsError(f"{name}={raw} must be at least {minimum:g}")
-    return value
-
-
 def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
     timeout_raw = env.get("NB_RELAY_TIMEOUT", "").strip()
     return RetryPolicy(
-        attempts=int(_float(env, "NB_RETRY_ATTEMPTS", 4, 1)),
-        backoff=_float(env, "NB_RETRY_BACKOFF", 1.0, 0),
-        max_backoff=_float(env, "NB_RETRY_MAX_BACKOFF", 60.0, 0),
-        timeout=_float(env, "NB_RELAY_TIMEOUT", 0, 0.001) if timeout_raw else None,
+        attempts=int(number(env, "NB_RETRY_ATTEMPTS", 4, 1)),
+        backoff=number(env, "NB_RETRY_BACKOFF", 1.0, 0),
+        max_backoff=number(env, "NB_RETRY_MAX_BACKOFF", 60.0, 0),
+        timeout=number(env, "NB_RELAY_TIMEOUT", 0, 0.001) if timeout_raw else None,
     )
 
 
@@ -193,17 +84,17 @@ def parse_relay(
     raw_url = url or env.get("NB_RELAY_URL", "").strip()
     if not raw_url:
         return None
-    fmt = dialect or _choice(env, "NB_RELAY_FORMAT", DIALECTS, "gemini")
+    fmt = dialect or choice(env, "NB_RELAY_FORMAT", DIALECTS, "gemini")
     if fmt not in DIALECTS:
         raise SettingsError(f"format {fmt!r} is not valid; use one of: {', '.join(DIALECTS)}")
-    style = auth or _choice(env, "NB_RELAY_AUTH", AUTH_STYLES, default_auth(fmt))
+    style = auth or choice(env, "NB_RELAY_AUTH", AUTH_STYLES, default_auth(fmt))
     if style not in AUTH_STYLES:
         raise SettingsError(f"auth {style!r} is not valid; use one of: {', '.join(AUTH_STYLES)}")
     key = env.get("NB_API_KEY", "").strip()
     if not key:
         raise SettingsError("NB_API_KEY is not set: the relay needs an API key (it is read only from the environment)")
     return DefaultRelay(
-        url=relay_base_url(_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key, model_aliases=model_aliases(env)
+        url=relay_base_url(http_url("NB_RELAY_URL", raw_url)), dialect=fmt, auth=style, api_key=key, model_aliases=model_aliases(env)
     )
 
 
@@ -303,7 +194,7 @@ ROLES = ("all", "gateway", "worker")
 
 def shards(env: Mapping[str, str]) -> tuple[int | None, tuple[int, ...] | None]:
     """NB_SHARD_COUNT and NB_SHARD_IDS (``0,1`` or ``0-3``): ids need a count, each below it."""
-    count = _optional_int(env, "NB_SHARD_COUNT")
+    count = optional_int(env, "NB_SHARD_COUNT")
     raw = env.get("NB_SHARD_IDS", "").replace(" ", "")
     if count is not None and count < 1:
         raise SettingsError("NB_SHARD_COUNT must be 1 or more")
@@ -338,10 +229,10 @@ def data_dir_from(env: Mapping[str, str]) -> Path:
 def personal_use(env: Mapping[str, str]) -> dict[str, Any]:
     """NB_USER_INSTALL and the personal quota (requests without a server), as Settings fields."""
     return {
-        "user_install": _flag(env, "NB_USER_INSTALL", True),
-        "user_daily": _int(env, "NB_USER_DAILY", 10),
-        "personal_daily": _optional_int(env, "NB_PERSONAL_DAILY"),
-        "personal_monthly": _optional_int(env, "NB_PERSONAL_MONTHLY"),
+        "user_install": flag(env, "NB_USER_INSTALL", True),
+        "user_daily": integer(env, "NB_USER_DAILY", 10),
+        "personal_daily": optional_int(env, "NB_PERSONAL_DAILY"),
+        "personal_monthly": optional_int(env, "NB_PERSONAL_MONTHLY"),
     }
 
 
@@ -382,28 +273,28 @@ def load_settings(environ: Mapping[str, str] | None = None, *, require_token: bo
         discord_token=token,
         data_dir=data_dir_from(env),
         relay=parse_relay(env),
-        discord_api_base=_url("DISCORD_API_BASE", api_base) if api_base else DEFAULT_DISCORD_API,
+        discord_api_base=http_url("DISCORD_API_BASE", api_base) if api_base else DEFAULT_DISCORD_API,
         secret_key=secret,
-        allow_private_relays=_flag(env, "NB_ALLOW_PRIVATE_RELAYS"),
-        share_default_relay=_flag(env, "NB_SHARE_DEFAULT_RELAY", True),
-        retention_days=_int(env, "NB_RETENTION_DAYS", 30, 1),
-        max_concurrent_jobs=_int(env, "NB_MAX_JOBS", 4, 1),
-        max_jobs_per_guild=_int(env, "NB_MAX_JOBS_PER_GUILD", 2, 1),
-        max_jobs_per_user=_int(env, "NB_MAX_JOBS_PER_USER", 1, 1),
-        shared_user_daily=_optional_int(env, "NB_SHARED_USER_DAILY"),
-        shared_guild_daily=_optional_int(env, "NB_SHARED_GUILD_DAILY"),
-        shared_guild_monthly=_optional_int(env, "NB_SHARED_GUILD_MONTHLY"),
+        allow_private_relays=flag(env, "NB_ALLOW_PRIVATE_RELAYS"),
+        share_default_relay=flag(env, "NB_SHARE_DEFAULT_RELAY", True),
+        retention_days=integer(env, "NB_RETENTION_DAYS", 30, 1),
+        max_concurrent_jobs=integer(env, "NB_MAX_JOBS", 4, 1),
+        max_jobs_per_guild=integer(env, "NB_MAX_JOBS_PER_GUILD", 2, 1),
+        max_jobs_per_user=integer(env, "NB_MAX_JOBS_PER_USER", 1, 1),
+        shared_user_daily=optional_int(env, "NB_SHARED_USER_DAILY"),
+        shared_guild_daily=optional_int(env, "NB_SHARED_GUILD_DAILY"),
+        shared_guild_monthly=optional_int(env, "NB_SHARED_GUILD_MONTHLY"),
         **personal_use(env),
         log_level=level,
         owner_ids=frozenset(owners),
-        message_content_intent=_flag(env, "NB_MESSAGE_CONTENT_INTENT"),
+        message_content_intent=flag(env, "NB_MESSAGE_CONTENT_INTENT"),
         retry=retry_policy(env),
         font=Path(font_raw) if font_raw else None,
         database_url=url,
         role=check_role(role, url),
         shard_count=shard_count,
         shard_ids=shard_ids,
-        job_lease_s=_int(env, "NB_JOB_LEASE_S", 30, 3),
+        job_lease_s=integer(env, "NB_JOB_LEASE_S", 30, 3),
         image_store=image_store(env),
     )
 

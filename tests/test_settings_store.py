@@ -213,7 +213,7 @@ def test_env_example_means_the_same_to_the_bot_and_to_docker(tmp_path: Path) -> 
     text = example.read_text(encoding="utf-8")
     docker = _docker_env_file(text)
     ours: dict[str, str] = {}
-    from bot.settings import load_dotenv
+    from bot.env import load_dotenv
 
     load_dotenv(example, ours)
     assert ours == docker and "DISCORD_TOKEN" in docker

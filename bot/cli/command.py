@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..env import SettingsError, load_dotenv
 from ..i18n import normalize_locale, t
 from ..relay import images as relay_images
 from ..relay.catalogue import DEFAULT_MODEL, MODELS, display_size, timeout_for, validate
@@ -30,7 +31,7 @@ from ..relay.types import (
     RelayError,
     RelayFailed,
 )
-from ..settings import RetryPolicy, SettingsError, load_dotenv, model_aliases, parse_relay, retry_policy
+from ..settings import RetryPolicy, model_aliases, parse_relay, retry_policy
 from . import files
 from . import session as sessions
 
