@@ -2,14 +2,14 @@
 
 The ``images`` table (the index) holds mime type, size, dimensions, ``last_used`` and a
 ``pruned`` flag; the bytes live in a :class:`Blobs` store under ``<sha[:2]>/<sha>`` (two-level
-fan-out keeps directories small): :class:`LocalBlobs`, files under ``NB_DATA_DIR/images`` (the
+fan-out keeps directories small): :class:`bot.image_store_local.LocalBlobs`, files under ``NB_DATA_DIR/images`` (the
 default), or :class:`bot.image_store_s3.S3Blobs`, objects in an S3-compatible bucket
 (``NB_IMAGE_STORE=s3://bucket/prefix``). Everything below (retention, pruning) is the index's
 and the same for both; :func:`open_blobs` picks the store from the settings.
 
-- ``put`` writes a temp file in the target folder, fsyncs it and renames it into place, so a
-  crash never leaves a half-written image under its final name. Storing the same bytes again
-  writes nothing and only bumps ``last_used``.
+- ``put`` writes the bytes once (a local store by atomic rename: a crash never leaves a
+  half-written image under its final name). Storing the same bytes again writes nothing and
+  only bumps ``last_used``.
 - ``get`` bumps ``last_used`` too: an image that conversations keep sending back stays alive;
   retention counts from the last *use*, not from creation.
 - ``prune`` removes files unused for the retention period and keeps their rows (``pruned=1``),
@@ -38,14 +38,13 @@ import asyncio
 import hashlib
 import io
 import logging
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from bot.image_store_local import LocalBlobs
 from bot.store import Connection, write
 
 if TYPE_CHECKING:
@@ -95,64 +94,8 @@ def _dimensions(data: bytes) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file sits in the same folder, so the rename stays on one filesystem (atomic).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _hash_and_measure(data: bytes) -> tuple[str, tuple[int | None, int | None]]:
     return hashlib.sha256(data).hexdigest(), _dimensions(data)
-
-
-def _file_matches(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except FileNotFoundError:
-        return False
-
-
-def _read_verified(path: Path, sha256: str) -> bytes | None:
-    """The file's bytes if they still hash to their name; None when missing or damaged."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        return None
-    return data
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _files(root: Path) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    for path in root.glob("??/*"):
-        sha = path.name
-        if len(sha) == 64 and sha[:2] == path.parent.name and all(c in "0123456789abcdef" for c in sha):
-            try:
-                out.append((sha, path.stat().st_mtime))
-            except FileNotFoundError:
-                pass
-    return out
 
 
 class Blobs(Protocol):
@@ -167,36 +110,6 @@ class Blobs(Protocol):
     async def delete(self, shas: list[str]) -> None: ...
     def listing(self) -> AsyncIterator[tuple[str, float]]: ...  # (sha256, modified, Unix time)
     async def aclose(self) -> None: ...
-
-
-class LocalBlobs:
-    """Files under ``root`` (``NB_DATA_DIR/images``), written by atomic rename."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self.where = str(self.root)
-
-    def path_for(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
-
-    async def has(self, sha256: str, size: int) -> bool:
-        return await asyncio.to_thread(_file_matches, self.path_for(sha256), size)
-
-    async def write(self, sha256: str, data: bytes, mime: str) -> None:
-        await asyncio.to_thread(_write_atomic, self.path_for(sha256), data)
-
-    async def read(self, sha256: str, size: int) -> bytes | None:
-        return await asyncio.to_thread(_read_verified, self.path_for(sha256), sha256)
-
-    async def delete(self, shas: list[str]) -> None:
-        await asyncio.to_thread(_unlink_all, [self.path_for(s) for s in shas])
-
-    async def listing(self) -> AsyncIterator[tuple[str, float]]:
-        for item in await asyncio.to_thread(_files, self.root):
-            yield item
-
-    async def aclose(self) -> None:
-        pass
 
 
 def open_blobs(settings: Settings) -> Blobs:
