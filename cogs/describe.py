@@ -18,12 +18,13 @@ from discord import app_commands, ui
 from discord.ext import commands
 
 from bot.describe import DescribeError, describe_with
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.refusal import Refusal
 from cogs import render
 from cogs.failures import report_failure
 from cogs.install import scope_id
 from cogs.intake import check_attachments, read_attachment, role_ids
+from cogs.language import member_locale
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Describe(commands.Cog):
 
     async def run(self, interaction: discord.Interaction[Any], attachment: discord.Attachment) -> None:
         svc = interaction.client.services
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         try:
             self._hold(interaction.user.id)
             check_attachments([attachment])
@@ -115,7 +116,7 @@ class PromptModal(ui.Modal):
     async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
         imagine = interaction.client.get_cog("Imagine")
         if imagine is None:
-            await interaction.response.send_message(t("describe.failed", normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.response.send_message(t("describe.failed", await member_locale(interaction)), ephemeral=True)
             return
         await imagine.imagine_prompt(interaction, self.prompt.value)
 
@@ -135,7 +136,7 @@ class ImagineThisButton(ui.DynamicItem[ui.Button], template=r"nb:imagine-this:(?
         return cls(int(match["user"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> Any:
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         prompt = described_prompt(interaction.message)
         if not prompt:
             await interaction.response.send_message(t("describe.no_prompt", locale), ephemeral=True)

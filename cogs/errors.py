@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.i18n import normalize_locale, t
 from cogs import install, render
 from cogs.failures import is_user_facing
+from cogs.language import member_locale
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -63,7 +64,7 @@ class Errors(commands.Cog):
         if not is_user_facing(original) and not isinstance(error, (app_commands.CheckFailure, app_commands.CommandOnCooldown)):
             command = interaction.command.qualified_name if interaction.command else "?"
             log.error("command %s failed", command, exc_info=original)
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         embed = discord.Embed(colour=render.ERROR, description="⚠️ " + reason_for(error, locale))
         await render.reply_privately(interaction, embed)
 

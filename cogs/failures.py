@@ -9,9 +9,9 @@ from typing import Any
 
 import discord
 
-from bot.i18n import normalize_locale
 from bot.relay.types import RelayError
 from cogs import render
+from cogs.language import member_locale
 
 log = logging.getLogger(__name__)
 
@@ -40,4 +40,4 @@ async def report_failure(interaction: discord.Interaction[Any], error: BaseExcep
     errors of dynamic items and modals (the tree handler never sees them), so without this
     the member would get Discord's bare "This interaction failed"."""
     log_unless_user_facing(error, log, "a button or form failed")
-    await render.reply_privately(interaction, render.error_embed(error, normalize_locale(interaction.locale)))
+    await render.reply_privately(interaction, render.error_embed(error, await member_locale(interaction)))

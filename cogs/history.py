@@ -15,13 +15,14 @@ from discord import app_commands, ui
 from discord.ext import commands
 
 from bot.gallery import PAGE_SIZE, Page
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.refusal import Refusal
 from bot.relay.catalogue import display_size
 from cogs import render
 from cogs.failures import report_failure
 from cogs.imagine.buttons import EditButton
 from cogs.install import scope_id
+from cogs.language import member_locale
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class ModelFilter(ui.DynamicItem[ui.Select], template=r"nb:histf:(?P<user>\d+):(
 
 async def show(interaction: discord.Interaction[Any], user_id: int, scope: str, page: int, model: str, *, edit: bool) -> None:
     """Answer with page ``page`` of the history (a new ephemeral message, or the panel edited)."""
-    locale = normalize_locale(interaction.locale)
+    locale = await member_locale(interaction)
     try:
         if interaction.user.id != user_id or (scope == "s" and not _may_see_server(interaction)):
             raise Refusal("not this member's panel", key="history.not_yours")

@@ -23,7 +23,7 @@ import discord
 from discord import app_commands
 
 from bot import rules
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -74,7 +74,9 @@ async def refused(interaction: discord.Interaction[NanoBananaBot]) -> bool:
     key = await refusal(interaction)
     if key is None:
         return False
-    text = t(key, normalize_locale(interaction.locale))
+    from cogs.language import member_locale  # here: language.py asks this module for scope_id
+
+    text = t(key, await member_locale(interaction))
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=True)
     else:

@@ -12,13 +12,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.pricing import canonical_size
 from bot.quota import QuotaStatus
 from bot.relay.catalogue import display_size
 from cogs import render
 from cogs.install import scope_id
 from cogs.intake import role_ids
+from cogs.language import member_locale
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class Members(commands.Cog):
     )
     async def quota(self, interaction: discord.Interaction[NanoBananaBot]) -> None:
         svc = self.bot.services
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         g = await svc.guild(scope_id(interaction))
         roles = role_ids(interaction.user)
         status = await svc.quota.status(

@@ -19,7 +19,7 @@ import discord
 from discord import ui
 from discord.ext import commands
 
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.jobs import Job
 from bot.modlog import LogEntry, shorten
 from bot.relay.balance import BalanceChange
@@ -29,6 +29,7 @@ from cogs import render
 from cogs.admin.relay_form import balance_text
 from cogs.bot_types import Interaction, NanoBananaBot
 from cogs.failures import report_failure
+from cogs.language import member_locale
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class RemoveButton(ui.DynamicItem[ui.Button[ui.View]], template=r"nb:modrm:(?P<c
             await report_failure(interaction, exc)
 
     async def _remove(self, interaction: Interaction) -> None:
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         if not interaction.permissions.manage_messages:
             await interaction.response.send_message(t("toolkit.log.not_allowed", locale), ephemeral=True)
             return

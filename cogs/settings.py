@@ -16,13 +16,14 @@ from discord import app_commands, ui
 from discord.ext import commands
 
 from bot import rules
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.preferences import Effective, Preferences
 from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, display_size
 from cogs import render
 from cogs.failures import report_failure
 from cogs.install import scope_id
+from cogs.language import chose, member_locale
 from cogs.texts import command_text as _k
 
 if TYPE_CHECKING:
@@ -169,13 +170,14 @@ async def show(
 ) -> None:
     """Apply ``change`` (if any) and answer with the panel (new, or the clicked one edited)."""
     svc = interaction.client.services
-    locale = normalize_locale(interaction.locale)
     try:
         if interaction.user.id != user_id:
             raise Refusal("not this member's panel", key="prefs.not_yours")
         if change is not None:
             await _apply(interaction, change)
         prefs = await svc.preferences.get(scope_id(interaction), user_id)
+        chose(interaction, prefs.locale)  # a language chosen just now shows on this very panel
+        locale = await member_locale(interaction)
         eff = await svc.preferences.effective(scope_id(interaction), user_id, await svc.guild(scope_id(interaction)))
         choices = await _choices(interaction, field, eff, locale) if field in FIELDS else []
     except Exception as exc:  # noqa: BLE001 - every failure gets a translated answer

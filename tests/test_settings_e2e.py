@@ -119,3 +119,22 @@ async def test_a_style_removed_before_it_is_picked_is_refused_with_the_reason(tm
         refused = await w.pick(panel, f"nb:set:v:{w.uid}:style", "Ink")
         assert refused["flags"] & 64 and "no longer exists" in json.dumps(refused, ensure_ascii=False)
         assert await w.bot.services.preferences.get(w.gid, w.uid) == Preferences()
+
+
+async def test_a_language_chosen_in_settings_answers_every_command_not_only_imagine(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        panel = await w.open()  # the member's Discord client speaks English
+        chosen = await w.pick(panel, f"nb:set:f:{w.uid}", "locale")
+        panel["components"] = chosen["components"]
+        saved = await w.pick(panel, f"nb:set:v:{w.uid}:locale", "zh-CN")
+        assert saved["embeds"][0]["title"] == "你在本服务器的设置"  # the panel itself switches at once
+        again = await w.open()
+        assert again["embeds"][0]["title"] == "你在本服务器的设置"
+        for command, title in (("quota", "你的积分"), ("history", "你的图片")):
+            inter = await w.dd.interact(w.dd.slash_interaction(command, channel=w.channel, user=w.alice, locale="en-US"))
+            await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", timeout=10)
+            assert title in json.dumps(w.dd.response_data(inter), ensure_ascii=False), command
+        # Someone else in the same server still gets their own client's language.
+        inter = await w.dd.interact(w.dd.slash_interaction("quota", channel=w.channel, user=w.bob, locale="en-US"))
+        await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", timeout=10)
+        assert "Your credits" in json.dumps(w.dd.response_data(inter))

@@ -17,7 +17,7 @@ import discord
 from discord import ui
 
 from bot import rules
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.relay.catalogue import MODELS
 from bot.relay.types import InputImage
 from bot.services import progress_message_id
@@ -29,6 +29,7 @@ from cogs.bot_types import Interaction
 from cogs.failures import report_failure
 from cogs.install import scope_id
 from cogs.intake import upload_limit
+from cogs.language import member_locale
 
 from .progress import job_locale
 from .start import Starter
@@ -82,7 +83,7 @@ class PersistentButton(ui.DynamicItem[ui.Button[ui.View]], template=r"(?!)"):
 
 
 async def _say(interaction: Interaction, key: str) -> None:
-    await interaction.response.send_message(t(key, normalize_locale(interaction.locale)), ephemeral=True)
+    await interaction.response.send_message(t(key, await member_locale(interaction)), ephemeral=True)
 
 
 class RerollButton(PersistentButton, template=r"nb:reroll:(?P<turn>\d+)"):
@@ -101,7 +102,7 @@ class RerollButton(PersistentButton, template=r"nb:reroll:(?P<turn>\d+)"):
             return
         req = JobRequest.from_json(job.request)
         req.upload_limit = upload_limit(interaction)
-        req.locale = normalize_locale(interaction.locale)
+        req.locale = await member_locale(interaction)
         req.reply_to_message_id = None
         if req.parent_turn_id is None:
             req.conversation_id = None  # a fresh root: a new result with its own thread
@@ -133,7 +134,7 @@ class EditButton(PersistentButton, template=r"nb:edit:(?P<turn>\d+)"):
             await jobs.continue_turn(modal_interaction, turn_id, text, extra)
 
         model = turn.settings.get("model") or (await jobs.services.defaults(scope_id(interaction))).model
-        await interaction.response.send_modal(EditModal(normalize_locale(interaction.locale), submitted, model=model))
+        await interaction.response.send_modal(EditModal(await member_locale(interaction), submitted, model=model))
 
 
 class UpscaleButton(PersistentButton, template=r"nb:up:(?P<turn>\d+):(?P<size>2K|4K)"):
@@ -195,7 +196,7 @@ class SaveStyleButton(PersistentButton, template=r"nb:style:(?P<turn>\d+)"):
         job = await svc.job_for_turn(self.target)
         asked = JobRequest.from_json(job.request) if job is not None else None
         prompt = (asked.display_prompt or asked.prompt) if asked is not None else turn.prompt
-        await interaction.response.send_modal(StyleNameModal(normalize_locale(interaction.locale), prompt, turn.image_sha256))
+        await interaction.response.send_modal(StyleNameModal(await member_locale(interaction), prompt, turn.image_sha256))
 
 
 class StyleNameModal(ui.Modal):
@@ -211,7 +212,7 @@ class StyleNameModal(ui.Modal):
         saved = await svc.styles.save_from_result(
             scope_id(interaction) or 0, interaction.user.id, self.name.value, self.prompt, InputImage(data, mime)
         )
-        await interaction.response.send_message(t("style.saved", normalize_locale(interaction.locale), name=saved.name), ephemeral=True)
+        await interaction.response.send_message(t("style.saved", await member_locale(interaction), name=saved.name), ephemeral=True)
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
         await report_failure(interaction, error)
@@ -236,7 +237,7 @@ class DeleteButton(PersistentButton, template=r"nb:del:(?P<turn>\d+)"):
             if interaction.message is not None:
                 await interaction.message.delete()
         except discord.HTTPException:
-            await interaction.followup.send(t("delete.failed", normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.followup.send(t("delete.failed", await member_locale(interaction)), ephemeral=True)
 
 
 class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
@@ -268,7 +269,7 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
             await jobs.cancel_siblings(job)
         else:
             key = f"cancel.{outcome}" if outcome in ("delivering", "interrupted") else "cancel.too_late"
-            await interaction.followup.send(t(key, normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.followup.send(t(key, await member_locale(interaction)), ephemeral=True)
             return
         jobs.progress.release(progress_message_id(job))
         await interaction.edit_original_response(content=render.progress_text("cancelled", job_locale(job)), view=None, embed=None)
@@ -297,7 +298,7 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
             await _say(interaction, "cancel.not_yours")
             return
         req = JobRequest.from_json(job.request)
-        req.locale = normalize_locale(interaction.locale)
+        req.locale = await member_locale(interaction)
         if await jobs.start(interaction, req, attachments=[], kind="retry") is None:
             jobs.release_retry(self.target)  # refused (e.g. no credits left): may be tried later
         if interaction.message is not None:

@@ -27,6 +27,7 @@ from cogs.bot_types import Interaction
 from cogs.failures import is_user_facing
 from cogs.install import scope_id
 from cogs.intake import upload_limit
+from cogs.language import member_locale
 from cogs.settings import DROPPED
 from cogs.texts import command_text as _k
 
@@ -163,7 +164,7 @@ class Imagine(commands.Cog):
         try:
             req, notices, variants = await self._request(interaction, prompt, typed, search=search, thinking=thinking, preview=preview)
         except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
-            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.response.send_message(embed=render.error_embed(exc, await member_locale(interaction)), ephemeral=True)
             return
         if more_images:  # the rest of the references from a form (references.py)
             await self.references.ask_more(interaction, req, attachments, notices, variants)
@@ -177,7 +178,7 @@ class Imagine(commands.Cog):
         except Exception as exc:  # e.g. more pictures than the model takes: nothing was charged
             if not is_user_facing(exc):
                 raise
-            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.response.send_message(embed=render.error_embed(exc, await member_locale(interaction)), ephemeral=True)
 
     async def imagine_prompt(self, interaction: Interaction, prompt: str) -> None:
         """/imagine with only a prompt (the member's settings and the server's defaults apply):
@@ -185,7 +186,7 @@ class Imagine(commands.Cog):
         try:
             req, notices, variants = await self._request(interaction, prompt, Typed())
         except Refusal as exc:
-            await interaction.response.send_message(embed=render.error_embed(exc, normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.response.send_message(embed=render.error_embed(exc, await member_locale(interaction)), ephemeral=True)
             return
         await self.starter.start(interaction, req, attachments=[], kind="imagine", notices=notices, count=variants)
 
@@ -222,7 +223,7 @@ class Imagine(commands.Cog):
             preview=server.previews if preview is None else preview,  # /admin defaults previews
             thinking=thinking,
             upload_limit=upload_limit(interaction),
-            locale=normalize_locale(interaction.locale),
+            locale=await member_locale(interaction),
             guild_locale=normalize_locale(interaction.guild_locale or interaction.locale),
         )
         notices: list[Notice] = [(DROPPED[name], {"maximum": eff.variants}) for name in eff.dropped if name in DROPPED]
@@ -254,7 +255,7 @@ class Imagine(commands.Cog):
 
     @imagine.autocomplete("style")
     async def style_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         found = await self.bot.services.styles.autocomplete(scope_id(interaction), interaction.user.id, current)
         return [
             app_commands.Choice(name=f"{s.name} ({t('style.personal' if s.personal else 'style.server', locale)})"[:100], value=s.name)
@@ -273,7 +274,7 @@ class Imagine(commands.Cog):
     async def size_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         spec = await self._spec_for(interaction)
         if not spec.sizes:
-            locale = normalize_locale(interaction.locale)
+            locale = await member_locale(interaction)
             return [app_commands.Choice(name=t("size.fixed", locale)[:100], value="")]
         wanted = current.strip().lower()
         return [app_commands.Choice(name=display_size(s), value=s) for s in spec.sizes if wanted in display_size(s).lower()][:25]
@@ -290,7 +291,7 @@ class Imagine(commands.Cog):
     # ---------------------------------------------------------------- context menu
 
     async def edit_image_menu(self, interaction: Interaction, message: discord.Message) -> None:
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if not images:
             await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)
@@ -308,7 +309,7 @@ class Imagine(commands.Cog):
                 prompt=text,
                 model=defaults.model,
                 upload_limit=upload_limit(modal_interaction),
-                locale=normalize_locale(modal_interaction.locale),
+                locale=await member_locale(modal_interaction),
                 guild_locale=normalize_locale(modal_interaction.guild_locale or modal_interaction.locale),
             )
             await self.starter.start(modal_interaction, req, attachments=[*images[:1], *extra], kind="edit")

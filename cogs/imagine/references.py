@@ -19,12 +19,13 @@ from typing import Any
 import discord
 from discord import ui
 
-from bot.i18n import normalize_locale, t
+from bot.i18n import t
 from bot.relay.catalogue import ModelSpec, resolve_model
 from bot.relay.types import InvalidRequest
 from bot.studio import JobRequest
 from cogs.bot_types import Interaction
 from cogs.failures import report_failure
+from cogs.language import member_locale
 
 from .buttons import MAX_UPLOAD
 from .start import Notice, Starter
@@ -105,13 +106,13 @@ class References:
                 modal_interaction, req, attachments=[*attachments, *extra], kind="imagine", notices=notices, count=count
             )
 
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         await interaction.response.send_modal(ReferencesModal(locale, spec, room, submitted, ask_prompt=False))
 
     async def from_message(self, interaction: Interaction, message: discord.Message) -> None:
         """**Imagine with these images**: the message's pictures as references, the prompt
         (and any further pictures) from a form."""
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         images = image_attachments(message)
         if not images:
             await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)

@@ -24,6 +24,7 @@ from cogs.bot_types import Interaction
 from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
 from cogs.install import bot_can_post, scope_id
 from cogs.intake import channel_is_nsfw, check_can_post, role_ids, store_inputs, upload_limit, vet
+from cogs.language import member_locale
 
 from .groups import VariantGroups
 from .progress import Progress, job_locale
@@ -83,13 +84,13 @@ class Starter:
         if rules.may_continue_thread(g.thread_mode, interaction.user.id, conversation.owner_id):
             return True
         if refuse:
-            await interaction.response.send_message(t("conversation.owner_only", normalize_locale(interaction.locale)), ephemeral=True)
+            await interaction.response.send_message(t("conversation.owner_only", await member_locale(interaction)), ephemeral=True)
         return False
 
     async def request_from_turn(self, interaction: Interaction, turn_id: int, prompt: str, *, size: str | None = None) -> JobRequest | None:
         """A request continuing from ``turn_id``, or None after telling the member why not."""
         svc = self.services
-        locale = normalize_locale(interaction.locale)
+        locale = await member_locale(interaction)
         turn = await svc.conversations.get_turn(turn_id)
         conversation = await svc.conversations.get_conversation(turn.conversation_id) if turn else None
         if turn is None or conversation is None:
