@@ -126,8 +126,10 @@ def upscale_sizes(model_sizes: Sequence[str], current: str | None) -> list[str]:
 _LUCK_REASONS = frozenset({"no_image", "text_only"})
 
 
-def retry_offered(*, retryable: bool | None = None, no_image_reason: str | None = None) -> bool:
-    """Whether a failed job's notice offers Retry: after a transient relay failure (429, 5xx, a
-    timeout, the network: what failover treats as worth another relay) or an answer without a
-    picture that was luck, never after a block or a refusal (the same request would fail again)."""
-    return bool(retryable) or no_image_reason in _LUCK_REASONS
+def retry_offered(*, retryable: bool | None = None, status: int | None = None, no_image_reason: str | None = None) -> bool:
+    """Whether a failed job's notice offers Retry: after a transient relay failure (408, 429,
+    5xx, a timeout, the network) or an answer without a picture that was luck; never after a
+    block, a refusal, or a relay refusing the key (401/403: failover tries another relay for
+    those, but the same relay says the same until an admin mends it)."""
+    transient = status is None or status in (408, 429) or status >= 500
+    return (bool(retryable) and transient) or no_image_reason in _LUCK_REASONS

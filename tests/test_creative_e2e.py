@@ -302,10 +302,16 @@ async def test_continuing_variant_two_sends_its_own_turn_and_signature(tmp_path:
             modal["custom_id"], {ids[4]: "give it a hat", ids[19]: []}, channel=w.channel, user=w.alice, modal=modal
         )
         await w.dd.interact(submit)
-        await w.result_post(mark)
+        result = await w.result_post(mark)
         contents = w.relay.requests[-1].json["contents"]
         sent = [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p]
         assert sent == [signature] and contents[-1]["parts"][0]["text"] == "give it a hat"
+        # The variant had no thread of its own (it was shown in the group's message): its
+        # continued result opens one, bound to variant 2's conversation, so talking on works.
+        thread = await w.dd.wait_for("POST", rf"^/channels/{w.channel['id']}/messages/{result.response['id']}/threads$", since=mark)
+        await w.dd.wait_for("POST", rf"^/channels/{thread.response['id']}/messages$", since=mark)  # its hint: bound by now
+        latest = await w.bot.services.conversations.latest_turn(int(thread.response["id"]))
+        assert latest is not None and latest.conversation_id == (await w.bot.services.conversations.get_turn(turn2)).conversation_id
 
 
 def sent_parts(w: World) -> list[dict[str, Any]]:

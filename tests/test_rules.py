@@ -77,7 +77,10 @@ def test_a_replayed_history_leaves_out_the_oldest_exchanges_first() -> None:
 def test_retry_is_offered_after_bad_luck_not_after_a_refusal() -> None:
     overloaded = RelayFailed("HTTP 503", status=503, retryable=True)
     assert rules.retry_offered(retryable=overloaded.retryable)
-    assert not rules.retry_offered(retryable=RelayFailed("HTTP 401", status=401).retryable)  # a bad key stays bad
+    assert rules.retry_offered(retryable=overloaded.retryable, status=overloaded.status)
+    assert rules.retry_offered(retryable=True, status=None)  # a timeout, the network
+    assert not rules.retry_offered(retryable=True, status=401)  # failover tries elsewhere; a bad key stays bad
+    assert not rules.retry_offered(retryable=RelayFailed("HTTP 400", status=400).retryable, status=400)
     for reason, offered in (("no_image", True), ("text_only", True), ("blocked", False), ("safety", False), ("recitation", False)):
         assert rules.retry_offered(no_image_reason=no_image(reason).reason) is offered, reason
     assert not rules.retry_offered()

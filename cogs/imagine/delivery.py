@@ -82,17 +82,7 @@ class Delivery:
                 await self._run_variant(job, req, started)
                 return
             generated, message = await self._make_and_post(job, req, started)
-            # The picture is out: bookkeeping trouble from here on must not refund it.
-            try:
-                await self.services.record_result(
-                    job,
-                    turn_id=generated.turn.id if generated.turn else None,  # None: the picture could not be stored
-                    message_id=message.id,
-                    relay_name=generated.relay_name,
-                    latency_ms=int((time.time() - started) * 1000),
-                )
-            except Exception:
-                log.exception("job %s was delivered but its result could not be recorded", job.id)
+            await self._recorded(job, generated, message, time.time() - started, link=False)  # _deliver linked the turn
             self.bot.dispatch("picture_delivered", job, req, generated, message)  # the moderation log (cogs/modlog.py)
             await self.progress.drop(job)
         finally:
@@ -216,9 +206,11 @@ class Delivery:
         await self.progress.drop(job)
         await self.services.replies.drop(progress_message_id(job))
 
-    async def _recorded(self, job: Job, generated: Generated, message: discord.Message, elapsed: float) -> None:
+    async def _recorded(self, job: Job, generated: Generated, message: discord.Message, elapsed: float, *, link: bool = True) -> None:
+        """The picture is out: bookkeeping trouble from here on must not refund it. ``link``: the
+        turn learns its message here too (a variant's, in its group's message)."""
         try:
-            if generated.turn is not None:
+            if link and generated.turn is not None:
                 await self.services.conversations.set_message(generated.turn.id, message.id)
             await self.services.record_result(
                 job,
@@ -240,7 +232,9 @@ class Delivery:
         # One picture asked for, and a failure another try may well not repeat: Retry (refunded
         # already; a click is a new job, charged again). Variants' failures are notes in their group.
         if req.variants <= 1 and rules.retry_offered(
-            retryable=isinstance(exc, RelayFailed) and exc.retryable, no_image_reason=exc.reason if isinstance(exc, NoImage) else None
+            retryable=isinstance(exc, RelayFailed) and exc.retryable,
+            status=exc.status if isinstance(exc, RelayFailed) else None,
+            no_image_reason=exc.reason if isinstance(exc, NoImage) else None,
         ):
             view = single_button_view(RetryButton(job.id, locale=req.locale))
         await self.progress.edit(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=view)
@@ -257,7 +251,11 @@ class Delivery:
         except Exception:  # noqa: BLE001 - the picture is out; bookkeeping must not undo that
             log.warning("job %s: delivered, but its message could not be recorded", job.id)
             return posted.message
-        if req.parent_turn_id is None and req.conversation_id is None and not req.private:
+        # A new conversation, or one that never had a thread (a variant shown in its group's
+        # message, continued from there): its result opens one, so talking on works from here.
+        ongoing = await self.services.conversations.get_conversation(req.conversation_id) if req.conversation_id else None
+        threadless = req.conversation_id is None or (ongoing is not None and ongoing.thread_id is None)
+        if threadless and not req.private:
             await self._open_thread(job, req, generated, posted)
         return posted.message
 
