@@ -109,8 +109,10 @@ async def show(interaction: discord.Interaction[Any], user_id: int, scope: str, 
     """Answer with page ``page`` of the history (a new ephemeral message, or the panel edited)."""
     locale = await member_locale(interaction)
     try:
-        if interaction.user.id != user_id or (scope == "s" and not _may_see_server(interaction)):
+        if interaction.user.id != user_id:
             raise Refusal("not this member's panel", key="history.not_yours")
+        if scope == "s" and not _may_see_server(interaction):
+            raise Refusal("the server's pictures need Manage Server", key="history.server_only_admins")
         gallery = interaction.client.services.gallery
         viewer = None if scope == "s" else user_id
         found = await gallery.page(

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,6 +234,7 @@ async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp
         assert len(embeds) == 3 and len({e["url"] for e in embeds}) == 1  # one grid
         assert [e["image"]["url"] for e in embeds] == [f"attachment://{f.filename}" for f in post.files]
         assert "Variant 2 failed" in embeds[0]["description"] and "refunded" in embeds[0]["description"]
+        assert re.search(r"[.。] Its credits were refunded\.", embeds[0]["description"])  # two sentences, not one run-on
         ids = custom_ids(post.json)
         assert sum(i.startswith("nb:edit:") for i in ids) == 3 and sum(i.startswith("nb:vary:") for i in ids) == 6
         await asyncio.sleep(0.3)

@@ -143,6 +143,7 @@ async def test_the_server_view_needs_manage_server_and_shows_everyone(tmp_path: 
         await w.picture(bot, w.bob, "bob's")
         refused = w.dd.response_data(await w.history(w.bob, server=True))
         assert refused["flags"] & 64 and "Manage Server" in json.dumps(refused)
+        assert "someone else" not in json.dumps(refused)  # it is bob's own panel: the permission is why
         inter = await w.dd.interact(
             w.dd.slash_interaction("history", channel=w.channel, user=w.alice, options={"server": True}, member_permissions=1 << 5)
         )

@@ -167,7 +167,7 @@ def check_image_count(spec: ModelSpec, count: int) -> None:
         raise InvalidRequest(
             f"{spec.id} takes at most {spec.max_images} input images; got {count}",
             key="invalid.too_many_images",
-            model=spec.id,
+            model=spec.label,
             count=count,
             limit=spec.max_images,
         )

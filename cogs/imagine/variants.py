@@ -19,10 +19,19 @@ GALLERY_URL = "https://discord.com/nano-banana/variants/{group}"  # shared embed
 
 def failure_notes(slots: list[Slot], locale: str) -> list[str]:
     return [
-        t("variants.slot_failed", locale, index=s.index, reason=render.error_text(s.error, locale))
+        t("variants.slot_failed", locale, index=s.index, reason=_sentence(render.error_text(s.error, locale), locale))
         for s in slots
         if s.generated is None and s.error is not None
     ]
+
+
+def _sentence(text: str, locale: str) -> str:
+    """A reason ends as a sentence before "Its credits were refunded." follows it (some end on
+    a parenthesis or a relay's own words)."""
+    text = text.rstrip()
+    if text.endswith((".", "!", "?", "。", "！", "？")):
+        return text
+    return text + ("。" if locale.startswith("zh") else ".")
 
 
 def gallery_embeds(first: discord.Embed, filenames: list[str], group: int) -> list[discord.Embed]:
