@@ -68,6 +68,10 @@ class JobRequest:
     variant: int = 0
     variants: int = 1
     variant_group: int | None = None
+    # How the picture was made, said on the result beside the prompt shown: a variation's
+    # strength ("subtle"/"strong"), the style applied (its name).
+    variation: str | None = None
+    style: str | None = None
 
     def generation(self, images: list[InputImage], history: list[dict[str, Any]] | None = None) -> GenerationRequest:
         """What the relay is asked: this request's options with these inputs and history."""

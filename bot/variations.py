@@ -95,6 +95,7 @@ def vary_request(source: JobRequest, strength: str, *, parent_turn_id: int, orig
         images=[],
         parent_turn_id=parent_turn_id,
         display_prompt=original_prompt or source.display_prompt,
+        variation=strength,
         after_job_id=None,
         progress_message_id=None,
     )

@@ -45,8 +45,11 @@ def result_embed(
     model_text: str = "",
     width: int | None = None,
     height: int | None = None,
+    made_as: str | None = None,
 ) -> discord.Embed:
     embed = discord.Embed(colour=BRAND, description=shorten(prompt, 300))
+    if made_as:
+        embed.description = f"{made_as}\n{embed.description}"
     embed.add_field(name=t("result.model", locale), value=model_label(model), inline=True)
     if width and height:
         # What came out, not what was asked (nothing asked used to read "default").
@@ -160,3 +163,12 @@ def progress_text(stage: str, locale: str, *, position: int | None = None, since
     if stage == "cancelled":
         return t("progress.cancelled", locale)
     return t("progress.preparing", locale)
+
+
+def made_as(variation: str | None, style: str | None, locale: str) -> str | None:
+    """One line naming how a picture was made (a variation, a style), so two results of one
+    prompt can be told apart; None for a plain one."""
+    parts = [t(f"result.made_as.vary_{variation}", locale)] if variation in ("subtle", "strong") else []
+    if style:
+        parts.append(t("result.made_as.style", locale, name=style))
+    return " · ".join(parts) or None

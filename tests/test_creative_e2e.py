@@ -333,7 +333,9 @@ async def test_a_style_brings_its_template_reference_picture_and_shape_to_the_re
         assert parts[0]["text"] == "a heron, in ink wash"
         assert any(base64.b64decode(p["inlineData"]["data"]) == ink for p in parts if "inlineData" in p)
         assert w.image_config()["aspectRatio"] == "3:4"
-        assert "a heron" in post.json["embeds"][0]["description"] and "ink wash" not in post.json["embeds"][0]["description"]
+        shown = post.json["embeds"][0]["description"]
+        assert "a heron" in shown and ", in ink wash" not in shown  # the member's words, not the template
+        assert "Style: Ink wash" in shown  # and which style made it
 
 
 async def test_a_style_that_no_longer_exists_is_refused_and_nothing_is_charged(tmp_path: Path) -> None:
@@ -385,8 +387,9 @@ async def test_vary_strong_makes_a_new_turn_from_that_picture_with_the_original_
         assert [p.get("thoughtSignature") for c in contents if c.get("role") == "model" for p in c["parts"] if "inlineData" in p] == [
             "sig-root"
         ]
-        assert "a tin robot" in varied.json["embeds"][0]["description"]
-        assert "variation" not in varied.json["embeds"][0]["description"]
+        shown = varied.json["embeds"][0]["description"]
+        assert "a tin robot" in shown and "Make a strong variation" not in shown  # not the model-facing instruction
+        assert "Strong variation" in shown and "Subtle" not in shown  # told apart from the original and a subtle one
 
 
 async def admin(w: World, group: str | None, sub: str, **options: Any) -> str:

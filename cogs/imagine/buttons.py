@@ -172,6 +172,7 @@ class VaryButton(PersistentButton, template=r"nb:vary:(?P<turn>\d+):(?P<strength
             original = asked.display_prompt or asked.prompt
         req = await jobs.request_from_turn(interaction, self.target, vary_prompt(self.parts[0], original))
         if req is not None:
+            req.variation = self.parts[0]  # said on the result: two variations of one prompt told apart
             await jobs.start(interaction, req, attachments=[], kind="vary", display_prompt=original or None)
 
 

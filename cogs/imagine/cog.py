@@ -247,7 +247,7 @@ class Imagine(commands.Cog):
                 raise
             notices.append(("prefs.dropped.style", {"name": name}))
             return
-        req.display_prompt = req.prompt
+        req.display_prompt, req.style = req.prompt, chosen.name
         req.prompt = chosen.apply(req.prompt)
         req.images = [*await self.bot.services.styles.image_refs(chosen), *req.images]
         req.aspect_ratio = typed.aspect_ratio or chosen.aspect_ratio or req.aspect_ratio

@@ -342,6 +342,7 @@ class Delivery:
         embed = render.result_embed(
             locale=locale,
             prompt=req.display_prompt or req.prompt,
+            made_as=render.made_as(req.variation, req.style, locale),
             model=result.model,
             aspect_ratio=req.aspect_ratio,
             size=req.size,
