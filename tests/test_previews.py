@@ -161,6 +161,7 @@ async def test_a_failing_preview_sink_costs_nothing(double, client) -> None:
 def test_thought_summary_is_one_line() -> None:
     assert previews.summarise("**Planning the composition**\n\nI'm working it out.") == "Planning the composition"
     assert previews.summarise("just thinking\nmore") == "just thinking"
+    assert previews.summarise("**Composing** thinking about the light") == "Composing thinking about the light"
     assert len(previews.summarise("x" * 500)) == previews.SUMMARY_CHARS
 
 

@@ -68,8 +68,9 @@ def wanted(relay: RelayConfig, request: GenerationRequest) -> PreviewSink | None
 
 def summarise(text: str) -> str:
     """A thought as one line: its heading when it has one (the models write ``**Heading**``
-    then a paragraph), else its first line; cut to :data:`SUMMARY_CHARS`."""
-    lines = [line.strip().strip("*#").strip() for line in text.splitlines()]
+    then a paragraph), else its first line, bold markers dropped wherever they are (a bold
+    word mid-line would otherwise leave a stray ``**``); cut to :data:`SUMMARY_CHARS`."""
+    lines = [line.replace("**", "").strip().strip("*#").strip() for line in text.splitlines()]
     first = next((line for line in lines if line), "")
     return first if len(first) <= SUMMARY_CHARS else first[: SUMMARY_CHARS - 1].rstrip() + "…"
 
