@@ -168,7 +168,8 @@ def progress_text(stage: str, locale: str, *, position: int | None = None, since
 def made_as(variation: str | None, style: str | None, locale: str) -> str | None:
     """One line naming how a picture was made (a variation, a style), so two results of one
     prompt can be told apart; None for a plain one."""
-    parts = [t(f"result.made_as.vary_{variation}", locale)] if variation in ("subtle", "strong") else []
+    key = {"subtle": "result.made_as.vary_subtle", "strong": "result.made_as.vary_strong"}.get(variation or "")
+    parts = [t(key, locale)] if key else []
     if style:
         parts.append(t("result.made_as.style", locale, name=style))
     return " · ".join(parts) or None

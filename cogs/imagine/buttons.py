@@ -356,8 +356,9 @@ class EditModal(ui.Modal):
         self.add_item(ui.Label(text=t("modal.edit_label", locale)[:45], component=self.instructions))
         self.files: ui.FileUpload[ui.Modal] | None = None
         if allow_files:
-            self.files = ui.FileUpload(required=False, min_values=0, max_values=edit_room(model))
-            self.add_item(ui.Label(text=t("modal.edit_files", locale)[:45], component=self.files))
+            room = edit_room(model)
+            self.files = ui.FileUpload(required=False, min_values=0, max_values=room)
+            self.add_item(ui.Label(text=t("modal.edit_files", locale, count=room)[:45], component=self.files))
 
     async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
         attachments = list(self.files.values) if self.files is not None else []
