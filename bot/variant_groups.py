@@ -56,6 +56,20 @@ def _slot(row: Any) -> SlotRecord:
     )
 
 
+async def _cancelled(tx: Connection, group_id: int, ended: set[int]) -> int:
+    """The group's jobs cancelled without a slot of their own. Cancel takes a whole group, one
+    job after another; a process that dies midway leaves the rest to run, and the last of them
+    must still post what they made, so a cancelled sibling counts as ended."""
+    rows = list(await tx.execute_fetchall("SELECT job_ids FROM variant_groups WHERE group_id = ?", (group_id,)))
+    waiting = [int(i) for i in json.loads(rows[0][0] or "[]")] if rows else []
+    waiting = [i for i in waiting if i not in ended]
+    if not waiting:
+        return 0
+    marks = ", ".join("?" * len(waiting))
+    found = list(await tx.execute_fetchall(f"SELECT COUNT(*) FROM jobs WHERE status = 'cancelled' AND id IN ({marks})", tuple(waiting)))
+    return int(found[0][0])
+
+
 class VariantGroupStore:
     def __init__(self, db: Connection, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
@@ -116,7 +130,7 @@ class VariantGroupStore:
             rows = list(
                 await tx.execute_fetchall(f"SELECT {_SLOT_COLUMNS} FROM variant_slots WHERE group_id = ? ORDER BY slot", (group_id,))
             )
-            if len(rows) < variants:
+            if len(rows) + await _cancelled(tx, group_id, {int(r[1]) for r in rows}) < variants:
                 return None
             claimed = list(
                 await tx.execute_fetchall(

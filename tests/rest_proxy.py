@@ -50,8 +50,9 @@ def proxy_dir() -> Path:
 
 
 @contextlib.contextmanager
-def running_proxy(upstream_api: str) -> Iterator[str]:
-    """Start the proxy in front of ``upstream_api`` (``http://host:port/api``); yields its API base."""
+def running_proxy(upstream_api: str, output: list[str] | None = None) -> Iterator[str]:
+    """Start the proxy in front of ``upstream_api`` (``http://host:port/api``); yields its API
+    base. ``output`` gets what the proxy printed, once it has stopped."""
     folder = proxy_dir()
     proc = subprocess.Popen(
         [shutil.which("node") or "node", str(folder / "server.js")],
@@ -77,3 +78,5 @@ def running_proxy(upstream_api: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        if output is not None and proc.stdout is not None:
+            output.append(proc.stdout.read())

@@ -35,10 +35,10 @@ async def slow_upstream() -> AsyncIterator[tuple[str, asyncio.Server]]:
         yield f"http://127.0.0.1:{port}/api", server
 
 
-async def hang_up_mid_request(proxy_port: int, body: bytes, declared: int) -> None:
+async def hang_up_mid_request(proxy_port: int, body: bytes, declared: int, path: str = PATH) -> None:
     """What a bot process does when it is killed: the socket closes, the answer is never read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
-    writer.write(f"POST {PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n".encode() + body)
+    writer.write(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n".encode() + body)
     await writer.drain()
     await asyncio.sleep(0.2)
     writer.transport.abort()
@@ -65,3 +65,18 @@ async def test_an_unreachable_upstream_is_a_502_not_an_empty_200(slow_upstream: 
         async with httpx.AsyncClient() as client:
             answer = await client.post(api_base + "/channels/1/messages", json={"content": "x"}, timeout=20)
         assert answer.status_code == 502
+
+
+async def test_what_the_proxy_logs_of_a_lost_request_holds_no_interaction_token(slow_upstream: tuple[str, asyncio.Server]) -> None:
+    upstream, _ = slow_upstream
+    token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5OnNlY3JldA-token"  # lets anyone edit that member's replies for 15 min
+    printed: list[str] = []
+    with rest_proxy.running_proxy(upstream, printed) as api_base:
+        port = httpx.URL(api_base).port
+        assert port is not None
+        await hang_up_mid_request(port, b"{}", 2, path=f"/api/v10/webhooks/42/{token}/messages/@original")
+        await hang_up_mid_request(port, b"{}", 2, path=f"/api/v10/interactions/43/{token}/callback")
+        await asyncio.sleep(1.0)
+    logged = printed[0]
+    assert "/webhooks/42/:token/messages/@original" in logged and "/interactions/43/:token/callback" in logged
+    assert token not in logged

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bot.store import write
 from bot.variant_groups import KEEP_S, SlotRecord, VariantGroupStore
 from tests import pg
 
@@ -134,3 +135,18 @@ async def test_a_variant_cut_by_a_restart_is_explained_and_the_others_still_come
                 await asyncio.sleep(0.3)
                 totals = await second.services.quota.totals()
                 assert totals["committed"] == 3 and totals["refunded"] == 1
+
+
+async def test_a_sibling_cancelled_alone_still_lets_the_others_post(open_db: Any) -> None:
+    """Cancel takes the group one job after another; its process died after the first."""
+    db = await open_db()
+    ids = []
+    for _ in range(3):
+        rows = await write(db, "INSERT INTO jobs (guild_id, user_id, request, model, created_at) VALUES (1, 1, '{}', 'm', 0) RETURNING id")
+        ids.append(int(rows[0][0]))
+    groups = VariantGroupStore(db)
+    await groups.expect(GROUP, ids)
+    await write(db, "UPDATE jobs SET status = 'cancelled' WHERE id = ?", (ids[2],))
+    assert await groups.done(GROUP, SlotRecord(1, ids[0], turn_id=1), 3) is None  # the second is still drawing
+    slots = await groups.done(GROUP, SlotRecord(2, ids[1], turn_id=2), 3)
+    assert slots is not None and [s.job_id for s in slots] == ids[:2]  # posted: the cancelled one is no slot
