@@ -99,7 +99,8 @@ class BotProcess:
 
 
 async def start_bot(dd: DiscordDouble, relay_url: str, data_dir: Path, **extra: str) -> BotProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NB_", "DISCORD_"))}
+    # (NB_BENCH_* pass through: the instruments' own knobs, see bench/botproc.py)
+    env = {k: v for k, v in os.environ.items() if k.startswith("NB_BENCH_") or not k.startswith(("NB_", "DISCORD_"))}
     probe = data_dir / "probe.jsonl"
     env.update(
         {

@@ -3,7 +3,9 @@ exactly what ``python -m bot run`` runs, plus
 
 - a loop-lag probe (a task sleeping 1 ms; how late it wakes is the stall every other task on the
   loop sees), its worst value per 250 ms written as a line to ``NB_BENCH_PROBE_FILE``;
-- the moment discord.py dispatches ``ready`` (all shards' guilds received), written there too.
+- the moment discord.py dispatches ``ready`` (all shards' guilds received), written there too;
+- ``NB_BENCH_ANSWER_SLOTS``: the answer gate's size (bot/relay/gate.py) for a comparison run,
+  ``0`` for no gate.
 
 Nothing here changes how the bot behaves: the probe costs ~1000 wake-ups a second (measured
 against a bare loop, below 1% of one core).
@@ -63,6 +65,12 @@ def main() -> int:
         original(self, event, *args, **kwargs)
 
     discord.Client.dispatch = dispatch  # type: ignore[method-assign]
+
+    slots = os.environ.get("NB_BENCH_ANSWER_SLOTS")
+    if slots is not None:
+        from bot.relay import gate
+
+        gate.SLOTS = int(slots) or 1_000_000
 
     from bot.__main__ import main as bot_main
 

@@ -15,6 +15,7 @@ The key is passed to httpx apart from the URL that is logged, and failures are r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
@@ -25,7 +26,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
-from . import gateway_errors, inflate
+from . import gate, gateway_errors, inflate
 from .answer import AnswerError, BrokenAnswer
 from .blob import DecodeError, RefusedAnswer
 from .body import Sent
@@ -299,18 +300,23 @@ class Caller:
         on_event = ON_EVENT.get()
         sse: EventStream | None = EventStream(budget, on_event) if is_sse else None
         first = True
-        async for chunk in inflate.body_pieces(response, self.max_answer_bytes):
-            if first and chunk.strip():
-                first = False
-                if sse is None and chunk.lstrip()[:5] in (b"data:", b"event"):
-                    sse = EventStream(budget, on_event)  # a relay streaming although asked not to, without saying so
-            if sse is not None:
-                await sse.feed(chunk)
-            else:
-                await decoder.afeed(chunk)  # a big chunk in slices, yielding to the loop between
-        heavy = budget.tokens > HEAVY_TOKENS or budget.skeleton > HEAVY_SKELETON
-        close = sse.close if sse is not None else decoder.close
-        return (await asyncio.to_thread(close) if heavy else close()), heavy
+        received = 0
+        async with contextlib.AsyncExitStack() as held:
+            async for chunk in inflate.body_pieces(response, self.max_answer_bytes):
+                if first and chunk.strip():
+                    first = False
+                    if sse is None and chunk.lstrip()[:5] in (b"data:", b"event"):
+                        sse = EventStream(budget, on_event)  # a relay streaming although asked not to, without saying so
+                if sse is not None:
+                    await sse.feed(chunk)
+                else:
+                    await decoder.afeed(chunk)  # a big chunk in slices, yielding to the loop between
+                if received < gate.AFTER <= received + len(chunk):
+                    await held.enter_async_context(gate.slot())  # a big answer: see relay/gate.py
+                received += len(chunk)
+            heavy = budget.tokens > HEAVY_TOKENS or budget.skeleton > HEAVY_SKELETON
+            close = sse.close if sse is not None else decoder.close
+            return (await asyncio.to_thread(close) if heavy else close()), heavy
 
 
 def pinned_client(guard: AddressGuard) -> httpx.AsyncClient:
