@@ -8,7 +8,10 @@ For each N: N members keep 4K ``/imagine`` jobs queued so that N run at once (th
 to N), and one more member sends a probe ``/imagine`` every 250 ms. Printed per N: interaction ack
 latency (INTERACTION_CREATE written by the double -> the bot's callback POST received), the bot's
 worst event-loop stall, pictures delivered per second, CPU per picture (the bot process's
-user+system over the window / pictures), and the bot process's peak RSS (VmHWM).
+user+system over the window / pictures; and split by thread: the event loop's, the Pillow
+fitting threads', the rest), the bot process's peak RSS (VmHWM) and its RSS sampled every
+250 ms (median over the window; ``rss_samples_mb`` in the JSON). ``NB_BENCH_*`` variables
+reach the bot process (bench/botproc.py: ``NB_BENCH_ANSWER_SLOTS``).
 Then start -> ready: process start and last GUILD_CREATE -> discord.py's ``ready`` dispatch, for
 10 / 1,000 / 10,000 guilds.
 
@@ -158,6 +161,15 @@ def ack_latencies(dd: TimedDouble, probes: list[dict[str, Any]]) -> list[float]:
     return acks
 
 
+def per_thread(samples: list[dict[str, Any]], delivered: int) -> dict[str, float]:
+    """CPU per picture by kind of thread (bench/botproc.py's samples), over the window."""
+    with_cpu = [r["cpu"] for r in samples if "cpu" in r]
+    if len(with_cpu) < 2 or not delivered:
+        return {}
+    first, last = with_cpu[0], with_cpu[-1]
+    return {f"cpu_{kind}_per_job_s": (last[kind] - first.get(kind, 0.0)) / delivered for kind in ("loop", "fit", "other") if kind in last}
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -216,7 +228,10 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
             await loader
             await asyncio.sleep(1.0)  # let the last probes' acks arrive
             acks = ack_latencies(dd, probes)
-            lags = [r["worst_ms"] for r in read_probe(bot.probe_file) if r["kind"] == "lag" and t0_wall <= r["t"] <= t1_wall]
+            samples = [r for r in read_probe(bot.probe_file) if r["kind"] == "lag" and t0_wall <= r["t"] <= t1_wall]
+            lags = [r["worst_ms"] for r in samples]
+            rss = [r["rss_mb"] for r in samples if "rss_mb" in r]
+            threads = per_thread(samples, delivered)
             window = t1 - t0
             return {
                 "jobs": jobs,
@@ -229,6 +244,9 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
                 "jobs_per_s": delivered / window,
                 "cpu_per_job_s": (cpu1 - cpu0) / delivered if delivered else float("nan"),
                 "peak_rss_mb": hwm,
+                "rss_p50_mb": statistics.median(rss) if rss else float("nan"),
+                "rss_samples_mb": [round(v) for v in rss[:: max(1, len(rss) // 15)]],
+                **threads,
                 "delivered": delivered,
                 "window_s": window,
                 "delivered_before_window": delivered0,
@@ -285,13 +303,17 @@ def print_tables(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> Non
 
 def print_load(load: list[dict[str, Any]]) -> None:
     print(
-        "| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture | peak RSS (VmHWM) |"
+        "| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture"
+        " | of which loop thread / fitting threads / others | peak RSS (VmHWM) | RSS median over the window |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    nan = float("nan")
     for r in load:
+        split = " / ".join(f"{r.get(f'cpu_{kind}_per_job_s', nan):.3f}" for kind in ("loop", "fit", "other"))
         print(
             f"| {r['jobs']} | {r['acked']}/{r['probes']} | {fmt(r['ack_p50_ms'])} | {fmt(r['ack_p99_ms'])} | {fmt(r['ack_max_ms'])}"
-            f" | {fmt(r['worst_stall_ms'])} | {r['jobs_per_s']:.2f} | {r['cpu_per_job_s']:.3f} s | {r['peak_rss_mb']:.0f} MB |"
+            f" | {fmt(r['worst_stall_ms'])} | {r['jobs_per_s']:.2f} | {r['cpu_per_job_s']:.3f} s | {split} s"
+            f" | {r['peak_rss_mb']:.0f} MB | {r.get('rss_p50_mb', nan):.0f} MB |"
         )
 
 
