@@ -7,7 +7,8 @@ exactly what ``python -m bot run`` runs, plus
   the others;
 - the moment discord.py dispatches ``ready`` (all shards' guilds received), written there too;
 - ``NB_BENCH_ANSWER_SLOTS``: the answer gate's size (bot/relay/gate.py) for a comparison run,
-  ``0`` for no gate.
+  ``0`` for no gate;
+- ``NB_BENCH_PROFILE``: a file for a cProfile of the event loop's thread, written at exit.
 
 Nothing here changes how the bot behaves: the probe costs ~1000 wake-ups a second (measured
 against a bare loop, below 1% of one core).
@@ -112,7 +113,20 @@ def main() -> int:
 
     from bot.__main__ import main as bot_main
 
-    return bot_main(["run", *sys.argv[1:]])
+    profile = os.environ.get("NB_BENCH_PROFILE")
+    if not profile:
+        return bot_main(["run", *sys.argv[1:]])
+    # The event loop's thread under cProfile (it sees that thread only), written when the bot
+    # stops: where the loop's CPU goes under load. It slows the loop, so not for the tables.
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        return bot_main(["run", *sys.argv[1:]])
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 if __name__ == "__main__":
