@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -161,6 +162,17 @@ def ack_latencies(dd: TimedDouble, probes: list[dict[str, Any]]) -> list[float]:
     return acks
 
 
+def rest_calls(dd: TimedDouble, t0: float, t1: float, delivered: int) -> dict[str, float]:
+    """The bot's REST calls that arrived in the window, per picture, by method and route."""
+    counts: dict[str, int] = {}
+    for call in dd.calls:
+        if t0 <= dd.arrived.get(call.index, -1.0) <= t1:
+            route = re.sub(r"/\d+", "/{id}", re.sub(r"/interactions/(\d+)/[^/]+", "/interactions/{id}/{token}", call.path))
+            route = re.sub(r"/webhooks/\{id\}/[^/]+", "/webhooks/{id}/{token}", route)
+            counts[f"{call.method} {route}"] = counts.get(f"{call.method} {route}", 0) + 1
+    return {k: round(v / delivered, 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if delivered else {}
+
+
 def per_thread(samples: list[dict[str, Any]], delivered: int) -> dict[str, float]:
     """CPU per picture by kind of thread (bench/botproc.py's samples), over the window."""
     with_cpu = [r["cpu"] for r in samples if "cpu" in r]
@@ -177,7 +189,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float, warmup: float) -> dict[str, Any]:
+async def load_run(
+    relay_url: str, jobs: int, seconds: float, probe_every: float, warmup: float, relay_pid: int | None = None
+) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="nb-bench-bot-"))
     async with TimedDouble() as dd:
         guild = dd.add_guild("Bench Guild")
@@ -213,6 +227,8 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
             loader = asyncio.create_task(load())
             await asyncio.sleep(warmup)  # reach steady state: N jobs running
             cpu0, _ = proc_stat(bot.proc.pid)
+            bench_cpu0 = time.process_time()
+            relay0 = proc_stat(relay_pid)[0] if relay_pid else 0.0
             t0_wall, t0 = time.time(), time.monotonic()
             delivered0 = len(dd.delivered)
             probes: list[dict[str, Any]] = []
@@ -223,6 +239,8 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
                 await asyncio.sleep(max(0.0, probe_every - (time.monotonic() - started)))
             t1, t1_wall = time.monotonic(), time.time()
             cpu1, hwm = proc_stat(bot.proc.pid)
+            bench_cpu1 = time.process_time()
+            relay1 = proc_stat(relay_pid)[0] if relay_pid else 0.0
             delivered = sum(1 for t in dd.delivered if t0 <= t <= t1)
             stop.set()
             await loader
@@ -247,6 +265,11 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
                 "rss_p50_mb": statistics.median(rss) if rss else float("nan"),
                 "rss_samples_mb": [round(v) for v in rss[:: max(1, len(rss) // 15)]],
                 **threads,
+                # The relay double's own CPU (it shares the cores): what serving the answers costs.
+                "relay_double_cpu_per_job_s": (relay1 - relay0) / delivered if delivered and relay_pid else float("nan"),
+                # This process: the Discord double and the load (also on the same cores).
+                "discord_double_cpu_per_job_s": (bench_cpu1 - bench_cpu0) / delivered if delivered else float("nan"),
+                "rest_calls_per_job": rest_calls(dd, t0, t1, delivered),
                 "delivered": delivered,
                 "window_s": window,
                 "delivered_before_window": delivered0,
@@ -358,7 +381,7 @@ async def run(args: argparse.Namespace) -> None:
         relay_bench.set_default(url, p)
         load = []
         for n in args.jobs:
-            r = await load_run(url, n, args.seconds, 0.25, args.warmup)
+            r = await load_run(url, n, args.seconds, 0.25, args.warmup, proc.pid)
             print(
                 f"  {n} jobs: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})}",
                 file=sys.stderr,
