@@ -8,7 +8,10 @@ For each N: N members keep 4K ``/imagine`` jobs queued so that N run at once (th
 to N), and one more member sends a probe ``/imagine`` every 250 ms. Printed per N: interaction ack
 latency (INTERACTION_CREATE written by the double -> the bot's callback POST received), the bot's
 worst event-loop stall, pictures delivered per second, CPU per picture (the bot process's
-user+system over the window / pictures), and the bot process's peak RSS (VmHWM).
+user+system over the window / pictures; and split by thread: the event loop's, the Pillow
+fitting threads', the rest), the bot process's peak RSS (VmHWM) and its RSS sampled every
+250 ms (median over the window; ``rss_samples_mb`` in the JSON). ``NB_BENCH_*`` variables
+reach the bot process (bench/botproc.py: ``NB_BENCH_ANSWER_SLOTS``).
 Then start -> ready: process start and last GUILD_CREATE -> discord.py's ``ready`` dispatch, for
 10 / 1,000 / 10,000 guilds.
 
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -99,7 +103,8 @@ class BotProcess:
 
 
 async def start_bot(dd: DiscordDouble, relay_url: str, data_dir: Path, **extra: str) -> BotProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NB_", "DISCORD_"))}
+    # (NB_BENCH_* pass through: the instruments' own knobs, see bench/botproc.py)
+    env = {k: v for k, v in os.environ.items() if k.startswith("NB_BENCH_") or not k.startswith(("NB_", "DISCORD_"))}
     probe = data_dir / "probe.jsonl"
     env.update(
         {
@@ -157,6 +162,26 @@ def ack_latencies(dd: TimedDouble, probes: list[dict[str, Any]]) -> list[float]:
     return acks
 
 
+def rest_calls(dd: TimedDouble, t0: float, t1: float, delivered: int) -> dict[str, float]:
+    """The bot's REST calls that arrived in the window, per picture, by method and route."""
+    counts: dict[str, int] = {}
+    for call in dd.calls:
+        if t0 <= dd.arrived.get(call.index, -1.0) <= t1:
+            route = re.sub(r"/\d+", "/{id}", re.sub(r"/interactions/(\d+)/[^/]+", "/interactions/{id}/{token}", call.path))
+            route = re.sub(r"/webhooks/\{id\}/[^/]+", "/webhooks/{id}/{token}", route)
+            counts[f"{call.method} {route}"] = counts.get(f"{call.method} {route}", 0) + 1
+    return {k: round(v / delivered, 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if delivered else {}
+
+
+def per_thread(samples: list[dict[str, Any]], delivered: int) -> dict[str, float]:
+    """CPU per picture by kind of thread (bench/botproc.py's samples), over the window."""
+    with_cpu = [r["cpu"] for r in samples if "cpu" in r]
+    if len(with_cpu) < 2 or not delivered:
+        return {}
+    first, last = with_cpu[0], with_cpu[-1]
+    return {f"cpu_{kind}_per_job_s": (last[kind] - first.get(kind, 0.0)) / delivered for kind in ("loop", "fit", "other") if kind in last}
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -164,7 +189,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float, warmup: float) -> dict[str, Any]:
+async def load_run(
+    relay_url: str, jobs: int, seconds: float, probe_every: float, warmup: float, relay_pid: int | None = None
+) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="nb-bench-bot-"))
     async with TimedDouble() as dd:
         guild = dd.add_guild("Bench Guild")
@@ -200,6 +227,8 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
             loader = asyncio.create_task(load())
             await asyncio.sleep(warmup)  # reach steady state: N jobs running
             cpu0, _ = proc_stat(bot.proc.pid)
+            bench_cpu0 = time.process_time()
+            relay0 = proc_stat(relay_pid)[0] if relay_pid else 0.0
             t0_wall, t0 = time.time(), time.monotonic()
             delivered0 = len(dd.delivered)
             probes: list[dict[str, Any]] = []
@@ -210,12 +239,17 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
                 await asyncio.sleep(max(0.0, probe_every - (time.monotonic() - started)))
             t1, t1_wall = time.monotonic(), time.time()
             cpu1, hwm = proc_stat(bot.proc.pid)
+            bench_cpu1 = time.process_time()
+            relay1 = proc_stat(relay_pid)[0] if relay_pid else 0.0
             delivered = sum(1 for t in dd.delivered if t0 <= t <= t1)
             stop.set()
             await loader
             await asyncio.sleep(1.0)  # let the last probes' acks arrive
             acks = ack_latencies(dd, probes)
-            lags = [r["worst_ms"] for r in read_probe(bot.probe_file) if r["kind"] == "lag" and t0_wall <= r["t"] <= t1_wall]
+            samples = [r for r in read_probe(bot.probe_file) if r["kind"] == "lag" and t0_wall <= r["t"] <= t1_wall]
+            lags = [r["worst_ms"] for r in samples]
+            rss = [r["rss_mb"] for r in samples if "rss_mb" in r]
+            threads = per_thread(samples, delivered)
             window = t1 - t0
             return {
                 "jobs": jobs,
@@ -228,6 +262,14 @@ async def load_run(relay_url: str, jobs: int, seconds: float, probe_every: float
                 "jobs_per_s": delivered / window,
                 "cpu_per_job_s": (cpu1 - cpu0) / delivered if delivered else float("nan"),
                 "peak_rss_mb": hwm,
+                "rss_p50_mb": statistics.median(rss) if rss else float("nan"),
+                "rss_samples_mb": [round(v) for v in rss[:: max(1, len(rss) // 15)]],
+                **threads,
+                # The relay double's own CPU (it shares the cores): what serving the answers costs.
+                "relay_double_cpu_per_job_s": (relay1 - relay0) / delivered if delivered and relay_pid else float("nan"),
+                # This process: the Discord double and the load (also on the same cores).
+                "discord_double_cpu_per_job_s": (bench_cpu1 - bench_cpu0) / delivered if delivered else float("nan"),
+                "rest_calls_per_job": rest_calls(dd, t0, t1, delivered),
                 "delivered": delivered,
                 "window_s": window,
                 "delivered_before_window": delivered0,
@@ -284,13 +326,17 @@ def print_tables(load: list[dict[str, Any]], ready: list[dict[str, Any]]) -> Non
 
 def print_load(load: list[dict[str, Any]]) -> None:
     print(
-        "| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture | peak RSS (VmHWM) |"
+        "| jobs at once | probes acked | ack p50 | ack p99 | ack max | worst loop stall | pictures/s | CPU / picture"
+        " | of which loop thread / fitting threads / others | peak RSS (VmHWM) | RSS median over the window |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    nan = float("nan")
     for r in load:
+        split = " / ".join(f"{r.get(f'cpu_{kind}_per_job_s', nan):.3f}" for kind in ("loop", "fit", "other"))
         print(
             f"| {r['jobs']} | {r['acked']}/{r['probes']} | {fmt(r['ack_p50_ms'])} | {fmt(r['ack_p99_ms'])} | {fmt(r['ack_max_ms'])}"
-            f" | {fmt(r['worst_stall_ms'])} | {r['jobs_per_s']:.2f} | {r['cpu_per_job_s']:.3f} s | {r['peak_rss_mb']:.0f} MB |"
+            f" | {fmt(r['worst_stall_ms'])} | {r['jobs_per_s']:.2f} | {r['cpu_per_job_s']:.3f} s | {split} s"
+            f" | {r['peak_rss_mb']:.0f} MB | {r.get('rss_p50_mb', nan):.0f} MB |"
         )
 
 
@@ -335,7 +381,7 @@ async def run(args: argparse.Namespace) -> None:
         relay_bench.set_default(url, p)
         load = []
         for n in args.jobs:
-            r = await load_run(url, n, args.seconds, 0.25, args.warmup)
+            r = await load_run(url, n, args.seconds, 0.25, args.warmup, proc.pid)
             print(
                 f"  {n} jobs: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})}",
                 file=sys.stderr,

@@ -2,8 +2,13 @@
 exactly what ``python -m bot run`` runs, plus
 
 - a loop-lag probe (a task sleeping 1 ms; how late it wakes is the stall every other task on the
-  loop sees), its worst value per 250 ms written as a line to ``NB_BENCH_PROBE_FILE``;
-- the moment discord.py dispatches ``ready`` (all shards' guilds received), written there too.
+  loop sees), its worst value per 250 ms written as a line to ``NB_BENCH_PROBE_FILE``, with the
+  process's RSS then and the CPU time used so far by the loop's thread, the fitting threads and
+  the others;
+- the moment discord.py dispatches ``ready`` (all shards' guilds received), written there too;
+- ``NB_BENCH_ANSWER_SLOTS``: the answer gate's size (bot/relay/gate.py) for a comparison run,
+  ``0`` for no gate;
+- ``NB_BENCH_PROFILE``: a file for a cProfile of the event loop's thread, written at exit.
 
 Nothing here changes how the bot behaves: the probe costs ~1000 wake-ups a second (measured
 against a bare loop, below 1% of one core).
@@ -15,6 +20,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -27,6 +33,39 @@ def emit(**record: Any) -> None:
         OUT.flush()
 
 
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far per kind of thread: the event loop's (the main thread), the Pillow
+    fitting threads (``fit_*``), aiosqlite's, and the rest."""
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, AttributeError):  # the thread just ended, or not Linux
+            continue
+        name = thread.name
+        kind = (
+            "loop"
+            if thread is threading.main_thread()
+            else "fit"
+            if name.startswith("fit")
+            else "intake"
+            if name.startswith("intake")
+            else "other"
+        )
+        out[kind] = out.get(kind, 0.0) + cpu
+    return out
+
+
 async def lag_probe() -> None:
     bucket_start = time.monotonic()
     worst = 0.0
@@ -36,7 +75,9 @@ async def lag_probe() -> None:
         now = time.monotonic()
         worst = max(worst, now - before - 0.001)
         if now - bucket_start >= 0.25:
-            emit(kind="lag", t=time.time(), worst_ms=worst * 1000)
+            # (threads that ended are missing from a sample: the fitting pool's threads live as
+            # long as the process, so the figures of interest are whole)
+            emit(kind="lag", t=time.time(), worst_ms=worst * 1000, rss_mb=rss_mb(), cpu=thread_cpu())
             bucket_start, worst = now, 0.0
 
 
@@ -64,9 +105,28 @@ def main() -> int:
 
     discord.Client.dispatch = dispatch  # type: ignore[method-assign]
 
+    slots = os.environ.get("NB_BENCH_ANSWER_SLOTS")
+    if slots is not None:
+        from bot.relay import gate
+
+        gate.SLOTS = int(slots) or 1_000_000
+
     from bot.__main__ import main as bot_main
 
-    return bot_main(["run", *sys.argv[1:]])
+    profile = os.environ.get("NB_BENCH_PROFILE")
+    if not profile:
+        return bot_main(["run", *sys.argv[1:]])
+    # The event loop's thread under cProfile (it sees that thread only), written when the bot
+    # stops: where the loop's CPU goes under load. It slows the loop, so not for the tables.
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        return bot_main(["run", *sys.argv[1:]])
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from bot.relay import gate
 from bot.relay.images import MAX_INPUT_PIXELS, prepare, sniff
 from bot.relay.types import InputImage, InvalidRequest
 
@@ -241,8 +242,12 @@ def fit_for_upload(data: bytes, mime: str, limit: int) -> FittedImage:
 
 
 async def fit_for_upload_async(data: bytes, mime: str, limit: int) -> FittedImage:
-    """:func:`fit_for_upload` in one of the fitting threads (Pillow's codecs release the GIL)."""
-    return await asyncio.get_running_loop().run_in_executor(_FIT_POOL, fit_for_upload, data, mime, limit)
+    """:func:`fit_for_upload` in one of the fitting threads (Pillow's codecs release the GIL).
+    Then the job's answer-gate slot is free (bot/relay/gate.py): the next big answer may be read."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_FIT_POOL, fit_for_upload, data, mime, limit)
+    finally:
+        gate.picture_fitted()
 
 
 def _open(data: bytes) -> Image.Image:

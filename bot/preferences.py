@@ -260,16 +260,37 @@ def _size_ok(spec: ModelSpec | None, size: str, max_size: str | None) -> bool:
 class PreferenceStore:
     """Members' preferences and servers' creative limits, one row each."""
 
-    def __init__(self, db: Connection) -> None:
+    def __init__(self, db: Connection, *, reader: Connection | None = None) -> None:
         self.db = db
+        # The read-only second connection (bot.store.connect_reader), when there is one: the
+        # reads an acknowledgement waits on go there instead of queueing behind job writes on
+        # the shared connection. In WAL mode it sees every committed write (a member's /settings
+        # change included) and never waits for the writer.
+        self.reader = reader
 
     async def get(self, guild_id: int | None, user_id: int) -> Preferences:
+        return await self._get(self.reader or self.db, guild_id, user_id)
+
+    async def _get(self, db: Connection, guild_id: int | None, user_id: int) -> Preferences:
         rows = list(
-            await self.db.execute_fetchall(
+            await db.execute_fetchall(
                 "SELECT data FROM member_preferences WHERE guild_id = ? AND user_id = ?", (guild_id or DM_GUILD, user_id)
             )
         )
         return Preferences.from_json(rows[0][0] if rows else None)
+
+    async def for_request(self, guild_id: int | None, user_id: int) -> tuple[Preferences, ServerCreative]:
+        """The member's preferences and the server's creative limits in one round trip (what
+        /imagine needs before its acknowledgement)."""
+        rows = list(
+            await (self.reader or self.db).execute_fetchall(
+                "SELECT (SELECT data FROM member_preferences WHERE guild_id = ? AND user_id = ?),"
+                " (SELECT data FROM guild_creative WHERE guild_id = ?)",
+                (guild_id or DM_GUILD, user_id, guild_id or DM_GUILD),
+            )
+        )
+        mine, creative = (rows[0][0], rows[0][1]) if rows else (None, None)
+        return Preferences.from_json(mine), ServerCreative.from_json(creative if guild_id else None)
 
     async def save(self, guild_id: int | None, user_id: int, prefs: Preferences) -> None:
         await write(
@@ -281,7 +302,8 @@ class PreferenceStore:
 
     async def set(self, guild_id: int | None, user_id: int, name: str, value: str | int | bool | None) -> Preferences:
         """Set one preference (checked) and store it; returns the new preferences."""
-        prefs = (await self.get(guild_id, user_id)).with_value(name, value)
+        # (read where it is written: a read-modify-write sees the writer's own latest state)
+        prefs = (await self._get(self.db, guild_id, user_id)).with_value(name, value)
         await self.save(guild_id, user_id, prefs)
         return prefs
 
@@ -291,7 +313,7 @@ class PreferenceStore:
     async def server(self, guild_id: int | None) -> ServerCreative:
         if not guild_id:
             return ServerCreative()
-        rows = list(await self.db.execute_fetchall("SELECT data FROM guild_creative WHERE guild_id = ?", (guild_id,)))
+        rows = list(await (self.reader or self.db).execute_fetchall("SELECT data FROM guild_creative WHERE guild_id = ?", (guild_id,)))
         return ServerCreative.from_json(rows[0][0] if rows else None)
 
     async def save_server(self, guild_id: int, creative: ServerCreative) -> None:

@@ -28,6 +28,7 @@ from .jobs.replies import ReplyStore
 from .modlog import ModLog
 from .preferences import PreferenceStore
 from .quota import Quota, QuotaRules, personal_rules
+from .relay import gate
 from .relay.client import RelayClient
 from .relay.redact import register_secret
 from .relay.types import InputImage, RelayConfig, RelayError
@@ -104,7 +105,7 @@ class Services:
         )
         self.quota = Quota(db, reader=reader)
         self.studio = Studio(self.pool, self.images, self.conversations)
-        self.preferences = PreferenceStore(db)
+        self.preferences = PreferenceStore(db, reader=reader)
         self.styles = StyleStore(db, self.images)
         self.gallery = Gallery(db)
         self.modlog = ModLog()  # posted by cogs/modlog.py
@@ -148,7 +149,8 @@ class Services:
         self.jobs.on_interrupted = on_interrupted
 
     async def _run(self, job: Job) -> None:
-        await self._runner(job)
+        with gate.job_scope():  # the job's big answer holds a slot until it is fitted: relay/gate.py
+            await self._runner(job)
 
     async def start(self) -> None:
         await self._check_image_store()
@@ -264,7 +266,9 @@ class Services:
 
     async def relay_order(self, guild_id: int | None) -> list[RelayConfig]:
         """The server's relays in failover order, else the operator's shared relay (if shared)."""
-        entries = await self.relays.entries(guild_id) if guild_id else []
+        # has_relays is answered from memory after the first ask: a server without relays of its
+        # own (most of them, on the shared relay) costs no database round trip here.
+        entries = await self.relays.entries(guild_id) if guild_id and await self.relays.has_relays(guild_id) else []
         if entries:
             return [e.config for e in entries]
         default = self.pool.default_relay()

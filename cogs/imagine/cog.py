@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot.i18n import normalize_locale, t
 from bot.jobs import Job
-from bot.preferences import for_request
+from bot.preferences import Preferences, for_request
 from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, ModelSpec, display_size, resolve_model
 from bot.relay.types import InvalidRequest
@@ -162,14 +162,16 @@ class Imagine(commands.Cog):
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
         typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count, style=style)
         try:
-            req, notices, variants = await self._request(interaction, prompt, typed, search=search, thinking=thinking, preview=preview)
+            req, notices, variants, mine = await self._prepared(
+                interaction, prompt, typed, search=search, thinking=thinking, preview=preview
+            )
         except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
             await interaction.response.send_message(embed=render.error_embed(exc, await member_locale(interaction)), ephemeral=True)
             return
         if more_images:  # the rest of the references from a form (references.py)
             await self.references.ask_more(interaction, req, attachments, notices, variants)
             return
-        await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices, count=variants)
+        await self.starter.start(interaction, req, attachments=attachments, kind="imagine", notices=notices, count=variants, prefs=mine)
 
     async def imagine_with_images(self, interaction: Interaction, message: discord.Message) -> None:
         """The message command: that message's pictures as the references (references.py)."""
@@ -184,11 +186,11 @@ class Imagine(commands.Cog):
         """/imagine with only a prompt (the member's settings and the server's defaults apply):
         what "Imagine this" under a description starts."""
         try:
-            req, notices, variants = await self._request(interaction, prompt, Typed())
+            req, notices, variants, mine = await self._prepared(interaction, prompt, Typed())
         except Refusal as exc:
             await interaction.response.send_message(embed=render.error_embed(exc, await member_locale(interaction)), ephemeral=True)
             return
-        await self.starter.start(interaction, req, attachments=[], kind="imagine", notices=notices, count=variants)
+        await self.starter.start(interaction, req, attachments=[], kind="imagine", notices=notices, count=variants, prefs=mine)
 
     async def _request(
         self,
@@ -202,11 +204,26 @@ class Imagine(commands.Cog):
     ) -> tuple[JobRequest, list[Notice], int]:
         """The request /imagine makes: what the member typed, else their own /settings, else the
         server's defaults; with a notice for each of their settings this server cannot honour."""
+        req, notices, count, _ = await self._prepared(interaction, prompt, typed, search=search, thinking=thinking, preview=preview)
+        return req, notices, count
+
+    async def _prepared(
+        self,
+        interaction: Interaction,
+        prompt: str,
+        typed: Typed,
+        *,
+        search: str | None = None,
+        thinking: str | None = None,
+        preview: bool | None = None,
+    ) -> tuple[JobRequest, list[Notice], int, Preferences]:
+        """:meth:`_request`, and the member's preferences it read (the starter needs them too:
+        passed on, they are read once per /imagine, in one round trip with the server's limits)."""
         svc = self.bot.services
-        creative = await svc.preferences.server(scope_id(interaction))
+        mine, creative = await svc.preferences.for_request(scope_id(interaction), interaction.user.id)
         server = await svc.guild(scope_id(interaction))
         eff = for_request(
-            await svc.preferences.get(scope_id(interaction), interaction.user.id),
+            mine,
             server,
             creative,
             model=typed.model,
@@ -231,7 +248,7 @@ class Imagine(commands.Cog):
         # A typed count over the server's maximum is refused (the member asked for it); a stored
         # one was already capped, with a notice.
         count = variant_count(typed.count, creative) if typed.count is not None else eff.variants
-        return req, notices, count
+        return req, notices, count, mine
 
     async def _styled(self, interaction: Interaction, req: JobRequest, typed: Typed, preferred: str | None, notices: list[Notice]) -> None:
         """Apply the style typed (gone: refused, nothing charged) or else the member's own

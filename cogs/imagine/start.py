@@ -15,6 +15,7 @@ from bot import rules
 from bot.conversations import Conversation
 from bot.i18n import SUPPORTED, normalize_locale, t
 from bot.jobs import Job
+from bot.preferences import Preferences
 from bot.relay.capabilities import DIALECT_MAX_IMAGES
 from bot.services import Services
 from bot.studio import JobRequest, continue_from, unroutable
@@ -24,7 +25,7 @@ from cogs.bot_types import Interaction
 from cogs.failures import UserFacingError, is_user_facing, log_unless_user_facing
 from cogs.install import bot_can_post, scope_id
 from cogs.intake import channel_is_nsfw, check_can_post, role_ids, store_inputs, upload_limit, vet
-from cogs.language import member_locale
+from cogs.language import chose, member_locale
 
 from .groups import VariantGroups
 from .progress import Progress, job_locale
@@ -126,16 +127,18 @@ class Starter:
         display_prompt: str | None = None,
         notices: Sequence[Notice] = (),
         count: int = 1,
+        prefs: Preferences | None = None,
     ) -> Job | None:
         """Vet, acknowledge, store the inputs and queue the job; the Job, or None when it was
         refused (the member has been told why); with ``count`` > 1, the first of its variants
         (every variant's credits are checked, as one total, before anything is sent). ``notices``: (key, params) said to the member
-        privately once the job is queued (e.g. a preference this request could not honour)."""
+        privately once the job is queued (e.g. a preference this request could not honour).
+        ``prefs``: the member's preferences when the caller has just read them (else read here)."""
         svc = self.services
         if await install.refused(interaction):
             return None  # every way to a job (commands, buttons, forms) passes here: nothing charged
         req.post_channel_id = req.post_channel_id or interaction.channel_id
-        await self._personal(interaction, req)
+        await self._personal(interaction, req, prefs)
         if not await self._vetted(interaction, req, attachments, count):
             return None
         progress_text = render.progress_text("preparing", req.locale)
@@ -217,11 +220,13 @@ class Starter:
                 await self.services.jobs.cancel(sibling, by_user=None)
         await self.variants.forget(group)
 
-    async def _personal(self, interaction: Interaction, req: JobRequest) -> None:
+    async def _personal(self, interaction: Interaction, req: JobRequest, mine: Preferences | None = None) -> None:
         """The member's own settings that hold for every request of theirs: "results only to
         me" and a language override (the server's language still goes on public posts)."""
-        mine = await self.services.preferences.get(scope_id(interaction), interaction.user.id)
+        if mine is None:
+            mine = await self.services.preferences.get(scope_id(interaction), interaction.user.id)
         req.private = req.private or mine.private
+        chose(interaction, mine.locale)  # read once: every answer of this interaction uses it
         if mine.locale is not None and mine.locale in SUPPORTED:
             req.locale = mine.locale
 
