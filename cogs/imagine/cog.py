@@ -162,7 +162,7 @@ class Imagine(commands.Cog):
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
         typed = Typed(model=model, aspect_ratio=aspect_ratio, size=size, count=count, style=style)
         try:
-            req, notices, variants, mine = await self._prepared(
+            req, notices, variants, mine = await self._request(
                 interaction, prompt, typed, search=search, thinking=thinking, preview=preview
             )
         except Refusal as exc:  # e.g. more variants than this server allows: nothing was charged
@@ -186,7 +186,7 @@ class Imagine(commands.Cog):
         """/imagine with only a prompt (the member's settings and the server's defaults apply):
         what "Imagine this" under a description starts."""
         try:
-            req, notices, variants, mine = await self._prepared(interaction, prompt, Typed())
+            req, notices, variants, mine = await self._request(interaction, prompt, Typed())
         except Refusal as exc:
             await interaction.response.send_message(embed=render.error_embed(exc, await member_locale(interaction)), ephemeral=True)
             return
@@ -201,24 +201,11 @@ class Imagine(commands.Cog):
         search: str | None = None,
         thinking: str | None = None,
         preview: bool | None = None,
-    ) -> tuple[JobRequest, list[Notice], int]:
-        """The request /imagine makes: what the member typed, else their own /settings, else the
-        server's defaults; with a notice for each of their settings this server cannot honour."""
-        req, notices, count, _ = await self._prepared(interaction, prompt, typed, search=search, thinking=thinking, preview=preview)
-        return req, notices, count
-
-    async def _prepared(
-        self,
-        interaction: Interaction,
-        prompt: str,
-        typed: Typed,
-        *,
-        search: str | None = None,
-        thinking: str | None = None,
-        preview: bool | None = None,
     ) -> tuple[JobRequest, list[Notice], int, Preferences]:
-        """:meth:`_request`, and the member's preferences it read (the starter needs them too:
-        passed on, they are read once per /imagine, in one round trip with the server's limits)."""
+        """The request /imagine makes: what the member typed, else their own /settings, else the
+        server's defaults; with a notice for each of their settings this server cannot honour;
+        and the member's preferences it read (the starter needs them too: passed on, they are
+        read once per /imagine, in one round trip with the server's limits)."""
         svc = self.bot.services
         mine, creative = await svc.preferences.for_request(scope_id(interaction), interaction.user.id)
         server = await svc.guild(scope_id(interaction))

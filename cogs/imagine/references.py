@@ -20,6 +20,7 @@ import discord
 from discord import ui
 
 from bot.i18n import t
+from bot.preferences import Preferences
 from bot.relay.catalogue import ModelSpec, resolve_model
 from bot.relay.types import InvalidRequest
 from bot.studio import JobRequest
@@ -32,7 +33,7 @@ from .start import Notice, Starter
 
 Submitted = Callable[[Interaction, str, list[discord.Attachment]], Awaitable[None]]
 # Builds the /imagine request for a prompt (the member's settings, the server's defaults).
-Requester = Callable[[Interaction, str], Awaitable[tuple[JobRequest, list[Notice], int]]]
+Requester = Callable[[Interaction, str], Awaitable[tuple[JobRequest, list[Notice], int, Preferences]]]
 
 
 def guidance(spec: ModelSpec, locale: str) -> str:
@@ -117,7 +118,7 @@ class References:
         if not images:
             await interaction.response.send_message(t("edit.no_image_in_message", locale), ephemeral=True)
             return
-        probe, _notices, _count = await self.requester(interaction, "-")  # the model and style this member would use
+        probe, _notices, _count, _mine = await self.requester(interaction, "-")  # the model and style this member would use
         found = _room(probe, len(images))
         if found is None or found[1] < 0:
             # Already more than the model takes: said now, not after the member typed a prompt.
@@ -125,7 +126,9 @@ class References:
         spec, room = found if found is not None else (resolve_model(probe.model), 0)
 
         async def submitted(modal_interaction: Interaction, text: str, extra: list[discord.Attachment]) -> None:
-            req, notices, count = await self.requester(modal_interaction, text)
-            await self.starter.start(modal_interaction, req, attachments=[*images, *extra], kind="imagine", notices=notices, count=count)
+            req, notices, count, mine = await self.requester(modal_interaction, text)
+            await self.starter.start(
+                modal_interaction, req, attachments=[*images, *extra], kind="imagine", notices=notices, count=count, prefs=mine
+            )
 
         await interaction.response.send_modal(ReferencesModal(locale, spec, max(room, 1), submitted, ask_prompt=True))
