@@ -20,6 +20,7 @@ from bot.app import NanoBananaBot
 from bot.preferences import ServerCreative
 from bot.relay.types import InputImage
 from bot.relays.pool import DEFAULT_NAME
+from bot.variant_groups import SlotRecord
 from tests import e2e
 from tests.conftest import make_image
 from tests.doubles.discord_double import DiscordDouble, Perm
@@ -244,6 +245,37 @@ async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp
         # /history links every delivered variant to the message that shows it.
         jobs = await recorded(w, 3, of=4)
         assert sorted(j.result_message_id or 0 for j in jobs) == [0, *[int(post.response["id"])] * 3]
+
+
+async def test_cancel_after_a_variant_ended_in_another_process_is_too_late_and_refunds_nothing(tmp_path: Path) -> None:
+    """The Cancel click reaches a gateway; variant 1 ended in a worker (its slot is only in the
+    database): the group is past cancelling there too, as it would be in the worker."""
+    async with world(tmp_path) as w:
+        w.relay.default = Behaviour("hang")
+        inter = await w.imagine(prompt="two kites", count=2)
+        jobs = await two_variants_one_drawing(w)
+        group = int(w.dd.original_message(inter)["id"])  # type: ignore[index]
+        variants = w.bot.get_cog("Imagine").variants  # type: ignore[union-attr]
+        assert await variants.store.done(group, SlotRecord(1, jobs[0].id, error={"key": "error.no_image.blocked", "params": {}}), 2) is None
+        assert not variants.any_ended(group)  # nothing ended in this process
+        mark = w.dd.mark()
+        progress = w.dd.original_message(inter)
+        cancel = next(i for i in custom_ids(progress) if i.startswith("nb:cancel:"))  # type: ignore[arg-type]
+        await w.dd.interact(w.dd.component_interaction(progress, cancel, user=w.alice))
+        told = await w.dd.wait_for("POST", r"^/webhooks/\d+/[^/]+$", since=mark, timeout=10)
+        assert "already finished" in json.dumps(told.json)
+        assert [j.status for j in [await w.bot.services.get_job(j.id) for j in jobs]] == ["running", "queued"]  # type: ignore[union-attr]
+        assert (await w.bot.services.quota.totals())["refunded"] == 0
+
+
+async def two_variants_one_drawing(w: World) -> list[Any]:
+    """Jobs 1 and 2, once the first is drawing (a member runs one job at a time)."""
+    for _ in range(250):
+        found = [await w.bot.services.get_job(i) for i in (1, 2)]
+        if found[0] is not None and found[0].status == "running" and found[1] is not None:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError("the jobs did not start")
 
 
 async def test_variants_waiting_for_the_members_cap_never_turn_drawing_back_into_queued(tmp_path: Path) -> None:

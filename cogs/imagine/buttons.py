@@ -258,11 +258,14 @@ class CancelButton(PersistentButton, template=r"nb:cancel:(?P<job>\d+)"):
         # Answered first: on PostgreSQL the cancel may wait for the worker running the job (in
         # another process), longer than the 3 s Discord allows before an answer.
         await interaction.response.defer()
+        # A variant group with a picture already made (by any process) is past cancelling: it is
+        # posted with the rest. A variant ending after this read is refunded by the cancel.
+        group = (job.request or {}).get("variant_group")
+        made = await jobs.variants.ended_anywhere(group)
         # No await between this check and the cancel: the runner cannot slip into delivery.
-        # A variant group with a picture already made is past cancelling (it is posted with the rest).
         if job.id in jobs.progress.delivering:
             outcome = "delivering"
-        elif jobs.variants.any_ended((job.request or {}).get("variant_group")):
+        elif made or jobs.variants.any_ended(group):
             outcome = "too_late"
         else:
             outcome = await jobs.services.cancel_job(job.id, interaction.user.id)  # "delivering" from any process

@@ -102,6 +102,10 @@ class VariantGroups:
         between reading the job and cancelling it)."""
         return bool(self._local.get(group or 0))
 
+    async def ended_anywhere(self, group: int | None) -> bool:
+        """Whether a slot of the group ended in any process (a worker's are in the database)."""
+        return self.any_ended(group) or (bool(group) and await self.store.ended(group or 0) > 0)
+
     async def forget(self, group: int | None) -> None:
         """The group was cancelled. A variant that had already ended with a picture (in
         another process: this one's Cancel refuses then) was charged for a picture now never
