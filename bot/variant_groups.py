@@ -132,9 +132,14 @@ class VariantGroupStore:
             )
             if len(rows) + await _cancelled(tx, group_id, {int(r[1]) for r in rows}) < variants:
                 return None
+            # ``claimed`` holds the posting job's id. That job ending again (its process died while
+            # posting, and the job was found interrupted) claims it again: the group is posted by
+            # whoever handles that, rather than never (at worst twice, if the post had landed).
             claimed = list(
                 await tx.execute_fetchall(
-                    "UPDATE variant_groups SET claimed = 1 WHERE group_id = ? AND claimed = 0 RETURNING group_id", (group_id,)
+                    "UPDATE variant_groups SET claimed = ? WHERE group_id = ?"
+                    " AND (claimed = 0 OR (claimed = ? AND message_id IS NULL)) RETURNING group_id",
+                    (slot.job_id, group_id, slot.job_id),
                 )
             )
         return [_slot(r) for r in rows] if claimed else None

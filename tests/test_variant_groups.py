@@ -30,9 +30,12 @@ async def test_a_group_outlives_its_connection_and_the_last_slot_gets_every_slot
     slots = await again.done(GROUP, SlotRecord(3, 13, turn_id=7), 3)
     assert slots is not None and [s.index for s in slots] == [1, 2, 3]
     assert slots[0] == picture and slots[1].error == {"key": "error.no_image.blocked", "params": {}} and slots[2].turn_id == 7
-    assert await again.done(GROUP, SlotRecord(3, 13, turn_id=7), 3) is None  # claimed once only
+    assert await again.done(GROUP, SlotRecord(2, 12), 3) is None  # claimed by 13: nobody else posts
+    # 13's process died while posting; the job, found interrupted, ends again: it posts after all.
+    assert await again.done(GROUP, SlotRecord(3, 13, turn_id=7), 3) is not None
     await again.posted(GROUP, 99)
     assert await again.message_id(GROUP) == 99 and await again.ended(GROUP) == 0
+    assert await again.done(GROUP, SlotRecord(3, 13, turn_id=7), 3) is None  # posted: never twice
 
 
 async def test_of_variants_ending_at_once_in_separate_processes_one_posts(open_db: Any) -> None:
