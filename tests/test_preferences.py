@@ -139,3 +139,28 @@ async def test_an_admin_cannot_set_a_default_above_the_maximum(prefs: Preference
         await prefs.save_server(GUILD, ServerCreative(variants_default=3, variants_max=2))
     assert caught.value.key == "prefs.bad_server_variants"
     assert await prefs.server(GUILD) == ServerCreative()
+
+
+async def test_imagine_reads_preferences_and_limits_at_once_on_the_read_only_connection(tmp_path: Path) -> None:
+    """What /imagine reads before its acknowledgement (PreferenceStore.for_request) comes from
+    the read-only connection, and sees a change the moment it is saved."""
+    path = tmp_path / "bot.sqlite3"
+    db = await store.connect(path)
+    reader = await store.connect_reader(path)
+    assert reader is not None
+    try:
+        prefs = PreferenceStore(db, reader=reader)
+        assert await prefs.for_request(GUILD, MEMBER) == (Preferences(), ServerCreative())
+        await prefs.set(GUILD, MEMBER, "variants", 3)
+        await prefs.set(GUILD, MEMBER, "private", True)
+        await prefs.save_server(GUILD, ServerCreative(variants_default=2, variants_max=3, max_size="2K"))
+        mine, creative = await prefs.for_request(GUILD, MEMBER)
+        assert mine == Preferences(variants=3, private=True)
+        assert creative == ServerCreative(variants_default=2, variants_max=3, max_size="2K")
+        # direct messages: the member's own DM settings, and no server limits
+        assert await prefs.for_request(None, MEMBER) == (Preferences(), ServerCreative())
+        await prefs.reset(GUILD, MEMBER)
+        assert (await prefs.for_request(GUILD, MEMBER))[0] == Preferences()
+    finally:
+        await reader.close()
+        await db.close()

@@ -47,6 +47,9 @@ MIN_RUN = 32 * 1024
 # tick fell from 13-15 ms (whole chunks) to 6-7 ms, with no CPU cost visible above the noise.
 SLICE = 16 * 1024
 STEP_BUDGET = 0.00005
+# Inside a base64 run (no closing quote ahead) afeed() decodes this much per step: pybase64 and
+# the buffer's memcpy take ~0.1 ms for it. Measured: see bench/results/2026-12-02-speed.md.
+RUN_SLICE = 64 * 1024
 # A slice that took longer than this makes the next ones 4x smaller, down to MIN_SLICE.
 SLOW_SLICE = 0.002
 MIN_SLICE = 256
@@ -104,6 +107,7 @@ class StreamDecoder:
         # (threshold/min_run are knobs for tests, which exercise the streaming path on small bodies)
         self._budget = budget if budget is not None else Budget()
         self._slice = SLICE
+        self._busy = 0.0  # seconds afeed() has worked since it last yielded to the loop
         self._tokens = 0
         self._threshold = threshold
         self._min_run = max(4, min(min_run, threshold))
@@ -145,29 +149,39 @@ class StreamDecoder:
 
     async def afeed(self, chunk: bytes) -> None:
         """:meth:`feed` for use on an event loop: a large chunk is fed in slices, yielding to
-        the loop between them once this step has used :data:`STEP_BUDGET` seconds.
+        the loop whenever this decoder has worked :data:`STEP_BUDGET` seconds since it last did.
 
         asyncio runs every ready callback before it looks at timers again, so with 16 answers
         streaming in, one loop iteration decodes 16 chunks; slicing keeps that iteration short.
+        The budget carries over from one call to the next: a caller may feed many chunks
+        without awaiting anything in between (gzip inflating one network read into many).
         """
         if not isinstance(chunk, bytes):
             chunk = bytes(chunk)
-        if len(chunk) <= self._slice and self._slice == SLICE:
-            self.feed(chunk)  # the usual case: base64 and a little JSON, microseconds per slice
+        if len(chunk) <= self._slice and self._slice == SLICE and self._mode != _B64:
+            self.feed(chunk)  # e.g. an SSE event's few bytes: microseconds, nothing to time
             return
-        started = time.perf_counter()
         start = 0
         while start < len(chunk):
-            began = time.thread_time()  # CPU time: a slice the OS preempted is not slow
-            self.feed(chunk[start : start + self._slice])
-            start += self._slice
-            if time.thread_time() - began > SLOW_SLICE and self._slice > MIN_SLICE:
-                # Dense structure (thousands of tiny strings per slice) costs ~100x more per
-                # byte than base64: smaller slices keep each step short.
-                self._slice //= 4
-            if time.perf_counter() - started > STEP_BUDGET and start < len(chunk):
+            began = time.perf_counter()
+            if self._mode == _B64 and chunk.find(b'"', start, start + RUN_SLICE) < 0:
+                # The next RUN_SLICE bytes all belong to the base64 run being decoded (its
+                # closing quote is not among them): C-speed work, so one step of that size
+                # instead of four small ones, and not timed (thread_time() is a system call).
+                self.feed(chunk[start : start + RUN_SLICE] if start or len(chunk) > RUN_SLICE else chunk)
+                start += RUN_SLICE
+            else:
+                cpu = time.thread_time()  # CPU time: a slice the OS preempted is not slow
+                self.feed(chunk[start : start + self._slice] if start or len(chunk) > self._slice else chunk)
+                start += self._slice
+                if time.thread_time() - cpu > SLOW_SLICE and self._slice > MIN_SLICE:
+                    # Dense structure (thousands of tiny strings per slice) costs ~100x more per
+                    # byte than base64: smaller slices keep each step short.
+                    self._slice //= 4
+            self._busy += time.perf_counter() - began
+            if self._busy > STEP_BUDGET:
                 await asyncio.sleep(0)
-                started = time.perf_counter()
+                self._busy = 0.0
 
     def _feed_out(self, buf: bytes, pos: int) -> int:
         quote = buf.find(b'"', pos)
