@@ -80,3 +80,23 @@ async def test_what_the_proxy_logs_of_a_lost_request_holds_no_interaction_token(
     logged = printed[0]
     assert "/webhooks/42/:token/messages/@original" in logged and "/interactions/43/:token/callback" in logged
     assert token not in logged
+
+
+async def test_an_idle_connection_is_kept_longer_than_the_bots_pool_keeps_it(slow_upstream: tuple[str, asyncio.Server]) -> None:
+    """aiohttp (discord.py's client) reuses an idle connection for 15 s; node closes one after
+    5 s by default, so a reuse in between raced the close and failed with ECONNRESET."""
+    upstream, _ = slow_upstream
+    with rest_proxy.running_proxy(upstream) as api_base:
+        port = httpx.URL(api_base).port
+        assert port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ask = f"POST {PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}".encode()
+        for _ in range(2):
+            writer.write(ask)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            await asyncio.sleep(6.5)  # idle past node's default keep-alive of 5 s
+        writer.close()
