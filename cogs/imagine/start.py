@@ -186,8 +186,9 @@ class Starter:
         after the early check of the total) takes the ones already queued back with it."""
         requests = [req] if count == 1 else [v.request for v in fan_out(req, count)]
         for index, each in enumerate(requests, start=1):
-            if count > 1:
-                each.variant, each.variants, each.variant_group = index, count, progress_id
+            # One picture is never a variant, even when its request was copied from one (a
+            # Retry or Re-roll of a variant's job): it would wait for a group that never completes.
+            each.variant, each.variants, each.variant_group = (index, count, progress_id) if count > 1 else (0, 1, None)
         jobs: list[Job] = []
         try:
             for each in requests:
