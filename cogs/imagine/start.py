@@ -290,6 +290,9 @@ class Starter:
     async def show_queued(self, job: Job) -> None:
         """The job's place in the queue, with Cancel, on its progress message."""
         position = await self.services.queue_position(job.id)
-        if position is not None:  # None: already running (or over), and its runner shows that
+        # A worker (another process) may have claimed it and even failed it by now: its notice
+        # must not be covered by "Queued" from this process's older picture of the queue.
+        current = await self.services.get_job(job.id)
+        if position is not None and current is not None and current.status == "queued":
             text = render.progress_text("queued", job_locale(job), position=position, since=time.time())
             await self.progress.edit(job, text, force=True, cancel=True)
