@@ -3,6 +3,8 @@
 A :class:`Blob` is what :class:`~.stream.StreamDecoder` gives in place of a long JSON string
 holding base64 (a plain base64 field, or text made of ``data:image/...;base64,`` URLs): the
 decoded bytes, and the text around them, so :meth:`Blob.text` rebuilds the exact string.
+And what an answer may hold besides pictures (:class:`Budget`, :data:`MAX_TEXT`): past it, a
+:class:`RefusedAnswer`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,38 @@ class RefusedAnswer(Exception):
     refused, and not worth asking the same relay again."""
 
 
+# A single text value longer than this is no model's words: refused before any pattern
 # looks at it (each pattern is linear, but a few ms per MB add up).
 MAX_TEXT = 64 * 2**10
+
+# What an answer may hold besides picture base64. A real answer (parts, usage, grounding)
+# is a few KB of structure and at most some hundred KB of text; these bound the work the
+# event loop does on it: json.loads of the whole skeleton at close() and the dialect parser
+# walking it.
+MAX_SKELETON = 1 * 2**20
+MAX_TOKENS = 64_000
+
+
+class Budget:
+    """The share of :data:`MAX_SKELETON`/:data:`MAX_TOKENS` left to one answer, across all its
+    decoders (an SSE answer has one per event). A token is a string, a ``{``, ``[`` or ``,``
+    outside strings, or an SSE line."""
+
+    __slots__ = ("skeleton", "tokens", "max_skeleton", "max_tokens")
+
+    def __init__(self, max_skeleton: int = MAX_SKELETON, max_tokens: int = MAX_TOKENS) -> None:
+        self.skeleton = 0
+        self.tokens = 0
+        self.max_skeleton = max_skeleton
+        self.max_tokens = max_tokens
+
+    def charge(self, skeleton: int = 0, tokens: int = 0) -> None:
+        self.skeleton += skeleton
+        self.tokens += tokens
+        if self.tokens > self.max_tokens:
+            raise RefusedAnswer(f"the answer holds more than {self.max_tokens} JSON values")
+        if self.skeleton > self.max_skeleton:
+            raise RefusedAnswer(f"the answer holds more than {self.max_skeleton // 2**10} KB besides picture data")
 
 
 class Blob:

@@ -28,12 +28,12 @@ import httpx
 
 from . import gate, gateway_errors, inflate
 from .answer import AnswerError, BrokenAnswer
-from .blob import DecodeError, RefusedAnswer
+from .blob import Budget, DecodeError, RefusedAnswer
 from .body import Sent
 from .failures import ERROR_BODY_CAP, Fail, broken, describe, envelope_failure, http_failure, network, refused_answer
 from .redact import redact
 from .sse import ON_EVENT, EventStream
-from .stream import Budget, StreamDecoder
+from .stream import StreamDecoder
 from .types import RelayConfig, RelayFailed, RelayTimeout
 
 log = logging.getLogger("bot.relay")

@@ -12,8 +12,8 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from .blob import DecodeError, RefusedAnswer
-from .stream import Budget, StreamDecoder
+from .blob import Budget, DecodeError, RefusedAnswer
+from .stream import StreamDecoder
 
 _LINE_HEAD, _LINE_DATA, _LINE_SKIP = 0, 1, 2
 _DONE = b"[DONE]"

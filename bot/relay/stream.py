@@ -35,7 +35,7 @@ from typing import Any
 import pybase64
 
 from .b64run import ALPHABET, OTHER_ESCAPE, RUN, STR_BODY, Run, strict_decode, unescape_run, with_breaks
-from .blob import DATA_URL_PREFIX, Blob, DecodeError, RefusedAnswer
+from .blob import DATA_URL_PREFIX, Blob, Budget, DecodeError
 
 # A string is considered for streaming once it reaches this many bytes...
 THRESHOLD = 64 * 1024
@@ -58,42 +58,11 @@ MIN_SLICE = 256
 _OUT, _STR, _B64 = 0, 1, 2
 
 
-# What an answer may hold besides picture base64. A real answer (parts, usage, grounding)
-# is a few KB of structure and at most some hundred KB of text; these bound the work the
-# event loop does on it: json.loads of the whole skeleton at close() and the dialect parser
-# walking it.
-MAX_SKELETON = 1 * 2**20
-MAX_TOKENS = 64_000
-# A single text value longer than this is no model's words: refused before any pattern
-
-
 def _match_end(pattern: re.Pattern[bytes], buf: bytes, pos: int, limit: int) -> int:
     """Where ``pattern`` (one that matches the empty string too) stops from ``pos``."""
     match = pattern.match(buf, pos, limit)
     assert match is not None
     return match.end()
-
-
-class Budget:
-    """The share of :data:`MAX_SKELETON`/:data:`MAX_TOKENS` left to one answer, across all its
-    decoders (an SSE answer has one per event). A token is a string, a ``{``, ``[`` or ``,``
-    outside strings, or an SSE line."""
-
-    __slots__ = ("skeleton", "tokens", "max_skeleton", "max_tokens")
-
-    def __init__(self, max_skeleton: int = MAX_SKELETON, max_tokens: int = MAX_TOKENS) -> None:
-        self.skeleton = 0
-        self.tokens = 0
-        self.max_skeleton = max_skeleton
-        self.max_tokens = max_tokens
-
-    def charge(self, skeleton: int = 0, tokens: int = 0) -> None:
-        self.skeleton += skeleton
-        self.tokens += tokens
-        if self.tokens > self.max_tokens:
-            raise RefusedAnswer(f"the answer holds more than {self.max_tokens} JSON values")
-        if self.skeleton > self.max_skeleton:
-            raise RefusedAnswer(f"the answer holds more than {self.max_skeleton // 2**10} KB besides picture data")
 
 
 class StreamDecoder:
