@@ -540,11 +540,24 @@ async def test_a_restart_interrupts_the_running_job_refunds_it_and_offers_retry(
 
                 retry_id = next(c["custom_id"] for row in notice.json["components"] for c in row["components"])
                 shown = dd.messages[int(notice.response["id"])]
+                # A second member client still showing the button: its click, made now, sent later.
+                stale_click = dd.component_interaction(shown, retry_id, user=w.alice)
                 mark = dd.mark()
                 await dd.interact(dd.component_interaction(shown, retry_id, user=w.alice))
                 post = await w.result_post(since=mark)
                 assert post.files
                 assert relay.requests[-1].json["contents"][-1]["parts"][0]["text"] == "a picture interrupted by a restart"
+
+            # Restarted again: a click on a stale copy of that notice (its button was taken) makes
+            # no second job; the claim is in the database, not in the process that answered.
+            third = new_bot(relay, w.data_dir)
+            async with dd.running(third):
+                asked = len(relay.requests)
+                stale = await dd.interact(stale_click)
+                await dd.wait_for("POST", rf"^/interactions/{stale['id']}/", timeout=10)
+                assert "already retried" in json.dumps(dd.response_data(stale))
+                await asyncio.sleep(0.5)
+                assert len(relay.requests) == asked and len(await third.services.jobs.db.execute_fetchall("SELECT id FROM jobs")) == 2
 
 
 # ---------------------------------------------------------------- review regressions

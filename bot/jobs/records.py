@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from ..quota import Quota
 from ..relay.types import RelayError
-from ..store import Connection, DatabaseError
+from ..store import Connection, DatabaseError, write
 from .model import ACTIVE_SQL, Job, NewJob, classify
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,16 @@ async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
     await quota.settle_in(db, job.id, "refunded", now)
     job.status, job.error_code, job.finished_at = "interrupted", "interrupted", now
     return job
+
+
+async def claim_retry(db: Connection, job_id: int) -> bool:
+    """True for the one Retry of ``job_id`` that runs it again; false for any other click."""
+    return bool(await write(db, "UPDATE jobs SET retried = 1 WHERE id = ? AND retried = 0 RETURNING id", (job_id,)))
+
+
+async def release_retry(db: Connection, job_id: int) -> None:
+    """The Retry was refused (e.g. no credits left): it may be clicked again later."""
+    await write(db, "UPDATE jobs SET retried = 0 WHERE id = ?", (job_id,))
 
 
 def failed(job: Job, exc: Exception) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from discord import ui
 
 from bot import rules
 from bot.i18n import t
+from bot.jobs import records
 from bot.relay.catalogue import MODELS
 from bot.relay.types import InputImage
 from bot.services import progress_message_id
@@ -301,10 +302,16 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
             jobs.release_retry(self.target)
             await _say(interaction, "cancel.not_yours")
             return
+        # And in the database: a click answered by another process, or after a restart (a stale
+        # copy of this notice), finds the Retry taken too.
+        if not await records.claim_retry(jobs.services.db, job.id):
+            await _say(interaction, "fair.retry_once")
+            return
         req = JobRequest.from_json(job.request)
         req.locale = await member_locale(interaction)
         if await jobs.start(interaction, req, attachments=[], kind="retry") is None:
             jobs.release_retry(self.target)  # refused (e.g. no credits left): may be tried later
+            await records.release_retry(jobs.services.db, job.id)
         if interaction.message is not None:
             # One retry per notice: the button goes, so a second click cannot charge again.
             try:
