@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..secrets import Keyring
-from ..store import Connection, transaction
+from ..store import Connection, transaction, write
 
 TOKEN_LIFETIME_S = 15 * 60  # Discord's lifetime of an interaction token
 SAFE_LIFETIME_S = 14 * 60  # used only while safely alive: a call in flight must not outlive it
@@ -106,14 +106,10 @@ class ReplyStore:
             (now, acked_before),
         ) as cur:
             rows = await cur.fetchall()
-        mine: list[tuple[int, Reply]] = []
-        for row in rows:
-            async with transaction(self.db) as db:
-                cur = await db.execute("DELETE FROM job_replies WHERE message_id = ?", (row[0],))
-                claimed = cur.rowcount == 1
-            if claimed:
-                mine.append((int(row[0]), self._reply(row[1:])))
-        return mine
+        claimed = [
+            row for row in rows if await write(self.db, "DELETE FROM job_replies WHERE message_id = ? RETURNING message_id", (row[0],))
+        ]
+        return [(int(row[0]), self._reply(row[1:])) for row in claimed]
 
     async def drop(self, message_id: int | None) -> None:
         """The job is over: its token is forgotten here and in the database."""

@@ -291,27 +291,20 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
 
     async def act(self, interaction: Interaction) -> None:
         jobs = starter(interaction)
-        # Claimed before the first await: a double click (two interactions a few ms apart)
-        # makes one job; the second is told so. The button is removed below as well, and
-        # the claim is kept (bounded) so a click on a stale copy of the message is refused too.
-        if not jobs.claim_retry(self.target):
-            await _say(interaction, "fair.retry_once")
-            return
         job = await jobs.services.get_job(self.target)
         if job is None or job.user_id != interaction.user.id:
-            jobs.release_retry(self.target)
             await _say(interaction, "cancel.not_yours")
             return
-        # And in the database: a click answered by another process, or after a restart (a stale
-        # copy of this notice), finds the Retry taken too.
+        # Claimed in the database, one UPDATE deciding: of a double click (two interactions a few
+        # ms apart), a click answered by another process, or one on a stale copy of the notice
+        # after a restart, only the first makes a job; the others are told so.
         if not await records.claim_retry(jobs.services.db, job.id):
             await _say(interaction, "fair.retry_once")
             return
         req = JobRequest.from_json(job.request)
         req.locale = await member_locale(interaction)
         if await jobs.start(interaction, req, attachments=[], kind="retry") is None:
-            jobs.release_retry(self.target)  # refused (e.g. no credits left): may be tried later
-            await records.release_retry(jobs.services.db, job.id)
+            await records.release_retry(jobs.services.db, job.id)  # refused (e.g. no credits left): may be tried later
         if interaction.message is not None:
             # One retry per notice: the button goes, so a second click cannot charge again.
             try:

@@ -45,8 +45,6 @@ OPTION_KEYS = {  # how a refusal names an option a relay cannot honour
     "images": "capability.option.images",
 }
 
-RETRY_MEMORY = 10_000  # Retry claims remembered (the oldest are forgotten first)
-
 
 class Starter:
     """Turns a member's request into a queued job and shows its place in the queue."""
@@ -55,23 +53,10 @@ class Starter:
         self.bot = bot
         self.progress = progress
         self.variants = variants
-        self._retried: dict[int, None] = {}  # job ids whose Retry was taken (insertion-ordered)
 
     @property
     def services(self) -> Services:
         return self.bot.services
-
-    def claim_retry(self, job_id: int) -> bool:
-        """True the first time a job's Retry is taken; false for every later click."""
-        if job_id in self._retried:
-            return False
-        self._retried[job_id] = None
-        while len(self._retried) > RETRY_MEMORY:
-            self._retried.pop(next(iter(self._retried)))
-        return True
-
-    def release_retry(self, job_id: int) -> None:
-        self._retried.pop(job_id, None)
 
     async def may_continue(self, interaction: Interaction, conversation: Conversation | int | None, *, refuse: bool = False) -> bool:
         """The server's thread rule (requester / anyone) for buttons and forms that add a turn to
@@ -290,9 +275,11 @@ class Starter:
     async def show_queued(self, job: Job) -> None:
         """The job's place in the queue, with Cancel, on its progress message."""
         position = await self.services.queue_position(job.id)
+        if position is None:
+            return  # already running (or over), and its runner shows that
         # A worker (another process) may have claimed it and even failed it by now: its notice
         # must not be covered by "Queued" from this process's older picture of the queue.
         current = await self.services.get_job(job.id)
-        if position is not None and current is not None and current.status == "queued":
+        if current is not None and current.status == "queued":
             text = render.progress_text("queued", job_locale(job), position=position, since=time.time())
             await self.progress.edit(job, text, force=True, cancel=True)
