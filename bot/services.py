@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -40,6 +40,7 @@ from .settings import Settings
 from .studio import JobRequest, Studio
 from .styles import StyleStore
 from .urlguard import make_guard
+from .variant_groups import VariantGroupStore
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +316,41 @@ class Services:
         progress_message_id: int | None,
         display_prompt: str | None = None,
     ) -> Job:
-        req = dataclasses.replace(req, progress_message_id=progress_message_id, display_prompt=display_prompt or req.display_prompt)
-        credits, quota_rules = await self.charge(guild_id, req.model, req.size)
-        return await self.jobs.submit(
-            NewJob(
+        jobs = await self.submit_jobs(
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            role_ids=role_ids,
+            kind=kind,
+            requests=[req],
+            progress_message_id=progress_message_id,
+            display_prompt=display_prompt,
+        )
+        return jobs[0]
+
+    async def submit_jobs(
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int | None,
+        user_id: int,
+        role_ids: Iterable[int],
+        kind: str,
+        requests: Sequence[JobRequest],
+        progress_message_id: int | None,
+        display_prompt: str | None = None,
+        variant_group: int | None = None,
+    ) -> list[Job]:
+        """Queue the jobs of one request (one, or its variants) in one transaction, with their
+        ``variant_group`` when they are variants: all of them or none (each priced and reserved)."""
+        if not requests:
+            raise ValueError("nothing to submit")
+        news: list[tuple[NewJob, int]] = []
+        quota_rules: QuotaRules | None = None
+        for each in requests:
+            req = dataclasses.replace(each, progress_message_id=progress_message_id, display_prompt=display_prompt or each.display_prompt)
+            credits, quota_rules = await self.charge(guild_id, req.model, req.size)
+            new = NewJob(
                 user_id=user_id,
                 guild_id=guild_id,
                 channel_id=channel_id,
@@ -330,11 +362,15 @@ class Services:
                 conversation_id=req.conversation_id,
                 parent_turn_id=req.parent_turn_id,
                 progress_message_id=progress_message_id,
-            ),
-            role_ids=list(role_ids),
-            credits=credits,
-            rules=quota_rules,
-        )
+            )
+            news.append((new, credits))
+
+        async def group(tx: store.Connection, jobs: list[Job]) -> None:
+            if variant_group is not None:
+                await VariantGroupStore(tx).expect_in(tx, variant_group, [j.id for j in jobs])
+
+        assert quota_rules is not None  # one per request, all of one server
+        return await self.jobs.submit_many(news, rules=quota_rules, role_ids=list(role_ids), also=group)
 
     async def queue_position(self, job_id: int) -> int | None:
         return self.jobs.position(job_id)

@@ -269,3 +269,13 @@ async def write(db: Connection, sql: str, params: Iterable[Any] = ()) -> list[An
     """Run one write statement in its own transaction; returns its rows (``RETURNING``) fully read."""
     async with transaction(db) as tx:
         return list(await tx.execute_fetchall(sql, tuple(params)))
+
+
+async def write_alone(db: Connection, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+    """:func:`write` for a statement whose effect reads nothing another writer could change
+    (an upsert by key): on PostgreSQL it runs in autocommit on any pooled connection, without
+    the writers' lock, so it waits for no claim or ledger write in any process; on SQLite, whose
+    one connection is shared by every task, it still needs a transaction of its own."""
+    if isinstance(db, PgConnection):
+        return list(await db.execute_fetchall(sql, tuple(params)))
+    return await write(db, sql, params)

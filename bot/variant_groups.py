@@ -76,18 +76,23 @@ class VariantGroupStore:
         self.clock = clock
 
     async def expect(self, group_id: int, job_ids: list[int]) -> None:
-        """A new group of these jobs (in variant order), before any of them can end. Groups
-        older than :data:`KEEP_S` go (posted long ago, or cut short): no job waits that long."""
-        now = self.clock()
+        """A new group of these jobs (in variant order), before any of them can end."""
         async with transaction(self.db) as tx:
-            old = "SELECT group_id FROM variant_groups WHERE created_at < ?"
-            await tx.execute_fetchall(f"DELETE FROM variant_slots WHERE group_id IN ({old})", (now - KEEP_S,))
-            await tx.execute_fetchall("DELETE FROM variant_groups WHERE created_at < ?", (now - KEEP_S,))
-            await tx.execute_fetchall(
-                "INSERT INTO variant_groups (group_id, job_ids, variants, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (group_id) DO UPDATE SET job_ids = excluded.job_ids, variants = excluded.variants",
-                (group_id, json.dumps(job_ids), len(job_ids), now),
-            )
+            await self.expect_in(tx, group_id, job_ids)
+
+    async def expect_in(self, tx: Connection, group_id: int, job_ids: list[int]) -> None:
+        """:meth:`expect` inside the caller's transaction: the one that queues the jobs, so the
+        group and its jobs exist together or not at all. Groups older than :data:`KEEP_S` go
+        (posted long ago, or cut short): no job waits that long."""
+        now = self.clock()
+        old = "SELECT group_id FROM variant_groups WHERE created_at < ?"
+        await tx.execute_fetchall(f"DELETE FROM variant_slots WHERE group_id IN ({old})", (now - KEEP_S,))
+        await tx.execute_fetchall("DELETE FROM variant_groups WHERE created_at < ?", (now - KEEP_S,))
+        await tx.execute_fetchall(
+            "INSERT INTO variant_groups (group_id, job_ids, variants, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (group_id) DO UPDATE SET job_ids = excluded.job_ids, variants = excluded.variants",
+            (group_id, json.dumps(job_ids), len(job_ids), now),
+        )
 
     async def job_ids(self, group_id: int) -> list[int]:
         rows = list(await self.db.execute_fetchall("SELECT job_ids FROM variant_groups WHERE group_id = ?", (group_id,)))

@@ -9,7 +9,8 @@ from typing import Any
 
 import discord
 
-from bot.relay.types import RelayError
+from bot import rules
+from bot.relay.types import NoImage, RelayError, RelayFailed
 from cogs import render
 from cogs.language import member_locale
 
@@ -23,6 +24,26 @@ class UserFacingError(Exception):
         super().__init__(key)
         self.key = key
         self.params = params
+
+
+class Interrupted(UserFacingError):
+    """The job's process stopped while it ran (refunded by the queue): another try may well work."""
+
+    retry = True
+
+
+def offers_retry(exc: BaseException | None) -> bool:
+    """Whether a failed job offers Retry (:func:`bot.rules.retry_offered`): a failure's own
+    ``retry`` when it says (an interruption; a failure recorded by another process), else by
+    what the relay answered."""
+    said = getattr(exc, "retry", None)
+    if isinstance(said, bool):
+        return said
+    return rules.retry_offered(
+        retryable=isinstance(exc, RelayFailed) and exc.retryable,
+        status=exc.status if isinstance(exc, RelayFailed) else None,
+        no_image_reason=exc.reason if isinstance(exc, NoImage) else None,
+    )
 
 
 def is_user_facing(exc: BaseException) -> bool:

@@ -238,6 +238,7 @@ async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp
         assert re.search(r"[.。] Its credits were refunded\.", embeds[0]["description"])  # two sentences, not one run-on
         ids = custom_ids(post.json)
         assert sum(i.startswith("nb:edit:") for i in ids) == 3 and sum(i.startswith("nb:vary:") for i in ids) == 6
+        assert not [i for i in ids if i.startswith("nb:retry:")]  # a block is no luck: the same prompt is blocked again
         await asyncio.sleep(0.3)
         totals = await w.bot.services.quota.totals()
         assert totals["refunded"] == 1 and totals["committed"] == 3
@@ -245,6 +246,34 @@ async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp
         # /history links every delivered variant to the message that shows it.
         jobs = await recorded(w, 3, of=4)
         assert sorted(j.result_message_id or 0 for j in jobs) == [0, *[int(post.response["id"])] * 3]
+
+
+async def test_variants_that_all_fail_for_a_passing_reason_each_offer_retry(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.relay.enqueue(Behaviour("text_only", text="Here are two kites!"), Behaviour("text_only", text="Kites!"))  # luck, not a rule
+        inter = await w.imagine(prompt="two kites", count=2)
+        for _ in range(250):
+            shown = w.dd.original_message(inter)
+            if shown is not None and "nb:retry:" in json.dumps(shown.get("components")):
+                break
+            await asyncio.sleep(0.02)
+        assert shown is not None and "Variant 1 failed" in json.dumps(shown["embeds"]) and "Variant 2 failed" in json.dumps(shown["embeds"])
+        labels = {c["custom_id"]: c["label"] for row in shown["components"] for c in row["components"]}
+        assert sorted(labels.values()) == ["1 · Retry", "2 · Retry"] and all(i.startswith("nb:retry:") for i in labels)
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(shown, min(labels, key=labels.__getitem__), user=w.alice))
+        post = await w.result_post(since=mark)
+        assert len(post.files) == 1 and len(w.relay.requests) == 3
+        # The progress message is the interaction's response, which the bot's token cannot edit:
+        # the button stays, and the database's claim answers a second click.
+        first, second = sorted(labels, key=labels.__getitem__)
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(shown, first, user=w.alice))
+        told = await w.dd.wait_for("POST", r"^/interactions/\d+/[^/]+/callback", since=mark)
+        assert "already" in json.dumps(told.json) and len(w.relay.requests) == 3
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(shown, second, user=w.alice))
+        assert len((await w.result_post(since=mark)).files) == 1 and len(w.relay.requests) == 4
 
 
 async def test_cancel_after_a_variant_ended_in_another_process_is_too_late_and_refunds_nothing(tmp_path: Path) -> None:

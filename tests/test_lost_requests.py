@@ -46,7 +46,7 @@ async def test_a_stored_token_without_a_job_is_handed_out_once_after_orphan_s(db
 
 
 def lost_notices(w: World, since: int) -> list[Any]:
-    return [c for c in w.dd.find("PATCH", r"^/webhooks/\d+/[^/]+/messages/\d+$", since=since) if c.status < 300]
+    return [c for c in w.dd.find("PATCH", r"^/webhooks/\d+/[^/]+/messages/(@original|\d+)$", since=since) if c.status < 300]
 
 
 async def test_a_request_lost_while_fetching_its_images_is_told_in_chinese_after_a_restart(
@@ -74,11 +74,43 @@ async def test_a_request_lost_while_fetching_its_images_is_told_in_chinese_after
                     break
                 await asyncio.sleep(0.02)
             (notice,) = lost_notices(w, mark)
-            assert notice.path.endswith(f"/messages/{progress['id']}")
+            assert notice.path.endswith("/messages/@original")
             assert "请求丢失" in notice.json["content"] and "没有扣除积分" in notice.json["content"]
             assert "⏳" not in w.dd.messages[int(progress["id"])]["content"]
             assert await second.services.quota.totals() == {"reserved": 0, "committed": 0, "refunded": 0}
             assert await second.get_cog("Imagine").lost.sweep() == 0  # told once  # type: ignore[union-attr]
+
+
+async def test_a_request_whose_process_died_right_after_the_acknowledgement_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The narrowest window: Discord took the acknowledgement (the member sees "Getting
+    ready…") and the process stopped before it heard back, so before it knew the progress
+    message. The token was stored before the acknowledgement: another process tells the member."""
+    async with e2e_world(tmp_path) as (w, first):
+        w.dd.callback_delay = 3.0
+        inter = await w.imagine(prompt="一只猫", locale="zh-CN")
+        for _ in range(250):
+            if w.dd.original_message(inter) is not None:
+                break
+            await asyncio.sleep(0.02)
+        progress = w.dd.original_message(inter)
+        assert progress is not None and "⏳" in progress["content"]
+        await first.close()  # before the callback's answer came back
+        w.dd.callback_delay = 0.0
+        mark = w.dd.mark()
+        monkeypatch.setattr(replies, "ORPHAN_S", 0.0)
+        second = new_bot(w.relay, w.data_dir)
+        async with w.dd.running(second):
+            for _ in range(250):
+                if lost_notices(w, mark):
+                    break
+                await asyncio.sleep(0.02)
+            (notice,) = lost_notices(w, mark)
+            assert "请求丢失" in notice.json["content"] and "没有扣除积分" in notice.json["content"]
+            assert "⏳" not in w.dd.messages[int(progress["id"])]["content"]
+            assert await second.services.quota.totals() == {"reserved": 0, "committed": 0, "refunded": 0}
+            assert not w.relay.requests
 
 
 async def test_images_that_never_arrive_are_refused_in_time_and_charge_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -371,3 +371,48 @@ def test_settings_round_trip_and_tolerate_bad_json() -> None:
     limited = GuildSettings().with_allowed_models(["nano-banana"])
     assert limited.allowed_models == ("gemini-2.5-flash-image",) and limited.default_model == "gemini-2.5-flash-image"
     assert not access_rules.model_allowed(limited.allowed_models, FLASH)
+
+
+# --- one request's jobs, all or none ------------------------------------------------------------
+
+
+async def test_variants_are_queued_with_their_group_all_or_none(db: aiosqlite.Connection, data_dir: Path) -> None:
+    """The variants of one /imagine are queued in one transaction with their group: a process
+    dying midway (here: the group's write failing after two of three jobs were inserted) leaves
+    no job, no reservation and no group waiting for a variant that never comes; a total over the
+    limit refuses them all."""
+    from bot.variant_groups import VariantGroupStore
+
+    clock = Clock()
+    quota = Quota(db, clock=clock)
+    rules = QuotaRules(user_daily=6)
+
+    async def runner(job: Job) -> None:
+        await asyncio.sleep(3600)
+
+    queue = make_queue(db, quota, make_settings(data_dir, max_concurrent_jobs=0), runner, config=GuildConfigStore(db), clock=clock)
+    variants = [(NewJob(user_id=5, guild_id=1, channel_id=2, request={"variant": i}, model=FLASH, size="1K"), 2) for i in (1, 2, 3)]
+
+    async def dies(tx: store.Connection, jobs: list[Job]) -> None:
+        assert len(jobs) == 3  # every job was inserted, inside the transaction
+        raise ConnectionResetError("the process died here")
+
+    with pytest.raises(ConnectionResetError):
+        await queue.submit_many(variants, rules=rules, also=dies)
+    counts = [await db.execute_fetchall(f"SELECT COUNT(*) FROM {table}") for table in ("jobs", "quota_ledger", "variant_groups")]
+    assert [int(c[0][0]) for c in counts] == [0, 0, 0]
+    assert queue.positions() == {}
+
+    with pytest.raises(QuotaExceeded):  # 4 x 2 credits > 6: not three queued and the fourth refused
+        await queue.submit_many([*variants, variants[0]], rules=rules)
+    assert int((await db.execute_fetchall("SELECT COUNT(*) FROM jobs"))[0][0]) == 0
+
+    groups = VariantGroupStore(db)
+
+    async def group(tx: store.Connection, jobs: list[Job]) -> None:
+        await groups.expect_in(tx, 77, [j.id for j in jobs])
+
+    jobs = await queue.submit_many(variants, rules=rules, also=group)
+    assert await groups.job_ids(77) == [j.id for j in jobs]
+    assert (await quota.totals())["reserved"] == 6
+    assert sorted(queue.positions()) == sorted(j.id for j in jobs)

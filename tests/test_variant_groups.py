@@ -139,6 +139,26 @@ async def test_a_variant_cut_by_a_restart_is_explained_and_the_others_still_come
                 totals = await second.services.quota.totals()
                 assert totals["committed"] == 3 and totals["refunded"] == 1
 
+                # The cut variant offers Retry in the group's message (the delivered ones do not).
+                message = dd.messages[int(post.response["id"])]
+                buttons = {c["custom_id"]: c["label"] for row in message["components"] for c in row["components"]}
+                (retry,) = [i for i in buttons if i.startswith("nb:retry:")]
+                assert buttons[retry] == "2 · Retry"
+                cut = await second.services.get_job(int(retry.split(":")[2]))
+                assert cut is not None and cut.status == "interrupted" and cut.request["variant"] == 2
+                asked = len(relay.requests)
+                mark = dd.mark()
+                await dd.interact(dd.component_interaction(message, retry, user=w.alice))
+                redone = await w.dd.wait_for(
+                    "POST", r"^/channels/\d+/messages$", since=mark, predicate=lambda c: len(c.files) == 1 and c.status < 300, timeout=20
+                )
+                assert len(relay.requests) == asked + 1 and redone.files[0].data == relay.images_served[-1]
+                left = {c["custom_id"] for row in dd.messages[int(post.response["id"])]["components"] for c in row["components"]}
+                assert retry not in left and sum(i.startswith("nb:edit:") for i in left) == 3  # only Retry went
+                await asyncio.sleep(0.3)
+                assert len(relay.requests) == asked + 1  # one click, one job
+                assert (await second.services.quota.totals())["committed"] == 4
+
 
 async def test_a_sibling_cancelled_alone_still_lets_the_others_post(open_db: Any) -> None:
     """Cancel takes the group one job after another; its process died after the first."""

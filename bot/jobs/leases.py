@@ -105,11 +105,11 @@ class LeasedQueue(JobQueue):
 
     # --- claiming --------------------------------------------------------------------------
 
-    async def submit(self, *args: Any, **kwargs: Any) -> Job:
-        job = await super().submit(*args, **kwargs)
+    async def submit_many(self, *args: Any, **kwargs: Any) -> list[Job]:
+        jobs = await super().submit_many(*args, **kwargs)
         if self._started:  # a free slot takes the job before submit returns, as in-process
             await self._dispatch()
-        return job
+        return jobs
 
     async def _dispatch(self) -> None:
         if self.settings.role == "gateway":

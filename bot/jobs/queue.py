@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ..guild_config import GuildConfigStore, GuildSettings
@@ -149,18 +149,42 @@ class JobQueue:
         """Create the job and reserve its ``credits`` under ``rules``, or raise
         :class:`~bot.quota.QuotaExceeded` (nothing written). The caller prices the job and
         passes ``new.size`` as it is to be stored."""
+        return (await self.submit_many([(new, credits)], rules=rules, role_ids=role_ids))[0]
+
+    async def submit_many(
+        self,
+        news: Sequence[tuple[NewJob, int]],
+        *,
+        rules: QuotaRules,
+        role_ids: Iterable[int] = (),
+        also: Callable[[Connection, list[Job]], Awaitable[None]] | None = None,
+    ) -> list[Job]:
+        """Create several jobs of one member (each with its credits) in one transaction: all of
+        them queued and reserved, or none (the total is checked against the limits). ``also``
+        writes what belongs with them (a variant group) in the same transaction. A process
+        that dies midway leaves nothing half-queued: no group waiting for a job never made."""
         if self._closing:
             raise QueueClosed("the bot is shutting down")
+        if not news:
+            return []
+        first = news[0][0]
         async with transaction(self.db) as db:
             now = self.clock()
             # Check first (reads only), so a refusal commits an empty transaction, no rollback.
+            total = sum(credits for _new, credits in news)
             await self.quota.check_in(
-                db, guild_id=new.guild_id, user_id=new.user_id, credits=credits, rules=rules, role_ids=role_ids, now=now
+                db, guild_id=first.guild_id, user_id=first.user_id, credits=total, rules=rules, role_ids=role_ids, now=now
             )
-            job = await insert(db, new, credits, now)
-            await self.quota.hold_in(db, job_id=job.id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
-        self._submitted(job)
-        return job
+            jobs = []
+            for new, credits in news:
+                job = await insert(db, new, credits, now)
+                await self.quota.hold_in(db, job_id=job.id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
+                jobs.append(job)
+            if also is not None:
+                await also(db, jobs)
+        for job in jobs:
+            self._submitted(job)
+        return jobs
 
     def _submitted(self, job: Job) -> None:
         self._enqueue(job)

@@ -10,10 +10,11 @@ goes with the job, for whichever process runs it (a worker has no interaction ob
 - with ``channel_post``: whether the bot's token may post where the member asked;
 - read back only while alive (a margin under Discord's 15 minutes), and dropped when the job
   ends (:meth:`ReplyStore.drop`); rows of jobs that ended elsewhere expire and are purged;
-- keyed by the job's progress message (the interaction's original response), written before
+- written before the interaction is acknowledged, keyed by its id, then keyed by the job's
+  progress message (the interaction's original response, made by the acknowledgement) before
   the job is queued, so whoever starts the job finds it (variants of one request share it);
 - a row that still has no job :data:`ORPHAN_S` after its acknowledgement belongs to a request
-  whose process died before queueing it (the member sees "Getting ready…" for ever otherwise):
+  whose process died before queueing it (even in the instant after the acknowledgement) (the member sees "Getting ready…" for ever otherwise):
   :meth:`ReplyStore.orphans` hands each to one process, which tells the member in ``locale``.
 """
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..secrets import Keyring
-from ..store import Connection, transaction, write
+from ..store import Connection, transaction, write, write_alone
 
 TOKEN_LIFETIME_S = 15 * 60  # Discord's lifetime of an interaction token
 SAFE_LIFETIME_S = 14 * 60  # used only while safely alive: a call in flight must not outlive it
@@ -59,23 +60,32 @@ class ReplyStore:
         self.keyring = keyring
         self._cache: dict[int, Reply] = {}  # progress message id -> its reply, read once per process
 
-    async def put(
-        self, message_id: int, *, application_id: int, token: str, acked_at: float, channel_post: bool, locale: str = "en"
-    ) -> Reply:
+    async def put(self, key: int, *, application_id: int, token: str, acked_at: float, channel_post: bool, locale: str = "en") -> Reply:
+        """Store the token under ``key``: the interaction's id before its acknowledgement (a
+        process dying right after the acknowledgement still leaves the token for
+        :meth:`orphans`), then :meth:`rekey` to the progress message the acknowledgement made.
+        One statement without the writers' lock: it sits on the acknowledgement's path."""
         reply = Reply(application_id, token, acked_at + SAFE_LIFETIME_S, channel_post, locale)
+        await write_alone(
+            self.db,
+            "INSERT INTO job_replies (message_id, application_id, token_cipher, expires_at, channel_post, locale)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET application_id = excluded.application_id,"
+            " token_cipher = excluded.token_cipher, expires_at = excluded.expires_at, channel_post = excluded.channel_post,"
+            " locale = excluded.locale",
+            (key, application_id, self.keyring.encrypt(token), reply.expires_at, int(channel_post), locale),
+        )
+        self._cache[key] = reply
+        return reply
+
+    async def rekey(self, key: int, message_id: int) -> None:
+        """The acknowledgement made the progress message: the token is now found by it."""
         async with transaction(self.db) as db:
             # Rows of jobs that ended without reaching their runner (cancelled in the queue, lost
             # in a crash): their tokens died long ago. A day, so a long job keeps ``channel_post``.
             await db.execute("DELETE FROM job_replies WHERE expires_at < ?", (time.time() - STALE_S,))
-            await db.execute(
-                "INSERT INTO job_replies (message_id, application_id, token_cipher, expires_at, channel_post, locale)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET application_id = excluded.application_id,"
-                " token_cipher = excluded.token_cipher, expires_at = excluded.expires_at, channel_post = excluded.channel_post,"
-                " locale = excluded.locale",
-                (message_id, application_id, self.keyring.encrypt(token), reply.expires_at, int(channel_post), locale),
-            )
-        self._cache[message_id] = reply
-        return reply
+            await db.execute("UPDATE job_replies SET message_id = ? WHERE message_id = ?", (message_id, key))
+        if key in self._cache:
+            self._cache[message_id] = self._cache.pop(key)
 
     async def get(self, message_id: int | None) -> Reply | None:
         """The reply of the job whose progress message this is (alive or not: ``channel_post``

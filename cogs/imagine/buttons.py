@@ -306,11 +306,15 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
         if await jobs.start(interaction, req, attachments=[], kind="retry") is None:
             await records.release_retry(jobs.services.db, job.id)  # refused (e.g. no credits left): may be tried later
         if interaction.message is not None:
-            # One retry per notice: the button goes, so a second click cannot charge again.
+            # One retry per button: it goes (a variant's from its group's message, the others
+            # stay), so a second click cannot even be tried; the claim above decided already.
+            view = ui.View.from_message(interaction.message, timeout=None)
+            for item in [i for i in view.children if getattr(i, "custom_id", None) == self.custom_id]:
+                view.remove_item(item)
             try:
-                await interaction.message.edit(view=None)
+                await interaction.message.edit(view=view if view.children else None)
             except discord.HTTPException:
-                pass
+                pass  # where the bot cannot edit (a server it is not in): the claim still holds
 
 
 DYNAMIC_ITEMS = (RerollButton, EditButton, UpscaleButton, VaryButton, SaveStyleButton, DeleteButton, CancelButton, RetryButton)

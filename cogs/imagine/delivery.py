@@ -26,16 +26,14 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot import rules
 from bot.i18n import t
 from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
 from bot.relay import previews
-from bot.relay.types import NoImage, RelayFailed
 from bot.services import Services, progress_message_id
 from bot.studio import Generated, JobRequest
 from cogs import render
-from cogs.failures import UserFacingError, is_user_facing
+from cogs.failures import Interrupted, UserFacingError, is_user_facing, offers_retry
 
 from .buttons import RetryButton, result_view, single_button_view
 from .groups import Slot, VariantGroups
@@ -156,7 +154,7 @@ class Delivery:
             return False
         req = JobRequest.from_json(job.request)
         try:
-            await self._slot_ended(job, req, Slot(req.variant, job, error=UserFacingError("variants.interrupted")))
+            await self._slot_ended(job, req, Slot(req.variant, job, error=Interrupted("variants.interrupted")))
         except Exception as exc:  # noqa: BLE001 - told on the progress message; nothing is left to refund here
             log.warning("variants of job %s could not be posted after a restart: %s", job.id, exc)
         return True
@@ -168,7 +166,8 @@ class Delivery:
         notes = "\n".join(f"⚠️ {n}" for n in failure_notes(slots, locale))
         made = [(s, s.generated) for s in slots if s.generated is not None]
         if not made:
-            await self.progress.edit(job, None, force=True, must_show=True, embed=discord.Embed(colour=render.ERROR, description=notes))
+            embed = discord.Embed(colour=render.ERROR, description=notes)
+            await self.progress.edit(job, None, force=True, must_show=True, embed=embed, view=gallery_view(slots, locale))
             self.progress.forget(job)
             await self.services.replies.drop(progress_message_id(job))
             return
@@ -184,7 +183,7 @@ class Delivery:
             first.description = "\n\n".join(x for x in (first.description, notes) if x)
             pictures = [u.pictures[0] for u in uploads]
             embeds = gallery_embeds(first, [name for _data, name in pictures], req.variant_group or job.id)
-            return Upload(embeds=embeds, pictures=pictures, view=gallery_view([s for s, _g in made], locale))
+            return Upload(embeds=embeds, pictures=pictures, view=gallery_view(slots, locale))
 
         try:
             posted = await self._post_upload(job, req, make)
@@ -230,12 +229,9 @@ class Delivery:
             log.error("job %s failed", job.id, exc_info=exc)
         view = None
         # One picture asked for, and a failure another try may well not repeat: Retry (refunded
-        # already; a click is a new job, charged again). Variants' failures are notes in their group.
-        if req.variants <= 1 and rules.retry_offered(
-            retryable=isinstance(exc, RelayFailed) and exc.retryable,
-            status=exc.status if isinstance(exc, RelayFailed) else None,
-            no_image_reason=exc.reason if isinstance(exc, NoImage) else None,
-        ):
+        # already; a click is a new job, charged again). Variants' failures are notes in their
+        # group's message, with a Retry each (variants.py).
+        if req.variants <= 1 and offers_retry(exc):
             view = single_button_view(RetryButton(job.id, locale=req.locale))
         await self.progress.edit(job, None, force=True, must_show=True, embed=render.error_embed(exc, req.locale), view=view)
         self.progress.forget(job)

@@ -21,7 +21,7 @@ from bot.relay.types import GenerationResult, GroundingSource, Note
 from bot.services import Services
 from bot.studio import Generated
 from bot.variant_groups import SlotRecord, VariantGroupStore
-from cogs.failures import UserFacingError
+from cogs.failures import UserFacingError, offers_retry
 
 if TYPE_CHECKING:
     from bot.app import NanoBananaBot
@@ -43,7 +43,12 @@ class Slot:
 
 
 class StoredFailure(UserFacingError):
-    """A slot's failure as recorded by whichever process ran it: its key and parameters."""
+    """A slot's failure as recorded by whichever process ran it: its key and parameters, and
+    whether it offers Retry."""
+
+    def __init__(self, key: str, *, retry: bool = False, **params: Any) -> None:
+        super().__init__(key, **params)
+        self.retry = retry
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +62,11 @@ def record_of(slot: Slot) -> SlotRecord:
     if generated is None:
         key = getattr(slot.error, "key", None)
         params = getattr(slot.error, "params", None) or {}
-        record.error = {"key": key if isinstance(key, str) else "cmd_error.unexpected", "params": _jsonable(dict(params))}
+        record.error = {
+            "key": key if isinstance(key, str) else "cmd_error.unexpected",
+            "params": _jsonable(dict(params)),
+            "retry": offers_retry(slot.error),
+        }
         return record
     result = generated.result
     record.turn_id = generated.turn.id if generated.turn is not None else None
@@ -90,9 +99,6 @@ class VariantGroups:
     @property
     def store(self) -> VariantGroupStore:
         return VariantGroupStore(self.services.db)
-
-    async def expect(self, group: int, job_ids: list[int]) -> None:
-        await self.store.expect(group, job_ids)
 
     async def siblings(self, group: int | None) -> list[int]:
         return await self.store.job_ids(group) if group else []
@@ -141,7 +147,8 @@ class VariantGroups:
         if job is None:
             raise LookupError(f"variant job {record.job_id} is gone")
         if record.error is not None:
-            failure = StoredFailure(str(record.error.get("key")), **dict(record.error.get("params") or {}))
+            error = record.error
+            failure = StoredFailure(str(error.get("key")), retry=bool(error.get("retry")), **dict(error.get("params") or {}))
             return Slot(record.index, job, error=failure, elapsed=record.elapsed)
         turn = await svc.conversations.get_turn(record.turn_id) if record.turn_id is not None else None
         try:

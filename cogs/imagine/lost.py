@@ -53,11 +53,14 @@ class LostRequests:
     async def sweep(self) -> int:
         """Tell the member of each lost request; how many were found."""
         lost = await self.bot.services.replies.orphans()
-        for message_id, reply in lost:
+        for _key, reply in lost:
             try:
-                await interaction_webhook(self.bot, reply).edit_message(
-                    message_id, content=t("progress.lost", reply.locale), embed=None, view=None, attachments=[]
-                )
+                # "@original": the row may still be keyed by the interaction (its process died
+                # right after the acknowledgement); every request's progress message is its original.
+                webhook = interaction_webhook(self.bot, reply)
+                lost_text = t("progress.lost", reply.locale)
+                # discord.py puts the id in the path as given (typed int, the path takes "@original").
+                await webhook.edit_message("@original", content=lost_text, embed=None, view=None, attachments=[])  # type: ignore[call-overload]
             except discord.HTTPException as exc:  # deleted, or the token died early: nobody to tell
                 log.info("could not tell a lost request's member: %s", exc.status)
         if lost:

@@ -127,24 +127,33 @@ class Starter:
         if not await self._vetted(interaction, req, attachments, count):
             return None
         progress_text = render.progress_text("preparing", req.locale)
-        callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
-        acked, acked_at = time.monotonic(), time.time()
+        # The token is stored before the acknowledgement: a process that dies right after it
+        # (tens of ms before the job could be queued) still leaves it for another process to
+        # tell the member (lost.py), instead of "Getting ready…" for ever.
+        await svc.replies.put(
+            interaction.id,
+            application_id=interaction.application_id,
+            token=interaction.token,
+            acked_at=time.time(),
+            channel_post=bot_can_post(interaction),
+            locale=req.locale,
+        )
+        try:
+            callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
+        except discord.HTTPException:
+            # Refused (the interaction expired): never acknowledged, nobody to tell. Any other
+            # failure (a shutdown, a connection cut) may follow an acknowledgement that landed.
+            await svc.replies.drop(interaction.id)
+            raise
+        acked = time.monotonic()
         # The callback answer carries the message: no second round trip on a token that may expire.
         resource = callback.resource
         progress = resource if isinstance(resource, discord.InteractionMessage) else await interaction.original_response()
         self.progress.hold(progress.id, interaction, acked)
         try:
-            # Before the job is queued, so whoever runs it (a worker) edits progress and answers
-            # through this interaction from its first step; and before the inputs' download, so
-            # if this process dies before queueing, another can still tell the member (lost.py).
-            await svc.replies.put(
-                progress.id,
-                application_id=interaction.application_id,
-                token=interaction.token,
-                acked_at=acked_at,
-                channel_post=bot_can_post(interaction),
-                locale=req.locale,
-            )
+            # Found by the progress message before the job is queued, so whoever runs it (a
+            # worker) edits progress and answers through this interaction from its first step.
+            await svc.replies.rekey(interaction.id, progress.id)
             await store_inputs(svc, req, attachments)
             jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
@@ -155,6 +164,7 @@ class Starter:
                 return None
             log_unless_user_facing(exc, log, "could not queue a %s job", kind)
             self.progress.release(progress.id)
+            await svc.replies.drop(interaction.id)  # the rekey may not have happened
             await svc.replies.drop(progress.id)
             await progress.edit(content=None, embed=render.error_embed(exc, req.locale), view=None)
             return None
@@ -167,35 +177,25 @@ class Starter:
         self, interaction: Interaction, req: JobRequest, kind: str, progress_id: int, display_prompt: str | None, count: int
     ) -> list[Job]:
         """Queue the job, or ``count`` variants of it: N jobs of this member (so fair queueing
-        counts N), sharing one progress message. A variant refused on the way (a quota race
-        after the early check of the total) takes the ones already queued back with it."""
+        counts N), sharing one progress message, queued with their group in one transaction (a
+        quota race after the early check of the total refuses them all; a process dying midway
+        queues none, and the lost-request sweep tells the member)."""
         requests = [req] if count == 1 else [v.request for v in fan_out(req, count)]
         for index, each in enumerate(requests, start=1):
             # One picture is never a variant, even when its request was copied from one (a
             # Retry or Re-roll of a variant's job): it would wait for a group that never completes.
             each.variant, each.variants, each.variant_group = (index, count, progress_id) if count > 1 else (0, 1, None)
-        jobs: list[Job] = []
-        try:
-            for each in requests:
-                jobs.append(
-                    await self.services.submit_job(
-                        guild_id=scope_id(interaction),
-                        channel_id=interaction.channel_id,
-                        user_id=interaction.user.id,
-                        role_ids=role_ids(interaction.user),
-                        kind=kind,
-                        req=each,
-                        progress_message_id=progress_id,
-                        display_prompt=display_prompt,
-                    )
-                )
-        except Exception:
-            for queued in jobs:
-                await self.services.jobs.cancel(queued.id, by_user=None)
-            raise
-        if count > 1:
-            await self.variants.expect(progress_id, [j.id for j in jobs])
-        return jobs
+        return await self.services.submit_jobs(
+            guild_id=scope_id(interaction),
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            role_ids=role_ids(interaction.user),
+            kind=kind,
+            requests=requests,
+            progress_message_id=progress_id,
+            display_prompt=display_prompt,
+            variant_group=progress_id if count > 1 else None,
+        )
 
     async def cancel_siblings(self, job: Job) -> None:
         """Cancel on one variant cancels its whole group (they share one progress message);

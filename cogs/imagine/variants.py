@@ -10,8 +10,9 @@ from bot import rules
 from bot.i18n import t
 from bot.relay.catalogue import MODELS
 from cogs import render
+from cogs.failures import offers_retry
 
-from .buttons import DeleteButton, EditButton, PersistentButton, SaveStyleButton, UpscaleButton, VaryButton
+from .buttons import DeleteButton, EditButton, PersistentButton, RetryButton, SaveStyleButton, UpscaleButton, VaryButton
 from .groups import Slot
 
 GALLERY_URL = "https://discord.com/nano-banana/variants/{group}"  # shared embed url: Discord shows the images as one grid
@@ -42,11 +43,13 @@ def gallery_embeds(first: discord.Embed, filenames: list[str], group: int) -> li
     return [first, *(discord.Embed(url=url).set_image(url=f"attachment://{name}") for name in filenames[1:])]
 
 
-def gallery_view(delivered: list[Slot], locale: str) -> ui.View:
+def gallery_view(slots: list[Slot], locale: str) -> ui.View:
     """One row per delivered variant: continue it (its own conversation), upscale it, vary it,
-    save it as a style;
-    then Delete for the message. Labels carry the variant's number, as the grid shows them."""
+    save it as a style; then, on the last row, Retry for each variant whose failure another try
+    may mend (an interruption, a relay's passing trouble: refunded, a click is a new job) and
+    Delete for the message. Labels carry the variant's number, as the grid shows them."""
     view = ui.View(timeout=None)
+    delivered = [s for s in slots if s.generated is not None]
     for row, slot in enumerate(delivered[:4]):
         generated = slot.generated
         if generated is None or generated.turn is None:
@@ -59,12 +62,21 @@ def gallery_view(delivered: list[Slot], locale: str) -> ui.View:
         items += [VaryButton(turn_id, strength, locale=locale) for strength in ("subtle", "strong")]
         items.append(SaveStyleButton(turn_id, locale=locale))
         for item in items:
-            item.item.label = f"{slot.index} · {item.item.label}"[:80]
-            item.row = row
+            _numbered(item, slot.index, row)
             view.add_item(item)
+    # At most 3 (one variant at least was delivered, of at most 4) or 4 (none was): with Delete, a row's 5.
+    for slot in slots:
+        if slot.generated is None and offers_retry(slot.error):
+            view.add_item(_numbered(RetryButton(slot.job.id, locale=locale), slot.index, 4))
     first = next((s.generated.turn.id for s in delivered if s.generated and s.generated.turn), None)
     if first is not None:
         delete = DeleteButton(first, locale=locale)
         delete.row = 4
         view.add_item(delete)
     return view
+
+
+def _numbered(item: PersistentButton, index: int, row: int) -> PersistentButton:
+    item.item.label = f"{index} · {item.item.label}"[:80]
+    item.row = row
+    return item

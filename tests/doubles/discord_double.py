@@ -431,6 +431,7 @@ class DiscordDouble:
         self._quiet: set[int] = set()  # guilds being built: no events before their GUILD_CREATE
         self._attachments_expired_before: int | None = None
         self.cdn_delay = 0.0  # seconds the CDN waits before answering (a slow or stuck download)
+        self.callback_delay = 0.0  # seconds an interaction callback's answer takes once it has taken effect
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -2299,6 +2300,8 @@ class DiscordDouble:
             _validate_modal(data)
         rec.response_type = rtype
         rec.response_data = copy.deepcopy(data)
+        if self.callback_delay:  # acknowledged, the member sees it; the bot hears so later
+            await asyncio.sleep(self.callback_delay)
         if not _truthy(call.query.get("with_response")):
             return None
         result: dict[str, Any] = {"interaction": {"id": str(rec.id), "type": rec.type}, "resource": {"type": rtype}}
