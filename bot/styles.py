@@ -170,9 +170,12 @@ class StyleStore:
             )
         return Style(guild_id, owner_id, clean, template, tuple(refs), ratio, canonical_size)
 
-    async def save_from_result(self, guild_id: int, user_id: int, name: str, prompt: str, image: InputImage) -> Style:
-        """A member's "save as style" on a result: its picture as the reference."""
-        return await self.save(guild_id, name, template_from_result(prompt), created_by=user_id, owner_id=user_id, images=[image])
+    async def save_from_result(
+        self, guild_id: int, user_id: int, name: str, prompt: str, image: InputImage, aspect_ratio: str | None = None
+    ) -> Style:
+        """A member's "save as style" on a result: its picture as the reference, its ratio kept."""
+        template = template_from_result(prompt)
+        return await self.save(guild_id, name, template, created_by=user_id, owner_id=user_id, images=[image], aspect_ratio=aspect_ratio)
 
     async def remove(self, guild_id: int, name: str, *, owner_id: int = SERVER) -> bool:
         rows = await write(

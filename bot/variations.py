@@ -83,19 +83,3 @@ def fan_out(request: JobRequest, count: int) -> list[Variant]:
 def total_cost(cost_each: int, count: int) -> int:
     """Credits reserved at once for ``count`` variants of one price."""
     return cost_each * count
-
-
-def vary_request(source: JobRequest, strength: str, *, parent_turn_id: int, original_prompt: str) -> JobRequest:
-    """The request for a variation: the result's own turn continued (its picture becomes the
-    input through the history), same model and shape, a prompt of its own; shown to the member
-    as the original prompt, not the instruction."""
-    return dataclasses.replace(
-        source,
-        prompt=vary_prompt(strength, original_prompt),
-        images=[],
-        parent_turn_id=parent_turn_id,
-        display_prompt=original_prompt or source.display_prompt,
-        variation=strength,
-        after_job_id=None,
-        progress_message_id=None,
-    )

@@ -247,6 +247,15 @@ async def test_four_variants_one_fails_three_delivered_together_one_refunded(tmp
         jobs = await recorded(w, 3, of=4)
         assert sorted(j.result_message_id or 0 for j in jobs) == [0, *[int(post.response["id"])] * 3]
 
+        # Re-roll on the grid: the whole request again, four variants, in a message of their own.
+        (reroll,) = [i for i in ids if i.startswith("nb:reroll:")]
+        assert reroll.endswith(":4")
+        mark = w.dd.mark()
+        await w.dd.interact(w.dd.component_interaction(w.dd.messages[int(post.response["id"])], reroll, user=w.alice))
+        again = await variants_posted(w, mark, 4)
+        assert len(again.files) == 4 and len(w.relay.requests) == 8
+        assert all("four paper cranes" in r.json["contents"][-1]["parts"][0]["text"] for r in w.relay.requests[4:])
+
 
 async def test_variants_that_all_fail_for_a_passing_reason_each_offer_retry(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
@@ -561,7 +570,7 @@ async def test_history_reopen_continues_that_picture(tmp_path: Path) -> None:
 async def test_save_as_style_keeps_the_prompt_and_picture_and_the_style_works_next_time(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         mark = w.dd.mark()
-        await w.imagine(prompt="a moss garden")
+        await w.imagine(prompt="a moss garden", aspect_ratio="16:9")
         post = await w.result_post(mark)
         picture = post.files[0].data
         message = w.dd.messages[int(post.response["id"])]
@@ -583,6 +592,26 @@ async def test_save_as_style_keeps_the_prompt_and_picture_and_the_style_works_ne
         parts = sent_parts(w)
         assert parts[0]["text"].startswith("a tea house") and "a moss garden" in parts[0]["text"]
         assert any(base64.b64decode(p["inlineData"]["data"]) == picture for p in parts if "inlineData" in p)
+        assert w.image_config()["aspectRatio"] == "16:9"  # the saved result's shape, not the default
+
+        # Saved from a result made with that style: the style's words carry over into the new one.
+        post = await w.result_post(mark)
+        message = w.dd.messages[int(post.response["id"])]
+        opened = await w.dd.interact(
+            w.dd.component_interaction(message, next(i for i in custom_ids(message) if i.startswith("nb:style:")), user=w.alice)
+        )
+        await w.dd.wait_for("POST", rf"^/interactions/{opened['id']}/", timeout=10)
+        modal = w.dd.last_modal()
+        assert modal is not None
+        submit = w.dd.modal_submit_interaction(
+            modal["custom_id"], {modal_ids(modal)[4]: "Tea"}, channel=w.channel, user=w.alice, modal=modal
+        )
+        await w.dd.wait_for("POST", rf"^/interactions/{(await w.dd.interact(submit))['id']}/", timeout=10)
+        mark = w.dd.mark()
+        await w.imagine(prompt="a bridge", style="Tea")
+        await w.result_post(mark)
+        text = sent_parts(w)[0]["text"]
+        assert text.startswith("a bridge") and "a tea house" in text and "a moss garden" in text
 
 
 async def test_a_chat_relay_first_refuses_a_ratio_before_any_credit_is_reserved(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from bot.i18n import t
 from bot.preferences import ServerCreative
 from bot.relay.catalogue import MAX_PROMPT_CHARS
 from bot.studio import JobRequest
-from bot.variations import STRENGTHS, VariantError, fan_out, total_cost, variant_count, vary_prompt, vary_request
+from bot.variations import STRENGTHS, VariantError, fan_out, total_cost, variant_count, vary_prompt
 
 FLASH = "gemini-3.1-flash-image-preview"
 
@@ -55,22 +55,3 @@ def test_fan_out_makes_independent_requests_numbered_for_the_member() -> None:
     assert total_cost(2, len(variants)) == 8
     with pytest.raises(VariantError):
         fan_out(request, 5)
-
-
-def test_a_variation_continues_the_results_turn_and_shows_the_original_prompt() -> None:
-    source = JobRequest(
-        prompt="model-facing text",
-        model=FLASH,
-        size="2K",
-        images=["c" * 64],
-        progress_message_id=7,
-        after_job_id=3,
-        display_prompt="a heron",
-    )
-    vary = vary_request(source, "subtle", parent_turn_id=42, original_prompt="a heron")
-    assert vary.parent_turn_id == 42
-    assert vary.images == []  # the picture comes from the turn's history, not as a new input
-    assert (vary.model, vary.size) == (FLASH, "2K")
-    assert vary.prompt == vary_prompt("subtle", "a heron")
-    assert vary.display_prompt == "a heron"
-    assert (vary.progress_message_id, vary.after_job_id) == (None, None)

@@ -65,7 +65,7 @@ class PersistentButton(ui.DynamicItem[ui.Button[ui.View]], template=r"(?!)"):
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction[Any], item: ui.Item[Any], match: re.Match[str], /) -> Self:
         target, *parts = match.groups()
-        return cls(int(target), *parts)
+        return cls(int(target), *(p for p in parts if p is not None))  # an optional part left out
 
     def label(self, locale: str, *parts: str) -> str:
         raise NotImplementedError
@@ -87,8 +87,9 @@ async def _say(interaction: Interaction, key: str) -> None:
     await interaction.response.send_message(t(key, await member_locale(interaction)), ephemeral=True)
 
 
-class RerollButton(PersistentButton, template=r"nb:reroll:(?P<turn>\d+)"):
-    """The same request again: a new root (with its own thread), or a new turn beside this one."""
+class RerollButton(PersistentButton, template=r"nb:reroll:(?P<turn>\d+)(?::(?P<count>[2-4]))?"):
+    """The same request again: a new root (with its own thread), or a new turn beside this one;
+    on a variants message (``count``), as many variants again (within the server's maximum now)."""
 
     prefix, emoji = "nb:reroll", "🎲"
 
@@ -109,7 +110,11 @@ class RerollButton(PersistentButton, template=r"nb:reroll:(?P<turn>\d+)"):
             req.conversation_id = None  # a fresh root: a new result with its own thread
         elif not await jobs.may_continue(interaction, req.conversation_id, refuse=True):
             return  # a turn in someone else's thread
-        await jobs.start(interaction, req, attachments=[], kind="reroll")
+        count = 1
+        if self.parts:
+            _mine, creative = await jobs.services.preferences.for_request(scope_id(interaction), interaction.user.id)
+            count = min(int(self.parts[0]), creative.variants_max)
+        await jobs.start(interaction, req, attachments=[], kind="reroll", count=count)
 
 
 class EditButton(PersistentButton, template=r"nb:edit:(?P<turn>\d+)"):
@@ -197,14 +202,19 @@ class SaveStyleButton(PersistentButton, template=r"nb:style:(?P<turn>\d+)"):
             return
         job = await svc.job_for_turn(self.target)
         asked = JobRequest.from_json(job.request) if job is not None else None
-        prompt = (asked.display_prompt or asked.prompt) if asked is not None else turn.prompt
-        await interaction.response.send_modal(StyleNameModal(await member_locale(interaction), prompt, turn.image_sha256))
+        prompt, ratio = turn.prompt, None
+        if asked is not None:
+            # Made with a style: its template's words, which made the look, go into the new one
+            # (a variation's prompt is an instruction to the model: the member's prompt instead).
+            prompt = asked.prompt if asked.style and not asked.variation else (asked.display_prompt or asked.prompt)
+            ratio = asked.aspect_ratio  # the shape goes with the look; the size (a price) does not
+        await interaction.response.send_modal(StyleNameModal(await member_locale(interaction), prompt, turn.image_sha256, ratio))
 
 
 class StyleNameModal(ui.Modal):
-    def __init__(self, locale: str, prompt: str, image_sha256: str) -> None:
+    def __init__(self, locale: str, prompt: str, image_sha256: str, aspect_ratio: str | None = None) -> None:
         super().__init__(title=t("button.save_style", locale)[:45], timeout=900)
-        self.prompt, self.image_sha256 = prompt, image_sha256
+        self.prompt, self.image_sha256, self.aspect_ratio = prompt, image_sha256, aspect_ratio
         self.name: ui.TextInput[ui.Modal] = ui.TextInput(max_length=STYLE_NAME_MAX, required=True)
         self.add_item(ui.Label(text=t("modal.style_name", locale)[:45], component=self.name))
 
@@ -212,7 +222,7 @@ class StyleNameModal(ui.Modal):
         svc = cast(Interaction, interaction).client.services
         data, mime = await svc.images.get(self.image_sha256)
         saved = await svc.styles.save_from_result(
-            scope_id(interaction) or 0, interaction.user.id, self.name.value, self.prompt, InputImage(data, mime)
+            scope_id(interaction) or 0, interaction.user.id, self.name.value, self.prompt, InputImage(data, mime), self.aspect_ratio
         )
         await interaction.response.send_message(t("style.saved", await member_locale(interaction), name=saved.name), ephemeral=True)
 

@@ -12,7 +12,7 @@ from bot.relay.catalogue import MODELS
 from cogs import render
 from cogs.failures import offers_retry
 
-from .buttons import DeleteButton, EditButton, PersistentButton, RetryButton, SaveStyleButton, UpscaleButton, VaryButton
+from .buttons import DeleteButton, EditButton, PersistentButton, RerollButton, RetryButton, SaveStyleButton, UpscaleButton, VaryButton
 from .groups import Slot
 
 GALLERY_URL = "https://discord.com/nano-banana/variants/{group}"  # shared embed url: Discord shows the images as one grid
@@ -46,8 +46,8 @@ def gallery_embeds(first: discord.Embed, filenames: list[str], group: int) -> li
 def gallery_view(slots: list[Slot], locale: str) -> ui.View:
     """One row per delivered variant: continue it (its own conversation), upscale it, vary it,
     save it as a style; then, on the last row, Retry for each variant whose failure another try
-    may mend (an interruption, a relay's passing trouble: refunded, a click is a new job) and
-    Delete for the message. Labels carry the variant's number, as the grid shows them."""
+    may mend (an interruption, a relay's passing trouble: refunded, a click is a new job),
+    Re-roll (the whole request, as many variants) and Delete for the message. Labels carry the variant's number, as the grid shows them."""
     view = ui.View(timeout=None)
     delivered = [s for s in slots if s.generated is not None]
     for row, slot in enumerate(delivered[:4]):
@@ -64,15 +64,17 @@ def gallery_view(slots: list[Slot], locale: str) -> ui.View:
         for item in items:
             _numbered(item, slot.index, row)
             view.add_item(item)
-    # At most 3 (one variant at least was delivered, of at most 4) or 4 (none was): with Delete, a row's 5.
+    # At most 3 (one variant at least was delivered, of at most 4: with Re-roll and Delete, a row's
+    # 5) or 4 (none was, and there is nothing to re-roll from or delete).
     for slot in slots:
         if slot.generated is None and offers_retry(slot.error):
             view.add_item(_numbered(RetryButton(slot.job.id, locale=locale), slot.index, 4))
     first = next((s.generated.turn.id for s in delivered if s.generated and s.generated.turn), None)
     if first is not None:
-        delete = DeleteButton(first, locale=locale)
-        delete.row = 4
-        view.add_item(delete)
+        # The whole request again, as many variants (a new message of its own), then Delete.
+        for item in (RerollButton(first, str(len(slots)), locale=locale), DeleteButton(first, locale=locale)):
+            item.row = 4
+            view.add_item(item)
     return view
 
 
