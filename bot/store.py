@@ -22,7 +22,6 @@ rather than fail at the first query that meets a changed table.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
 import re
 import sqlite3
@@ -38,6 +37,7 @@ import asyncpg
 
 from .db.postgres import PgConnection
 from .db.postgres import connect as connect_postgres
+from .db.writers import URGENT, WriterLock
 
 # What the services hold: either backend answers the same calls (see the module docstring).
 Connection = aiosqlite.Connection | PgConnection
@@ -226,7 +226,14 @@ async def connect_reader(path: Path | str) -> aiosqlite.Connection | None:
 
 # One lock per connection: every write on the shared connection goes through it, so a
 # statement of one task can never land inside (or be committed by) another task's transaction.
-_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, WriterLock] = weakref.WeakKeyDictionary()
+
+
+def _writers(db: aiosqlite.Connection) -> WriterLock:
+    lock = _locks.get(db)
+    if lock is None:
+        lock = _locks[db] = WriterLock()
+    return lock
 
 
 @asynccontextmanager
@@ -244,10 +251,7 @@ async def transaction(db: Connection) -> AsyncIterator[Connection]:
         async with db.transaction() as tx:
             yield tx
         return
-    lock = _locks.get(db)
-    if lock is None:
-        lock = _locks[db] = asyncio.Lock()
-    async with lock:
+    async with _writers(db).turn():
         try:
             # Inside the try: a task cancelled while BEGIN waits for SQLite's write lock has
             # still queued it, and aiosqlite's thread runs it later; only the ROLLBACK below,
@@ -272,10 +276,12 @@ async def write(db: Connection, sql: str, params: Iterable[Any] = ()) -> list[An
 
 
 async def write_alone(db: Connection, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-    """:func:`write` for a statement whose effect reads nothing another writer could change
-    (an upsert by key): on PostgreSQL it runs in autocommit on any pooled connection, without
-    the writers' lock, so it waits for no claim or ledger write in any process; on SQLite, whose
-    one connection is shared by every task, it still needs a transaction of its own."""
+    """:func:`write` for one statement whose effect reads nothing another writer could change
+    (an upsert by key), on an acknowledgement's path: it commits by itself (autocommit), so no
+    writers' lock on PostgreSQL (it waits for no claim or ledger write in any process) and one
+    round trip on SQLite, where it takes the shared connection's next turn, before the
+    transactions queued for it (bot/db/writers.py)."""
     if isinstance(db, PgConnection):
         return list(await db.execute_fetchall(sql, tuple(params)))
-    return await write(db, sql, params)
+    async with _writers(db).turn(URGENT):
+        return list(await db.execute_fetchall(sql, tuple(params)))
