@@ -113,6 +113,22 @@ async def test_a_request_whose_process_died_right_after_the_acknowledgement_is_t
             assert not w.relay.requests
 
 
+async def test_a_refused_request_leaves_no_token_behind(tmp_path: Path) -> None:
+    """The token is stored while the checks run; a request they refuse (answered privately,
+    nothing charged) forgets it, so no sweep ever edits a message about it."""
+    async with e2e_world(tmp_path) as (w, bot):
+        mark = w.dd.mark()
+        inter = await w.imagine(prompt="four castles", model="gemini-3-pro-image-preview", size="4K", count=4)  # over 20 credits
+        ack = await w.dd.wait_for("POST", rf"^/interactions/{inter['id']}/", since=mark)
+        assert ack.json["data"]["flags"] & 64 and "credits" in json.dumps(ack.json)
+        for _ in range(100):
+            if not await bot.services.db.execute_fetchall("SELECT 1 FROM job_replies"):
+                break
+            await asyncio.sleep(0.02)
+        assert not await bot.services.db.execute_fetchall("SELECT 1 FROM job_replies")
+        assert not w.relay.requests
+
+
 async def test_images_that_never_arrive_are_refused_in_time_and_charge_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(intake, "INTAKE_TIMEOUT_S", 0.5)
     async with e2e_world(tmp_path) as (w, bot):
