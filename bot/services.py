@@ -304,30 +304,6 @@ class Services:
         (see bot.imaging.intake)."""
         return await intake(data, label)
 
-    async def submit_job(
-        self,
-        *,
-        guild_id: int | None,
-        channel_id: int | None,
-        user_id: int,
-        role_ids: Iterable[int],
-        kind: str,
-        req: JobRequest,
-        progress_message_id: int | None,
-        display_prompt: str | None = None,
-    ) -> Job:
-        jobs = await self.submit_jobs(
-            guild_id=guild_id,
-            channel_id=channel_id,
-            user_id=user_id,
-            role_ids=role_ids,
-            kind=kind,
-            requests=[req],
-            progress_message_id=progress_message_id,
-            display_prompt=display_prompt,
-        )
-        return jobs[0]
-
     async def submit_jobs(
         self,
         *,

@@ -184,13 +184,13 @@ class Conversation(commands.Cog):
         if progress is None:
             return
         try:
-            job = await self.services.submit_job(
+            (job,) = await self.services.submit_jobs(
                 guild_id=place.guild_id,
                 channel_id=progress.channel.id,
                 user_id=message.author.id,
                 role_ids=role_ids(message.author),
                 kind="edit",
-                req=req,
+                requests=[req],
                 progress_message_id=progress.id,
             )
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message

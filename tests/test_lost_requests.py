@@ -5,8 +5,10 @@ the inputs is bounded in time, so a request still starting is never mistaken for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,25 @@ def lost_notices(w: World, since: int) -> list[Any]:
     return [c for c in w.dd.find("PATCH", r"^/webhooks/\d+/[^/]+/messages/(@original|\d+)$", since=since) if c.status < 300]
 
 
+@contextlib.asynccontextmanager
+async def told_after_a_restart(w: World, progress: dict[str, Any]) -> AsyncIterator[Any]:
+    """A new bot on the same data: it tells the member, once and in Chinese, that the request
+    whose progress message this is was lost, and nothing was charged."""
+    mark = w.dd.mark()
+    second = new_bot(w.relay, w.data_dir)
+    async with w.dd.running(second):
+        for _ in range(250):
+            if lost_notices(w, mark):
+                break
+            await asyncio.sleep(0.02)
+        (notice,) = lost_notices(w, mark)
+        assert notice.path.endswith("/messages/@original")
+        assert "请求丢失" in notice.json["content"] and "没有扣除积分" in notice.json["content"]
+        assert "⏳" not in w.dd.messages[int(progress["id"])]["content"]
+        assert await second.services.quota.totals() == {"reserved": 0, "committed": 0, "refunded": 0}
+        yield second
+
+
 async def test_a_request_lost_while_fetching_its_images_is_told_in_chinese_after_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,19 +86,8 @@ async def test_a_request_lost_while_fetching_its_images_is_told_in_chinese_after
         await first.close()
         progress = w.dd.original_message(inter)
         assert progress is not None and "⏳" in progress["content"]
-        mark = w.dd.mark()
         monkeypatch.setattr(replies, "ORPHAN_S", 0.0)  # instead of waiting 3 minutes
-        second = new_bot(w.relay, w.data_dir)
-        async with w.dd.running(second):
-            for _ in range(250):
-                if lost_notices(w, mark):
-                    break
-                await asyncio.sleep(0.02)
-            (notice,) = lost_notices(w, mark)
-            assert notice.path.endswith("/messages/@original")
-            assert "请求丢失" in notice.json["content"] and "没有扣除积分" in notice.json["content"]
-            assert "⏳" not in w.dd.messages[int(progress["id"])]["content"]
-            assert await second.services.quota.totals() == {"reserved": 0, "committed": 0, "refunded": 0}
+        async with told_after_a_restart(w, progress) as second:
             assert await second.get_cog("Imagine").lost.sweep() == 0  # told once  # type: ignore[union-attr]
 
 
@@ -98,18 +108,8 @@ async def test_a_request_whose_process_died_right_after_the_acknowledgement_is_t
         assert progress is not None and "⏳" in progress["content"]
         await first.close()  # before the callback's answer came back
         w.dd.callback_delay = 0.0
-        mark = w.dd.mark()
         monkeypatch.setattr(replies, "ORPHAN_S", 0.0)
-        second = new_bot(w.relay, w.data_dir)
-        async with w.dd.running(second):
-            for _ in range(250):
-                if lost_notices(w, mark):
-                    break
-                await asyncio.sleep(0.02)
-            (notice,) = lost_notices(w, mark)
-            assert "请求丢失" in notice.json["content"] and "没有扣除积分" in notice.json["content"]
-            assert "⏳" not in w.dd.messages[int(progress["id"])]["content"]
-            assert await second.services.quota.totals() == {"reserved": 0, "committed": 0, "refunded": 0}
+        async with told_after_a_restart(w, progress):
             assert not w.relay.requests
 
 
