@@ -114,8 +114,8 @@ async def test_a_request_whose_process_died_right_after_the_acknowledgement_is_t
 
 
 async def test_a_refused_request_leaves_no_token_behind(tmp_path: Path) -> None:
-    """The token is stored while the checks run; a request they refuse (answered privately,
-    nothing charged) forgets it, so no sweep ever edits a message about it."""
+    """The token is stored once the checks passed; a request they refuse (answered privately,
+    nothing charged) stores none, so no sweep ever edits a message about it."""
     async with e2e_world(tmp_path) as (w, bot):
         mark = w.dd.mark()
         inter = await w.imagine(prompt="four castles", model="gemini-3-pro-image-preview", size="4K", count=4)  # over 20 credits

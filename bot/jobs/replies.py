@@ -20,7 +20,6 @@ goes with the job, for whichever process runs it (a worker has no interaction ob
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,16 +77,15 @@ class ReplyStore:
         self._cache[key] = reply
         return reply
 
-    async def rekey(self, key: int, message_id: int, *, locale: str) -> None:
-        """The acknowledgement made the progress message: the token is now found by it (and
-        speaks ``locale``, the member's as the request settled it)."""
+    async def rekey(self, key: int, message_id: int) -> None:
+        """The acknowledgement made the progress message: the token is now found by it."""
         async with transaction(self.db) as db:
             # Rows of jobs that ended without reaching their runner (cancelled in the queue, lost
             # in a crash): their tokens died long ago. A day, so a long job keeps ``channel_post``.
             await db.execute("DELETE FROM job_replies WHERE expires_at < ?", (time.time() - STALE_S,))
-            await db.execute("UPDATE job_replies SET message_id = ?, locale = ? WHERE message_id = ?", (message_id, locale, key))
+            await db.execute("UPDATE job_replies SET message_id = ? WHERE message_id = ?", (message_id, key))
         if key in self._cache:
-            self._cache[message_id] = dataclasses.replace(self._cache.pop(key), locale=locale)
+            self._cache[message_id] = self._cache.pop(key)
 
     async def get(self, message_id: int | None) -> Reply | None:
         """The reply of the job whose progress message this is (alive or not: ``channel_post``

@@ -4,8 +4,6 @@ and stored by hash, and the job row is queued (the job queue then runs it: deliv
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -122,26 +120,26 @@ class Starter:
         privately once the job is queued (e.g. a preference this request could not honour).
         ``prefs``: the member's preferences when the caller has just read them (else read here)."""
         svc = self.services
-        # The token is stored before the acknowledgement, so a process that dies the instant
-        # after it still leaves it for another process to tell the member (lost.py) instead of
-        # "Getting ready…" for ever. Written while the checks below read (another connection):
-        # the acknowledgement waits for the slower of the two, not for both.
-        stored = asyncio.create_task(self._store_token(interaction, req.locale))
-        try:
-            # Every way to a job (commands, buttons, forms) passes here: nothing charged.
-            refused = await install.refused(interaction)
-            if not refused:
-                req.post_channel_id = req.post_channel_id or interaction.channel_id
-                await self._personal(interaction, req, prefs)
-                refused = not await self._vetted(interaction, req, attachments, count)
-        except BaseException:
-            await self._forget_token(stored, interaction)
-            raise
-        if refused:
-            await self._forget_token(stored, interaction)  # answered privately: nothing to tell later
+        if await install.refused(interaction):
+            return None  # every way to a job (commands, buttons, forms) passes here: nothing charged
+        req.post_channel_id = req.post_channel_id or interaction.channel_id
+        await self._personal(interaction, req, prefs)
+        if not await self._vetted(interaction, req, attachments, count):
             return None
-        await stored
         progress_text = render.progress_text("preparing", req.locale)
+        # The token is stored before the acknowledgement: a process that dies right after it
+        # (tens of ms before the job could be queued) still leaves it for another process to
+        # tell the member (lost.py), instead of "Getting ready…" for ever. After the checks, so
+        # a refusal writes nothing; not beside them (tried: a task writing while they read
+        # measured ack p50 10 ms against 6.6 ms in sequence; bench/results/2026-12-02-acks.md).
+        await svc.replies.put(
+            interaction.id,
+            application_id=interaction.application_id,
+            token=interaction.token,
+            acked_at=time.time(),
+            channel_post=bot_can_post(interaction),
+            locale=req.locale,
+        )
         try:
             callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
         except discord.HTTPException:
@@ -157,7 +155,7 @@ class Starter:
         try:
             # Found by the progress message before the job is queued, so whoever runs it (a
             # worker) edits progress and answers through this interaction from its first step.
-            await svc.replies.rekey(interaction.id, progress.id, locale=req.locale)
+            await svc.replies.rekey(interaction.id, progress.id)
             await store_inputs(svc, req, attachments)
             jobs = await self._submit(interaction, req, kind, progress.id, display_prompt, count)
         except Exception as exc:  # noqa: BLE001 - every failure is answered on the progress message
@@ -176,21 +174,6 @@ class Starter:
         if notices:
             await self._tell(interaction, "\n".join(f"⚠️ {t(key, req.locale, **params)}" for key, params in notices))
         return jobs[0]
-
-    async def _store_token(self, interaction: Interaction, locale: str) -> None:
-        await self.services.replies.put(
-            interaction.id,
-            application_id=interaction.application_id,
-            token=interaction.token,
-            acked_at=time.time(),
-            channel_post=bot_can_post(interaction),
-            locale=locale,
-        )
-
-    async def _forget_token(self, stored: asyncio.Task[None], interaction: Interaction) -> None:
-        with contextlib.suppress(Exception):  # a failed write left nothing to forget
-            await stored
-        await self.services.replies.drop(interaction.id)
 
     async def _submit(
         self, interaction: Interaction, req: JobRequest, kind: str, progress_id: int, display_prompt: str | None, count: int
