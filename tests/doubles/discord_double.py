@@ -816,20 +816,40 @@ class DiscordDouble:
         self._invisible.add(cid)
         return copy.deepcopy(ch)
 
-    def guild_json(self, guild: Any, *, for_gateway: bool = False, all_members: bool = False) -> dict[str, Any]:
+    def _by_guild(self) -> tuple[dict[int, list[int]], dict[str, list[dict[str, Any]]]]:
+        """Member ids and channels of every guild, in one pass over each (a burst of GUILD_CREATEs
+        for 10,000 guilds would otherwise scan them all once per guild)."""
+        members: dict[int, list[int]] = {}
+        for gid, uid in self.members:
+            members.setdefault(gid, []).append(uid)
+        channels: dict[str, list[dict[str, Any]]] = {}
+        for c in self.channels.values():
+            channels.setdefault(str(c.get("guild_id")), []).append(c)
+        return members, channels
+
+    def guild_json(
+        self,
+        guild: Any,
+        *,
+        for_gateway: bool = False,
+        all_members: bool = False,
+        index: tuple[dict[int, list[int]], dict[str, list[dict[str, Any]]]] | None = None,
+    ) -> dict[str, Any]:
         gid = _id(guild)
         g = copy.deepcopy(self.guilds[gid])
         if for_gateway:
-            member_ids = [uid for (mg, uid) in self.members if mg == gid]
+            by_members, by_channels = index or self._by_guild()
+            member_ids = by_members.get(gid, [])
             shown = member_ids if all_members else [self.application_id]
+            own = [copy.deepcopy(c) for c in by_channels.get(str(gid), [])]
             g.update(
                 joined_at=self.members[(gid, self.application_id)]["joined_at"],
                 large=len(member_ids) > 250,
                 unavailable=False,
                 member_count=len(member_ids),
                 members=[self.member_json(gid, uid) for uid in shown],
-                channels=[{k: v for k, v in c.items() if k != "guild_id"} for c in self._guild_channels(gid, threads=False)],
-                threads=[c for c in self._guild_channels(gid, threads=True) if not c["thread_metadata"]["archived"]],
+                channels=[{k: v for k, v in c.items() if k != "guild_id"} for c in own if c["type"] not in _THREAD_TYPES],
+                threads=[c for c in own if c["type"] in _THREAD_TYPES and not c["thread_metadata"]["archived"]],
                 voice_states=[],
                 presences=[],
                 stage_instances=[],
@@ -1925,11 +1945,11 @@ class DiscordDouble:
         if shard is not None:
             ready["shard"] = list(shard)
         self._send_dispatch(s, "READY", ready)
+        index = self._by_guild()
         for gid in list(self.guilds):
             if s.owns_guild(gid) and intents & Intent.GUILDS and gid not in self.foreign_guilds:
-                self._send_dispatch(
-                    s, "GUILD_CREATE", self.guild_json(gid, for_gateway=True, all_members=bool(intents & Intent.GUILD_PRESENCES))
-                )
+                shown = self.guild_json(gid, for_gateway=True, all_members=bool(intents & Intent.GUILD_PRESENCES), index=index)
+                self._send_dispatch(s, "GUILD_CREATE", shown)
         assert self._session_ready is not None
         self._session_ready.set()
 
