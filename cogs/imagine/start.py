@@ -142,9 +142,10 @@ class Starter:
         )
         try:
             callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
-        except discord.HTTPException:
-            # Refused (the interaction expired): never acknowledged, nobody to tell. Any other
-            # failure (a shutdown, a connection cut) may follow an acknowledgement that landed.
+        except (discord.HTTPException, discord.InteractionResponded):
+            # Refused (the interaction expired), or answered before (its original response is
+            # another message, which no lost-request notice may overwrite): nobody to tell. Any
+            # other failure (a shutdown, a connection cut) may follow an acknowledgement that landed.
             await svc.replies.drop(interaction.id)
             raise
         acked = time.monotonic()
