@@ -155,6 +155,10 @@ async def test_a_variant_cut_by_a_restart_is_explained_and_the_others_still_come
                 assert len(relay.requests) == asked + 1 and redone.files[0].data == relay.images_served[-1]
                 left = {c["custom_id"] for row in dd.messages[int(post.response["id"])]["components"] for c in row["components"]}
                 assert retry not in left and sum(i.startswith("nb:edit:") for i in left) == 3  # only Retry went
+                edit = sorted(i for i in left if i.startswith("nb:edit:"))[0]
+                opened = await dd.interact(dd.component_interaction(dd.messages[int(post.response["id"])], edit, user=w.alice))
+                answer = await dd.wait_for("POST", rf"^/interactions/{opened['id']}/", timeout=10)
+                assert answer.json["type"] == 9  # the other buttons still work: Edit opens its form
                 await asyncio.sleep(0.3)
                 assert len(relay.requests) == asked + 1  # one click, one job
                 assert (await second.services.quota.totals())["committed"] == 4

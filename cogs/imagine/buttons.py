@@ -321,6 +321,9 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
             view = ui.View.from_message(interaction.message, timeout=None)
             for item in [i for i in view.children if getattr(i, "custom_id", None) == self.custom_id]:
                 view.remove_item(item)
+            # Only its look is sent: the buttons are dynamic items, dispatched by their custom_id,
+            # so this copy of plain buttons must not be kept as a live view (a stopped one is not).
+            view.stop()
             try:
                 await interaction.message.edit(view=view if view.children else None)
             except discord.HTTPException:
