@@ -34,7 +34,7 @@ import socket
 from collections import deque
 from typing import Any
 
-from ..store import Connection, transaction
+from ..store import Connection, DatabaseError, transaction
 from .fairness import Snapshot, choose, take
 from .model import ACTIVE_SQL, Job
 from .queue import JobQueue, too_late
@@ -108,7 +108,12 @@ class LeasedQueue(JobQueue):
     async def submit_many(self, *args: Any, **kwargs: Any) -> list[Job]:
         jobs = await super().submit_many(*args, **kwargs)
         if self._started:  # a free slot takes the job before submit returns, as in-process
-            await self._dispatch()
+            try:
+                await self._dispatch()
+            except DatabaseError:
+                # The jobs are queued and reserved (committed above): the caller must not hear
+                # of a failure and tell the member so. The next poll claims them.
+                log.warning("could not claim right after queueing; the next poll will", exc_info=True)
         return jobs
 
     async def _dispatch(self) -> None:

@@ -14,8 +14,9 @@ goes with the job, for whichever process runs it (a worker has no interaction ob
   progress message (the interaction's original response, made by the acknowledgement) before
   the job is queued, so whoever starts the job finds it (variants of one request share it);
 - a row that still has no job :data:`ORPHAN_S` after its acknowledgement belongs to a request
-  whose process died before queueing it (even in the instant after the acknowledgement) (the member sees "Getting ready…" for ever otherwise):
-  :meth:`ReplyStore.orphans` hands each to one process, which tells the member in ``locale``.
+  whose process died before queueing it, even in the instant after the acknowledgement (the
+  member would see "Getting ready…" for ever): :meth:`ReplyStore.orphans` hands each to one
+  process, which tells the member in ``locale``.
 """
 
 from __future__ import annotations
@@ -116,9 +117,13 @@ class ReplyStore:
             (now, acked_before),
         ) as cur:
             rows = await cur.fetchall()
-        claimed = [
-            row for row in rows if await write(self.db, "DELETE FROM job_replies WHERE message_id = ? RETURNING message_id", (row[0],))
-        ]
+        # The delete asks again whether a job refers to it: one may have been queued since the
+        # read above (a request near the limit), and its token must stay for its runner.
+        unclaimed = (
+            "DELETE FROM job_replies WHERE message_id = ?"
+            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.progress_message_id = job_replies.message_id) RETURNING message_id"
+        )
+        claimed = [row for row in rows if await write(self.db, unclaimed, (row[0],))]
         return [(int(row[0]), self._reply(row[1:])) for row in claimed]
 
     async def drop(self, message_id: int | None) -> None:

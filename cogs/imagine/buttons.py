@@ -313,8 +313,12 @@ class RetryButton(PersistentButton, template=r"nb:retry:(?P<job>\d+)"):
             return
         req = JobRequest.from_json(job.request)
         req.locale = await member_locale(interaction)
-        if await jobs.start(interaction, req, attachments=[], kind="retry") is None:
-            await records.release_retry(jobs.services.db, job.id)  # refused (e.g. no credits left): may be tried later
+        started = None
+        try:
+            started = await jobs.start(interaction, req, attachments=[], kind="retry")
+        finally:
+            if started is None:  # refused (e.g. no credits left) or failed: may be tried later
+                await records.release_retry(jobs.services.db, job.id)
         if interaction.message is not None:
             # One retry per button: it goes (a variant's from its group's message, the others
             # stay), so a second click cannot even be tried; the claim above decided already.

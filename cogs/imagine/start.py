@@ -142,10 +142,11 @@ class Starter:
         )
         try:
             callback = await interaction.response.send_message(progress_text, ephemeral=req.private)
-        except (discord.HTTPException, discord.InteractionResponded):
-            # Refused (the interaction expired), or answered before (its original response is
-            # another message, which no lost-request notice may overwrite): nobody to tell. Any
-            # other failure (a shutdown, a connection cut) may follow an acknowledgement that landed.
+        except (discord.NotFound, discord.InteractionResponded):
+            # The interaction expired (never acknowledged), or was answered before (its original
+            # response is another message, which no lost-request notice may overwrite): nobody
+            # to tell. Any other failure (a 5xx, a shutdown, a connection cut) may follow an
+            # acknowledgement that landed: the token stays, and the sweep tells the member.
             await svc.replies.drop(interaction.id)
             raise
         acked = time.monotonic()
