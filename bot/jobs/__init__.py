@@ -53,8 +53,8 @@ from typing import Any
 from ..db.postgres import PgConnection
 from ..store import Connection
 from .leases import LeasedQueue
-from .model import ACTIVE, EXACT_POSITIONS, TERMINAL, Job, NewJob, QueueClosed, classify, shown_position
-from .queue import CancelledBeforeDelivery, JobQueue
+from .model import ACTIVE, EXACT_POSITIONS, TERMINAL, CancelledBeforeDelivery, Job, NewJob, QueueClosed, classify, shown_position
+from .queue import JobQueue
 
 
 def make_queue(db: Connection, *args: Any, **kwargs: Any) -> JobQueue:

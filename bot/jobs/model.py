@@ -3,6 +3,7 @@ and the place in line a member is shown."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Iterable
@@ -112,6 +113,11 @@ JobCallback = Callable[[Job], Awaitable[None]]
 
 class QueueClosed(RuntimeError):
     key = "jobs.closed"
+
+
+class CancelledBeforeDelivery(asyncio.CancelledError):
+    """Raised by :meth:`JobQueue.begin_delivery` when a Cancel reached the job first: the
+    runner unwinds as on any cancellation, and the queue records it cancelled and refunded."""
 
 
 def classify(exc: BaseException) -> tuple[str, str]:

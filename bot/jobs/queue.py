@@ -23,6 +23,7 @@ from .fairness import Snapshot, choose, positions, take
 from .model import (
     ACTIVE_SQL,
     UPDATABLE,
+    CancelledBeforeDelivery,
     Job,
     JobCallback,
     NewJob,
@@ -32,14 +33,9 @@ from .model import (
     shown_position,
     too_late,
 )
-from .records import failed, insert, interrupt, log_lost, record_end, repair_ledger, settle
+from .records import failed, insert_reserved, interrupt, log_lost, record_end, repair_ledger, settle
 
 log = logging.getLogger(__name__)
-
-
-class CancelledBeforeDelivery(asyncio.CancelledError):
-    """Raised by :meth:`JobQueue.begin_delivery` when a Cancel reached the job first: the
-    runner unwinds as on any cancellation, and the queue records it cancelled and refunded."""
 
 
 class JobQueue:
@@ -159,27 +155,14 @@ class JobQueue:
         role_ids: Iterable[int] = (),
         also: Callable[[Connection, list[Job]], Awaitable[None]] | None = None,
     ) -> list[Job]:
-        """Create several jobs of one member (each with its credits) in one transaction: all of
-        them queued and reserved, or none (the total is checked against the limits). ``also``
-        writes what belongs with them (a variant group) in the same transaction. A process
-        that dies midway leaves nothing half-queued: no group waiting for a job never made."""
+        """One member's jobs (each with its credits) in one transaction, with what ``also`` writes
+        there (a variant group): all queued and reserved, or none, even if the process dies."""
         if self._closing:
             raise QueueClosed("the bot is shutting down")
         if not news:
             return []
-        first = news[0][0]
         async with transaction(self.db) as db:
-            now = self.clock()
-            # Check first (reads only), so a refusal commits an empty transaction, no rollback.
-            total = sum(credits for _new, credits in news)
-            await self.quota.check_in(
-                db, guild_id=first.guild_id, user_id=first.user_id, credits=total, rules=rules, role_ids=role_ids, now=now
-            )
-            jobs = []
-            for new, credits in news:
-                job = await insert(db, new, credits, now)
-                await self.quota.hold_in(db, job_id=job.id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
-                jobs.append(job)
+            jobs = await insert_reserved(db, self.quota, news, rules=rules, role_ids=role_ids, now=self.clock())
             if also is not None:
                 await also(db, jobs)
         for job in jobs:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from ..quota import Quota
+from ..quota import Quota, QuotaRules
 from ..relay.types import RelayError
 from ..store import Connection, DatabaseError, write
 from .model import ACTIVE_SQL, Job, NewJob, classify
@@ -67,6 +67,23 @@ async def insert(db: Connection, new: NewJob, credits: int, now: float) -> Job:
         progress_message_id=new.progress_message_id,
         created_at=now,
     )
+
+
+async def insert_reserved(
+    db: Connection, quota: Quota, news: Sequence[tuple[NewJob, int]], *, rules: QuotaRules, role_ids: Iterable[int], now: float
+) -> list[Job]:
+    """Inside a transaction: one member's jobs, each with its credits reserved, or
+    :class:`~bot.quota.QuotaExceeded` for their total (checked first: it only reads, so a
+    refusal commits an empty transaction, no rollback)."""
+    first = news[0][0]
+    total = sum(credits for _new, credits in news)
+    await quota.check_in(db, guild_id=first.guild_id, user_id=first.user_id, credits=total, rules=rules, role_ids=role_ids, now=now)
+    jobs = []
+    for new, credits in news:
+        job = await insert(db, new, credits, now)
+        await quota.hold_in(db, job_id=job.id, guild_id=new.guild_id, user_id=new.user_id, credits=credits, now=now)
+        jobs.append(job)
+    return jobs
 
 
 async def record_end(
