@@ -20,6 +20,7 @@ from bot.preferences import Preferences, for_request
 from bot.refusal import Refusal
 from bot.relay.catalogue import MODELS, ModelSpec, display_size, resolve_model
 from bot.relay.types import InvalidRequest
+from bot.services import progress_message_id
 from bot.studio import JobRequest
 from bot.variations import variant_count
 from cogs import render
@@ -343,3 +344,5 @@ class Imagine(commands.Cog):
         embed = discord.Embed(colour=render.ERROR, description=t("job.interrupted", locale))
         view = single_button_view(RetryButton(job.id, locale=locale))
         await self.progress.edit(job, None, force=True, must_show=True, embed=embed, view=view)
+        self.progress.forget(job)
+        await self.bot.services.replies.drop(progress_message_id(job))  # over: a Retry is an interaction of its own

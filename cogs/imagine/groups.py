@@ -138,7 +138,15 @@ class VariantGroups:
         if records is None:
             return None
         self._local.pop(group or 0, None)
-        return [local.get(r.index) or await self._rebuilt(r) for r in records]
+        # A slot's first record stands (a second one is ignored): a variant whose picture was
+        # stored, then interrupted while its process posted the group, is shown with its
+        # picture, not as the interruption this process has just told it of.
+        return [
+            mine
+            if (mine := local.get(r.index)) is not None and (mine.generated is None) == (r.error is not None)
+            else await self._rebuilt(r)
+            for r in records
+        ]
 
     async def _rebuilt(self, record: SlotRecord) -> Slot:
         """A slot another process (or this one before a restart) ended, from what was stored."""
