@@ -342,11 +342,12 @@ class Services:
             news.append((new, credits))
 
         async def group(tx: store.Connection, jobs: list[Job]) -> None:
-            if variant_group is not None:
-                await VariantGroupStore(tx).expect_in(tx, variant_group, [j.id for j in jobs])
+            assert variant_group is not None
+            await VariantGroupStore(self.db).expect_in(tx, variant_group, [j.id for j in jobs])
 
         assert quota_rules is not None  # one per request, all of one server
-        return await self.jobs.submit_many(news, rules=quota_rules, role_ids=list(role_ids), also=group)
+        also = group if variant_group is not None else None  # a single picture writes nothing more
+        return await self.jobs.submit_many(news, rules=quota_rules, role_ids=list(role_ids), also=also)
 
     async def queue_position(self, job_id: int) -> int | None:
         return self.jobs.position(job_id)
