@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bot.app import NanoBananaBot
 from bot.settings import Settings, load_settings
@@ -28,3 +29,9 @@ def new_bot(relay: RelayDouble, data_dir: Path, api_key: str, **extra: str) -> N
     # discord.py waits this long after the last GUILD_CREATE before "ready"; tests need not.
     bot._connection.guild_ready_timeout = 0.05
     return bot
+
+
+def notice_paths(channel: dict[str, Any]) -> str:
+    """Where a job's notice lands: its progress message, through the interaction's stored token
+    (kept across a stop for this), or a message of the bot's own in the channel."""
+    return rf"^(/channels/{channel['id']}/messages(/\d+)?|/webhooks/\d+/[^/]+/messages/(\d+|@original))$"

@@ -18,6 +18,7 @@ import pytest
 from tests import e2e
 from tests.doubles.discord_double import DiscordDouble
 from tests.doubles.relay_double import Behaviour, RelayDouble
+from tests.e2e import notice_paths
 
 API_KEY = "relay-secret-key-123456"
 
@@ -172,13 +173,14 @@ async def test_a_double_click_on_retry_makes_one_job(tmp_path: Path) -> None:
             async with dd.running(second):
                 notice = await dd.wait_for(
                     "*",
-                    rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$",
+                    notice_paths(w.channel),
                     since=mark,
                     predicate=lambda c: c.status < 300 and "nb:retry:" in json.dumps(c.json),
                     timeout=15,
                 )
                 retry_id = next(c["custom_id"] for row in notice.json["components"] for c in row["components"])
                 shown = dd.messages[int(notice.response["id"])]
+                assert progress is not None and shown["id"] == progress["id"]  # told on the progress message
                 before = len(relay.requests)
                 mark = dd.mark()
                 clicks = [dd.component_interaction(shown, retry_id, user=w.alice) for _ in range(2)]

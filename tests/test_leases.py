@@ -8,6 +8,7 @@ processes would have; a worker "dies" by having its tasks cancelled with nothing
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,40 @@ async def test_a_clean_stop_and_restart_touch_only_their_own_jobs(workers: Any) 
     await eventually(lambda: not b.running, "b finishes")
     await b.queue.join()
     assert await ledger(b.db) == {mine.id: "refunded", theirs.id: "committed"}
+
+
+async def test_a_dead_workers_picture_being_posted_is_posted_again_by_another_worker_and_charged_once(workers: Any) -> None:
+    """Its stored picture was being posted (``begin_delivery`` with what a second post needs):
+    the reaper queues it again, still reserved; another worker's run posts it and the job is
+    charged once. A Cancel meanwhile is too late (the picture may be up already)."""
+    a, b = await workers("a"), await workers("b")
+    marks: dict[str, Any] = {}
+    base_a = a.queue.runner
+
+    async def posting(job: Job) -> None:
+        await a.queue.begin_delivery(job, {"at": time.time(), "turn_id": 7})
+        await base_a(job)
+
+    a.queue.runner = posting
+    await a.queue.start()
+    job = await a.queue.submit(new(1), credits=1, rules=PLENTY)
+    await eventually(lambda: job.id in a.running, "a posts the picture")
+    for task in a.queue._tasks:  # a dies while posting
+        task.cancel()
+
+    async def again(job: Job) -> None:
+        marks[job.id] = (job.redeliver, job.redeliveries, await b.queue.cancel(job.id, by_user=1))
+
+    b.queue.runner = again
+    await b.queue.start()
+    await eventually(lambda: job.id in marks, "b runs it again", limit=10)
+    mark, count, cancel = marks[job.id]
+    assert mark is not None and mark["turn_id"] == 7 and count == 1
+    assert cancel == "delivering"
+    await b.queue.join()
+    assert dict(await rows(b.db, "SELECT id, status FROM jobs")) == {job.id: "done"}
+    assert await ledger(b.db) == {job.id: "committed"}
+    assert b.interrupted == []  # nobody was told of an interruption
+    a.release.set()  # a was only stalled: its late end is fenced
+    await asyncio.sleep(0.1)
+    assert await ledger(b.db) == {job.id: "committed"}

@@ -19,6 +19,7 @@ from typing import Any
 
 from tests.doubles.discord_double import DiscordDouble
 from tests.doubles.relay_double import Behaviour, RelayDouble
+from tests.e2e import notice_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "life-key-123456"
@@ -101,9 +102,7 @@ async def test_sigterm_mid_job_20_times_exits_0_within_5_s_and_the_next_start_of
                         # The two jobs the last SIGTERM stopped come back as two Retry offers.
                         seen: set[str] = set()
                         while len(seen) < 2:
-                            notice = await dd.wait_for(
-                                "*", rf"^/channels/{channel['id']}/messages(/\d+)?$", since=mark, predicate=offers_retry, timeout=30
-                            )
+                            notice = await dd.wait_for("*", notice_paths(channel), since=mark, predicate=offers_retry, timeout=30)
                             mark = notice.index + 1
                             seen |= {
                                 c["custom_id"]

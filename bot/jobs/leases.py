@@ -36,7 +36,7 @@ from typing import Any
 
 from ..store import Connection, DatabaseError, transaction
 from .fairness import Snapshot, choose, take
-from .model import ACTIVE_SQL, Job
+from .model import ACTIVE_SQL, TERMINAL, Job, redeliver_json
 from .queue import JobQueue, too_late
 from .records import interrupt, log_lost, record_end
 
@@ -243,6 +243,8 @@ class LeasedQueue(JobQueue):
             return "not_found"
         if by_user is not None and by_user != job.user_id:
             return "not_owner"
+        if job.redeliver is not None and job.status not in TERMINAL:
+            return "delivering"  # run again to post its picture: perhaps up already
         if job.status == "queued":
             if await self._cancel_queued(job):
                 self._changed()
@@ -274,8 +276,9 @@ class LeasedQueue(JobQueue):
         # One statement decides between a Cancel from another process and the delivery: the
         # later of the two finds the row changed. Not this worker's any more (reaped): no post.
         cur = await self.db.execute(
-            "UPDATE jobs SET status = 'delivering' WHERE id = ? AND status = 'running' AND worker_id = ? AND cancel_requested = 0",
-            (job.id, self.worker_id),
+            "UPDATE jobs SET status = 'delivering', redeliver = ?"
+            " WHERE id = ? AND status = 'running' AND worker_id = ? AND cancel_requested = 0",
+            (redeliver_json(job), job.id, self.worker_id),
         )
         return bool(cur.rowcount)
 

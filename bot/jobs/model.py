@@ -91,6 +91,9 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     worker_id: str | None = None  # the process running it (PostgreSQL; see bot/jobs/leases.py)
+    # Its picture, stored and being posted when its process died: posted again (records.interrupt).
+    redeliver: dict[str, Any] | None = None
+    redeliveries: int = 0
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -99,7 +102,15 @@ class Job:
             data["request"] = json.loads(data.get("request") or "{}")
         except ValueError:
             data["request"] = {}
+        try:
+            data["redeliver"] = json.loads(data["redeliver"]) if data.get("redeliver") else None
+        except ValueError:
+            data["redeliver"] = None  # unreadable: the job is refunded as any interrupted one
         return cls(**data)
+
+
+def redeliver_json(job: Job) -> str | None:
+    return json.dumps(job.redeliver, ensure_ascii=False) if job.redeliver is not None else None
 
 
 JOB_FIELDS = {f.name for f in dataclasses.fields(Job)}

@@ -30,6 +30,7 @@ from .model import (
     PositionCallback,
     QueueClosed,
     Runner,
+    redeliver_json,
     shown_position,
     too_late,
 )
@@ -232,6 +233,8 @@ class JobQueue:
                     continue
                 if by_user is not None and by_user != job.user_id:
                     return "not_owner"
+                if job.redeliver is not None:
+                    return "delivering"  # as below
                 q.remove(job)
                 if not q:
                     del self._queued[user_id]
@@ -243,8 +246,8 @@ class JobQueue:
             job, task = running
             if by_user is not None and by_user != job.user_id:
                 return "not_owner"
-            if job.status == "delivering":
-                return "delivering"
+            if job.status == "delivering" or job.redeliver is not None:
+                return "delivering"  # (or run again to post its picture: perhaps up already)
             if job_id in self._delivered:
                 return "too_late"
             self._cancel_requested.add(job_id)
@@ -268,15 +271,16 @@ class JobQueue:
             return "not_owner"
         return too_late(found)
 
-    async def begin_delivery(self, job: Job) -> None:
+    async def begin_delivery(self, job: Job, redeliver: dict[str, Any] | None = None) -> None:
         """The runner is about to post ``job``'s picture (an upload may land even if it is then
         interrupted): from now on Cancel answers ``delivering`` and refunds nothing. Raises
         :class:`CancelledBeforeDelivery` if a Cancel came first; the queue then records the job
-        cancelled and refunded, and the runner must not post."""
+        cancelled and refunded, and the runner must not post. ``redeliver``: what posting the
+        stored picture again needs, should this process die before the post is recorded."""
         if job.id in self._cancel_requested:
             raise CancelledBeforeDelivery(job.id)
         # Set before any await: a Cancel in this process sees it at once.
-        job.status = "delivering"
+        job.status, job.redeliver = "delivering", redeliver
         try:
             marked = await self._mark_delivering(job)
         except DatabaseError as exc:
@@ -291,7 +295,9 @@ class JobQueue:
 
     async def _mark_delivering(self, job: Job) -> bool:
         """The state in the database, for every process; False when a Cancel came first."""
-        await self.db.execute("UPDATE jobs SET status = 'delivering' WHERE id = ? AND status = 'running'", (job.id,))
+        await self.db.execute(
+            "UPDATE jobs SET status = 'delivering', redeliver = ? WHERE id = ? AND status = 'running'", (redeliver_json(job), job.id)
+        )
         return True  # one process: a Cancel here saw job.status first
 
     # --- internals -----------------------------------------------------------------------

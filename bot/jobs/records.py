@@ -113,14 +113,42 @@ async def record_end(
     return True
 
 
+# Discord checks a message's nonce for uniqueness "in the past few minutes" (its documentation
+# gives no figure): a stored picture is posted again under the same nonce only this soon after
+# its first post began, when a post that had landed is returned instead of made twice.
+REDELIVER_WINDOW_S = 120.0
+MAX_REDELIVERIES = 2  # a picture whose post kills its process every time is refunded at last
+
+
+def redeliverable(job: Job, now: float) -> bool:
+    """Whether a lost job's stored picture is posted again rather than refunded."""
+    mark = job.redeliver
+    return (
+        job.status == "delivering"
+        and mark is not None
+        and job.redeliveries < MAX_REDELIVERIES
+        and now - float(mark.get("at") or 0.0) <= REDELIVER_WINDOW_S
+    )
+
+
 async def interrupt(db: Connection, quota: Quota, job: Job, now: float) -> Job:
     """Inside a transaction: a job whose process was lost becomes ``interrupted``, refunded; one
     whose picture was already posted (its message id is saved only once the post returned) is
-    ``done`` and charged, as if its process had lived the few statements more: the member has it."""
+    ``done`` and charged, as if its process had lived the few statements more: the member has it.
+    One whose stored picture was being posted (:func:`redeliverable`) is queued again, still
+    reserved: its next run posts that picture under the same nonce, so it lands once."""
     if job.result_message_id is not None:
         await db.execute(f"UPDATE jobs SET status = 'done', finished_at = ? WHERE id = ? AND status IN {ACTIVE_SQL}", (now, job.id))
         await quota.settle_in(db, job.id, "committed", now)
         job.status, job.finished_at = "done", now
+        return job
+    if redeliverable(job, now):
+        await db.execute(
+            "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_until = NULL, cancel_requested = 0,"
+            f" redeliveries = redeliveries + 1 WHERE id = ? AND status IN {ACTIVE_SQL}",
+            (job.id,),
+        )
+        job.status, job.worker_id, job.redeliveries = "queued", None, job.redeliveries + 1
         return job
     await db.execute(
         f"UPDATE jobs SET status = 'interrupted', error_code = 'interrupted', finished_at = ? WHERE id = ? AND status IN {ACTIVE_SQL}",
@@ -157,10 +185,13 @@ def failed(job: Job, exc: Exception) -> tuple[str, str]:
 def log_lost(jobs: list[Job], how: str) -> None:
     """One line for the operator about jobs found without a live process (see :func:`interrupt`)."""
     refunded = sum(job.status == "interrupted" for job in jobs)
+    again = sum(job.status == "queued" for job in jobs)
     if refunded:
         log.warning("%d job(s) %s; marked interrupted and refunded", refunded, how)
-    if len(jobs) - refunded:
-        log.info("%d job(s) %s after their picture was posted; recorded as done", len(jobs) - refunded, how)
+    if again:
+        log.info("%d job(s) %s while posting their stored picture; queued to post it again", again, how)
+    if len(jobs) - refunded - again:
+        log.info("%d job(s) %s after their picture was posted; recorded as done", len(jobs) - refunded - again, how)
 
 
 async def repair_ledger(db: Connection, now: float) -> None:

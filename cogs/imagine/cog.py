@@ -332,8 +332,10 @@ class Imagine(commands.Cog):
         await self.starter.show_queued(job)
 
     async def on_position(self, job: Job, position: int) -> None:
-        if self.progress.shows_drawing(job):
-            return  # a variant whose sibling is being drawn on the same message: never "queued" again
+        if self.progress.shows_drawing(job) or job.redeliver is not None:
+            # A variant whose sibling is being drawn on the same message, or a picture queued
+            # again to be posted (records.interrupt): never "queued" again.
+            return
         text = render.progress_text("queued", job_locale(job), position=position, since=job.created_at)
         await self.progress.edit(job, text, cancel=True)
 

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -31,6 +31,7 @@ from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
 from bot.relay import previews
 from bot.services import Services, progress_message_id
+from bot.stored_result import load, shown_of
 from bot.studio import Generated, JobRequest
 from cogs import render
 from cogs.failures import Interrupted, UserFacingError, is_user_facing, offers_retry
@@ -51,6 +52,7 @@ UPLOAD_RETRIES = 4
 UPLOAD_SHRINK = 0.7  # after a 413, fit under this share of the refused size
 THREAD_LOCKED = 50083  # Discord's code for "Thread is locked" (a 400)
 TOO_LARGE = 40005  # Discord's code for "Request entity too large"
+THREAD_EXISTS = 160004  # Discord's code for "A thread has already been created for this message"
 
 
 class Delivery:
@@ -70,11 +72,14 @@ class Delivery:
             req = JobRequest.from_json(job.request)
         except (TypeError, ValueError, AttributeError):
             req = JobRequest(prompt="", model="")  # refused below, with the user told and refunded
-        started = time.time()
+        again = job.redeliver if req.variants <= 1 else None  # its stored picture, posted again
+        started = float(again.get("started") or time.time()) if again is not None else time.time()
         generating = render.progress_text("generating", req.locale, since=started, model=req.model)
         self.progress.drawing(job)
-        await self.progress.edit(job, generating, force=True, cancel=True)
-        await self.progress.warn_before_expiry(job, req.locale, generating)
+        if again is None:
+            await self.progress.edit(job, generating, force=True, cancel=True)
+            await self.progress.warn_before_expiry(job, req.locale, generating)
+        ended = True
         try:
             if req.variants > 1:
                 await self._run_variant(job, req, started)
@@ -83,10 +88,15 @@ class Delivery:
             await self._recorded(job, generated, message, time.time() - started, link=False)  # _deliver linked the turn
             self.bot.dispatch("picture_delivered", job, req, generated, message)  # the moderation log (cogs/modlog.py)
             await self.progress.drop(job)
+        except asyncio.CancelledError:
+            # A Cancel click drops the token itself; a shutdown leaves the job to the next start,
+            # which needs the token to tell the member (or to clear the message after posting).
+            ended = False
+            raise
         finally:
             # Held until the runner returns: the queue then marks the job delivered itself.
             self.progress.delivering.discard(job.id)
-            if req.variants <= 1:  # variants share the token: it goes when their group is posted
+            if ended and req.variants <= 1:  # variants share the token: it goes when their group is posted
                 await self.services.replies.drop(progress_message_id(job))  # the token goes with the job
 
     async def _make_and_post(self, job: Job, req: JobRequest, started: float) -> tuple[Generated, discord.Message]:
@@ -94,10 +104,11 @@ class Delivery:
         try:
             if not req.prompt or not req.model:
                 raise UserFacingError("job.unreadable")
-            generated = await self._generate(job, req, started)
+            generated = await self._stored(job) if job.redeliver is not None else await self._generate(job, req, started)
             # The picture exists and goes out now (the upload may land even if interrupted):
             # a Cancel click from here on is too late, or it would refund a posted picture.
-            await self.services.jobs.begin_delivery(job)  # in the database: for every process
+            # In the database, for every process, with what posting it again would need.
+            await self.services.jobs.begin_delivery(job, await self._redelivery(job, req, generated, started))
             self.progress.delivering.add(job.id)
             await self.progress.edit(job, render.progress_text("uploading", req.locale, since=started), force=True)
             return generated, await self._deliver(job, req, generated, elapsed=time.time() - started)
@@ -124,6 +135,35 @@ class Delivery:
             return await self.services.studio.generate(
                 guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
             )
+
+    async def _redelivery(self, job: Job, req: JobRequest, generated: Generated, started: float) -> dict[str, Any] | None:
+        """What posting this stored picture again needs, if its process dies before the post is
+        recorded. Only a post with the bot's own token: Discord returns a landed message for its
+        nonce there (an interaction's followups take no nonce, so one might show twice)."""
+        if job.redeliver is not None:
+            return job.redeliver  # posted again already: the first post's time bounds the nonce's window
+        turn = generated.turn
+        if req.private or turn is None or turn.image_sha256 is None or not await self.progress.channel_post(job):
+            return None
+        return {
+            "at": time.time(),
+            "started": started,
+            "turn_id": turn.id,
+            "relay_name": generated.relay_name,
+            "shown": shown_of(generated.result),
+        }
+
+    async def _stored(self, job: Job) -> Generated:
+        """The picture a process that died while posting it had stored (bot/jobs/records.py)."""
+        mark = job.redeliver or {}
+        svc = self.services
+        try:
+            turn_id = int(mark["turn_id"])
+            shown, relay_name = dict(mark.get("shown") or {}), str(mark.get("relay_name") or "")
+            return await load(svc.conversations, svc.images, turn_id, shown, relay_name=relay_name, model=job.model)
+        except Exception as exc:  # noqa: BLE001 - refunded like any interrupted job, with Retry
+            log.warning("job %s: its stored picture could not be loaded to post again (%s)", job.id, exc)
+            raise Interrupted("job.interrupted") from exc
 
     async def _run_variant(self, job: Job, req: JobRequest, started: float) -> None:
         """One of N variants: its picture (or its failure) joins the group; the last to end
@@ -183,7 +223,8 @@ class Delivery:
             first.description = "\n\n".join(x for x in (first.description, notes) if x)
             pictures = [u.pictures[0] for u in uploads]
             embeds = gallery_embeds(first, [name for _data, name in pictures], req.variant_group or job.id)
-            return Upload(embeds=embeds, pictures=pictures, view=gallery_view(slots, locale))
+            # One nonce per group: a second post (its poster died before hearing back) is the first.
+            return Upload(embeds=embeds, pictures=pictures, view=gallery_view(slots, locale), nonce=f"nb-g{req.variant_group or job.id}")
 
         try:
             posted = await self._post_upload(job, req, make)
@@ -352,7 +393,7 @@ class Delivery:
             fit_note="\n".join(x for x in notes if x) or None,
             model_text=result.text,
         )
-        return Upload(embeds=[embed], pictures=[(fitted.data, filename)], view=view)
+        return Upload(embeds=[embed], pictures=[(fitted.data, filename)], view=view, nonce=f"nb-j{job.id}")
 
     async def _open_thread(self, job: Job, req: JobRequest, generated: Generated, posted: Posted) -> None:
         if not (await self.services.defaults(job.guild_id)).threads:
@@ -365,6 +406,11 @@ class Delivery:
             return  # posted through the interaction (no channel post allowed): no thread either
         except discord.HTTPException as exc:
             log.info("no thread for job %s (%s %s)", job.id, exc.status, exc.code)
+            if exc.code == THREAD_EXISTS and generated.conversation_id is not None:
+                # Posted again after its process died: that process had opened the thread, whose
+                # id is the message's (Discord gives a thread started from a message its id).
+                await self.services.conversations.bind_thread(generated.conversation_id, message.id)
+                return
             if exc.status != 403:
                 return  # e.g. posted inside a thread already: no thread to open, nothing missing
             # Added to, not replacing, a note that the picture was shrunk to fit.

@@ -11,14 +11,13 @@ and what its result shows.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.jobs import Job
-from bot.relay.types import GenerationResult, GroundingSource, Note
 from bot.services import Services
+from bot.stored_result import jsonable, load, shown_of
 from bot.studio import Generated
 from bot.variant_groups import SlotRecord, VariantGroupStore
 from cogs.failures import UserFacingError, offers_retry
@@ -51,10 +50,6 @@ class StoredFailure(UserFacingError):
         self.retry = retry
 
 
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(params, default=str))
-
-
 def record_of(slot: Slot) -> SlotRecord:
     """What is stored of a slot: enough for another process to show it."""
     record = SlotRecord(slot.index, slot.job.id, elapsed=slot.elapsed)
@@ -64,23 +59,13 @@ def record_of(slot: Slot) -> SlotRecord:
         params = getattr(slot.error, "params", None) or {}
         record.error = {
             "key": key if isinstance(key, str) else "cmd_error.unexpected",
-            "params": _jsonable(dict(params)),
+            "params": jsonable(dict(params)),
             "retry": offers_retry(slot.error),
         }
         return record
-    result = generated.result
     record.turn_id = generated.turn.id if generated.turn is not None else None
     record.relay_name = generated.relay_name
-    record.shown = {
-        "mime_type": result.mime_type,
-        "width": result.width,
-        "height": result.height,
-        "model": result.model,
-        "text": result.text,
-        "sources": [[s.title, s.uri, s.image_uri] for s in result.sources],
-        "image_queries": list(result.image_queries),
-        "notes": [[n.key, n.text, _jsonable(n.params)] for n in result.notes],
-    }
+    record.shown = shown_of(generated.result)
     return record
 
 
@@ -158,27 +143,12 @@ class VariantGroups:
             error = record.error
             failure = StoredFailure(str(error.get("key")), retry=bool(error.get("retry")), **dict(error.get("params") or {}))
             return Slot(record.index, job, error=failure, elapsed=record.elapsed)
-        turn = await svc.conversations.get_turn(record.turn_id) if record.turn_id is not None else None
         try:
-            if turn is None or turn.image_sha256 is None:
-                raise LookupError("no stored picture")
-            data, _mime = await svc.images.get(turn.image_sha256)
+            generated = await load(
+                svc.conversations, svc.images, record.turn_id, record.shown, relay_name=record.relay_name, model=job.model
+            )
         except Exception as exc:  # noqa: BLE001 - a picture that cannot be loaded is a failed slot, refunded
             log.warning("variant job %s: its picture could not be loaded (%s); refunding it", job.id, exc)
             await svc.quota.refund_delivered(job.id)
             return Slot(record.index, job, error=UserFacingError("variants.lost"), elapsed=record.elapsed)
-        shown = record.shown
-        result = GenerationResult(
-            image=data,
-            mime_type=str(shown.get("mime_type") or _mime),
-            width=int(shown.get("width") or 0),
-            height=int(shown.get("height") or 0),
-            model=str(shown.get("model") or job.model),
-            text=str(shown.get("text") or ""),
-            sources=[GroundingSource(*s) for s in shown.get("sources", [])],
-            image_queries=list(shown.get("image_queries", [])),
-            notes=[Note(*n) for n in shown.get("notes", [])],
-            relay_name=record.relay_name,
-        )
-        generated = Generated(turn=turn, result=result, relay_name=record.relay_name, conversation_id=turn.conversation_id)
         return Slot(record.index, job, generated=generated, elapsed=record.elapsed)

@@ -31,6 +31,9 @@ class Upload:
     embeds: list[discord.Embed]
     pictures: list[tuple[bytes, str]]
     view: discord.ui.View | None
+    # Sent with enforce_nonce (discord.py adds it to any nonce): the same nonce again within a
+    # few minutes returns the message it made, so posting again cannot show a picture twice.
+    nonce: str
 
     @property
     def embed(self) -> discord.Embed:
@@ -69,5 +72,6 @@ async def post_in_channel(bot: discord.Client, job: Job, target: Target, upload:
         files=upload.files(),
         view=upload.view or discord.utils.MISSING,
         reference=reference,  # type: ignore[arg-type]  # discord.py's stubs leave None out; it means "no reply"
+        nonce=upload.nonce,
         allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)], replied_user=False),
     )

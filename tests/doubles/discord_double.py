@@ -432,6 +432,11 @@ class DiscordDouble:
         self._attachments_expired_before: int | None = None
         self.cdn_delay = 0.0  # seconds the CDN waits before answering (a slow or stuck download)
         self.callback_delay = 0.0  # seconds an interaction callback's answer takes once it has taken effect
+        self.post_delay = 0.0  # seconds a channel message post's answer takes once the message exists
+        # Discord: with ``enforce_nonce``, "if another message was created by the same author with
+        # the same nonce" in the past few minutes, "that message will be returned".
+        self._nonces: dict[tuple[int, str, str], tuple[int, float]] = {}
+        self.nonce_window = 300.0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -2484,7 +2489,17 @@ class DiscordDouble:
                 meta.update(archived=False, archive_timestamp=_iso())
                 self._emit("THREAD_UPDATE", ch, guild_id=int(ch["guild_id"]))
         self._check_message_payload(data, call.files, creating=True, guild_id=int(ch["guild_id"]) if ch.get("guild_id") else None)
-        return copy.deepcopy(self._message_from_payload(ch, data, call.files, author=self.bot_user))
+        key = (int(ch["id"]), str(self.bot_user["id"]), str(data.get("nonce")))
+        if data.get("enforce_nonce") and data.get("nonce") is not None:
+            seen = self._nonces.get(key)
+            if seen is not None and time.time() - seen[1] <= self.nonce_window and seen[0] in self.messages:
+                return copy.deepcopy(self.messages[seen[0]])  # no new message
+        message = self._message_from_payload(ch, data, call.files, author=self.bot_user)
+        if data.get("nonce") is not None:
+            self._nonces[key] = (int(message["id"]), time.time())
+        if self.post_delay:  # posted, the members see it; the bot hears so later
+            await asyncio.sleep(self.post_delay)
+        return copy.deepcopy(message)
 
     async def _edit_message(self, call: Call, cid: str, mid: str) -> Any:
         ch = self._channel(cid)
