@@ -6,10 +6,12 @@ death (it is posted again: bot/jobs/records.py ``interrupt``)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from .conversations import Conversations
 from .image_store import ImageStore
+from .jobs import Job
 from .relay.types import GenerationResult, GroundingSource, Note
 from .studio import Generated
 
@@ -54,3 +56,27 @@ async def load(
         relay_name=relay_name,
     )
     return Generated(turn=turn, result=result, relay_name=relay_name, conversation_id=turn.conversation_id)
+
+
+def redelivery(job: Job, generated: Generated, started: float) -> dict[str, Any] | None:
+    """What posting this stored picture again needs should its process die before the post is
+    recorded (``Job.redeliver``); None when nothing was stored to post."""
+    if job.redeliver is not None:
+        return job.redeliver  # posted again already: the first post's time bounds the nonce's window
+    turn = generated.turn
+    if turn is None or turn.image_sha256 is None:
+        return None
+    return {
+        "at": time.time(),
+        "started": started,
+        "turn_id": turn.id,
+        "relay_name": generated.relay_name,
+        "shown": shown_of(generated.result),
+    }
+
+
+async def load_redelivery(conversations: Conversations, images: ImageStore, job: Job) -> Generated:
+    """The picture ``job.redeliver`` describes; LookupError/KeyError/ValueError when it cannot be had."""
+    mark = job.redeliver or {}
+    shown, relay_name = dict(mark.get("shown") or {}), str(mark.get("relay_name") or "")
+    return await load(conversations, images, int(mark["turn_id"]), shown, relay_name=relay_name, model=job.model)

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 
@@ -31,7 +31,7 @@ from bot.imaging import FittedImage, fit_for_upload_async
 from bot.jobs import Job
 from bot.relay import previews
 from bot.services import Services, progress_message_id
-from bot.stored_result import load, shown_of
+from bot.stored_result import load_redelivery, redelivery
 from bot.studio import Generated, JobRequest
 from cogs import render
 from cogs.failures import Interrupted, UserFacingError, is_user_facing, offers_retry
@@ -104,11 +104,14 @@ class Delivery:
         try:
             if not req.prompt or not req.model:
                 raise UserFacingError("job.unreadable")
-            generated = await self._stored(job) if job.redeliver is not None else await self._generate(job, req, started)
+            generated = await self._generate(job, req, started) if job.redeliver is None else await self._stored(job)
             # The picture exists and goes out now (the upload may land even if interrupted):
             # a Cancel click from here on is too late, or it would refund a posted picture.
             # In the database, for every process, with what posting it again would need.
-            await self.services.jobs.begin_delivery(job, await self._redelivery(job, req, generated, started))
+            # Posting again is for a post with the bot's own token: Discord returns a landed message
+            # for its nonce there (an interaction's followups take no nonce).
+            again = not req.private and await self.progress.channel_post(job)
+            await self.services.jobs.begin_delivery(job, redelivery(job, generated, started) if again else None)
             self.progress.delivering.add(job.id)
             await self.progress.edit(job, render.progress_text("uploading", req.locale, since=started), force=True)
             return generated, await self._deliver(job, req, generated, elapsed=time.time() - started)
@@ -119,6 +122,14 @@ class Delivery:
             if isinstance(exc, discord.HTTPException):
                 raise UserFacingError("deliver.discord_refused", status=exc.status) from exc
             raise
+
+    async def _stored(self, job: Job) -> Generated:
+        """The picture a process that died while posting it had stored (bot/jobs/records.py)."""
+        try:
+            return await load_redelivery(self.services.conversations, self.services.images, job)
+        except Exception as exc:  # noqa: BLE001 - refunded like any interrupted job, with Retry
+            log.warning("job %s: its stored picture could not be loaded to post again (%s)", job.id, exc)
+            raise Interrupted("job.interrupted") from exc
 
     async def _generate(self, job: Job, req: JobRequest, started: float) -> Generated:
         if req.after_job_id is not None:
@@ -135,35 +146,6 @@ class Delivery:
             return await self.services.studio.generate(
                 guild_id=job.guild_id, channel_id=job.channel_id or 0, user_id=job.user_id, req=req, job_id=job.id
             )
-
-    async def _redelivery(self, job: Job, req: JobRequest, generated: Generated, started: float) -> dict[str, Any] | None:
-        """What posting this stored picture again needs, if its process dies before the post is
-        recorded. Only a post with the bot's own token: Discord returns a landed message for its
-        nonce there (an interaction's followups take no nonce, so one might show twice)."""
-        if job.redeliver is not None:
-            return job.redeliver  # posted again already: the first post's time bounds the nonce's window
-        turn = generated.turn
-        if req.private or turn is None or turn.image_sha256 is None or not await self.progress.channel_post(job):
-            return None
-        return {
-            "at": time.time(),
-            "started": started,
-            "turn_id": turn.id,
-            "relay_name": generated.relay_name,
-            "shown": shown_of(generated.result),
-        }
-
-    async def _stored(self, job: Job) -> Generated:
-        """The picture a process that died while posting it had stored (bot/jobs/records.py)."""
-        mark = job.redeliver or {}
-        svc = self.services
-        try:
-            turn_id = int(mark["turn_id"])
-            shown, relay_name = dict(mark.get("shown") or {}), str(mark.get("relay_name") or "")
-            return await load(svc.conversations, svc.images, turn_id, shown, relay_name=relay_name, model=job.model)
-        except Exception as exc:  # noqa: BLE001 - refunded like any interrupted job, with Retry
-            log.warning("job %s: its stored picture could not be loaded to post again (%s)", job.id, exc)
-            raise Interrupted("job.interrupted") from exc
 
     async def _run_variant(self, job: Job, req: JobRequest, started: float) -> None:
         """One of N variants: its picture (or its failure) joins the group; the last to end
