@@ -524,15 +524,15 @@ async def test_a_restart_interrupts_the_running_job_refunds_it_and_offers_retry(
 
             second = new_bot(relay, w.data_dir)
             async with dd.running(second):
-                # Discord may refuse a bot-token edit of an interaction's response (this double
-                # does): the notice then arrives as a new message replying to it.
+                # Told on the progress message through the interaction's token (kept across the
+                # stop); where that is gone and Discord refuses a bot-token edit of an
+                # interaction's response (this double does), as a new message replying to it.
                 def offers_retry(c: Any) -> bool:
                     return c.status < 300 and "nb:retry:" in json.dumps(c.json)
 
-                notice = await dd.wait_for(
-                    "*", rf"^/channels/{w.channel['id']}/messages(/{progress['id']})?$", since=mark, predicate=offers_retry, timeout=15
-                )
+                notice = await dd.wait_for("*", e2e.notice_paths(w.channel), since=mark, predicate=offers_retry, timeout=15)
                 assert "restarted" in json.dumps(notice.json)
+                assert notice.method == "POST" or int(notice.response["id"]) == int(progress["id"])
                 if notice.method == "POST":  # a new notice: the stale "Drawing…" + Cancel message goes
                     await dd.wait_for("DELETE", rf"^/channels/{w.channel['id']}/messages/{progress['id']}$", since=mark)
                 totals = await second.services.quota.totals()
